@@ -1,0 +1,1 @@
+"""Backup, restore and drill engine: archive format, manifest, encryption, retention."""

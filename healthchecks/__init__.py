@@ -1,0 +1,1 @@
+"""Small, fast probes run by container HEALTHCHECKs and reused by `orbisctl doctor`."""

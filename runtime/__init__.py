@@ -1,0 +1,1 @@
+"""OrbisVoice runtime services: api, gateway, emulator, web (static), and their shared code."""
