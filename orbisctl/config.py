@@ -28,9 +28,7 @@ CONFIG_VERSION = 1
 # The seed's GEMINI_MODEL.
 DEFAULT_GEMINI_MODEL = "gemini-2.0-flash"
 
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$"
-)
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
 _MEMORY = re.compile(r"^[1-9][0-9]*[kmg]$")
 _ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
 

@@ -47,8 +47,9 @@ class ConfigError(UserError):
 
     exit_code = ExitCode.USAGE
 
-    def __init__(self, message: str, problems: list[str] | None = None,
-                 hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, problems: list[str] | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message, hint)
         self.problems = problems or []
 

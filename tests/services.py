@@ -56,11 +56,15 @@ class PostgresServer:
     password: str
     data_dir: Path
 
-    def conninfo(self, dbname: str = "postgres", *, user: str | None = None,
-                 password: str | None = None) -> str:
+    def conninfo(
+        self, dbname: str = "postgres", *, user: str | None = None, password: str | None = None
+    ) -> str:
         return psycopg.conninfo.make_conninfo(
-            host=self.host, port=self.port, dbname=dbname,
-            user=user or self.user, password=password or self.password,
+            host=self.host,
+            port=self.port,
+            dbname=dbname,
+            user=user or self.user,
+            password=password or self.password,
         )
 
     def url(self, dbname: str = "postgres") -> str:
@@ -78,16 +82,36 @@ class PostgresServer:
 
     def stop(self) -> None:
         subprocess.run(
-            [*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir),
-             "-m", "fast", "-w", "stop"],
-            check=False, capture_output=True,
+            [
+                *_as_postgres_user(),
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
+            ],
+            check=False,
+            capture_output=True,
         )
 
     def start(self) -> None:
         subprocess.run(
-            [*_as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir),
-             "-l", str(self.data_dir / "server.log"), "-w", "-t", "30", "start"],
-            check=True, capture_output=True,
+            [
+                *_as_postgres_user(),
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.data_dir / "server.log"),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
         )
 
 
@@ -104,9 +128,21 @@ def postgres_server() -> Iterator[PostgresServer]:
         os.chown(pwfile, entry.pw_uid, entry.pw_gid)
     port = free_port()
     subprocess.run(
-        [*_as_postgres_user(), str(PG_BIN / "initdb"), "-D", str(data_dir), "-U", "postgres",
-         "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
-        check=True, capture_output=True,
+        [
+            *_as_postgres_user(),
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(data_dir),
+            "-U",
+            "postgres",
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ],
+        check=True,
+        capture_output=True,
     )
     with (data_dir / "postgresql.conf").open("a") as conf:
         conf.write(
@@ -136,8 +172,9 @@ class RedisServer:
         return f"redis://{self.user}:{self.password}@{self.host}:{self.port}/{db}"
 
     def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(host=self.host, port=self.port, username=self.user,
-                           password=self.password, db=db)
+        return redis.Redis(
+            host=self.host, port=self.port, username=self.user, password=self.password, db=db
+        )
 
     def stop(self) -> None:
         self.process.terminate()
@@ -145,8 +182,11 @@ class RedisServer:
 
     def start(self) -> None:
         """(Re)start the same server on the same port: for restart-fault tests."""
-        self.process = subprocess.Popen(["redis-server", str(self.config_file)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            ["redis-server", str(self.config_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(self.port)
 
 
@@ -158,12 +198,13 @@ def redis_server() -> Iterator[RedisServer]:
     config = base / "redis.conf"
     # A named ACL user, like the appliance's; `default` is switched off.
     config.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {base}\nsave \"\"\nappendonly no\n"
+        f'port {port}\nbind 127.0.0.1\ndir {base}\nsave ""\nappendonly no\n'
         f"user default off\nuser orbis on >{password} ~* &* +@all\n"
     )
     config.chmod(0o600)
-    process = subprocess.Popen(["redis-server", str(config)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        ["redis-server", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     server = RedisServer("127.0.0.1", port, "orbis", password, process, config)
     try:
         wait_for_port(port)
