@@ -1,0 +1,1 @@
+"""Code shared by the runtime services: settings, database, redis, logging, metrics, keys."""
