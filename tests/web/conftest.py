@@ -1,0 +1,91 @@
+"""Browser-test fixtures: a trusted test CA, a TLS nginx serving runtime/web, Chromium."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+
+from tests.web.support import (
+    ARTIFACTS,
+    Nginx,
+    TestTLS,
+    Upstreams,
+    chromium_args,
+    make_speech_wav,
+    make_tls,
+    nginx_server,
+    trusting_home,
+)
+
+PAGES = Path(__file__).parent / "pages"
+
+
+@pytest.fixture(scope="session")
+def web_tmp() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="orbis-web-") as name:
+        yield Path(name)
+
+
+@pytest.fixture(scope="session")
+def tls(web_tmp: Path) -> TestTLS:
+    (web_tmp / "tls").mkdir()
+    return make_tls(web_tmp / "tls")
+
+
+@pytest.fixture(scope="session")
+def speech_wav(web_tmp: Path) -> Path:
+    return make_speech_wav(
+        web_tmp / "speech.wav", "Hello, I would like to know your opening hours please."
+    )
+
+
+@pytest.fixture(scope="session")
+def static_nginx(tls: TestTLS) -> Iterator[Nginx]:
+    """nginx serving runtime/web and the test pages, with no API or gateway behind it."""
+    with nginx_server(tls, PAGES, Upstreams()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(
+    playwright: Playwright, web_tmp: Path, tls: TestTLS, speech_wav: Path
+) -> Iterator[Browser]:
+    home = trusting_home(web_tmp / "home", tls.ca_cert)
+    browser = playwright.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        args=chromium_args(speech_wav),
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+    )
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Page]:
+    page = context.new_page()
+    console: list[str] = []
+    page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    yield page
+    # Every browser test leaves a screenshot of where it ended, pass or fail.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+    (ARTIFACTS / f"{name}.console.txt").write_text("\n".join(console))
