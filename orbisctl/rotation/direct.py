@@ -1,0 +1,173 @@
+"""`PostgresAdmin`, `RedisAdmin` and `GeminiProbe` over direct network connections.
+
+Used where the data stores are reachable from the host (tests against real servers, or a
+stack adapter that forwards a port). Passwords are sent to PostgreSQL only as SCRAM verifiers
+computed client-side, so no plaintext password reaches its statement log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import redis
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types as genai_types
+from psycopg import sql
+
+# SQLSTATEs of a refused login: wrong password (28P01), login not allowed (28000).
+_AUTH_REFUSED = {"28P01", "28000"}
+
+
+@dataclass(frozen=True)
+class DirectPostgresAdmin:
+    host: str
+    port: int
+    dbname: str
+    admin_user: str
+    admin_password: str
+    connect_timeout: int = 5
+
+    def _conninfo(self, user: str, password: str) -> str:
+        return psycopg.conninfo.make_conninfo(
+            host=self.host,
+            port=self.port,
+            dbname=self.dbname,
+            user=user,
+            password=password,
+            connect_timeout=self.connect_timeout,
+        )
+
+    def _admin(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            self._conninfo(self.admin_user, self.admin_password), autocommit=True
+        )
+
+    def enable_login(self, role: str, password: str, *, owner: str) -> None:
+        with self._admin() as conn:
+            verifier = conn.pgconn.encrypt_password(
+                password.encode(), role.encode(), b"scram-sha-256"
+            ).decode()
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            name, secret = sql.Identifier(role), sql.Literal(verifier)
+            if exists is None:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(name, secret))
+            else:
+                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(name, secret))
+            if role != owner:
+                # Sessions of the login role run as the owner, so objects created through
+                # either alternating role (migrations) are owned by the owner.
+                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner), name))
+                conn.execute(
+                    sql.SQL("ALTER ROLE {} SET role = {}").format(name, sql.Literal(owner))
+                )
+
+    def disable_login(self, role: str, *, owner: str) -> None:
+        with self._admin() as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+            if exists is None:
+                return
+            name = sql.Identifier(role)
+            if role == owner:
+                # The owner keeps LOGIN for local (socket) administration; only its password
+                # goes, which is what the services used.
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(name))
+            else:
+                conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN PASSWORD NULL").format(name))
+
+    def can_login(self, role: str, password: str) -> bool:
+        try:
+            with psycopg.connect(self._conninfo(role, password)) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate in _AUTH_REFUSED:
+                return False
+            raise
+        return True
+
+
+@dataclass(frozen=True)
+class DirectRedisAdmin:
+    host: str
+    port: int
+    timeout: float = 5.0
+
+    def _client(self, user: str, password: str) -> redis.Redis:
+        return redis.Redis(
+            host=self.host,
+            port=self.port,
+            username=user,
+            password=password,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+        )
+
+    def _password_hashes(self, client: redis.Redis, user: str) -> set[str]:
+        info = client.acl_getuser(user)
+        if info is None:
+            return set()
+        hashes = info.get("passwords", [])
+        return {str(item) for item in hashes} if isinstance(hashes, list) else set()
+
+    def add_password(self, user: str, password: str, *, auth: str) -> None:
+        with self._client(user, auth) as client:
+            if _redis_hash(password) not in self._password_hashes(client, user):
+                client.execute_command("ACL", "SETUSER", user, f">{password}")
+
+    def remove_password(self, user: str, password: str, *, auth: str) -> None:
+        with self._client(user, auth) as client:
+            if _redis_hash(password) in self._password_hashes(client, user):
+                client.execute_command("ACL", "SETUSER", user, f"<{password}")
+
+    def can_auth(self, user: str, password: str) -> bool:
+        try:
+            with self._client(user, password) as client:
+                client.ping()
+        except redis.AuthenticationError:
+            return False
+        return True
+
+
+def _redis_hash(password: str) -> str:
+    """How Redis lists a password in ACL GETUSER: its SHA-256 in hex."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SdkGeminiProbe:
+    """Opens a Live session through google-genai, exactly as the gateway does."""
+
+    model: str
+    base_url: str | None = None  # None: Google's endpoint
+    ca_file: Path | None = None
+    timeout: float = 15.0
+
+    def check(self, api_key: str) -> str | None:
+        return asyncio.run(self._check(api_key))
+
+    async def _check(self, api_key: str) -> str | None:
+        client_args: dict[str, Any] = {}
+        if self.ca_file is not None:
+            client_args["ssl"] = ssl.create_default_context(cafile=str(self.ca_file))
+        options = genai_types.HttpOptions(
+            base_url=self.base_url, async_client_args=client_args or None
+        )
+        client = genai.Client(api_key=api_key, http_options=options)
+        config = genai_types.LiveConnectConfig(response_modalities=[genai_types.Modality.AUDIO])
+        try:
+            # connect() waits for setupComplete without a timeout of its own.
+            async with asyncio.timeout(self.timeout):
+                async with client.aio.live.connect(model=self.model, config=config):
+                    return None
+        except genai_errors.APIError as exc:
+            return f"the endpoint refused the key (close code {exc.code})"
+        except TimeoutError:
+            return f"no session within {self.timeout:.0f}s"
+        except OSError as exc:
+            return f"cannot reach the endpoint: {exc.strerror or type(exc).__name__}"

@@ -1,0 +1,125 @@
+"""The install's secret files as rotation sees them: atomic 0600 writes, staging, fingerprints.
+
+During a rotation a secret can have two staged companions in `secrets/`:
+
+- `<name>.next`: the new value, written before anything uses it, so a killed rotation
+  resumes with the same new value instead of minting another one;
+- `<name>.prev`: the value before the rotation, so `--abort` can put it back.
+
+Both are removed when the rotation finishes. Values are never logged or printed; what leaves
+this module for journals and output is a fingerprint (a truncated SHA-256 of a high-entropy
+value, which identifies the version without revealing it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orbisctl.errors import InstallDirError
+
+SECRETS_DIRNAME = "secrets"
+_NEXT = ".next"
+_PREV = ".prev"
+
+
+def fingerprint(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
+
+
+def random_token(nbytes: int = 32) -> str:
+    """A URL- and shell-safe secret with `nbytes` of entropy (passwords, service tokens)."""
+    return secrets.token_urlsafe(nbytes)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (temp file in the same directory + rename), 0600."""
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = Path(temp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temp.replace(path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class SecretStore:
+    """The `secrets/` directory of one install."""
+
+    directory: Path
+
+    @classmethod
+    def of_install(cls, install_dir: Path) -> SecretStore:
+        return cls(install_dir / SECRETS_DIRNAME)
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    def read(self, name: str) -> str:
+        path = self.path(name)
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise InstallDirError(
+                f"secret file {path} is missing",
+                hint="run `orbisctl init` in the install directory to create missing secrets",
+            ) from None
+
+    def read_lines(self, name: str) -> list[str]:
+        return [line.strip() for line in self.read(name).splitlines() if line.strip()]
+
+    def read_first_line(self, name: str) -> str:
+        lines = self.read_lines(name)
+        if not lines:
+            raise InstallDirError(f"secret file {self.path(name)} is empty")
+        return lines[0]
+
+    def write(self, name: str, text: str) -> None:
+        write_private(self.path(name), text)
+
+    def write_lines(self, name: str, *lines: str) -> None:
+        self.write(name, "".join(f"{line}\n" for line in lines))
+
+    # staging -------------------------------------------------------------------------------
+
+    def staged_next(self, name: str) -> str | None:
+        path = self.path(name + _NEXT)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def staged_prev(self, name: str) -> str | None:
+        path = self.path(name + _PREV)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    def stage_next(self, name: str, text: str) -> None:
+        self.write(name + _NEXT, text)
+
+    def stage_prev(self, name: str, text: str) -> None:
+        self.write(name + _PREV, text)
+
+    def clear_staged(self, name: str) -> None:
+        for suffix in (_NEXT, _PREV):
+            with contextlib.suppress(FileNotFoundError):
+                self.path(name + suffix).unlink()
