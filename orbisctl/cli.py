@@ -75,6 +75,9 @@ def _mount() -> None:
     Groups mounted without a name add their commands at the top level (`orbisctl init`).
     """
     # One import and one add_typer line per verb group.
+    from orbisctl.commands import install
+
+    app.add_typer(install.app)
 
 
 _mount()

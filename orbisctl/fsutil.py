@@ -1,0 +1,101 @@
+"""Atomic file writes and the one place rendered trees reach the disk."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+
+def atomic_write(
+    path: Path, data: bytes, *, mode: int = 0o644, owner: tuple[int, int] | None = None
+) -> None:
+    """Write `data` so readers see the old file or the whole new one, never a part.
+
+    The temporary file gets its mode (and owner) before any byte is written, so a secret is
+    never readable by others, not even for a moment.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Change(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: Path
+    change: Change
+
+
+def _current(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def write_tree(files: dict[Path, str], root: Path, *, dry_run: bool = False) -> list[FileChange]:
+    """Write rendered files under `root` (atomically, one by one); say what changed.
+
+    With `dry_run` nothing is written; the result says what would change.
+    """
+    changes = []
+    for relative, text in sorted(files.items()):
+        target = root / relative
+        current = _current(target)
+        if current == text:
+            changes.append(FileChange(relative, Change.UNCHANGED))
+            continue
+        if not dry_run:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, text.encode("utf-8"))
+        changes.append(FileChange(relative, Change.CREATED if current is None else Change.UPDATED))
+    return changes
+
+
+def diff_tree(files: dict[Path, str], root: Path) -> str:
+    """A unified diff from the files on disk to the rendered ones; empty when they match."""
+    chunks: list[str] = []
+    for relative, text in sorted(files.items()):
+        current = _current(root / relative)
+        if current == text:
+            continue
+        chunks.extend(
+            difflib.unified_diff(
+                (current or "").splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile=f"{relative} (on disk)" if current is not None else "/dev/null",
+                tofile=f"{relative} (rendered)",
+            )
+        )
+    return "".join(chunks)

@@ -1,0 +1,99 @@
+"""The install directory's layout (docs/architecture.md) and the checks made before writing."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from orbisctl.config import CONFIG_FILENAME
+from orbisctl.errors import InstallDirError
+
+SECRETS_DIR = "secrets"
+TLS_DIR = "tls"
+BACKUPS_DIR = "backups"
+
+SECRETS_DIR_MODE = 0o700
+SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class InstallDir:
+    """Paths inside one install directory."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / CONFIG_FILENAME
+
+    @property
+    def secrets(self) -> Path:
+        return self.root / SECRETS_DIR
+
+    @property
+    def tls(self) -> Path:
+        return self.root / TLS_DIR
+
+    @property
+    def backups(self) -> Path:
+        return self.root / BACKUPS_DIR
+
+    def secret(self, name: str) -> Path:
+        return self.secrets / name
+
+    def is_install(self) -> bool:
+        return self.config.is_file()
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def _check_writable(path: Path) -> None:
+    """Prove we can create files where the install goes (access() lies for root)."""
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        raise InstallDirError(
+            f"cannot create the install directory {path}: {existing} is not a directory",
+            hint="pass --dir pointing at a directory",
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".orbisctl-probe-"):
+            pass
+    except OSError as exc:
+        where = "" if existing == path else f" (its parent {existing})"
+        raise InstallDirError(
+            f"cannot write to {path}{where}: {exc.strerror}",
+            hint="run as a user who can write there (usually root), or pass another --dir",
+        ) from None
+
+
+def check_init_target(root: Path) -> InstallDir:
+    """The directory `init` may write: missing, empty, or an existing OrbisVoice install."""
+    install = InstallDir(root)
+    if root.exists() and not root.is_dir():
+        raise InstallDirError(f"{root} exists and is not a directory", hint="pass another --dir")
+    if root.is_dir() and not install.is_install() and next(root.iterdir(), None) is not None:
+        raise InstallDirError(
+            f"{root} is not empty and holds no {CONFIG_FILENAME}: it is not an OrbisVoice "
+            "install, so init will not write into it",
+            hint="pass --dir pointing at an empty or new directory",
+        )
+    _check_writable(root)
+    return install
+
+
+def require_install(root: Path) -> InstallDir:
+    """The install directory of an existing install (for every verb but init)."""
+    install = InstallDir(root)
+    if not install.is_install():
+        raise InstallDirError(
+            f"{root} is not an OrbisVoice install (no {CONFIG_FILENAME})",
+            hint="run `orbisctl init` first, or pass --dir pointing at the install directory",
+        )
+    return install

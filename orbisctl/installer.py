@@ -1,0 +1,226 @@
+"""`init` and `render` as plain functions: plan everything, check everything, then write.
+
+Nothing touches the disk until every input has been validated, so a failed `init` leaves
+the directory as it was. Existing secrets and certificates are never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orbisctl.config import (
+    ModelProvider,
+    OrbisConfig,
+    TlsMode,
+    dump_config,
+    load_config,
+    parse_config,
+)
+from orbisctl.errors import InstallDirError, UserError
+from orbisctl.fsutil import FileChange, atomic_write, diff_tree, write_tree
+from orbisctl.installdir import (
+    PUBLIC_MODE,
+    SECRET_MODE,
+    SECRETS_DIR_MODE,
+    InstallDir,
+    check_init_target,
+    require_install,
+)
+from orbisctl.render import RUNTIME_UID, render_stack
+from orbisctl.secretfiles import (
+    GEMINI_API_KEY,
+    MOUNTED_SECRETS,
+    SECRET_NAMES,
+    generate_secret,
+    read_gemini_key,
+)
+from orbisctl.tls import (
+    EMULATOR_NAMES,
+    Pem,
+    check_operator_files,
+    has_ocsp_responder,
+    issue_server_cert,
+    new_ca,
+    server_names,
+)
+
+SERVER_CERT = "tls/server.crt"
+SERVER_KEY = "tls/server.key"
+CA_CERT = "tls/ca.crt"
+CA_KEY = "tls/ca.key"
+EMULATOR_CERT = "tls/emulator.crt"
+EMULATOR_KEY = "tls/emulator.key"
+# Keys mounted into containers (nginx, emulator) belong to the containers' uid.
+MOUNTED_TLS_KEYS = frozenset({SERVER_KEY, EMULATOR_KEY})
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str  # relative to the install directory
+    data: bytes
+    mode: int
+    mounted: bool  # read inside a container: owned by the runtime uid
+
+
+@dataclass
+class InitResult:
+    config: OrbisConfig
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    rendered: list[FileChange] = field(default_factory=list)
+    # Set when not running as root: mounted secrets could not be given to the runtime uid.
+    ownership_warning: str | None = None
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def plan_config(install: InstallDir, overrides: dict[str, Any]) -> OrbisConfig:
+    """The existing orbis.yaml (or the defaults) with the given keys replaced, validated."""
+    base = load_config(install.config).model_dump(mode="json") if install.is_install() else {}
+    return parse_config(_merge(base, overrides))
+
+
+def _read_existing(install: InstallDir, relative: str) -> bytes | None:
+    try:
+        return (install.root / relative).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _plan_secrets(
+    install: InstallDir, cfg: OrbisConfig, gemini_key_file: Path | None, result: InitResult
+) -> list[PlannedFile]:
+    planned = []
+    for name in SECRET_NAMES:
+        relative = f"secrets/{name}"
+        if install.secret(name).exists():
+            result.kept.append(relative)
+            continue
+        if name == GEMINI_API_KEY and cfg.model.provider is ModelProvider.GEMINI:
+            if gemini_key_file is None:
+                raise UserError(
+                    "model.provider is gemini but no Gemini API key was given",
+                    hint="pass --gemini-key-file PATH (a file holding the key), "
+                    "or --model emulator",
+                )
+            value = read_gemini_key(gemini_key_file)
+        else:
+            value = generate_secret(name)
+        planned.append(PlannedFile(relative, value.encode(), SECRET_MODE, name in MOUNTED_SECRETS))
+    return planned
+
+
+def _plan_tls(
+    install: InstallDir, cfg: OrbisConfig, result: InitResult
+) -> tuple[list[PlannedFile], bytes]:
+    """Files to create under tls/, and the server chain nginx will serve."""
+    planned: list[PlannedFile] = []
+
+    def keep_or_add(cert_path: str, key_path: str, make: Callable[[], Pem]) -> Pem:
+        cert, key = _read_existing(install, cert_path), _read_existing(install, key_path)
+        if cert is not None and key is not None:
+            result.kept.extend([cert_path, key_path])
+            return Pem(cert=cert, key=key)
+        pem: Pem = make()
+        planned.append(PlannedFile(cert_path, pem.cert, PUBLIC_MODE, mounted=False))
+        planned.append(PlannedFile(key_path, pem.key, SECRET_MODE, key_path in MOUNTED_TLS_KEYS))
+        return pem
+
+    ca = keep_or_add(CA_CERT, CA_KEY, lambda: new_ca(cfg.domain))
+    if cfg.tls.mode is TlsMode.FILES:
+        cert_file, key_file = cfg.tls.cert_file, cfg.tls.key_file
+        assert cert_file is not None and key_file is not None  # the config model checks this
+        server = keep_or_add(
+            SERVER_CERT,
+            SERVER_KEY,
+            lambda: check_operator_files(cert_file, key_file, domain=cfg.domain),
+        )
+    elif cfg.tls.mode is TlsMode.SELF_SIGNED:
+        server = keep_or_add(
+            SERVER_CERT, SERVER_KEY, lambda: issue_server_cert(ca, server_names(cfg.domain))
+        )
+    else:
+        raise UserError(
+            "tls.mode acme is not implemented yet",
+            hint="use tls.mode self-signed, or files with your own certificate",
+        )
+    keep_or_add(EMULATOR_CERT, EMULATOR_KEY, lambda: issue_server_cert(ca, EMULATOR_NAMES))
+    return planned, server.cert
+
+
+def _owner(mounted: bool) -> tuple[int, int] | None:
+    if mounted and os.geteuid() == 0:
+        return (RUNTIME_UID, RUNTIME_UID)
+    return None
+
+
+def init_install(
+    root: Path, *, overrides: dict[str, Any], gemini_key_file: Path | None
+) -> InitResult:
+    """Create or complete the install directory at `root`; keep what already exists."""
+    install = check_init_target(root)
+    cfg = plan_config(install, overrides)
+    result = InitResult(config=cfg)
+    planned = _plan_secrets(install, cfg, gemini_key_file, result)
+    tls_files, server_chain = _plan_tls(install, cfg, result)
+    planned += tls_files
+    rendered = render_stack(cfg, ocsp_stapling=has_ocsp_responder(server_chain))
+
+    # Everything is checked; from here on we write.
+    install.root.mkdir(parents=True, exist_ok=True)
+    install.secrets.mkdir(mode=SECRETS_DIR_MODE, exist_ok=True)
+    install.secrets.chmod(SECRETS_DIR_MODE)
+    install.tls.mkdir(exist_ok=True)
+    install.backups.mkdir(exist_ok=True)
+    for item in planned:
+        atomic_write(
+            install.root / item.path, item.data, mode=item.mode, owner=_owner(item.mounted)
+        )
+        result.created.append(item.path)
+    if any(item.mounted for item in planned) and os.geteuid() != 0:
+        result.ownership_warning = (
+            f"not running as root: the secret files stay yours; the containers (uid "
+            f"{RUNTIME_UID}) can read them only after `chown {RUNTIME_UID}:{RUNTIME_UID}` "
+            "of secrets/* (except backup_key) and tls/server.key, tls/emulator.key"
+        )
+    atomic_write(install.config, dump_config(cfg).encode())
+    result.rendered = write_tree(rendered, install.root)
+    return result
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    changes: list[FileChange]
+    diff: str
+
+
+def render_files(install: InstallDir) -> dict[Path, str]:
+    cfg = load_config(install.config)
+    server_chain = _read_existing(install, SERVER_CERT)
+    if server_chain is None:
+        raise InstallDirError(
+            f"{install.root / SERVER_CERT} is missing",
+            hint="run `orbisctl init` again: it recreates missing certificates",
+        )
+    return render_stack(cfg, ocsp_stapling=has_ocsp_responder(server_chain))
+
+
+def render_install(root: Path, *, check: bool) -> RenderResult:
+    """Re-render the install's files from orbis.yaml; with `check`, only compare."""
+    install = require_install(root)
+    files = render_files(install)
+    diff = diff_tree(files, install.root)
+    changes = write_tree(files, install.root, dry_run=check)
+    return RenderResult(changes=changes, diff=diff)

@@ -1,0 +1,162 @@
+"""Render the install's files from orbis.yaml: pure functions, text in and text out.
+
+`render_stack(cfg)` returns every rendered file as {relative path: text}; writing them is
+`fsutil.write_tree`'s job. Rendering is deterministic: no timestamps, no randomness, sorted
+inputs, so the same config always renders byte-identical files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orbisctl.config import ImageSource, ModelProvider, OrbisConfig
+from orbisctl.templating import environment
+
+# Every container that reads a secret runs as this uid/gid; `init` makes it the owner of the
+# secret files (mode 0600), because Compose mounts file secrets as bind mounts that keep the
+# host's owner and mode.
+RUNTIME_UID = 10001
+
+# Ports inside the containers (docs/architecture.md). Only nginx publishes ports.
+API_PORT = 3000
+REFERRALS_PORT = 3001
+GATEWAY_PORT = 4001
+EMULATOR_PORT = 9443
+NGINX_HTTP_PORT = 8080
+NGINX_HTTPS_PORT = 8443
+
+# Where files sit inside the containers.
+WEB_ROOT = "/usr/share/orbis/web"
+CONTAINER_TLS_DIR = "/etc/orbis/tls"
+
+# Output path -> template path (relative to the template root). Explicit, so templates that
+# are not install files (Dockerfiles for local image builds) are never rendered into it.
+RENDERED_FILES: dict[Path, str] = {
+    Path("compose.yaml"): "compose/compose.yaml.j2",
+    Path("nginx/nginx.conf"): "nginx/nginx.conf.j2",
+    Path("nginx/snippets/tls.conf"): "nginx/snippets/tls.conf.j2",
+    Path("nginx/snippets/security_headers.conf"): "nginx/snippets/security_headers.conf.j2",
+    Path("nginx/snippets/proxy.conf"): "nginx/snippets/proxy.conf.j2",
+    Path("nginx/snippets/websocket.conf"): "nginx/snippets/websocket.conf.j2",
+    Path("nginx/snippets/real_ip.conf"): "nginx/snippets/real_ip.conf.j2",
+}
+
+# Cloudflare's published edge ranges (https://www.cloudflare.com/ips/), used for
+# `set_real_ip_from` when `cloudflare.real_ip` is on.
+CLOUDFLARE_RANGES: tuple[str, ...] = (
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
+)
+
+_SIZE_UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+@dataclass(frozen=True)
+class ImageRefs:
+    """The image of each container, in one place (the image builds read these too)."""
+
+    postgres: str
+    redis: str
+    nginx: str
+    runtime: str
+
+
+def image_refs(cfg: OrbisConfig) -> ImageRefs:
+    """Official images from a registry, or the ones `orbisctl` builds locally (offline)."""
+    tag = cfg.images.tag
+    runtime = f"orbisvoice/runtime:{tag}"
+    if cfg.images.source is ImageSource.LOCAL:
+        return ImageRefs(
+            postgres=f"orbisvoice/postgres:15-{tag}",
+            redis=f"orbisvoice/redis:7-{tag}",
+            nginx=f"orbisvoice/nginx:{tag}",
+            runtime=runtime,
+        )
+    return ImageRefs(
+        postgres="postgres:15.10-alpine",
+        redis="redis:7.4-alpine",
+        nginx="nginx:1.27-alpine",
+        runtime=runtime,
+    )
+
+
+def public_url(cfg: OrbisConfig) -> str:
+    port = "" if cfg.ports.https == 443 else f":{cfg.ports.https}"
+    return f"https://{cfg.domain}{port}"
+
+
+def _bytes(size: str) -> int:
+    return int(size[:-1]) * _SIZE_UNITS[size[-1]]
+
+
+def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str, Any]:
+    """The variables every template sees (documented in docs/configuration.md)."""
+    emulator = cfg.model.provider is ModelProvider.EMULATOR
+    https_suffix = "" if cfg.ports.https == 443 else f":{cfg.ports.https}"
+    return {
+        "cfg": cfg,
+        "images": image_refs(cfg),
+        "runtime_user": f"{RUNTIME_UID}:{RUNTIME_UID}",
+        "public_url": public_url(cfg),
+        "https_suffix": https_suffix,
+        "emulator_enabled": emulator,
+        # The gateway must reach Google; with the emulator it stays on the internal network.
+        "gateway_egress": not emulator,
+        "gemini_base_url": f"https://emulator:{EMULATOR_PORT}" if emulator else "",
+        "gemini_ca_file": f"{CONTAINER_TLS_DIR}/ca.crt" if emulator else "",
+        "referrals_enabled": cfg.referrals_enabled,
+        "allowed_origins": ",".join(cfg.widget.allowed_origins),
+        # Redis refuses writes (instead of being OOM-killed) at three quarters of its limit.
+        "redis_maxmemory": _bytes(cfg.limits.redis.memory) * 3 // 4,
+        # A call may last max_call_seconds; the WebSocket tunnel must outlive it.
+        "ws_timeout_seconds": cfg.gateway.max_call_seconds + 60,
+        "gateway_stop_grace_seconds": cfg.gateway.drain_timeout_seconds + 15,
+        "cloudflare_ranges": CLOUDFLARE_RANGES if cfg.cloudflare.real_ip else (),
+        "ocsp_stapling": ocsp_stapling,
+        "ports": {
+            "api": API_PORT,
+            "referrals": REFERRALS_PORT,
+            "gateway": GATEWAY_PORT,
+            "emulator": EMULATOR_PORT,
+            "nginx_http": NGINX_HTTP_PORT,
+            "nginx_https": NGINX_HTTPS_PORT,
+        },
+        "web_root": WEB_ROOT,
+        "tls_dir": CONTAINER_TLS_DIR,
+    }
+
+
+def render_stack(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[Path, str]:
+    """Every rendered install file, as {path relative to the install dir: text}.
+
+    `ocsp_stapling` is on only when the operator's certificate names an OCSP responder
+    (`tls.ocsp_responder`); self-signed certificates have none.
+    """
+    env = environment()
+    context = render_context(cfg, ocsp_stapling=ocsp_stapling)
+    return {
+        path: env.get_template(template).render(context)
+        for path, template in sorted(RENDERED_FILES.items())
+    }

@@ -1,0 +1,73 @@
+"""The secret files of an install (docs/architecture.md): names, and how each is generated."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from pathlib import Path
+
+from orbisctl.errors import UserError
+from runtime.common.keyring import new_keyring
+
+# File names, not values.
+POSTGRES_PASSWORD = "postgres_password"  # noqa: S105
+REDIS_PASSWORD = "redis_password"  # noqa: S105
+JWT_KEYS = "jwt_keys.json"
+INTERNAL_TOKEN = "internal_token"  # noqa: S105
+BACKUP_KEY = "backup_key"
+GEMINI_API_KEY = "gemini_api_key"
+
+SECRET_NAMES = (
+    POSTGRES_PASSWORD,
+    REDIS_PASSWORD,
+    JWT_KEYS,
+    INTERNAL_TOKEN,
+    BACKUP_KEY,
+    GEMINI_API_KEY,
+)
+
+# Mounted into containers (Compose `secrets:`), so owned by the containers' uid. The others
+# are read only by orbisctl on the host.
+MOUNTED_SECRETS = frozenset(
+    {POSTGRES_PASSWORD, REDIS_PASSWORD, JWT_KEYS, INTERNAL_TOKEN, GEMINI_API_KEY}
+)
+
+_TOKEN_BYTES = 32
+
+
+def generate_secret(name: str) -> str:
+    """A fresh value for the secret file `name` (with its trailing newline).
+
+    `gemini_api_key` generated here is a key only the emulator accepts; a real Gemini key
+    comes from the operator (`read_gemini_key`).
+    """
+    if name == JWT_KEYS:
+        return new_keyring().dumps()
+    if name == BACKUP_KEY:
+        key = secrets.token_bytes(_TOKEN_BYTES)
+        return base64.urlsafe_b64encode(key).decode().rstrip("=") + "\n"
+    if name == GEMINI_API_KEY:
+        return f"emulator-{secrets.token_urlsafe(_TOKEN_BYTES)}\n"
+    if name in SECRET_NAMES:
+        # URL-safe: no character that needs quoting in a URL, a shell or a Redis ACL rule.
+        return secrets.token_urlsafe(_TOKEN_BYTES) + "\n"
+    raise ValueError(f"unknown secret {name!r}")
+
+
+def read_gemini_key(path: Path) -> str:
+    """The operator's Gemini API key from a file (never from a flag: flags show up in `ps`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UserError(
+            f"cannot read the Gemini API key file {path}: {reason}",
+            hint="pass --gemini-key-file with a readable file holding only the key",
+        ) from None
+    key = text.strip()
+    if not key or any(char.isspace() for char in key):
+        raise UserError(
+            f"the Gemini API key file {path} must hold exactly one key on one line",
+            hint="write only the key into the file",
+        )
+    return key + "\n"

@@ -1,0 +1,248 @@
+"""Certificates: the install's own CA and the certificates it issues, and checks of the
+operator's own certificate files (`tls.mode: files`).
+
+Everything here returns PEM bytes or raises; writing files is the installer's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+
+from orbisctl.errors import UserError
+
+CA_DAYS = 3650
+# Browsers refuse leaf certificates valid for longer than 825 days even from private CAs.
+LEAF_DAYS = 825
+# Names the emulator's certificate must carry: the gateway reaches it as `emulator`; tests and
+# `doctor` reach it on the loopback.
+EMULATOR_NAMES = ["emulator", "localhost", "127.0.0.1"]
+
+SigningKey = ec.EllipticCurvePrivateKey
+
+
+@dataclass(frozen=True)
+class Pem:
+    """A certificate (or chain, leaf first) and its private key, both PEM."""
+
+    cert: bytes
+    key: bytes
+
+
+def _new_key() -> SigningKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: SigningKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "OrbisVoice appliance"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
+        ]
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_ca(domain: str) -> Pem:
+    """A self-signed CA for this install; it signs nginx's and the emulator's certificates."""
+    key = _new_key()
+    name = _name(f"OrbisVoice CA {domain}")
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Pem(cert=cert.public_bytes(serialization.Encoding.PEM), key=_key_pem(key))
+
+
+def _subject_alt_names(names: list[str]) -> x509.SubjectAlternativeName:
+    general: list[x509.GeneralName] = []
+    for name in dict.fromkeys(names):  # keep order, drop repeats
+        try:
+            general.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            general.append(x509.DNSName(name))
+    return x509.SubjectAlternativeName(general)
+
+
+def issue_server_cert(ca: Pem, names: list[str]) -> Pem:
+    """A TLS server certificate signed by the install CA; the chain is leaf first, then CA."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert)
+    ca_key = serialization.load_pem_private_key(ca.key, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise UserError("the install CA key (tls/ca.key) is not the EC key `init` made")
+    key = _new_key()
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(names[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=LEAF_DAYS))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_subject_alt_names(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert
+    return Pem(cert=chain, key=_key_pem(key))
+
+
+def server_names(domain: str) -> list[str]:
+    """SANs of the self-signed server certificate: the domain, and the loopback for checks."""
+    return [domain, "localhost", "127.0.0.1", "::1"]
+
+
+def has_ocsp_responder(chain_pem: bytes) -> bool:
+    """True when the leaf certificate names an OCSP responder (so nginx can staple)."""
+    leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+    try:
+        access = leaf.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return False
+    return any(item.access_method == AuthorityInformationAccessOID.OCSP for item in access)
+
+
+def _dns_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [name.lower() for name in san.get_values_for_type(x509.DNSName)]
+
+
+def _covers(pattern: str, domain: str) -> bool:
+    if pattern == domain:
+        return True
+    # A wildcard covers exactly one label: *.example.com covers voice.example.com only.
+    if pattern.startswith("*."):
+        head, _, rest = domain.partition(".")
+        return bool(head) and rest == pattern[2:]
+    return False
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UserError(
+            f"cannot read the TLS {what} {path}: {exc.strerror}",
+            hint=f"pass a readable PEM file with --tls-{what}",
+        ) from None
+
+
+def check_operator_files(cert_path: Path, key_path: Path, *, domain: str) -> Pem:
+    """Load and check the operator's certificate chain and key; return them as PEM.
+
+    Checks: both parse as PEM, the key is not encrypted, the key matches the first (leaf)
+    certificate, the leaf is valid now and names the domain, and each following certificate
+    issued the one before it (leaf first, then intermediates).
+    """
+    cert_pem = _read(cert_path, "cert")
+    key_pem = _read(key_path, "key")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise UserError(
+            f"{cert_path} is not a PEM certificate file",
+            hint="pass the certificate chain in PEM form (-----BEGIN CERTIFICATE-----)",
+        ) from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise UserError(
+            f"{key_path} is encrypted with a passphrase",
+            hint="nginx needs an unencrypted key: openssl pkey -in KEY -out KEY.plain",
+        ) from None
+    except ValueError:
+        raise UserError(
+            f"{key_path} is not a PEM private key",
+            hint="pass the private key in PEM form (-----BEGIN PRIVATE KEY-----)",
+        ) from None
+    leaf = chain[0]
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public) != leaf.public_key().public_bytes(
+        encoding, public
+    ):
+        raise UserError(
+            f"the key {key_path} does not match the certificate {cert_path}",
+            hint="pass the key that was generated with this certificate",
+        )
+    now = _now()
+    if leaf.not_valid_after_utc <= now:
+        raise UserError(
+            f"the certificate {cert_path} expired on {leaf.not_valid_after_utc:%Y-%m-%d}",
+            hint="renew it and pass the new certificate",
+        )
+    if leaf.not_valid_before_utc > now:
+        raise UserError(
+            f"the certificate {cert_path} is not valid before "
+            f"{leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            hint="check the machine's clock, or wait until it is valid",
+        )
+    names = _dns_names(leaf)
+    if not any(_covers(name, domain) for name in names):
+        raise UserError(
+            f"the certificate {cert_path} does not cover the domain {domain} "
+            f"(it names: {', '.join(names) or 'no DNS names'})",
+            hint="pass a certificate for the domain, or set --domain to a name it covers",
+        )
+    for position, (child, issuer) in enumerate(itertools.pairwise(chain), start=1):
+        try:
+            child.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            raise UserError(
+                f"the certificates in {cert_path} are out of order: certificate {position + 1} "
+                f"did not issue certificate {position}",
+                hint="put the leaf certificate first, then each intermediate, in issuing order",
+            ) from None
+    return Pem(cert=cert_pem, key=key_pem)
