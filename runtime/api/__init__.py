@@ -1,0 +1,1 @@
+"""The OrbisVoice API service (aiohttp, PostgreSQL, Redis)."""

@@ -1,0 +1,79 @@
+"""The API application factory: `create_app(settings)`; resources live in `cleanup_ctx`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+import aiohttp
+from aiohttp import web
+
+from runtime.api import keys
+from runtime.api.errors import error_middleware
+from runtime.api.handlers import accounts, process
+from runtime.api.openapi import build_document
+from runtime.api.ratelimit import RateLimiter
+from runtime.api.routing import Route, register
+from runtime.api.security import KeyRingSource
+from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
+from runtime.api.telemetry import ApiMetrics
+from runtime.common.db import Database, load_migrations, open_pool
+from runtime.common.logs import request_id_middleware
+from runtime.common.redis_client import open_redis
+
+ALL_ROUTES: list[Route] = [
+    *process.ROUTES,
+    *accounts.ROUTES,
+]
+
+# Bodies larger than this are refused with 413 before a handler reads them.
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def _package_version() -> str:
+    try:
+        return version("orbisvoice")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    async with open_pool(settings.database_conninfo, max_size=settings.db_pool_max_size) as pool:
+        app[keys.DB] = Database(pool, app[keys.METRICS].db_query_seconds)
+        yield
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    async with open_redis(settings.redis_url, settings.redis_password) as client:
+        app[keys.REDIS] = client
+        app[keys.LIMITER] = RateLimiter(
+            client,
+            app[keys.METRICS].rate_limit_hits,
+            window_seconds=settings.rate_limits.window_seconds,
+        )
+        yield
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as session:
+        app[keys.HTTP_CLIENT] = session
+        yield
+
+
+def create_app(settings: ApiSettings) -> web.Application:
+    metrics = ApiMetrics()
+    app = web.Application(
+        middlewares=[request_id_middleware, metrics.http.middleware(), error_middleware],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = metrics
+    app[keys.MIGRATIONS] = tuple(load_migrations(MIGRATIONS_DIR))
+    app[keys.KEYRING] = KeyRingSource(settings.jwt_keys_file)
+    app[keys.OPENAPI] = json.dumps(build_document(ALL_ROUTES, version=_package_version())).encode()
+    app.cleanup_ctx.extend([_database, _redis, _http_client])
+    register(app, ALL_ROUTES)
+    return app

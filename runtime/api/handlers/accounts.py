@@ -1,0 +1,286 @@
+"""Signup, login, token refresh (rotating, reuse-detecting), logout, and the caller's identity."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg.errors
+from aiohttp import web
+
+from runtime.api import audit, keys
+from runtime.api.errors import Conflict, Invalid, Unauthorized
+from runtime.api.models import (
+    AuthOut,
+    LoginIn,
+    MeOut,
+    OrgOut,
+    RefreshIn,
+    SignupIn,
+    TokensOut,
+    UserOut,
+)
+from runtime.api.routing import Auth, Route, json_response, read_body
+from runtime.api.security import (
+    DUMMY_PASSWORD_HASH,
+    hash_password,
+    issue_access_token,
+    new_token,
+    token_digest,
+    verify_password,
+)
+from runtime.common.db import Row, Transaction
+
+REFRESH_PREFIX = "rt_"
+# Unambiguous upper-case letters and digits for codes people type.
+_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def _referral_code() -> str:
+    return "".join(secrets.choice(_CODE_ALPHABET) for _ in range(10))
+
+
+async def _issue_tokens(
+    request: web.Request,
+    tx: Transaction,
+    *,
+    user_id: str,
+    org_id: str,
+    family_id: str | None = None,
+) -> TokensOut:
+    settings = request.app[keys.SETTINGS]
+    refresh = new_token(REFRESH_PREFIX)
+    expires_at = datetime.now(UTC) + timedelta(seconds=settings.refresh_token_seconds)
+    await tx.execute(
+        "INSERT INTO refresh_tokens (family_id, user_id, org_id, token_hash, expires_at) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (family_id or str(uuid.uuid4()), user_id, org_id, token_digest(refresh), expires_at),
+    )
+    access = issue_access_token(
+        request.app[keys.KEYRING].current(),
+        user_id=user_id,
+        org_id=org_id,
+        ttl_seconds=settings.access_token_seconds,
+    )
+    return TokensOut(
+        access_token=access,
+        expires_in=settings.access_token_seconds,
+        refresh_token=refresh,
+        refresh_expires_at=expires_at,
+    )
+
+
+def _auth_out(tokens: TokensOut, org: Row, user: Row) -> AuthOut:
+    return AuthOut(
+        **tokens.model_dump(), org=OrgOut.model_validate(org), user=UserOut.model_validate(user)
+    )
+
+
+async def signup(request: web.Request) -> web.Response:
+    body = await read_body(request, SignupIn)
+    settings = request.app[keys.SETTINGS]
+    password_hash = await hash_password(body.password)
+    try:
+        async with request.app[keys.DB].transaction() as tx:
+            referrer = None
+            if body.referral_code and settings.referrals_enabled:
+                referrer = await tx.one(
+                    "SELECT id FROM orgs WHERE referral_code = %s", (body.referral_code.upper(),)
+                )
+                if referrer is None:
+                    raise Invalid("referral_code: unknown referral code", field="referral_code")
+            org = await tx.one(
+                "INSERT INTO orgs (name, referral_code, referred_by) VALUES (%s, %s, %s) "
+                "RETURNING id, name, referral_code, created_at",
+                (body.org_name, _referral_code(), referrer["id"] if referrer else None),
+            )
+            assert org is not None
+            user = await tx.one(
+                "INSERT INTO users (org_id, email, password_hash) VALUES (%s, %s, %s) "
+                "RETURNING id, email, role, created_at",
+                (org["id"], body.email, password_hash),
+            )
+            assert user is not None
+            org_id, user_id = str(org["id"]), str(user["id"])
+            if referrer is not None:
+                await tx.execute(
+                    "INSERT INTO referral_rewards (org_id, referred_org_id, amount_cents) "
+                    "VALUES (%s, %s, %s)",
+                    (referrer["id"], org_id, settings.referral_reward_cents),
+                )
+                await audit.append(
+                    tx,
+                    chain=audit.org_chain(str(referrer["id"])),
+                    org_id=str(referrer["id"]),
+                    actor="system",
+                    action="referral.reward",
+                    target=f"org:{org_id}",
+                    detail={"amount_cents": settings.referral_reward_cents},
+                )
+            await audit.append(
+                tx,
+                chain=audit.org_chain(org_id),
+                org_id=org_id,
+                actor=f"user:{user_id}",
+                action="org.signup",
+                target=f"org:{org_id}",
+            )
+            tokens = await _issue_tokens(request, tx, user_id=user_id, org_id=org_id)
+    except psycopg.errors.UniqueViolation:
+        raise Conflict(
+            "an account with this email exists; log in instead",
+            code="email_taken",
+            field="email",
+        ) from None
+    return json_response(_auth_out(tokens, org, user), status=201)
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await read_body(request, LoginIn)
+    async with request.app[keys.DB].transaction() as tx:
+        user = await tx.one(
+            "SELECT id, org_id, email, role, created_at, password_hash FROM users "
+            "WHERE lower(email) = %s",
+            (body.email,),
+        )
+    stored_hash = str(user["password_hash"]) if user else DUMMY_PASSWORD_HASH
+    if not await verify_password(body.password, stored_hash) or user is None:
+        raise Unauthorized("wrong email or password", code="invalid_credentials")
+    async with request.app[keys.DB].transaction() as tx:
+        org = await tx.one(
+            "SELECT id, name, referral_code, created_at FROM orgs WHERE id = %s", (user["org_id"],)
+        )
+        assert org is not None
+        tokens = await _issue_tokens(
+            request, tx, user_id=str(user["id"]), org_id=str(user["org_id"])
+        )
+    return json_response(_auth_out(tokens, org, user))
+
+
+async def refresh(request: web.Request) -> web.Response:
+    body = await read_body(request, RefreshIn)
+    reused = False
+    async with request.app[keys.DB].transaction() as tx:
+        row = await tx.one(
+            "SELECT id, family_id, user_id, org_id, expires_at, used_at, revoked_at "
+            "FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
+            (token_digest(body.refresh_token),),
+        )
+        if row is None:
+            raise Unauthorized("unknown refresh token; log in again", code="token_invalid")
+        if row["used_at"] is not None:
+            # A used token presented again: someone holds a copy. Revoke the whole family
+            # (the legitimate client logs in again); committed before answering.
+            await tx.execute(
+                "UPDATE refresh_tokens SET revoked_at = now() "
+                "WHERE family_id = %s AND revoked_at IS NULL",
+                (row["family_id"],),
+            )
+            reused = True
+        elif row["revoked_at"] is not None:
+            raise Unauthorized("this refresh token was revoked; log in again", code="token_revoked")
+        elif row["expires_at"] <= datetime.now(UTC):
+            raise Unauthorized("this refresh token has expired; log in again", code="token_expired")
+        else:
+            await tx.execute(
+                "UPDATE refresh_tokens SET used_at = now() WHERE id = %s", (row["id"],)
+            )
+            tokens = await _issue_tokens(
+                request,
+                tx,
+                user_id=str(row["user_id"]),
+                org_id=str(row["org_id"]),
+                family_id=str(row["family_id"]),
+            )
+    if reused:
+        raise Unauthorized(
+            "this refresh token was already used; all sessions from it are revoked, log in again",
+            code="token_reused",
+        )
+    return json_response(tokens)
+
+
+async def logout(request: web.Request) -> web.Response:
+    body = await read_body(request, RefreshIn)
+    async with request.app[keys.DB].transaction() as tx:
+        await tx.execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND "
+            "family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = %s)",
+            (token_digest(body.refresh_token),),
+        )
+    return web.Response(status=204)
+
+
+async def me(request: web.Request) -> web.Response:
+    principal = request[keys.PRINCIPAL]
+    async with request.app[keys.DB].transaction() as tx:
+        org = await tx.one(
+            "SELECT id, name, referral_code, created_at FROM orgs WHERE id = %s",
+            (principal.org_id,),
+        )
+        user: dict[str, Any] | None = None
+        if principal.user_id is not None:
+            user = await tx.one(
+                "SELECT id, email, role, created_at FROM users WHERE id = %s AND org_id = %s",
+                (principal.user_id, principal.org_id),
+            )
+    if org is None or (principal.user_id is not None and user is None):
+        raise Unauthorized("this account no longer exists", code="token_invalid")
+    return json_response(
+        MeOut.model_validate({"org": org, "user": user, "api_key_id": principal.api_key_id})
+    )
+
+
+ROUTES = [
+    Route(
+        "POST",
+        "/api/v1/auth/signup",
+        signup,
+        "Create an organisation and its first user",
+        Auth.CREDENTIALS,
+        "auth",
+        {201: AuthOut},
+        body=SignupIn,
+    ),
+    Route(
+        "POST",
+        "/api/v1/auth/login",
+        login,
+        "Log in with email and password",
+        Auth.CREDENTIALS,
+        "auth",
+        {200: AuthOut},
+        body=LoginIn,
+    ),
+    Route(
+        "POST",
+        "/api/v1/auth/refresh",
+        refresh,
+        "Exchange a refresh token (single use) for new tokens",
+        Auth.CREDENTIALS,
+        "auth",
+        {200: TokensOut},
+        body=RefreshIn,
+    ),
+    Route(
+        "POST",
+        "/api/v1/auth/logout",
+        logout,
+        "Revoke a refresh token and its family",
+        Auth.CREDENTIALS,
+        "auth",
+        {204: None},
+        body=RefreshIn,
+    ),
+    Route(
+        "GET",
+        "/api/v1/me",
+        me,
+        "The calling user or API key and its organisation",
+        Auth.TENANT,
+        "auth",
+        {200: MeOut},
+    ),
+]

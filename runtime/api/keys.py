@@ -1,0 +1,26 @@
+"""Typed keys for everything the application and its requests hold."""
+
+from __future__ import annotations
+
+import aiohttp
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from runtime.api.principal import Principal
+from runtime.api.ratelimit import RateLimiter
+from runtime.api.security import KeyRingSource
+from runtime.api.settings import ApiSettings
+from runtime.api.telemetry import ApiMetrics
+from runtime.common.db import Database, Migration
+
+SETTINGS = web.AppKey("settings", ApiSettings)
+METRICS = web.AppKey("metrics", ApiMetrics)
+MIGRATIONS: web.AppKey[tuple[Migration, ...]] = web.AppKey("migrations")
+KEYRING = web.AppKey("keyring", KeyRingSource)
+DB = web.AppKey("db", Database)
+REDIS = web.AppKey("redis", aioredis.Redis)
+LIMITER = web.AppKey("limiter", RateLimiter)
+HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+OPENAPI = web.AppKey("openapi", bytes)
+
+PRINCIPAL = web.RequestKey("principal", Principal)

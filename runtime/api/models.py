@@ -1,0 +1,510 @@
+"""Request and response bodies (pydantic); the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# An origin as browsers send it: scheme, host, optional port; no path.
+ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# Parameter schemas use the subset of JSON Schema that Gemini function declarations accept.
+_SCHEMA_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
+_SCHEMA_KEYS = {
+    "type",
+    "description",
+    "enum",
+    "items",
+    "properties",
+    "required",
+    "format",
+    "nullable",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+}
+_MAX_SCHEMA_DEPTH = 6
+
+
+class In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+Origin = Annotated[str, Field(pattern=ORIGIN_PATTERN, max_length=300)]
+Email = Annotated[str, Field(min_length=3, max_length=254)]
+Password = Annotated[str, Field(min_length=10, max_length=200)]
+
+
+def _check_email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError("is not an email address")
+    return value.lower()
+
+
+# --- errors, health -----------------------------------------------------------------------
+
+
+class ErrorDetail(Out):
+    code: str
+    message: str
+    field: str | None = None
+    request_id: str | None = None
+
+
+class ErrorBody(Out):
+    error: ErrorDetail
+
+
+class Health(Out):
+    status: Literal["ok"]
+
+
+class Readiness(Out):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+
+
+# --- auth ---------------------------------------------------------------------------------
+
+
+class SignupIn(In):
+    org_name: str = Field(min_length=1, max_length=200)
+    email: Email
+    password: Password
+    referral_code: str | None = Field(default=None, min_length=4, max_length=40)
+
+    _email = field_validator("email")(_check_email)
+
+
+class LoginIn(In):
+    email: Email
+    password: str = Field(min_length=1, max_length=200)
+
+    _email = field_validator("email")(_check_email)
+
+
+class RefreshIn(In):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class OrgOut(Out):
+    id: UUID
+    name: str
+    referral_code: str
+    created_at: datetime
+
+
+class UserOut(Out):
+    id: UUID
+    email: str
+    role: str
+    created_at: datetime
+
+
+class TokensOut(Out):
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a scheme name, not a secret
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_at: datetime
+
+
+class AuthOut(TokensOut):
+    org: OrgOut
+    user: UserOut
+
+
+class MeOut(Out):
+    org: OrgOut
+    user: UserOut | None
+    api_key_id: UUID | None
+
+
+# --- agents -------------------------------------------------------------------------------
+
+
+def check_parameter_schema(schema: Any, where: str = "parameters", depth: int = 0) -> None:
+    """Raise ValueError unless `schema` is in the JSON-Schema subset Gemini accepts."""
+    if depth > _MAX_SCHEMA_DEPTH:
+        raise ValueError(f"{where}: nested deeper than {_MAX_SCHEMA_DEPTH} levels")
+    if not isinstance(schema, dict):
+        raise ValueError(f"{where}: must be a JSON object")  # noqa: TRY004 - pydantic wants ValueError
+    unknown = set(schema) - _SCHEMA_KEYS
+    if unknown:
+        raise ValueError(f"{where}: unsupported keyword(s) {sorted(unknown)}")
+    kind = schema.get("type")
+    if kind not in _SCHEMA_TYPES:
+        raise ValueError(f"{where}.type: must be one of {sorted(_SCHEMA_TYPES)}")
+    if "description" in schema and not isinstance(schema["description"], str):
+        raise ValueError(f"{where}.description: must be a string")
+    if "enum" in schema and not (
+        isinstance(schema["enum"], list) and schema["enum"] and kind == "string"
+    ):
+        raise ValueError(f"{where}.enum: must be a non-empty list on a string")
+    if kind == "array":
+        check_parameter_schema(schema.get("items"), f"{where}.items", depth + 1)
+    if kind == "object":
+        properties = schema.get("properties", {})
+        if not isinstance(properties, dict):
+            raise ValueError(f"{where}.properties: must be an object")
+        for name, sub in properties.items():
+            check_parameter_schema(sub, f"{where}.properties.{name}", depth + 1)
+        required = schema.get("required", [])
+        if not isinstance(required, list) or not set(required) <= set(properties):
+            raise ValueError(f"{where}.required: must list names from properties")
+
+
+class ToolIn(In):
+    name: str = Field(pattern=_TOOL_NAME)
+    description: str = Field(min_length=1, max_length=1000)
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema (the subset Gemini function declarations accept)",
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, le=30)
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_parameter_schema(value)
+        if value.get("type") != "object":
+            raise ValueError("parameters.type: must be 'object'")
+        return value
+
+
+def _unique_tools(tools: list[ToolIn] | None) -> list[ToolIn] | None:
+    if tools is not None:
+        names = [tool.name for tool in tools]
+        if len(set(names)) != len(names):
+            raise ValueError("tool names must be unique")
+    return tools
+
+
+_LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+_MODEL = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
+
+
+class AgentIn(In):
+    name: str = Field(min_length=1, max_length=200)
+    instructions: str = Field(min_length=1, max_length=20000)
+    voice: str = Field(default="Puck", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
+    language: str = Field(default="en-US", pattern=_LANGUAGE)
+    model: str | None = Field(default=None, pattern=_MODEL)
+    greeting: str = Field(default="", max_length=1000)
+    max_session_seconds: int = Field(default=600, ge=30, le=7200)
+    max_concurrent_calls: int = Field(default=10, ge=1, le=1000)
+    tools: list[ToolIn] = Field(default_factory=list, max_length=32)
+    allowed_origins: list[Origin] = Field(default_factory=list, max_length=50)
+
+    _tools = field_validator("tools")(_unique_tools)
+
+
+class AgentPatch(In):
+    """Partial update: only the fields present change; `model: null` clears the override."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    instructions: str | None = Field(default=None, min_length=1, max_length=20000)
+    voice: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
+    language: str | None = Field(default=None, pattern=_LANGUAGE)
+    model: str | None = Field(default=None, pattern=_MODEL)
+    greeting: str | None = Field(default=None, max_length=1000)
+    max_session_seconds: int | None = Field(default=None, ge=30, le=7200)
+    max_concurrent_calls: int | None = Field(default=None, ge=1, le=1000)
+    tools: list[ToolIn] | None = Field(default=None, max_length=32)
+    allowed_origins: list[Origin] | None = Field(default=None, max_length=50)
+
+    _tools = field_validator("tools")(_unique_tools)
+
+    @model_validator(mode="after")
+    def _no_null_except_model(self) -> AgentPatch:
+        for name in self.model_fields_set - {"model"}:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name}: may not be null")
+        return self
+
+
+class ToolOut(Out):
+    name: str
+    description: str
+    url: str
+    parameters: dict[str, Any]
+    timeout_seconds: float
+
+
+class AgentOut(Out):
+    id: UUID
+    public_id: str
+    name: str
+    instructions: str
+    voice: str
+    language: str
+    model: str | None
+    greeting: str
+    max_session_seconds: int
+    max_concurrent_calls: int
+    tools: list[ToolOut]
+    allowed_origins: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentList(Out):
+    items: list[AgentOut]
+
+
+# --- widget -------------------------------------------------------------------------------
+
+
+class WidgetConfigOut(Out):
+    public_id: str
+    name: str
+    greeting: str
+    voice: str
+    language: str
+
+
+class WidgetSessionIn(In):
+    end_user_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class WidgetSessionOut(Out):
+    token: str
+    expires_at: datetime
+    gateway_url: str
+
+
+# --- internal (gateway → api) -------------------------------------------------------------
+
+
+class CallStartIn(In):
+    token: str = Field(min_length=1, max_length=200)
+    origin: str = Field(min_length=1, max_length=300)
+    instance_id: str = Field(min_length=1, max_length=200)
+
+
+class RuntimeToolOut(Out):
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class AgentRuntime(Out):
+    id: UUID
+    public_id: str
+    org_id: UUID
+    name: str
+    instructions: str
+    voice: str
+    language: str
+    model: str | None
+    greeting: str
+    max_session_seconds: int
+    tools: list[RuntimeToolOut]
+    allowed_origins: list[str]
+    max_concurrent_calls: int
+    org_max_concurrent_calls: int
+
+
+class CallStartOut(Out):
+    call_id: UUID
+    org_id: UUID
+    agent: AgentRuntime
+
+
+class ToolExecuteIn(In):
+    call_id: UUID
+    name: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolError(Out):
+    code: str
+    message: str
+
+
+class ToolResultOut(Out):
+    ok: bool
+    result: Any = None
+    error: ToolError | None = None
+
+
+class SegmentIn(In):
+    seq: int = Field(ge=0, le=2**31 - 1)
+    role: Literal["user", "agent"]
+    text: str = Field(max_length=20000)
+    at: datetime
+
+
+class TranscriptIn(In):
+    segments: list[SegmentIn] = Field(min_length=1, max_length=500)
+
+
+class UsageIn(In):
+    prompt_tokens: int = Field(default=0, ge=0)
+    response_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+
+
+class CallEndIn(In):
+    duration_ms: int = Field(ge=0)
+    end_reason: str = Field(min_length=1, max_length=100)
+    usage: UsageIn = Field(default_factory=UsageIn)
+
+
+class AuditEventIn(In):
+    action: str = Field(pattern=r"^[a-z][a-z0-9_.]{0,63}$")
+    actor: str = Field(default="operator", min_length=1, max_length=200)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- API keys -----------------------------------------------------------------------------
+
+
+class ApiKeyIn(In):
+    name: str = Field(min_length=1, max_length=200)
+    expires_at: datetime | None = None
+
+
+class ApiKeyOut(Out):
+    id: UUID
+    name: str
+    prefix: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class ApiKeyCreatedOut(ApiKeyOut):
+    key: str = Field(description="the secret; shown only in this response")
+
+
+class ApiKeyList(Out):
+    items: list[ApiKeyOut]
+
+
+# --- sessions, transcripts, GDPR ----------------------------------------------------------
+
+
+class SessionQuery(In):
+    agent_id: UUID | None = None
+    end_user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    status: Literal["active", "ended"] | None = None
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
+class UsageOut(Out):
+    prompt_tokens: int | None
+    response_tokens: int | None
+    total_tokens: int | None
+
+
+class SessionOut(Out):
+    id: UUID
+    agent_id: UUID
+    origin: str
+    end_user_id: str | None
+    instance_id: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration_ms: int | None
+    end_reason: str | None
+    usage: UsageOut
+
+
+class SessionList(Out):
+    items: list[SessionOut]
+    next_cursor: str | None
+
+
+class SegmentOut(Out):
+    seq: int
+    role: str
+    text: str
+    at: datetime
+
+
+class SessionDetail(SessionOut):
+    transcript: list[SegmentOut]
+
+
+class EndUserExport(Out):
+    end_user_id: str
+    exported_at: datetime
+    sessions: list[SessionDetail]
+
+
+class EndUserErased(Out):
+    end_user_id: str
+    sessions_erased: int
+    segments_erased: int
+
+
+# --- audit --------------------------------------------------------------------------------
+
+
+class AuditQuery(In):
+    limit: int = Field(default=100, ge=1, le=500)
+    before_seq: int | None = Field(default=None, ge=1)
+
+
+class AuditEntryOut(Out):
+    seq: int
+    actor: str
+    action: str
+    target: str | None
+    detail: dict[str, Any]
+    created_at: datetime
+    prev_hash: str
+    hash: str
+
+
+class AuditList(Out):
+    items: list[AuditEntryOut]
+
+
+class AuditVerifyOut(Out):
+    ok: bool
+    entries: int
+    broken_at_seq: int | None
+    reason: str | None
+
+
+# --- referrals ----------------------------------------------------------------------------
+
+
+class RewardOut(Out):
+    id: UUID
+    referred_org_id: UUID
+    amount_cents: int
+    payout_id: UUID | None
+    created_at: datetime
+
+
+class ReferralSummary(Out):
+    code: str
+    rewards: list[RewardOut]
+    unpaid_cents: int
+    paid_cents: int
+
+
+class PayoutOut(Out):
+    id: UUID
+    amount_cents: int
+    rewards: int
+    created_at: datetime

@@ -1,0 +1,120 @@
+"""The route table: each route declares its auth, rate-limit scope, bodies and responses.
+
+Routes are registered from this table and the OpenAPI document is generated from the same
+table, so the two cannot drift apart (a test still checks both directions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TypeVar
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from runtime.api import keys
+from runtime.api.auth import authenticate_internal, authenticate_tenant, client_ip
+from runtime.api.errors import ApiError, Invalid, NotFound
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+M = TypeVar("M", bound=BaseModel)
+
+
+class Auth(Enum):
+    NONE = "none"  # process endpoints: health, metrics, the OpenAPI document
+    PUBLIC = "public"  # widget endpoints: limited per client IP
+    CREDENTIALS = "credentials"  # signup/login/refresh: the stricter per-IP login limit
+    TENANT = "tenant"  # a user's access token or an API key: limited per caller
+    INTERNAL = "internal"  # the gateway's service token
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    auth: Auth
+    tag: str
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    # Raw (non-JSON-model) response content types, e.g. the metrics text format.
+    raw_content_type: str | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+def _guarded(route: Route) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        app = request.app
+        limits = app[keys.SETTINGS].rate_limits
+        limiter = app[keys.LIMITER]
+        if route.auth is Auth.PUBLIC:
+            await limiter.check("public", client_ip(request), limits.public_per_minute)
+        elif route.auth is Auth.CREDENTIALS:
+            await limiter.check("login", client_ip(request), limits.login_per_minute)
+        elif route.auth is Auth.TENANT:
+            principal = await authenticate_tenant(request)
+            request[keys.PRINCIPAL] = principal
+            await limiter.check(
+                "authenticated", principal.rate_limit_identity, limits.authenticated_per_minute
+            )
+        elif route.auth is Auth.INTERNAL:
+            authenticate_internal(request)
+        return await route.handler(request)
+
+    handle.__name__ = route.handler.__name__
+    return handle
+
+
+def register(app: web.Application, routes: Sequence[Route]) -> None:
+    for route in routes:
+        app.router.add_route(route.method, route.path, _guarded(route), name=route.operation_id)
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    """The JSON body validated into `model`; an empty body counts as `{}`."""
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> ApiError:
+    first = exc.errors(include_url=False)[0]
+    if first["type"] == "json_invalid":
+        return ApiError("the request body is not valid JSON", code="invalid_json")
+    location = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    if first["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    return Invalid(f"{location}: {message}" if location else message, field=location or None)
+
+
+def json_response(body: BaseModel, *, status: int = 200) -> web.Response:
+    return web.Response(
+        body=body.model_dump_json().encode(), status=status, content_type="application/json"
+    )
+
+
+def uuid_param(request: web.Request, name: str, what: str) -> UUID:
+    """A UUID path parameter; anything else cannot name a row, so it is a 404."""
+    try:
+        return UUID(request.match_info[name])
+    except ValueError:
+        raise NotFound(f"no such {what}") from None

@@ -1,0 +1,100 @@
+"""Migrations: idempotent, refuse a newer schema or an edited migration; the CLI entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from runtime.api.settings import MIGRATIONS_DIR
+from runtime.common.db import (
+    Migration,
+    MigrationError,
+    SchemaTooNewError,
+    load_migrations,
+    migrate,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def test_migrate_is_idempotent(database_url: str) -> None:
+    migrations = load_migrations(MIGRATIONS_DIR)
+    first = await migrate(database_url, migrations)
+    assert [m.version for m in first] == [m.version for m in migrations]
+    assert await migrate(database_url, migrations) == []
+    with psycopg.connect(database_url) as conn:
+        count = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
+    assert count == (len(migrations),)
+
+
+async def test_refuses_a_schema_newer_than_the_code(database_url: str) -> None:
+    migrations = load_migrations(MIGRATIONS_DIR)
+    future = Migration(len(migrations) + 1, "future", "CREATE TABLE future_thing (id int);")
+    await migrate(database_url, [*migrations, future])
+    with pytest.raises(SchemaTooNewError, match="newer release"):
+        await migrate(database_url, migrations)
+
+
+async def test_refuses_an_edited_migration(database_url: str) -> None:
+    migrations = load_migrations(MIGRATIONS_DIR)
+    await migrate(database_url, migrations)
+    edited = Migration(1, migrations[0].name, migrations[0].sql + "\n-- edited\n")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        await migrate(database_url, [edited, *migrations[1:]])
+
+
+def test_load_refuses_gaps(tmp_path: Path) -> None:
+    (tmp_path / "0001_a.sql").write_text("SELECT 1;")
+    (tmp_path / "0003_c.sql").write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="without gaps"):
+        load_migrations(tmp_path)
+
+
+def _run_module(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.api", *args],
+        cwd=REPO,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_migrate_command_reads_password_file(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    info = psycopg.conninfo.conninfo_to_dict(database_url)
+    password = str(info.pop("password"))
+    secret = tmp_path / "postgres_password"
+    secret.write_text(password + "\n")
+    env = {
+        "ORBIS_DATABASE_URL": psycopg.conninfo.make_conninfo(**info),  # type: ignore[arg-type]
+        "ORBIS_DATABASE_PASSWORD_FILE": str(secret),
+        "ORBIS_REDIS_URL": redis_url,
+        "ORBIS_JWT_KEYS_FILE": str(tmp_path / "unused.json"),
+        "ORBIS_INTERNAL_TOKEN_FILE": str(secret),
+        "ORBIS_PUBLIC_URL": "https://voice.test",
+    }
+    first = _run_module(["migrate"], env)
+    assert first.returncode == 0, first.stderr
+    assert '"applied": ["0001_initial"' in first.stderr
+    again = _run_module(["migrate"], env)
+    assert again.returncode == 0, again.stderr
+    assert "schema up to date" in again.stderr
+
+
+def test_missing_setting_is_one_clean_line() -> None:
+    result = _run_module(["migrate"], {})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "orbis api: ORBIS_PUBLIC_URL is not set; set it in the service's environment"
+    )
