@@ -1,0 +1,1 @@
+"""The voice gateway: widget WebSocket calls relayed to Gemini Live sessions (docs/protocol.md)."""

@@ -1,0 +1,56 @@
+"""`python -m runtime.gateway`: serve widget calls until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from runtime.common.logs import configure_logging
+from runtime.common.settings import SettingsError
+from runtime.gateway.app import create_app
+from runtime.gateway.keys import GATEWAY
+from runtime.gateway.settings import GatewaySettings
+
+log = logging.getLogger("runtime.gateway")
+
+
+async def serve(settings: GatewaySettings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info(
+        "gateway listening",
+        extra={"fields": {"port": settings.port, "instance_id": settings.instance_id}},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        # Keep listening while draining: /readyz answers 503 and new calls are turned away
+        # with a retry hint, so the load balancer moves traffic before the socket goes.
+        await app[GATEWAY].drain(grace_seconds=settings.drain_timeout_seconds)
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    try:
+        settings = GatewaySettings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, service="gateway")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

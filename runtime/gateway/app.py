@@ -1,0 +1,243 @@
+"""The gateway's aiohttp application: `/ws/call`, `/healthz`, `/readyz`, `/metrics`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from runtime.common.metrics import metrics_response
+from runtime.common.redis_client import open_redis
+from runtime.gateway.call import Call, CallDeps
+from runtime.gateway.internal_api import (
+    ApiRejected,
+    ApiUnavailable,
+    CallGrant,
+    InternalApi,
+)
+from runtime.gateway.keys import GATEWAY, SETTINGS
+from runtime.gateway.metrics import GatewayMetrics
+from runtime.gateway.process import REDIS_ERRORS, Gateway
+from runtime.gateway.protocol import ErrorCode, error_event, event
+from runtime.gateway.redis_state import CallRecord, CallState, LeaseOutcome
+from runtime.gateway.settings import GatewaySettings
+from runtime.gateway.upstream import make_client
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 20.0  # WebSocket pings to the widget: finds dead clients, keeps nginx open
+RETRY_AFTER_SECONDS = 2
+
+
+def create_app(
+    settings: GatewaySettings, *, gemini_ssl_context: ssl.SSLContext | None = None
+) -> web.Application:
+    """The gateway app; `gemini_ssl_context` overrides the trust built from the CA file."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_gateway_ctx(gemini_ssl_context))
+    app.router.add_get("/ws/call", call_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def _gateway_ctx(
+    gemini_ssl_context: ssl.SSLContext | None,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def gateway_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        metrics_ = GatewayMetrics()
+        async with (
+            open_redis(settings.redis_url, settings.redis_password) as redis_client,
+            aiohttp.ClientSession() as http,
+        ):
+            deps = CallDeps(
+                settings=settings,
+                api=InternalApi(
+                    http,
+                    settings.api_url,
+                    settings.internal_token,
+                    timeout=settings.api_timeout_seconds,
+                ),
+                genai_client=make_client(
+                    api_key=settings.gemini_api_key,
+                    base_url=settings.gemini_base_url,
+                    ca_file=str(settings.gemini_ca_file) if settings.gemini_ca_file else None,
+                    ssl_context=gemini_ssl_context,
+                ),
+                metrics=metrics_,
+            )
+            gateway = Gateway(
+                deps=deps,
+                state=CallState(redis_client, lease_seconds=settings.slot_lease_seconds),
+            )
+            app[GATEWAY] = gateway
+            loops = [
+                asyncio.create_task(gateway.heartbeat(), name="heartbeat"),
+                asyncio.create_task(gateway.listen_for_end_requests(), name="end-requests"),
+            ]
+            try:
+                yield
+            finally:
+                # Calls still open when the app stops (no drain, e.g. in tests) end now.
+                await gateway.drain(grace_seconds=0)
+                for task in loops:
+                    task.cancel()
+                await asyncio.gather(*loops, return_exceptions=True)
+
+    return gateway_ctx
+
+
+def _reject(code: ErrorCode) -> web.Response:
+    """Refuse the handshake before the upgrade, with the error's HTTP status."""
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if code.spec.http_status == 503 else None
+    return web.json_response(
+        {"error": {"code": code.value, "message": code.spec.message}},
+        status=code.spec.http_status or 400,
+        headers=headers,
+    )
+
+
+async def call_handler(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    settings = request.app[SETTINGS]
+    metrics_ = gateway.deps.metrics
+    ws = web.WebSocketResponse(
+        max_msg_size=4 * settings.max_frame_bytes, heartbeat=HEARTBEAT_SECONDS, timeout=2.0
+    )
+    if not ws.can_prepare(request).ok:
+        return web.json_response(
+            {"error": {"code": "bad_request", "message": "this endpoint takes WebSocket calls"}},
+            status=426,
+            headers={"Upgrade": "websocket"},
+        )
+    if gateway.busy:
+        metrics_.client_errors.labels(code=ErrorCode.SERVER_BUSY.value).inc()
+        return _reject(ErrorCode.SERVER_BUSY)
+    origin = request.headers.get("Origin", "")
+    token = request.query.get("token", "")
+    # The origin is checked before the upgrade: the API checks it against the agent's allowed
+    # origins while redeeming the token, so no unverified page ever gets a socket.
+    if not origin:
+        return _reject(ErrorCode.ORIGIN_NOT_ALLOWED)
+    if not token:
+        return _reject(ErrorCode.TOKEN_INVALID)
+    gateway.opening += 1
+    try:
+        try:
+            grant = await gateway.deps.api.redeem_call(
+                token=token, origin=origin, instance_id=settings.instance_id
+            )
+        except ApiRejected as exc:
+            code = (
+                ErrorCode.ORIGIN_NOT_ALLOWED
+                if exc.code == ErrorCode.ORIGIN_NOT_ALLOWED.value or exc.status == 403
+                else ErrorCode.TOKEN_INVALID
+            )
+            metrics_.client_errors.labels(code=code.value).inc()
+            return _reject(code)
+        except ApiUnavailable as exc:
+            log.warning("token redemption failed", extra={"fields": {"error": str(exc)}})
+            metrics_.client_errors.labels(code=ErrorCode.SERVICE_UNAVAILABLE.value).inc()
+            return _reject(ErrorCode.SERVICE_UNAVAILABLE)
+        record = CallRecord(
+            call_id=grant.call_id,
+            instance_id=settings.instance_id,
+            agent_id=grant.agent.id,
+            org_id=grant.org_id,
+            started_at=time.time(),
+        )
+        refusal = await _take_slot(gateway, grant, record)
+        await ws.prepare(request)
+        if refusal is not None:
+            await _refuse_call(gateway, ws, grant, refusal)
+            return ws
+        call = Call(ws=ws, grant=grant, record=record, deps=gateway.deps)
+        gateway.add(call)
+    finally:
+        gateway.opening -= 1
+    log.info(
+        "call started",
+        extra={"fields": {"call_id": call.call_id, "agent_id": grant.agent.id, "origin": origin}},
+    )
+    try:
+        await call.run()
+    finally:
+        gateway.remove(call)
+        try:
+            await gateway.state.release(record)
+        except REDIS_ERRORS as exc:
+            # The lease lapses by itself within slot_lease_seconds.
+            metrics_.redis_errors.labels(operation="release").inc()
+            log.warning("call slot release failed", extra={"fields": {"error": str(exc)}})
+    return ws
+
+
+async def _take_slot(gateway: Gateway, grant: CallGrant, record: CallRecord) -> ErrorCode | None:
+    try:
+        outcome = await gateway.state.acquire(
+            record,
+            agent_limit=grant.agent.max_concurrent_calls,
+            org_limit=grant.agent.org_max_concurrent_calls,
+        )
+    except REDIS_ERRORS as exc:
+        gateway.deps.metrics.redis_errors.labels(operation="acquire").inc()
+        log.warning("call slot not taken", extra={"fields": {"error": str(exc)}})
+        return ErrorCode.SERVICE_UNAVAILABLE
+    return None if outcome is LeaseOutcome.OK else ErrorCode.CALL_LIMIT_REACHED
+
+
+async def _refuse_call(
+    gateway: Gateway, ws: web.WebSocketResponse, grant: CallGrant, code: ErrorCode
+) -> None:
+    """An origin-verified call that cannot start: tell the widget why, close the call record."""
+    gateway.deps.metrics.client_errors.labels(code=code.value).inc()
+    close_code = code.spec.close_code
+    assert close_code is not None  # both refusal codes close the socket
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2.0):
+            await ws.send_str(error_event(code))
+            await ws.send_str(event("session.ended", reason=code.value))
+            await ws.close(code=close_code, message=code.value.encode())
+    try:
+        await gateway.deps.api.end_call(
+            grant.call_id,
+            duration_ms=0,
+            end_reason=code.value,
+            usage={"prompt_tokens": 0, "response_tokens": 0, "total_tokens": 0},
+        )
+    except (ApiUnavailable, ApiRejected) as exc:
+        log.error(
+            "refused call end not recorded",
+            extra={"fields": {"call_id": grant.call_id, "error": str(exc)}},
+        )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    if gateway.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    try:
+        async with asyncio.timeout(2.0):
+            await gateway.state.client.ping()
+    except (TimeoutError, *REDIS_ERRORS):
+        return web.json_response({"status": "redis_unavailable"}, status=503)
+    if gateway.busy:
+        return web.json_response({"status": "full", "calls": len(gateway.calls)}, status=503)
+    return web.json_response({"status": "ready", "calls": len(gateway.calls)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return metrics_response(request.app[GATEWAY].deps.metrics.registry)

@@ -1,0 +1,200 @@
+"""Call state shared through Redis: concurrent-call slots, the live-call registry, remote end.
+
+Every live call holds a lease in three sorted sets (its agent's, its organisation's and the
+global live set) scored by the lease's expiry in Redis server time, plus a hash describing
+it. The owning instance renews all its leases every few seconds; when an instance dies its
+leases lapse and its slots free themselves. Because the renewal re-creates anything missing,
+a restarted (empty) Redis is repopulated within one heartbeat.
+
+Any instance (or the API) ends a call with `request_call_end`: a flag key the owner checks
+on each heartbeat, plus a pub/sub message so the owner reacts at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+PREFIX = "orbis:gw"
+LIVE_CALLS_KEY = f"{PREFIX}:calls:live"
+END_CHANNEL = f"{PREFIX}:calls:end"
+
+
+def agent_calls_key(agent_id: str) -> str:
+    return f"{PREFIX}:calls:agent:{agent_id}"
+
+
+def org_calls_key(org_id: str) -> str:
+    return f"{PREFIX}:calls:org:{org_id}"
+
+
+def call_key(call_id: str) -> str:
+    return f"{PREFIX}:call:{call_id}"
+
+
+def end_flag_key(call_id: str) -> str:
+    return f"{PREFIX}:call:{call_id}:end"
+
+
+# KEYS: agent set, org set, live set, call hash.
+# ARGV: call id, agent limit, org limit (0: none), lease ms, enforce (1: check limits), then
+# the call hash's field/value pairs. Returns "ok", "agent" or "org" (the limit that was hit).
+_LEASE_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
+local call_id = ARGV[1]
+local lease = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if ARGV[5] == '1' then
+  local agent_limit = tonumber(ARGV[2])
+  local org_limit = tonumber(ARGV[3])
+  if agent_limit > 0 and not redis.call('ZSCORE', KEYS[1], call_id)
+      and redis.call('ZCARD', KEYS[1]) >= agent_limit then
+    return 'agent'
+  end
+  if org_limit > 0 and not redis.call('ZSCORE', KEYS[2], call_id)
+      and redis.call('ZCARD', KEYS[2]) >= org_limit then
+    return 'org'
+  end
+end
+local expires = now + lease
+for i = 1, 3 do
+  redis.call('ZADD', KEYS[i], expires, call_id)
+  redis.call('PEXPIRE', KEYS[i], lease * 4)
+end
+redis.call('HSET', KEYS[4], 'heartbeat_ms', now, unpack(ARGV, 6))
+redis.call('PEXPIRE', KEYS[4], lease)
+return 'ok'
+"""
+
+# KEYS: agent set, org set, live set, call hash, end flag. ARGV: call id.
+_RELEASE_SCRIPT = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4], KEYS[5])
+return 1
+"""
+
+
+class LeaseOutcome(enum.StrEnum):
+    OK = "ok"
+    AGENT_LIMIT = "agent"
+    ORG_LIMIT = "org"
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    call_id: str
+    instance_id: str
+    agent_id: str
+    org_id: str
+    started_at: float
+
+    def fields(self) -> list[str]:
+        return [
+            "call_id",
+            self.call_id,
+            "instance_id",
+            self.instance_id,
+            "agent_id",
+            self.agent_id,
+            "org_id",
+            self.org_id,
+            "started_at",
+            repr(self.started_at),
+        ]
+
+
+class CallState:
+    def __init__(self, client: aioredis.Redis, *, lease_seconds: int) -> None:
+        self.client = client
+        self._lease_ms = lease_seconds * 1000
+        self._lease = client.register_script(_LEASE_SCRIPT)
+        self._release = client.register_script(_RELEASE_SCRIPT)
+
+    def _lease_keys(self, record: CallRecord) -> list[str]:
+        return [
+            agent_calls_key(record.agent_id),
+            org_calls_key(record.org_id),
+            LIVE_CALLS_KEY,
+            call_key(record.call_id),
+        ]
+
+    async def acquire(
+        self, record: CallRecord, *, agent_limit: int | None, org_limit: int | None
+    ) -> LeaseOutcome:
+        """Take a slot for the call, atomically checking the agent's and the org's limits."""
+        outcome = await self._lease(
+            keys=self._lease_keys(record),
+            args=[
+                record.call_id,
+                agent_limit or 0,
+                org_limit or 0,
+                self._lease_ms,
+                1,
+                *record.fields(),
+            ],
+        )
+        return LeaseOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
+
+    async def renew(self, records: list[CallRecord]) -> set[str]:
+        """Renew the leases of live calls; returns the ids of those asked to end."""
+        if not records:
+            return set()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for record in records:
+                await self._lease(
+                    keys=self._lease_keys(record),
+                    args=[record.call_id, 0, 0, self._lease_ms, 0, *record.fields()],
+                    client=pipe,
+                )
+                pipe.exists(end_flag_key(record.call_id))
+            results = await pipe.execute()
+        flags = results[1::2]
+        return {record.call_id for record, flag in zip(records, flags, strict=True) if flag}
+
+    async def release(self, record: CallRecord) -> None:
+        await self._release(
+            keys=[*self._lease_keys(record), end_flag_key(record.call_id)], args=[record.call_id]
+        )
+
+
+async def list_live_calls(client: aioredis.Redis) -> list[dict[str, str]]:
+    """Every call with an unexpired lease, from any instance."""
+    seconds, micros = await client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    call_ids = await client.zrangebyscore(LIVE_CALLS_KEY, now_ms, "+inf")
+    if not call_ids:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for call_id in call_ids:
+            pipe.hgetall(call_key(_text(call_id)))
+        hashes = await pipe.execute()
+    return [
+        {_text(key): _text(value) for key, value in fields.items()} for fields in hashes if fields
+    ]
+
+
+async def request_call_end(client: aioredis.Redis, call_id: str, *, reason: str) -> None:
+    """Ask whichever instance owns `call_id` to end it (flag for heartbeats + pub/sub)."""
+    await client.set(end_flag_key(call_id), reason, ex=600)
+    await client.publish(END_CHANNEL, json.dumps({"call_id": call_id, "reason": reason}))
+
+
+def parse_end_message(data: Any) -> str | None:
+    try:
+        message = json.loads(_text(data))
+    except (ValueError, TypeError):
+        return None
+    call_id = message.get("call_id") if isinstance(message, dict) else None
+    return call_id if isinstance(call_id, str) else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
