@@ -75,9 +75,11 @@ def _mount() -> None:
     Groups mounted without a name add their commands at the top level (`orbisctl init`).
     """
     # One import and one add_typer line per verb group.
-    from orbisctl.commands import install
+    from orbisctl.commands import backup, install
 
     app.add_typer(install.app)
+    app.add_typer(backup.app, name="backup")
+    app.add_typer(backup.restore_app)
 
 
 _mount()

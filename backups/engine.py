@@ -1,0 +1,781 @@
+"""Create, list, verify and restore backups in an install's backup repository.
+
+A backup is one directory `<repository>/<id>/` holding `manifest.json` and one encrypted
+file per component (see `manifest.COMPONENT_FILES`). It is built in `.partial-<id>/` and
+renamed into place only once every byte and the manifest are on disk, so a backup that was
+interrupted never looks complete (`list` ignores dot-directories, `prune` removes them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Protocol
+
+from backups import crypto, manifest
+from backups.executor import MAINTENANCE_DATABASE, Executor
+from backups.fs import fsync_dir
+from backups.keys import BackupKeyRing
+from backups.manifest import (
+    COMPONENT_CONFIG,
+    COMPONENT_DATABASE,
+    COMPONENT_FILES,
+    COMPONENT_REDIS,
+    Component,
+    Manifest,
+)
+from backups.process import (
+    PsqlSession,
+    psql_session,
+    quote_ident,
+    quote_literal,
+    stream_in,
+    stream_out,
+)
+from backups.schema import SCHEMA_VERSION_SQL, code_schema_version
+from orbisctl import __version__
+from orbisctl.errors import DataError, UserError
+
+PARTIAL_PREFIX = ".partial-"
+RESTORE_LOCK = ".restore-lock"
+WRITER_PID_FILE = "writer.pid"
+CONFIG_FILE = "orbis.yaml"
+CONFIG_DIRS = ("secrets", "tls")
+_READ_CHUNK = 1024 * 1024
+
+# Restore steps, in order; progress reporters see these names.
+STEP_VERIFY = "verify"
+STEP_SAFETY_BACKUP = "safety backup"
+STEP_RESTORE_DATABASE = "restore database"
+STEP_CHECK_ROWS = "check row counts"
+STEP_STOP_APP = "stop api and gateway"
+STEP_SWITCH_DATABASE = "switch database"
+STEP_RESTORE_REDIS = "restore redis"
+STEP_RESTORE_CONFIG = "restore config and secrets"
+STEP_START_APP = "start api and gateway"
+
+
+class Progress(Protocol):
+    def step(self, name: str, total_bytes: int | None = None) -> None:
+        """A new step starts; `total_bytes` when its size is known."""
+
+    def advance(self, nbytes: int) -> None:
+        """`nbytes` more bytes of the current step are done."""
+
+
+class NullProgress:
+    def step(self, name: str, total_bytes: int | None = None) -> None:
+        del name, total_bytes
+
+    def advance(self, nbytes: int) -> None:
+        del nbytes
+
+
+class AppControl(Protocol):
+    """Stops and starts what writes to the database (api, gateway); the stack provides it."""
+
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+class NoAppControl:
+    """For databases no application of ours serves (tests, external databases)."""
+
+    def stop(self) -> None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Install:
+    """The parts of an install directory the backup engine reads and writes."""
+
+    root: Path
+    repository: Path
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / CONFIG_FILE
+
+
+# --- create ----------------------------------------------------------------------------------
+
+
+def _new_backup_id(now: datetime) -> str:
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+class _Sink:
+    """Streams plaintext into one encrypted component file, reporting progress."""
+
+    def __init__(self, path: Path, data_key: bytes, name: str, progress: Progress) -> None:
+        self._file = path.open("wb")
+        self._encryptor = crypto.StreamEncryptor(self._file, data_key, name)
+        self._progress = progress
+        self.name = name
+
+    def write(self, data: bytes) -> int:
+        self._encryptor.write(data)
+        self._progress.advance(len(data))
+        return len(data)
+
+    def finish(self) -> Component:
+        self._encryptor.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        return Component(
+            file=COMPONENT_FILES[self.name],
+            size=self._encryptor.size,
+            sha256=self._encryptor.sha256.hexdigest(),
+            plain_size=self._encryptor.plain_size,
+        )
+
+    def abort(self) -> None:
+        self._file.close()
+
+
+def _component(
+    workdir: Path,
+    name: str,
+    data_key: bytes,
+    progress: Progress,
+    produce: Callable[[_Sink], None],
+) -> Component:
+    sink = _Sink(workdir / COMPONENT_FILES[name], data_key, name, progress)
+    try:
+        produce(sink)
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.finish()
+
+
+def _table_list_sql() -> str:
+    return (
+        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1"
+    )
+
+
+def _count_rows(session: PsqlSession, tables: list[str]) -> dict[str, int]:
+    if not tables:
+        return {}
+    sql = " UNION ALL ".join(
+        # quoted by quote_ident in the catalog query; psql has no bind parameters
+        f"SELECT {quote_literal(table)}, count(*) FROM {table}"  # noqa: S608
+        for table in tables
+    )
+    return {name: int(count) for name, count in session.query(sql)}
+
+
+def _write_config_bundle(install: Install, sink: IO[bytes]) -> None:
+    with tarfile.open(fileobj=sink, mode="w|") as bundle:
+        if install.config_file.exists():
+            bundle.add(install.config_file, arcname=CONFIG_FILE)
+        for name in CONFIG_DIRS:
+            directory = install.root / name
+            if directory.is_dir():
+                bundle.add(directory, arcname=name, recursive=True)
+
+
+def create_backup(
+    install: Install,
+    executor: Executor,
+    ring: BackupKeyRing,
+    *,
+    escrow: crypto.EscrowParams | None = None,
+    label: str = "",
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> Manifest:
+    """Take a consistent backup of the database, Redis and the config; return its manifest.
+
+    Row counts and the dump come from one exported snapshot, so they agree exactly even
+    while the application writes.
+    """
+    progress = progress or NullProgress()
+    if ring.current is None:
+        raise DataError(
+            f"no backup key: {install.secrets_dir / 'backup_key'} is missing",
+            hint="run `orbisctl init` to create it, or copy it from the old host",
+        )
+    created_at = (now or datetime.now(UTC)).replace(microsecond=0)
+    backup_id = _new_backup_id(created_at)
+    install.repository.mkdir(parents=True, exist_ok=True)
+    workdir = install.repository / f"{PARTIAL_PREFIX}{backup_id}"
+    workdir.mkdir(mode=0o700)
+    try:
+        (workdir / WRITER_PID_FILE).write_text(str(os.getpid()))
+        data_key = crypto.new_data_key()
+        wraps = [crypto.wrap_for_key(data_key, ring.current)]
+        if escrow is not None:
+            wraps.append(crypto.wrap_for_escrow(data_key, escrow))
+        components: dict[str, Component] = {}
+        with psql_session(executor, executor.database) as session:
+            session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            snapshot = session.scalar("SELECT pg_export_snapshot()")
+            postgres_version = session.scalar("SHOW server_version")
+            schema_text = session.scalar(SCHEMA_VERSION_SQL)
+            progress.step("count rows")
+            row_counts = _count_rows(session, [row[0] for row in session.query(_table_list_sql())])
+            progress.step("dump database")
+            dump = executor.postgres(
+                "pg_dump", ["--format=custom", f"--snapshot={snapshot}"], dbname=executor.database
+            )
+            components[COMPONENT_DATABASE] = _component(
+                workdir,
+                COMPONENT_DATABASE,
+                data_key,
+                progress,
+                lambda sink: stream_out(dump, sink.write, what="pg_dump"),
+            )
+            session.query("COMMIT")
+        progress.step("dump redis")
+        rdb = executor.redis_cli(["--rdb", "-"])
+        components[COMPONENT_REDIS] = _component(
+            workdir,
+            COMPONENT_REDIS,
+            data_key,
+            progress,
+            lambda sink: stream_out(rdb, sink.write, what="redis-cli --rdb"),
+        )
+        progress.step("bundle config and secrets")
+        components[COMPONENT_CONFIG] = _component(
+            workdir,
+            COMPONENT_CONFIG,
+            data_key,
+            progress,
+            lambda sink: _write_config_bundle(install, sink),  # type: ignore[arg-type]
+        )
+        result = Manifest(
+            backup_id=backup_id,
+            label=label,
+            created_at=created_at,
+            app_version=__version__,
+            schema_version=int(schema_text) if schema_text else None,
+            postgres_version=postgres_version,
+            database=executor.database,
+            components=components,
+            row_counts=row_counts,
+            key_wraps=wraps,
+        )
+        body = manifest.canonical(result.body())
+        manifest_path = workdir / manifest.MANIFEST_FILE
+        manifest_path.write_bytes(manifest.render(result, crypto.manifest_mac(data_key, body)))
+        with manifest_path.open("rb") as handle:
+            os.fsync(handle.fileno())
+        fsync_dir(workdir)
+        final = install.repository / backup_id
+        workdir.rename(final)
+        fsync_dir(install.repository)
+        # Removed only after the rename: `prune` takes a partial without a live writer
+        # for abandoned.
+        (final / WRITER_PID_FILE).unlink()
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return result
+
+
+# --- list ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupEntry:
+    path: Path
+    manifest: Manifest | None  # None: the manifest is unreadable or too new
+    problem: str = ""
+
+    @property
+    def backup_id(self) -> str:
+        return self.manifest.backup_id if self.manifest else self.path.name
+
+    @property
+    def size(self) -> int:
+        return sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+
+
+def list_backups(repository: Path) -> list[BackupEntry]:
+    """Complete backups in the repository, oldest first (ids sort by time)."""
+    if not repository.is_dir():
+        return []
+    entries = []
+    for path in sorted(repository.iterdir()):
+        if not path.is_dir() or path.name.startswith(".") or path.name == "drills":
+            continue
+        try:
+            entries.append(BackupEntry(path, manifest.load(path / manifest.MANIFEST_FILE).manifest))
+        except DataError as exc:
+            entries.append(BackupEntry(path, None, exc.message))
+    return entries
+
+
+def resolve(install: Install, ref: str) -> Path:
+    """A backup directory from an id in the repository or a path to a backup directory."""
+    candidate = Path(ref)
+    if (candidate / manifest.MANIFEST_FILE).exists():
+        return candidate
+    in_repo = install.repository / ref
+    if in_repo.is_dir() and not ref.startswith("."):
+        return in_repo
+    matches = [e.path for e in list_backups(install.repository) if e.path.name.startswith(ref)]
+    if len(matches) == 1 and ref:
+        return matches[0]
+    raise UserError(
+        f"no backup {ref!r} in {install.repository}"
+        + (f" ({len(matches)} match that prefix)" if len(matches) > 1 else ""),
+        hint="`orbisctl backup list` shows the ids; a path to a backup directory works too",
+    )
+
+
+def latest_backup(install: Install) -> Path:
+    complete = [e for e in list_backups(install.repository) if e.manifest is not None]
+    if not complete:
+        raise UserError(
+            f"there is no backup in {install.repository}", hint="take one with `orbisctl backup`"
+        )
+    return complete[-1].path
+
+
+# --- verify ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Verified:
+    """A backup whose manifest, checksums and encryption all checked out."""
+
+    path: Path
+    manifest: Manifest
+    data_key: bytes = field(repr=False)
+    opened_with: str  # "key bk-…" or "passphrase"
+    archive_entries: int = 0
+    deep_row_counts: dict[str, int] | None = None
+
+
+def _refuse(path: Path, problem: str, hint: str | None = None) -> DataError:
+    return DataError(
+        f"backup {path.name}: {problem}",
+        hint=hint or "this backup cannot be trusted; pick another (`orbisctl backup list`)",
+    )
+
+
+def _check_files(path: Path, loaded: Manifest, progress: Progress) -> None:
+    for name in (COMPONENT_DATABASE, COMPONENT_REDIS, COMPONENT_CONFIG):
+        component = loaded.components.get(name)
+        if component is None:
+            raise _refuse(path, f"the manifest lists no {name} component")
+        file = path / component.file
+        if not file.is_file():
+            raise _refuse(path, f"component {name} is missing ({component.file})")
+        size = file.stat().st_size
+        if size < component.size:
+            raise _refuse(path, f"component {name} is truncated ({size} of {component.size} bytes)")
+        if size > component.size:
+            raise _refuse(path, f"component {name} has {size - component.size} extra bytes")
+        progress.step(f"checksum {name}", size)
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            while piece := handle.read(_READ_CHUNK):
+                digest.update(piece)
+                progress.advance(len(piece))
+        if digest.hexdigest() != component.sha256:
+            raise _refuse(path, f"component {name} fails its SHA-256 checksum (corrupted)")
+
+
+def _unwrap(
+    path: Path, loaded: Manifest, ring: BackupKeyRing, passphrase: str | None
+) -> tuple[bytes, str]:
+    for wrap in loaded.key_wraps:
+        if wrap.get("type") != "keyring":
+            continue
+        key = ring.find(str(wrap.get("kid")))
+        if key is None:
+            continue
+        try:
+            return crypto.unwrap_with_key(wrap, key), f"key {wrap['kid']}"
+        except crypto.CryptoError as exc:
+            raise _refuse(path, str(exc)) from None
+    escrow_wraps = [wrap for wrap in loaded.key_wraps if wrap.get("type") == "escrow"]
+    if passphrase is not None:
+        if not escrow_wraps:
+            raise _refuse(path, "it has no passphrase escrow", hint="restore it with its key")
+        try:
+            return crypto.unwrap_with_passphrase(escrow_wraps[0], passphrase), "passphrase"
+        except crypto.CryptoError:
+            raise _refuse(
+                path, "the passphrase is wrong", hint="check the passphrase and try again"
+            ) from None
+    made_with = ", ".join(loaded.key_ids) or "no key"
+    here = ring.current_kid or "no backup key"
+    hint = "copy secrets/backup_key or backup_keys.json from the old host"
+    if escrow_wraps:
+        hint += ", or give the escrow passphrase with --passphrase-file"
+    raise _refuse(path, f"it was made with {made_with}, and this host has {here}", hint=hint)
+
+
+def _decrypted(
+    path: Path, component: Component, data_key: bytes, name: str, progress: Progress
+) -> Iterator[bytes]:
+    with (path / component.file).open("rb") as handle:
+        try:
+            for piece in crypto.decrypt_stream(handle, data_key, name):
+                progress.advance(len(piece))
+                yield piece
+        except crypto.CryptoError as exc:
+            raise _refuse(path, str(exc)) from None
+
+
+def open_backup(
+    path: Path,
+    ring: BackupKeyRing,
+    *,
+    passphrase: str | None = None,
+    executor: Executor | None = None,
+    progress: Progress | None = None,
+) -> Verified:
+    """Check everything that can be checked without a database server being changed.
+
+    Sizes and SHA-256 (no key needed), the data key (key ring or passphrase), the manifest
+    MAC, every chunk's authentication, and that pg_restore can read the dump's table of
+    contents (when an executor is given).
+    """
+    progress = progress or NullProgress()
+    progress.step(STEP_VERIFY)
+    loaded = manifest.load(path / manifest.MANIFEST_FILE)
+    info = loaded.manifest
+    _check_files(path, info, progress)
+    data_key, opened_with = _unwrap(path, info, ring, passphrase)
+    if not crypto.manifest_mac_ok(data_key, loaded.body_bytes, loaded.mac):
+        raise _refuse(path, "manifest.json fails authentication (tampered)")
+    result = Verified(path, info, data_key, opened_with)
+    for name in (COMPONENT_REDIS, COMPONENT_CONFIG):
+        component = info.components[name]
+        progress.step(f"decrypt {name}", component.plain_size)
+        for _ in _decrypted(path, component, data_key, name, progress):
+            pass
+    database = info.components[COMPONENT_DATABASE]
+    progress.step(f"decrypt {COMPONENT_DATABASE}", database.plain_size)
+    pieces = _decrypted(path, database, data_key, COMPONENT_DATABASE, progress)
+    if executor is None:
+        for _ in pieces:
+            pass
+    else:
+        listing = stream_in(
+            executor.postgres("pg_restore", ["--list"], dbname=MAINTENANCE_DATABASE),
+            pieces,
+            what="pg_restore --list",
+        )
+        result.archive_entries = sum(
+            1
+            for line in listing.decode(errors="replace").splitlines()
+            if line and not line.startswith(";")
+        )
+    return result
+
+
+def _restore_database(
+    verified: Verified, executor: Executor, dbname: str, progress: Progress
+) -> None:
+    database = verified.manifest.components[COMPONENT_DATABASE]
+    progress.step(STEP_RESTORE_DATABASE, database.plain_size)
+    pieces = _decrypted(verified.path, database, verified.data_key, COMPONENT_DATABASE, progress)
+    stream_in(
+        executor.postgres("pg_restore", ["--exit-on-error", "--no-password"], dbname=dbname),
+        pieces,
+        what="pg_restore",
+    )
+
+
+def _database_exists(executor: Executor, name: str) -> bool:
+    with psql_session(executor, MAINTENANCE_DATABASE) as session:
+        rows = session.query(
+            f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}"  # noqa: S608
+        )
+    return bool(rows)
+
+
+def _drop_database(executor: Executor, name: str) -> None:
+    with psql_session(executor, MAINTENANCE_DATABASE) as session:
+        session.query(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+def _row_counts(executor: Executor, dbname: str) -> dict[str, int]:
+    with psql_session(executor, dbname) as session:
+        return _count_rows(session, [row[0] for row in session.query(_table_list_sql())])
+
+
+def _count_mismatches(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
+    problems = []
+    for table in sorted(expected.keys() | actual.keys()):
+        want, got = expected.get(table), actual.get(table)
+        if want != got:
+            problems.append(
+                f"{table}: {got if got is not None else 'missing'} rows, "
+                f"expected {want if want is not None else 'none'}"
+            )
+    return problems
+
+
+def verify_backup(
+    path: Path,
+    ring: BackupKeyRing,
+    executor: Executor,
+    *,
+    passphrase: str | None = None,
+    deep: bool = False,
+    progress: Progress | None = None,
+) -> Verified:
+    """`open_backup`, and with `deep` a restore into a throwaway database + row counts."""
+    progress = progress or NullProgress()
+    verified = open_backup(path, ring, passphrase=passphrase, executor=executor, progress=progress)
+    if deep:
+        scratch = f"{verified.manifest.database}_verify_{secrets.token_hex(4)}"
+        with psql_session(executor, MAINTENANCE_DATABASE) as session:
+            session.query(f"CREATE DATABASE {quote_ident(scratch)}")
+        try:
+            _restore_database(verified, executor, scratch, progress)
+            progress.step(STEP_CHECK_ROWS)
+            verified.deep_row_counts = _row_counts(executor, scratch)
+        finally:
+            _drop_database(executor, scratch)
+        problems = _count_mismatches(verified.manifest.row_counts, verified.deep_row_counts)
+        if problems:
+            raise _refuse(
+                path, "restored row counts differ from the manifest: " + "; ".join(problems)
+            )
+    return verified
+
+
+# --- restore ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    backup_id: str
+    database: str
+    previous_database: str | None  # the old data, kept under this name
+    safety_backup: str | None
+    row_counts: dict[str, int]
+    restored_config: bool
+
+
+@contextlib.contextmanager
+def restore_lock(repository: Path, backup_id: str) -> Iterator[None]:
+    """One restore at a time; `prune` never deletes the backup named in the lock."""
+    repository.mkdir(parents=True, exist_ok=True)
+    lock = repository / RESTORE_LOCK
+    holder = locked_backup(repository)
+    if holder is not None:
+        raise UserError(
+            f"another restore (of {holder}) is running", hint="wait for it to finish, then retry"
+        )
+    lock.unlink(missing_ok=True)  # a stale lock: its process is gone
+    payload = json.dumps({"backup_id": backup_id, "pid": os.getpid()}).encode()
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UserError("another restore started just now", hint="wait, then retry") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(payload)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def locked_backup(repository: Path) -> str | None:
+    """The backup id a live restore is using, if any."""
+    try:
+        data = json.loads((repository / RESTORE_LOCK).read_text())
+        backup_id, pid = str(data["backup_id"]), int(data["pid"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    return backup_id if pid_alive(pid) else None
+
+
+def _check_schema(verified: Verified) -> None:
+    backup_schema = verified.manifest.schema_version
+    known = code_schema_version()
+    if backup_schema is not None and backup_schema > known:
+        raise _refuse(
+            verified.path,
+            f"its database schema (version {backup_schema}) is newer than this code knows "
+            f"({known})",
+            hint="upgrade OrbisVoice to the release that made the backup, then restore",
+        )
+
+
+def _switch_databases(executor: Executor, live: str, restored: str, keep_as: str | None) -> None:
+    """Rename in one transaction: either the restored database serves, or the old one does."""
+    statements = []
+    if keep_as is not None:
+        statements.append(f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(keep_as)}")
+    statements.append(f"ALTER DATABASE {quote_ident(restored)} RENAME TO {quote_ident(live)}")
+    with psql_session(executor, MAINTENANCE_DATABASE) as session:
+        # Nothing should be connected now that the app is stopped; stragglers are cut off.
+        session.query(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608
+            f"WHERE datname = {quote_literal(live)} AND pid <> pg_backend_pid()"
+        )
+        session.query("BEGIN")
+        for statement in statements:
+            session.query(statement)
+        session.query("COMMIT")
+
+
+def _restore_config(verified: Verified, install: Install, progress: Progress) -> None:
+    """Unpack orbis.yaml, secrets/ and tls/ over the install, each file replaced atomically."""
+    component = verified.manifest.components[COMPONENT_CONFIG]
+    progress.step(STEP_RESTORE_CONFIG, component.plain_size)
+    with tempfile.TemporaryDirectory(prefix=".config-restore-", dir=install.root) as tmp:
+        staging = Path(tmp)
+        with tempfile.TemporaryFile(dir=install.root) as buffer:
+            for piece in _decrypted(
+                verified.path, component, verified.data_key, COMPONENT_CONFIG, progress
+            ):
+                buffer.write(piece)
+            buffer.seek(0)
+            with tarfile.open(fileobj=buffer, mode="r:") as bundle:
+                allowed = (CONFIG_FILE, *CONFIG_DIRS)
+                for member in bundle.getmembers():
+                    if member.name.split("/", 1)[0] not in allowed:
+                        raise _refuse(verified.path, f"config bundle holds {member.name!r}")
+                bundle.extractall(staging, filter="data")
+        for source in sorted(staging.rglob("*")):
+            target = install.root / source.relative_to(staging)
+            if source.is_dir():
+                target.mkdir(mode=source.stat().st_mode & 0o777, exist_ok=True)
+            else:
+                tmp_target = target.with_name(f".{target.name}.restore-tmp")
+                shutil.copy2(source, tmp_target)
+                tmp_target.replace(target)
+
+
+def restore_backup(
+    install: Install,
+    executor: Executor,
+    ring: BackupKeyRing,
+    ref_path: Path,
+    *,
+    app: AppControl,
+    passphrase: str | None = None,
+    escrow: crypto.EscrowParams | None = None,
+    with_secrets: bool = False,
+    safety_backup: bool = True,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> RestoreResult:
+    """Restore a backup so that a failure at any step leaves the previous data serving.
+
+    The dump goes into a new database; only when it restored completely and its row counts
+    match the manifest is the application stopped and the new database renamed into place
+    (the old one kept as `<db>_pre_restore_<timestamp>`).
+    """
+    progress = progress or NullProgress()
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    live = executor.database
+    with restore_lock(install.repository, ref_path.name):
+        verified = open_backup(
+            ref_path, ring, passphrase=passphrase, executor=executor, progress=progress
+        )
+        _check_schema(verified)
+        live_exists = _database_exists(executor, live)
+        safety_id = None
+        if safety_backup and live_exists:
+            progress.step(STEP_SAFETY_BACKUP)
+            if ring.current is None:
+                raise DataError(
+                    "cannot take the safety backup: this host has no backup key",
+                    hint="run `orbisctl init` first, or pass --no-safety-backup",
+                )
+            safety_id = create_backup(
+                install, executor, ring, escrow=escrow, label="pre-restore", now=now
+            ).backup_id
+        restored = f"{live}_restore_{stamp}"
+        _drop_database(executor, restored)
+        with psql_session(executor, MAINTENANCE_DATABASE) as session:
+            owner = (
+                session.scalar(
+                    "SELECT pg_get_userbyid(datdba) FROM pg_database "  # noqa: S608
+                    f"WHERE datname = {quote_literal(live)}"
+                )
+                if live_exists
+                else None
+            )
+            owner_clause = f" OWNER {quote_ident(owner)}" if owner else ""
+            session.query(f"CREATE DATABASE {quote_ident(restored)}{owner_clause}")
+        try:
+            _restore_database(verified, executor, restored, progress)
+            progress.step(STEP_CHECK_ROWS)
+            counts = _row_counts(executor, restored)
+            problems = _count_mismatches(verified.manifest.row_counts, counts)
+            if problems:
+                raise _refuse(
+                    ref_path, "restored row counts differ from the manifest: " + "; ".join(problems)
+                )
+        except BaseException:
+            _drop_database(executor, restored)
+            raise
+        keep_as = f"{live}_pre_restore_{stamp}" if live_exists else None
+        progress.step(STEP_STOP_APP)
+        app.stop()
+        try:
+            progress.step(STEP_SWITCH_DATABASE)
+            _switch_databases(executor, live, restored, keep_as)
+            _restore_redis(verified, executor, progress)
+            if with_secrets:
+                _restore_config(verified, install, progress)
+        finally:
+            progress.step(STEP_START_APP)
+            app.start()
+    return RestoreResult(
+        backup_id=verified.manifest.backup_id,
+        database=live,
+        previous_database=keep_as,
+        safety_backup=safety_id,
+        row_counts=counts,
+        restored_config=with_secrets,
+    )
+
+
+def _restore_redis(verified: Verified, executor: Executor, progress: Progress) -> None:
+    component = verified.manifest.components[COMPONENT_REDIS]
+    progress.step(STEP_RESTORE_REDIS, component.plain_size)
+    with tempfile.TemporaryDirectory(prefix="orbis-rdb-") as tmp:
+        rdb = Path(tmp) / "dump.rdb"
+        with rdb.open("wb") as handle:
+            for piece in _decrypted(
+                verified.path, component, verified.data_key, COMPONENT_REDIS, progress
+            ):
+                handle.write(piece)
+        executor.load_redis(rdb)

@@ -1,0 +1,282 @@
+"""Where the database and Redis tools run: directly against a server, or inside the stack.
+
+The engine only ever asks an `Executor` for a command line (`pg_dump`, `pg_restore`, `psql`,
+`redis-cli`) and streams bytes through its stdin/stdout, so the same engine code serves both:
+
+- `LocalExecutor`: the tools on this host, connected to PostgreSQL/Redis by host and port
+  (tests, and installs whose databases live outside the compose stack);
+- `ComposeExecutor`: the same tools inside the running stack's containers through
+  `docker compose exec -T` (the appliance; nothing is published on the host).
+
+Loading an RDB into a running Redis is the one operation that differs, so each executor
+implements `load_redis` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlsplit
+
+import redis
+
+from orbisctl.errors import DataError, EngineError
+
+PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
+MAINTENANCE_DATABASE = "postgres"
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    @property
+    def database(self) -> str:
+        """The live database's name (`orbis` in the appliance)."""
+
+    def postgres(self, tool: str, args: Sequence[str], *, dbname: str) -> Command:
+        """A PostgreSQL client tool (`pg_dump`, `pg_restore`, `psql`) connected to `dbname`."""
+
+    def redis_cli(self, args: Sequence[str]) -> Command:
+        """`redis-cli` connected and authenticated to the live Redis."""
+
+    def load_redis(self, rdb: Path) -> None:
+        """Replace the live Redis data set with the one in the RDB file `rdb`."""
+
+    def describe(self) -> str:
+        """Where the tools run, for messages (never includes a password)."""
+
+
+def _pg_tool(tool: str) -> str:
+    """PostgreSQL 15's own binary: Debian's wrappers pick a version by cluster, not by us."""
+    candidate = PG_BIN_DIR / tool
+    return str(candidate) if candidate.exists() else tool
+
+
+@dataclass(frozen=True)
+class LocalExecutor:
+    """Tools on this host, connected to servers named by URLs (passwords go via env vars)."""
+
+    database_url: str
+    redis_url: str
+
+    @property
+    def database(self) -> str:
+        return unquote(urlsplit(self.database_url).path.lstrip("/")) or "postgres"
+
+    def postgres(self, tool: str, args: Sequence[str], *, dbname: str) -> Command:
+        url = urlsplit(self.database_url)
+        env = {"PGPASSWORD": unquote(url.password)} if url.password else {}
+        argv = [
+            _pg_tool(tool),
+            "--host",
+            url.hostname or "127.0.0.1",
+            "--port",
+            str(url.port or 5432),
+            "--username",
+            unquote(url.username or "postgres"),
+            "--dbname",
+            dbname,
+            *args,
+        ]
+        return Command(argv, env)
+
+    def redis_cli(self, args: Sequence[str]) -> Command:
+        url = urlsplit(self.redis_url)
+        argv = ["redis-cli", "-h", url.hostname or "127.0.0.1", "-p", str(url.port or 6379)]
+        if url.username:
+            argv += ["--user", unquote(url.username)]
+        env = {"REDISCLI_AUTH": unquote(url.password)} if url.password else {}
+        return Command([*argv, *args], env)
+
+    def load_redis(self, rdb: Path) -> None:
+        """Copy every key of the RDB into the live server, one atomic MULTI per database.
+
+        A running Redis cannot load an RDB without a restart, so the RDB is opened by a
+        scratch `redis-server` on a free loopback port and its keys are moved with
+        DUMP/RESTORE (values and TTLs byte-exact).
+        """
+        target = redis.Redis.from_url(self.redis_url)
+        try:
+            with _scratch_redis(rdb) as source:
+                replace_redis_data(source, target)
+        finally:
+            target.close()
+
+    def describe(self) -> str:
+        db = urlsplit(self.database_url)
+        rd = urlsplit(self.redis_url)
+        return f"PostgreSQL {db.hostname}:{db.port}/{self.database}, Redis {rd.hostname}:{rd.port}"
+
+
+def replace_redis_data(source: redis.Redis, target: redis.Redis) -> None:
+    """Make every database of `target` hold exactly the keys of `source` (with TTLs)."""
+    source_dbs = _databases_with_keys(source)
+    target_dbs = _databases_with_keys(target)
+    for db in sorted(source_dbs | target_dbs):
+        src = _select(source, db)
+        dst = _select(target, db)
+        try:
+            pipe = dst.pipeline(transaction=True)
+            pipe.flushdb()
+            for key in src.scan_iter(count=1000):
+                payload = src.dump(key)
+                ttl = src.pttl(key)
+                if payload is None:  # expired between SCAN and DUMP
+                    continue
+                pipe.restore(key, max(int(ttl), 0), payload, replace=True)
+            pipe.execute()
+        finally:
+            dst.close()
+            src.close()
+
+
+def _select(client: redis.Redis, db: int) -> redis.Redis:
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "db": db}
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))
+
+
+def _databases_with_keys(client: redis.Redis) -> set[int]:
+    keyspace = client.info("keyspace")
+    return {int(name.removeprefix("db")) for name in keyspace}
+
+
+@contextlib.contextmanager
+def _scratch_redis(rdb: Path, *, timeout: float = 60.0) -> Iterator[redis.Redis]:
+    """A private redis-server (unix socket only, no port) that has loaded `rdb`."""
+    workdir = Path(tempfile.mkdtemp(prefix="orbis-redis-restore-"))
+    socket_path = workdir / "redis.sock"
+    try:
+        shutil.copyfile(rdb, workdir / "dump.rdb")
+        process = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                "0",
+                "--unixsocket",
+                str(socket_path),
+                "--unixsocketperm",
+                "700",
+                "--dir",
+                str(workdir),
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    except FileNotFoundError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise EngineError(
+            "redis-server is not installed on this host: it is needed to read the backup's RDB",
+            hint="apt-get install redis-server (the service itself can stay disabled)",
+        ) from None
+    client = redis.Redis(unix_socket_path=str(socket_path))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise DataError("the backup's Redis RDB does not load (corrupted?)")
+            try:
+                client.ping()
+                break
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                if time.monotonic() > deadline:
+                    raise EngineError(
+                        f"a scratch redis-server did not load the RDB in {timeout}s"
+                    ) from None
+                time.sleep(0.05)
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ComposeExecutor:
+    """The tools inside the running stack: `docker compose exec -T <service> <tool>`.
+
+    Inside the postgres container the tools connect over the local socket as the `orbis`
+    role (the official image trusts local connections); redis-cli reads its password from the
+    mounted secret, so no password crosses the host's process list.
+    """
+
+    project: str
+    compose_file: Path
+    database_name: str = "orbis"
+    db_user: str = "orbis"
+    redis_user: str = "orbis"
+    redis_data_file: str = "/data/dump.rdb"
+
+    @property
+    def database(self) -> str:
+        return self.database_name
+
+    def _compose(self, *args: str) -> list[str]:
+        return ["docker", "compose", "-p", self.project, "-f", str(self.compose_file), *args]
+
+    def postgres(self, tool: str, args: Sequence[str], *, dbname: str) -> Command:
+        argv = self._compose("exec", "-T", "postgres", tool, "--username", self.db_user)
+        return Command([*argv, "--dbname", dbname, *args])
+
+    def redis_cli(self, args: Sequence[str]) -> Command:
+        script = (
+            'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" exec redis-cli --user "$0" "$@"'
+        )
+        argv = self._compose("exec", "-T", "redis", "sh", "-c", script, self.redis_user)
+        return Command([*argv, *args])
+
+    def load_redis(self, rdb: Path) -> None:
+        """Stop Redis, put the RDB in its volume, start it: Redis loads it on start-up."""
+        for step in (
+            self._compose("stop", "redis"),
+            self._compose("cp", str(rdb), f"redis:{self.redis_data_file}"),
+            self._compose("start", "redis"),
+        ):
+            result = subprocess.run(step, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise EngineError(
+                    f"`{' '.join(step[4:])}` failed: {result.stderr.strip().splitlines()[-1:]}"
+                )
+
+    def describe(self) -> str:
+        return f"compose project {self.project}"
+
+
+@dataclass(frozen=True)
+class ComposeAppControl:
+    """Stops and starts the services that write to the database, around a restore's switch."""
+
+    project: str
+    compose_file: Path
+    services: tuple[str, ...] = ("gateway", "api")
+
+    def _run(self, verb: str, services: Sequence[str]) -> None:
+        argv = ["docker", "compose", "-p", self.project, "-f", str(self.compose_file), verb]
+        result = subprocess.run([*argv, *services], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
+            raise EngineError(f"docker compose {verb} {' '.join(services)} failed: {last}")
+
+    def stop(self) -> None:
+        self._run("stop", self.services)
+
+    def start(self) -> None:
+        self._run("start", tuple(reversed(self.services)))

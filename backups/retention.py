@@ -1,0 +1,103 @@
+"""Which backups to keep: keep-daily/weekly/monthly, as `backup.retention` in orbis.yaml says.
+
+The rule (the one borg and restic use): walking from the newest backup to the oldest, the
+newest backup of each of the last `daily` days that have a backup is kept; likewise per ISO
+week and per month. The newest backup is always kept, whatever the policy says, and so is
+a backup an in-progress restore is reading.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from backups import engine
+from orbisctl.config import RetentionConfig
+
+
+@dataclass(frozen=True)
+class Dated:
+    backup_id: str
+    created_at: datetime
+
+
+def _buckets(
+    backups: Sequence[Dated], count: int, period: Callable[[datetime], Hashable]
+) -> set[str]:
+    kept: set[str] = set()
+    seen: set[Hashable] = set()
+    for backup in backups:
+        if len(seen) >= count:
+            break
+        bucket = period(backup.created_at)
+        if bucket not in seen:
+            seen.add(bucket)
+            kept.add(backup.backup_id)
+    return kept
+
+
+def keep_set(
+    backups: Sequence[Dated], policy: RetentionConfig, *, protected: frozenset[str] = frozenset()
+) -> set[str]:
+    """The ids to keep: a pure function of the backups' times, the policy and `protected`."""
+    newest_first = sorted(backups, key=lambda b: (b.created_at, b.backup_id), reverse=True)
+    kept = set(protected) & {b.backup_id for b in backups}
+    if newest_first:
+        kept.add(newest_first[0].backup_id)
+    kept |= _buckets(newest_first, policy.daily, lambda t: t.date())
+    kept |= _buckets(newest_first, policy.weekly, lambda t: t.isocalendar()[:2])
+    kept |= _buckets(newest_first, policy.monthly, lambda t: (t.year, t.month))
+    return kept
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    keep: list[str]
+    delete: list[str]
+    unreadable: list[str]  # backups whose manifest cannot be read: never deleted automatically
+    partial: list[Path]  # leftovers of interrupted backups whose writer is gone
+
+
+def plan_prune(repository: Path, policy: RetentionConfig) -> PrunePlan:
+    entries = engine.list_backups(repository)
+    dated = [
+        Dated(entry.path.name, entry.manifest.created_at)
+        for entry in entries
+        if entry.manifest is not None
+    ]
+    locked = engine.locked_backup(repository)
+    protected = frozenset({locked}) if locked else frozenset()
+    keep = keep_set(dated, policy, protected=protected)
+    return PrunePlan(
+        keep=sorted(b.backup_id for b in dated if b.backup_id in keep),
+        delete=sorted(b.backup_id for b in dated if b.backup_id not in keep),
+        unreadable=sorted(entry.path.name for entry in entries if entry.manifest is None),
+        partial=_abandoned_partials(repository),
+    )
+
+
+def _abandoned_partials(repository: Path) -> list[Path]:
+    if not repository.is_dir():
+        return []
+    abandoned = []
+    for path in sorted(repository.glob(f"{engine.PARTIAL_PREFIX}*")):
+        try:
+            pid = int((path / engine.WRITER_PID_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            pid = 0
+        if pid <= 0 or not engine.pid_alive(pid):
+            abandoned.append(path)
+    return abandoned
+
+
+def apply_prune(repository: Path, plan: PrunePlan) -> None:
+    # Re-checked here: a restore may have started since the plan was made.
+    locked = engine.locked_backup(repository)
+    for backup_id in plan.delete:
+        if backup_id != locked:
+            shutil.rmtree(repository / backup_id)
+    for path in plan.partial:
+        shutil.rmtree(path, ignore_errors=True)

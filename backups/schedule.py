@@ -1,0 +1,188 @@
+"""Scheduled backups: a systemd timer (or a cron entry where systemd is not running).
+
+`backup.schedule` in orbis.yaml is a systemd OnCalendar expression. This module understands
+the subset an operator needs for backups, so it can show the next run and write a cron line
+from the same value: `daily`, `hourly`, `monthly`, and `Y-M-D HH:MM[:SS]` where each date
+field is `*`, a number or a comma list, and the hour may be `*`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+from orbisctl.errors import UserError
+
+SYSTEMD_UNIT_DIR = Path("/etc/systemd/system")
+CRON_DIR = Path("/etc/cron.d")
+_SHORTHANDS = {
+    "daily": "*-*-* 00:00:00",
+    "hourly": "*-*-* *:00:00",
+    "monthly": "*-*-01 00:00:00",
+}
+_SEARCH_DAYS = 4 * 366 + 1
+
+
+@dataclass(frozen=True)
+class Calendar:
+    years: frozenset[int] | None  # None: every
+    months: frozenset[int] | None
+    days: frozenset[int] | None
+    hours: frozenset[int] | None
+    minute: int
+    second: int
+
+    def matches_day(self, day: date) -> bool:
+        return all(
+            allowed is None or value in allowed
+            for allowed, value in (
+                (self.years, day.year),
+                (self.months, day.month),
+                (self.days, day.day),
+            )
+        )
+
+
+def _field(text: str, low: int, high: int, what: str, expression: str) -> frozenset[int] | None:
+    if text == "*":
+        return None
+    try:
+        values = frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        raise _unsupported(expression, f"{what} {text!r} is not *, a number or a list") from None
+    if not all(low <= value <= high for value in values):
+        raise _unsupported(expression, f"{what} {text!r} is out of range {low}-{high}")
+    return values
+
+
+def _unsupported(expression: str, problem: str) -> UserError:
+    return UserError(
+        f"backup.schedule {expression!r}: {problem}",
+        hint="use a form like '*-*-* 03:00:00', '*-*-01 04:00', 'daily' (docs/operations.md)",
+    )
+
+
+def parse_calendar(expression: str) -> Calendar:
+    normalized = _SHORTHANDS.get(expression.strip().lower(), expression.strip())
+    parts = normalized.split()
+    if len(parts) != 2:
+        raise _unsupported(expression, "expected 'Y-M-D HH:MM[:SS]'")
+    date_part, time_part = parts
+    date_fields = date_part.split("-")
+    time_fields = time_part.split(":")
+    if len(date_fields) != 3 or len(time_fields) not in (2, 3):
+        raise _unsupported(expression, "expected 'Y-M-D HH:MM[:SS]'")
+    year, month, day = date_fields
+    hour, minute, *second = time_fields
+    try:
+        minute_value = int(minute)
+        second_value = int(second[0]) if second else 0
+    except ValueError:
+        raise _unsupported(expression, "minutes and seconds must be numbers") from None
+    if not (0 <= minute_value <= 59 and 0 <= second_value <= 59):
+        raise _unsupported(expression, "minutes and seconds must be 0-59")
+    return Calendar(
+        years=_field(year, 1970, 9999, "year", expression),
+        months=_field(month, 1, 12, "month", expression),
+        days=_field(day, 1, 31, "day", expression),
+        hours=_field(hour, 0, 23, "hour", expression),
+        minute=minute_value,
+        second=second_value,
+    )
+
+
+def next_run(calendar: Calendar, after: datetime) -> datetime | None:
+    """The first time strictly after `after` that the calendar names (None: never again)."""
+    hours = sorted(calendar.hours) if calendar.hours is not None else list(range(24))
+    for offset in range(_SEARCH_DAYS):
+        day = after.date() + timedelta(days=offset)
+        if not calendar.matches_day(day):
+            continue
+        for hour in hours:
+            candidate = datetime.combine(
+                day, time(hour, calendar.minute, calendar.second), tzinfo=after.tzinfo
+            )
+            if candidate > after:
+                return candidate
+    return None
+
+
+def cron_fields(calendar: Calendar, expression: str) -> str:
+    """The five cron time fields for the calendar; cron has no years."""
+    if calendar.years is not None:
+        raise _unsupported(expression, "cron cannot express a year: use systemd, or '*' years")
+
+    def render(values: frozenset[int] | None) -> str:
+        return "*" if values is None else ",".join(str(v) for v in sorted(values))
+
+    if calendar.second:
+        raise _unsupported(expression, "cron runs on whole minutes: use seconds 00")
+    return (
+        f"{calendar.minute} {render(calendar.hours)} {render(calendar.days)} "
+        f"{render(calendar.months)} *"
+    )
+
+
+def orbisctl_command() -> str:
+    """The orbisctl of this installation (the unit must not depend on a login PATH)."""
+    beside = Path(sys.executable).parent / "orbisctl"
+    return str(beside) if beside.exists() else "orbisctl"
+
+
+def unit_name(project: str) -> str:
+    return f"orbis-backup-{project}"
+
+
+def systemd_units(
+    *, project: str, install_root: Path, expression: str, orbisctl: str
+) -> dict[str, str]:
+    """`{file name: text}` of the service and timer (pure: nothing is written)."""
+    parse_calendar(expression)  # refuse what we cannot show a next run for
+    base = [orbisctl, "--quiet", "--dir", str(install_root), "backup"]
+    name = unit_name(project)
+    service = (
+        "[Unit]\n"
+        f"Description=OrbisVoice backup of {install_root}\n"
+        "After=docker.service\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"WorkingDirectory={install_root}\n"
+        f"ExecStart={shlex.join([*base, 'create'])}\n"
+        f"ExecStart={shlex.join([*base, 'prune'])}\n"
+    )
+    timer = (
+        "[Unit]\n"
+        f"Description=Scheduled OrbisVoice backup of {install_root}\n"
+        "\n"
+        "[Timer]\n"
+        f"OnCalendar={expression}\n"
+        # A missed run (host off at the time) runs at the next boot.
+        "Persistent=true\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return {f"{name}.service": service, f"{name}.timer": timer}
+
+
+def cron_entry(
+    *, project: str, install_root: Path, expression: str, orbisctl: str
+) -> dict[str, str]:
+    fields = cron_fields(parse_calendar(expression), expression)
+    base = [orbisctl, "--quiet", "--dir", str(install_root), "backup"]
+    log = shlex.quote(str(install_root / "backups" / "cron.log"))
+    command = f"{shlex.join([*base, 'create'])} && {shlex.join([*base, 'prune'])}"
+    text = (
+        f"# OrbisVoice backup of {install_root} (written by `orbisctl backup schedule`)\n"
+        f"{fields} root {command} >>{log} 2>&1\n"
+    )
+    return {unit_name(project): text}
+
+
+def systemd_running() -> bool:
+    # The check systemd's own sd_booted() makes.
+    return Path("/run/systemd/system").is_dir()

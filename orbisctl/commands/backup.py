@@ -1,0 +1,489 @@
+"""`orbisctl backup …` and `orbisctl restore`: thin commands over the `backups` engine.
+
+Plain `orbisctl backup` (no sub-command) takes a backup of the install in the current
+directory (or `$ORBIS_DIR`), so the muscle-memory form works; the sub-commands are for
+everything else.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, Self
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.progress import Progress as RichProgressBar
+from rich.table import Table
+
+from backups import keys, retention, schedule
+from backups.engine import (
+    AppControl,
+    Install,
+    NoAppControl,
+    create_backup,
+    latest_backup,
+    list_backups,
+    resolve,
+    restore_backup,
+    verify_backup,
+)
+from backups.executor import ComposeAppControl, ComposeExecutor, Executor, LocalExecutor
+from backups.fs import atomic_write
+from orbisctl import output
+from orbisctl.commands.options import InstallDirOption, JsonOption
+from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
+from orbisctl.errors import EngineError, InstallDirError, UserError
+
+app = typer.Typer(help="Take, list, verify, prune and schedule backups.")
+restore_app = typer.Typer()
+
+DatabaseUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ORBIS_BACKUP_DATABASE_URL",
+        help="Use the PostgreSQL at this URL directly instead of the compose stack's.",
+        show_default=False,
+    ),
+]
+RedisUrlOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="ORBIS_BACKUP_REDIS_URL",
+        help="Use the Redis at this URL directly instead of the compose stack's.",
+        show_default=False,
+    ),
+]
+PassphraseFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="File whose first line is the escrow passphrase (for a host without the key).",
+        show_default=False,
+    ),
+]
+
+
+class _Context:
+    """What every backup command needs, resolved once from --dir and the URL options."""
+
+    def __init__(self, directory: Path, database_url: str | None, redis_url: str | None) -> None:
+        self.root = directory.resolve()
+        self.config = self._config()
+        location = self.config.backup.location
+        repository = location if location.is_absolute() else self.root / location
+        self.install = Install(root=self.root, repository=repository)
+        self.database_url = database_url
+        self.redis_url = redis_url
+
+    def _config(self) -> OrbisConfig:
+        path = self.root / CONFIG_FILENAME
+        if not path.exists():
+            # A new host restoring from escrow has no orbis.yaml yet: defaults do.
+            return OrbisConfig()
+        return load_config(path)
+
+    @property
+    def compose_file(self) -> Path:
+        return self.root / "compose.yaml"
+
+    def executor(self) -> Executor:
+        if self.database_url and self.redis_url:
+            return LocalExecutor(database_url=self.database_url, redis_url=self.redis_url)
+        if self.database_url or self.redis_url:
+            raise UserError(
+                "--database-url and --redis-url go together",
+                hint="give both to use servers outside the stack, or neither",
+            )
+        if not self.compose_file.exists():
+            raise InstallDirError(
+                f"{self.compose_file} does not exist",
+                hint="run `orbisctl init` (and `orbisctl up`) first, or pass --dir",
+            )
+        return ComposeExecutor(project=self.config.project_name, compose_file=self.compose_file)
+
+    def app_control(self) -> AppControl:
+        if self.database_url:
+            return NoAppControl()
+        return ComposeAppControl(project=self.config.project_name, compose_file=self.compose_file)
+
+    def ring(self) -> keys.BackupKeyRing:
+        return keys.load_key_ring(self.install.secrets_dir)
+
+
+class _RichProgress:
+    """The engine's Progress shown as a rich progress bar, one line per step."""
+
+    def __init__(self) -> None:
+        self._bar = RichProgressBar(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeElapsedColumn(),
+            console=output.err_console,
+            disable=output.options.quiet,
+            transient=False,
+        )
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> Self:
+        self._bar.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._finish_task()
+        self._bar.stop()
+
+    def _finish_task(self) -> None:
+        if self._task is not None:
+            task = self._bar.tasks[self._task]
+            self._bar.update(self._task, total=task.completed or 1, completed=task.completed or 1)
+
+    def step(self, name: str, total_bytes: int | None = None) -> None:
+        self._finish_task()
+        self._task = self._bar.add_task(name, total=total_bytes)
+
+    def advance(self, nbytes: int) -> None:
+        if self._task is not None:
+            self._bar.advance(self._task, nbytes)
+
+
+def _read_passphrase(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read the passphrase file {path}: {exc.strerror}") from None
+    if not lines or not lines[0]:
+        raise UserError(f"the passphrase file {path} is empty")
+    return lines[0]
+
+
+def _size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _create(
+    directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
+) -> None:
+    ctx = _Context(directory, database_url, redis_url)
+    started = time.monotonic()
+    with _RichProgress() as progress:
+        result = create_backup(
+            ctx.install,
+            ctx.executor(),
+            ctx.ring(),
+            escrow=keys.load_escrow(ctx.install.secrets_dir),
+            label=label,
+            progress=progress,
+        )
+    elapsed = time.monotonic() - started
+    size = sum(component.size for component in result.components.values())
+    if as_json:
+        output.print_json(
+            {
+                "id": result.backup_id,
+                "size": size,
+                "seconds": round(elapsed, 2),
+                "row_counts": result.row_counts,
+            }
+        )
+        return
+    escrow_note = "" if result.has_escrow else " (no passphrase escrow: see `backup escrow`)"
+    output.info(
+        f"[green]backup {escape(result.backup_id)}[/] {_size(size)} in {elapsed:.1f} s, "
+        f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables{escrow_note}"
+    )
+
+
+@app.callback(invoke_without_command=True)
+def _backup_group(ctx: typer.Context) -> None:
+    """Take, list, verify, prune and schedule backups (plain `backup` takes one)."""
+    if ctx.invoked_subcommand is None:
+        _create(Path(), None, None, "", as_json=False)
+
+
+@app.command("create")
+def create_command(
+    directory: InstallDirOption = Path(),
+    database_url: DatabaseUrlOption = None,
+    redis_url: RedisUrlOption = None,
+    label: Annotated[str, typer.Option(help="A note stored in the manifest.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Back up the database, Redis and the config + secrets, encrypted, into backups/."""
+    _create(directory, database_url, redis_url, label, as_json)
+
+
+@app.command("list")
+def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
+    """List the backups in the repository, oldest first."""
+    ctx = _Context(directory, None, None)
+    entries = list_backups(ctx.install.repository)
+    if as_json:
+        output.print_json(
+            [
+                {
+                    "id": entry.backup_id,
+                    "path": str(entry.path),
+                    "size": entry.size,
+                    "created_at": entry.manifest.created_at.isoformat() if entry.manifest else None,
+                    "label": entry.manifest.label if entry.manifest else None,
+                    "schema_version": entry.manifest.schema_version if entry.manifest else None,
+                    "key_ids": entry.manifest.key_ids if entry.manifest else [],
+                    "escrow": entry.manifest.has_escrow if entry.manifest else False,
+                    "problem": entry.problem or None,
+                }
+                for entry in entries
+            ]
+        )
+        return
+    if not entries:
+        output.info(f"no backups in {escape(str(ctx.install.repository))}")
+        return
+    table = Table("id", "created", "size", "schema", "key", "escrow", "label")
+    for entry in entries:
+        info = entry.manifest
+        if info is None:
+            table.add_row(
+                escape(entry.path.name), "", "", "", "", "", f"[red]{escape(entry.problem)}[/]"
+            )
+            continue
+        table.add_row(
+            escape(info.backup_id),
+            info.created_at.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            _size(entry.size),
+            str(info.schema_version or "-"),
+            ", ".join(info.key_ids),
+            "yes" if info.has_escrow else "no",
+            escape(info.label),
+        )
+    output.console.print(table)
+
+
+@app.command("verify")
+def verify_command(
+    backup: Annotated[
+        str | None, typer.Argument(help="Backup id or path (default: the newest).")
+    ] = None,
+    directory: InstallDirOption = Path(),
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Also restore into a throwaway database and count rows.")
+    ] = False,
+    passphrase_file: PassphraseFileOption = None,
+    database_url: DatabaseUrlOption = None,
+    redis_url: RedisUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a backup: checksums, decryption and authentication, dump readable (--deep: restore)."""
+    ctx = _Context(directory, database_url, redis_url)
+    path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
+    with _RichProgress() as progress:
+        verified = verify_backup(
+            path,
+            ctx.ring(),
+            ctx.executor(),
+            passphrase=_read_passphrase(passphrase_file),
+            deep=deep,
+            progress=progress,
+        )
+    if as_json:
+        output.print_json(
+            {
+                "id": verified.manifest.backup_id,
+                "ok": True,
+                "opened_with": verified.opened_with,
+                "archive_entries": verified.archive_entries,
+                "deep_row_counts": verified.deep_row_counts,
+            }
+        )
+        return
+    depth = (
+        f", restored {sum((verified.deep_row_counts or {}).values())} rows that match the manifest"
+        if deep
+        else ""
+    )
+    output.info(
+        f"[green]ok[/] {escape(verified.manifest.backup_id)}: checksums, authentication "
+        f"({escape(verified.opened_with)}), {verified.archive_entries} dump entries{depth}"
+    )
+
+
+@app.command("prune")
+def prune_command(
+    directory: InstallDirOption = Path(),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete backups outside backup.retention (keep-daily/weekly/monthly; never the newest)."""
+    ctx = _Context(directory, None, None)
+    plan = retention.plan_prune(ctx.install.repository, ctx.config.backup.retention)
+    if not dry_run:
+        retention.apply_prune(ctx.install.repository, plan)
+    if as_json:
+        output.print_json(
+            {
+                "dry_run": dry_run,
+                "keep": plan.keep,
+                "delete": plan.delete,
+                "unreadable": plan.unreadable,
+                "partial": [path.name for path in plan.partial],
+            }
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for backup_id in plan.delete:
+        output.info(f"{verb} {escape(backup_id)}")
+    for path in plan.partial:
+        output.info(f"{verb} {escape(path.name)} (an interrupted backup)")
+    for name in plan.unreadable:
+        output.warn(f"kept {name}: its manifest is unreadable (delete it by hand if unwanted)")
+    output.info(f"kept {len(plan.keep)} backup(s), {verb} {len(plan.delete)}")
+
+
+@app.command("schedule")
+def schedule_command(
+    directory: InstallDirOption = Path(),
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the files instead of installing them.")
+    ] = False,
+    cron: Annotated[
+        bool, typer.Option("--cron", help="Write a cron entry even where systemd runs.")
+    ] = False,
+    unit_dir: Annotated[
+        Path, typer.Option(help="Where systemd units go.")
+    ] = schedule.SYSTEMD_UNIT_DIR,
+    cron_dir: Annotated[Path, typer.Option(help="Where the cron entry goes.")] = schedule.CRON_DIR,
+) -> None:
+    """Run `backup create` + `backup prune` at backup.schedule (systemd timer, else cron)."""
+    ctx = _Context(directory, None, None)
+    expression = ctx.config.backup.schedule
+    use_systemd = not cron and schedule.systemd_running()
+    kwargs: dict[str, Any] = {
+        "project": ctx.config.project_name,
+        "install_root": ctx.root,
+        "expression": expression,
+        "orbisctl": schedule.orbisctl_command(),
+    }
+    files = schedule.systemd_units(**kwargs) if use_systemd else schedule.cron_entry(**kwargs)
+    target = unit_dir if use_systemd else cron_dir
+    upcoming = schedule.next_run(schedule.parse_calendar(expression), datetime.now().astimezone())
+    if print_only:
+        for name, text in files.items():
+            output.console.print(f"# {escape(str(target / name))}\n{escape(text)}")
+    else:
+        for name, text in files.items():
+            atomic_write(target / name, text.encode(), mode=0o644)
+            output.info(f"wrote {escape(str(target / name))}")
+        if use_systemd:
+            timer = f"{schedule.unit_name(ctx.config.project_name)}.timer"
+            for argv in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", timer]):
+                result = subprocess.run(argv, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    raise EngineError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
+    when = upcoming.strftime("%Y-%m-%d %H:%M:%S %Z") if upcoming else "never"
+    output.info(f"schedule {escape(expression)!r}: next run {when}")
+
+
+@app.command("escrow")
+def escrow_command(
+    directory: InstallDirOption = Path(),
+    passphrase_file: PassphraseFileOption = None,
+) -> None:
+    """Set the passphrase that can open future backups on a host that lost secrets/.
+
+    Only a public key derived from it is stored; keep the passphrase itself offline.
+    """
+    ctx = _Context(directory, None, None)
+    passphrase = _read_passphrase(passphrase_file)
+    if passphrase is None:
+        if not sys.stdin.isatty():
+            raise UserError("no passphrase given", hint="pass --passphrase-file FILE")
+        passphrase = typer.prompt("Escrow passphrase", hide_input=True, confirmation_prompt=True)
+    if len(passphrase) < 12:
+        raise UserError("the passphrase is shorter than 12 characters", hint="choose a longer one")
+    keys.save_escrow(ctx.install.secrets_dir, passphrase)
+    output.info("escrow set: backups from now on can also be opened with this passphrase")
+
+
+@restore_app.command("restore")
+def restore_command(
+    backup: Annotated[str, typer.Argument(help="Backup id (see `backup list`) or a path.")],
+    directory: InstallDirOption = Path(),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    with_secrets: Annotated[
+        bool, typer.Option("--with-secrets", help="Also restore orbis.yaml, secrets/ and tls/.")
+    ] = False,
+    passphrase_file: PassphraseFileOption = None,
+    no_safety_backup: Annotated[
+        bool,
+        typer.Option("--no-safety-backup", help="Skip the backup of the current state first."),
+    ] = False,
+    database_url: DatabaseUrlOption = None,
+    redis_url: RedisUrlOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Restore a backup; the current data keeps serving unless every step succeeds."""
+    ctx = _Context(directory, database_url, redis_url)
+    path = resolve(ctx.install, backup)
+    executor = ctx.executor()
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(
+                "restore replaces the live data and needs confirmation",
+                hint="pass --yes to confirm without a prompt",
+            )
+        if not typer.confirm(f"Replace the data of {executor.describe()} with backup {path.name}?"):
+            raise UserError("restore cancelled")
+    with _RichProgress() as progress:
+        result = restore_backup(
+            ctx.install,
+            executor,
+            ctx.ring(),
+            path,
+            app=ctx.app_control(),
+            passphrase=_read_passphrase(passphrase_file),
+            escrow=keys.load_escrow(ctx.install.secrets_dir),
+            with_secrets=with_secrets,
+            safety_backup=not no_safety_backup,
+            progress=progress,
+        )
+    if as_json:
+        output.print_json(result.__dict__)
+        return
+    output.info(
+        f"[green]restored {escape(result.backup_id)}[/] into {escape(result.database)}: "
+        f"{sum(result.row_counts.values())} rows match the manifest"
+    )
+    if result.safety_backup:
+        output.info(f"safety backup of the previous state: {escape(result.safety_backup)}")
+    if result.previous_database:
+        output.info(
+            f"previous database kept as {escape(result.previous_database)} "
+            "(drop it once you are satisfied)"
+        )
+    if result.restored_config:
+        output.info("orbis.yaml, secrets/ and tls/ restored: run `orbisctl render` and `up`")
