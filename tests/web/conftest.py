@@ -13,12 +13,13 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from tests.web.support import (
     ARTIFACTS,
     Nginx,
-    TestTLS,
+    TlsFiles,
     Upstreams,
     chromium_args,
+    install_nginx,
     make_speech_wav,
     make_tls,
-    nginx_server,
+    tenant_nginx,
     trusting_home,
 )
 
@@ -32,7 +33,7 @@ def web_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def tls(web_tmp: Path) -> TestTLS:
+def tls(web_tmp: Path) -> TlsFiles:
     (web_tmp / "tls").mkdir()
     return make_tls(web_tmp / "tls")
 
@@ -45,9 +46,16 @@ def speech_wav(web_tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def static_nginx(tls: TestTLS) -> Iterator[Nginx]:
-    """nginx serving runtime/web and the test pages, with no API or gateway behind it."""
-    with nginx_server(tls, PAGES, Upstreams()) as server:
+def static_nginx(tls: TlsFiles) -> Iterator[Nginx]:
+    """The install's nginx serving runtime/web, with no API or gateway behind it."""
+    with install_nginx(tls, Upstreams()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tenant_site(tls: TlsFiles) -> Iterator[Nginx]:
+    """Tenants' websites: the pages under tests/web/pages on shop/elsewhere.orbis.test."""
+    with tenant_nginx(tls, PAGES) as server:
         yield server
 
 
@@ -59,7 +67,7 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="session")
 def browser(
-    playwright: Playwright, web_tmp: Path, tls: TestTLS, speech_wav: Path
+    playwright: Playwright, web_tmp: Path, tls: TlsFiles, speech_wav: Path
 ) -> Iterator[Browser]:
     home = trusting_home(web_tmp / "home", tls.ca_cert)
     browser = playwright.chromium.launch(

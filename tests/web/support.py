@@ -1,9 +1,11 @@
-"""Real pieces for the browser tests: a test CA that Chromium trusts, an nginx TLS front, a
-speech WAV for the fake microphone, and the Chromium launch flags.
+"""Real pieces for the browser tests: a test CA that Chromium trusts, the install's rendered
+nginx config (TLS) serving runtime/web, a second nginx for tenants' websites, a speech WAV for
+the fake microphone, and the Chromium launch flags.
 
 Host names: the install answers on `voice.orbis.test`; tenant pages live on
-`shop.orbis.test` (an allowed origin) and `elsewhere.orbis.test` (not allowed). Chromium maps
-every `*.orbis.test` name to 127.0.0.1 with --host-resolver-rules, so no /etc/hosts edits.
+`shop.orbis.test` (an allowed origin) and `elsewhere.orbis.test` (not allowed), on the tenant
+nginx's own port. Chromium maps every `*.orbis.test` name to 127.0.0.1 with
+--host-resolver-rules, so no /etc/hosts edits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from orbisctl.config import OrbisConfig, PortsConfig
+from orbisctl.render import API_PORT, GATEWAY_PORT, NGINX_HTTP_PORT, NGINX_HTTPS_PORT, render_stack
+from orbisctl.render import WEB_ROOT as RENDER_WEB_ROOT
 from tests.services import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,13 +41,13 @@ STRANGER_HOST = "elsewhere.orbis.test"
 
 
 @dataclass(frozen=True)
-class TestTLS:
+class TlsFiles:
     ca_cert: Path
     server_cert: Path
     server_key: Path
 
 
-def make_tls(directory: Path) -> TestTLS:
+def make_tls(directory: Path) -> TlsFiles:
     """A throw-away CA and a server certificate for *.orbis.test, localhost and 127.0.0.1."""
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -100,7 +105,7 @@ def make_tls(directory: Path) -> TestTLS:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    tls = TestTLS(directory / "ca.crt", directory / "server.crt", directory / "server.key")
+    tls = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
     tls.ca_cert.write_bytes(ca_cert.public_bytes(pem))
     tls.server_cert.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
     tls.server_key.write_bytes(
@@ -166,31 +171,6 @@ def chromium_args(wav: Path) -> list[str]:
 
 # --- nginx --------------------------------------------------------------------------------
 
-# How the install serves the widget and dashboard. The same headers are what the issue-2
-# nginx template must send (see the web area's report):
-# - widget.js and its worklet load on *tenants'* pages: any origin may fetch them (the
-#   worklet is a module script, so cross-origin loading needs CORS), a COEP page may embed
-#   them (CORP cross-origin), and they are cached briefly because the URL is not versioned.
-# - the dashboard gets a strict CSP: everything from its own origin, nothing inline.
-WIDGET_HEADERS = """
-        add_header Cache-Control "public, max-age=300" always;
-        add_header Access-Control-Allow-Origin "*" always;
-        add_header Cross-Origin-Resource-Policy "cross-origin" always;
-        add_header X-Content-Type-Options "nosniff" always;
-"""
-DASHBOARD_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
-DASHBOARD_HEADERS = f"""
-        add_header Cache-Control "no-cache" always;
-        add_header Content-Security-Policy "{DASHBOARD_CSP}" always;
-        add_header X-Content-Type-Options "nosniff" always;
-        add_header Referrer-Policy "strict-origin-when-cross-origin" always;
-        add_header Permissions-Policy "microphone=(self)" always;
-"""
-
 
 @dataclass(frozen=True)
 class Upstreams:
@@ -200,69 +180,81 @@ class Upstreams:
     gateway: int = 0
 
 
-def nginx_config(base: Path, *, port: int, tls: TestTLS, pages: Path, upstreams: Upstreams) -> str:
+def _replace_once(text: str, old: str, new: str) -> str:
+    if text.count(old) != 1:
+        raise RuntimeError(
+            f"the rendered nginx.conf changed: expected {old!r} once; update tests/web/support.py"
+        )
+    return text.replace(old, new)
+
+
+def install_nginx_files(
+    base: Path, *, port: int, http_port: int, tls: TlsFiles, upstreams: Upstreams
+) -> Path:
+    """The install's real nginx config (`orbisctl render`), pointed at loopback.
+
+    Only what differs between a container and this test is rewritten: listen addresses,
+    upstream addresses, the web root (the source tree), and where logs and temp files go.
+    An unused loopback port stands in for a missing upstream: nginx answers 502.
+    """
+    cfg = OrbisConfig(domain=INSTALL_HOST, ports=PortsConfig(http=http_port, https=port))
+    conf_dir = base / "conf"
+    for relative, text in render_stack(cfg).items():
+        if relative.parts[0] == "nginx":
+            target = conf_dir / relative.relative_to("nginx")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+    conf = conf_dir / "nginx.conf"
+    text = conf.read_text()
+    text = _replace_once(text, f"listen {NGINX_HTTPS_PORT} ssl", f"listen 127.0.0.1:{port} ssl")
+    text = _replace_once(text, f"listen {NGINX_HTTP_PORT} ", f"listen 127.0.0.1:{http_port} ")
+    text = _replace_once(text, f"server api:{API_PORT};", f"server 127.0.0.1:{upstreams.api or 9};")
+    text = _replace_once(
+        text, f"server gateway:{GATEWAY_PORT};", f"server 127.0.0.1:{upstreams.gateway or 9};"
+    )
+    text = _replace_once(text, f"root {RENDER_WEB_ROOT};", f"root {WEB_ROOT};")
+    text = text.replace("/tmp/nginx-", f"{base}/tmp-")
+    text = _replace_once(
+        text, "access_log /dev/stdout orbis;", f"access_log {base}/access.log orbis;"
+    )
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"{user}pid {base}/nginx.pid;\n{text}")
+    shutil.copy("/etc/nginx/mime.types", conf_dir / "mime.types")
+    (conf_dir / "tls").mkdir()
+    shutil.copy(tls.server_cert, conf_dir / "tls" / "server.crt")
+    shutil.copy(tls.server_key, conf_dir / "tls" / "server.key")
+    return conf
+
+
+def tenant_site_config(base: Path, *, port: int, tls: TlsFiles, pages: Path) -> Path:
+    """The tenants' own websites (shop.orbis.test allowed, elsewhere.orbis.test not)."""
     user = "user root root;" if os.geteuid() == 0 else ""
-    # An unused loopback port stands in for a missing upstream: nginx answers 502.
-    api = upstreams.api or 9
-    gateway = upstreams.gateway or 9
-    return f"""
+    conf = base / "tenant.conf"
+    conf.write_text(f"""
 {user}
 worker_processes 1;
 pid {base}/nginx.pid;
-error_log {base}/error.log info;
-events {{ worker_connections 256; }}
+error_log {base}/error.log warn;
+events {{ worker_connections 64; }}
 http {{
     include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    access_log {base}/access.log;
+    access_log off;
     client_body_temp_path {base}/body;
     proxy_temp_path {base}/proxy;
     fastcgi_temp_path {base}/fastcgi;
     uwsgi_temp_path {base}/uwsgi;
     scgi_temp_path {base}/scgi;
-    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
-    ssl_certificate {tls.server_cert};
-    ssl_certificate_key {tls.server_key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        server_name {INSTALL_HOST};
-        root {WEB_ROOT};
-
-        location = /widget.js {{ {WIDGET_HEADERS} }}
-        location = /widget-audio.js {{ {WIDGET_HEADERS} }}
-        location /dashboard/ {{
-            index index.html;
-            {DASHBOARD_HEADERS}
-        }}
-        location /api/ {{
-            proxy_pass http://127.0.0.1:{api};
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_set_header X-Forwarded-Proto https;
-        }}
-        location /ws/ {{
-            proxy_pass http://127.0.0.1:{gateway};
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $remote_addr;
-            proxy_read_timeout 120s;
-        }}
-        location / {{ {DASHBOARD_HEADERS} }}
-    }}
-
-    # The tenants' own websites.
     server {{
         listen 127.0.0.1:{port} ssl;
         server_name {TENANT_HOST} {STRANGER_HOST};
+        ssl_certificate {tls.server_cert};
+        ssl_certificate_key {tls.server_key};
         root {pages};
         add_header Cache-Control "no-store" always;
     }}
 }}
-"""
+""")
+    return conf
 
 
 @dataclass
@@ -274,16 +266,12 @@ class Nginx:
     def url(self, host: str, path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
 
-    def log(self) -> str:
-        return (self.base / "error.log").read_text(errors="replace")
+    def origin(self, host: str) -> str:
+        return f"https://{host}:{self.port}"
 
 
 @contextlib.contextmanager
-def nginx_server(tls: TestTLS, pages: Path, upstreams: Upstreams) -> Iterator[Nginx]:
-    base = Path(tempfile.mkdtemp(prefix="orbis-web-nginx-"))
-    port = free_port()
-    conf = base / "nginx.conf"
-    conf.write_text(nginx_config(base, port=port, tls=tls, pages=pages, upstreams=upstreams))
+def run_nginx(base: Path, conf: Path, port: int) -> Iterator[Nginx]:
     check = subprocess.run(
         ["nginx", "-t", "-q", "-p", str(base), "-c", str(conf)],
         check=False,
@@ -291,11 +279,11 @@ def nginx_server(tls: TestTLS, pages: Path, upstreams: Upstreams) -> Iterator[Ng
         text=True,
     )
     if check.returncode != 0:
-        raise RuntimeError(f"test nginx config is invalid: {check.stderr.strip()}")
+        raise RuntimeError(f"nginx config {conf} is invalid: {check.stderr.strip()}")
     process = subprocess.Popen(
         ["nginx", "-p", str(base), "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=(base / "stderr.log").open("wb"),
     )
     try:
         wait_for_port(port)
@@ -303,4 +291,25 @@ def nginx_server(tls: TestTLS, pages: Path, upstreams: Upstreams) -> Iterator[Ng
     finally:
         process.terminate()
         process.wait(timeout=10)
-        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def install_nginx(tls: TlsFiles, upstreams: Upstreams) -> Iterator[Nginx]:
+    with tempfile.TemporaryDirectory(prefix="orbis-web-nginx-") as name:
+        base = Path(name)
+        port = free_port()
+        conf = install_nginx_files(
+            base, port=port, http_port=free_port(), tls=tls, upstreams=upstreams
+        )
+        with run_nginx(base, conf, port) as server:
+            yield server
+
+
+@contextlib.contextmanager
+def tenant_nginx(tls: TlsFiles, pages: Path) -> Iterator[Nginx]:
+    with tempfile.TemporaryDirectory(prefix="orbis-web-tenant-") as name:
+        base = Path(name)
+        port = free_port()
+        conf = tenant_site_config(base, port=port, tls=tls, pages=pages)
+        with run_nginx(base, conf, port) as server:
+            yield server

@@ -27,11 +27,11 @@ def tone_amplitude(samples: list[int], frequency: float, rate: int) -> float:
     return 2 * math.hypot(re, im) / len(samples)
 
 
-def open_lab(page: Page, nginx: Nginx) -> str:
-    page.goto(nginx.url(TENANT_HOST, "/audio-lab.html"))
+def open_lab(page: Page, install: Nginx, tenant: Nginx) -> str:
+    page.goto(tenant.url(TENANT_HOST, "/audio-lab.html"))
     page.click("#activate")  # a user gesture, so an AudioContext may start
     # Loaded cross-origin from the install, exactly as a tenant's page loads it.
-    return nginx.url(INSTALL_HOST, "/widget-audio.js")
+    return install.url(INSTALL_HOST, "/widget-audio.js")
 
 
 def capture(page: Page, worklet: str, **tone: float) -> dict[str, Any]:
@@ -43,9 +43,9 @@ def capture(page: Page, worklet: str, **tone: float) -> dict[str, Any]:
 
 @pytest.mark.parametrize("rate", [48000, 44100])
 def test_capture_resamples_a_tone_to_16khz_pcm16le(
-    page: Page, static_nginx: Nginx, rate: int
+    page: Page, static_nginx: Nginx, tenant_site: Nginx, rate: int
 ) -> None:
-    worklet = open_lab(page, static_nginx)
+    worklet = open_lab(page, static_nginx, tenant_site)
     result = capture(page, worklet, rate=rate, frequency=1000, amplitude=0.5)
 
     # 40 ms frames of 640 samples; one second of input is 16000 samples out.
@@ -60,9 +60,11 @@ def test_capture_resamples_a_tone_to_16khz_pcm16le(
     assert crossings / seconds / 2 == pytest.approx(1000, rel=0.01)
 
 
-def test_capture_filters_what_16khz_cannot_carry(page: Page, static_nginx: Nginx) -> None:
+def test_capture_filters_what_16khz_cannot_carry(
+    page: Page, static_nginx: Nginx, tenant_site: Nginx
+) -> None:
     """A 12 kHz tone must not fold back into the speech band (it would alias to 4 kHz)."""
-    worklet = open_lab(page, static_nginx)
+    worklet = open_lab(page, static_nginx, tenant_site)
     result = capture(page, worklet, rate=48000, frequency=12000, amplitude=0.5)
 
     steady = pcm16le(result["bytes"])[800:]
@@ -71,8 +73,10 @@ def test_capture_filters_what_16khz_cannot_carry(page: Page, static_nginx: Nginx
     assert tone_amplitude(steady, 4000, 16000) < 0.01 * 0.5 * 32767
 
 
-def test_playback_flush_silences_queued_audio_at_once(page: Page, static_nginx: Nginx) -> None:
-    worklet = open_lab(page, static_nginx)
+def test_playback_flush_silences_queued_audio_at_once(
+    page: Page, static_nginx: Nginx, tenant_site: Nginx
+) -> None:
+    worklet = open_lab(page, static_nginx, tenant_site)
     result: dict[str, Any] = page.evaluate(
         "args => window.playbackFlush(args)", {"workletUrl": worklet}
     )

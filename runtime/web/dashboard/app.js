@@ -1,0 +1,517 @@
+// OrbisVoice tenant dashboard: plain JS, no build step. Talks to /api/v1 on this origin with
+// the user's access token; tokens live in sessionStorage (this tab only) and are refreshed
+// once on expiry. Every piece of server data is written with textContent, never as HTML.
+"use strict";
+
+const AUTH_KEY = "orbis.dashboard.auth";
+const $ = (selector, root = document) => root.querySelector(selector);
+
+// --- API ----------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, code, message, field) {
+    super(message || code || `HTTP ${status}`);
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+const auth = {
+  get() {
+    try {
+      return JSON.parse(sessionStorage.getItem(AUTH_KEY)) || null;
+    } catch {
+      return null;
+    }
+  },
+  set(value) {
+    if (value) sessionStorage.setItem(AUTH_KEY, JSON.stringify(value));
+    else sessionStorage.removeItem(AUTH_KEY);
+  },
+};
+
+async function request(method, path, body, { retry = true, anonymous = false } = {}) {
+  const headers = { Accept: "application/json" };
+  const tokens = auth.get();
+  if (!anonymous && tokens) headers.Authorization = `Bearer ${tokens.access_token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(`/api/v1${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "omit",
+  });
+  if (response.status === 401 && retry && !anonymous && tokens && tokens.refresh_token) {
+    if (await refreshTokens(tokens.refresh_token)) {
+      return request(method, path, body, { retry: false });
+    }
+    signOut("Your session has expired. Please log in again.");
+  }
+  if (response.status === 204) return null;
+  let payload = null;
+  try {
+    payload = await response.json();
+  } catch {
+    payload = null;
+  }
+  if (!response.ok) {
+    const err = (payload && payload.error) || {};
+    throw new ApiError(response.status, err.code, err.message, err.field);
+  }
+  return payload;
+}
+
+async function refreshTokens(refreshToken) {
+  try {
+    const tokens = await request("POST", "/auth/refresh", { refresh_token: refreshToken }, {
+      anonymous: true,
+    });
+    auth.set({ ...auth.get(), ...tokens });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const api = {
+  login: (body) => request("POST", "/auth/login", body, { anonymous: true }),
+  signup: (body) => request("POST", "/auth/signup", body, { anonymous: true }),
+  logout: (refreshToken) =>
+    request("POST", "/auth/logout", { refresh_token: refreshToken }, { anonymous: true }),
+  me: () => request("GET", "/me"),
+  agents: () => request("GET", "/agents"),
+  agent: (id) => request("GET", `/agents/${encodeURIComponent(id)}`),
+  createAgent: (body) => request("POST", "/agents", body),
+  updateAgent: (id, body) => request("PATCH", `/agents/${encodeURIComponent(id)}`, body),
+  sessions: (query) => request("GET", `/sessions?${new URLSearchParams(query)}`),
+  session: (id) => request("GET", `/sessions/${encodeURIComponent(id)}`),
+  apiKeys: () => request("GET", "/api-keys"),
+  createApiKey: (body) => request("POST", "/api-keys", body),
+  revokeApiKey: (id) => request("DELETE", `/api-keys/${encodeURIComponent(id)}`),
+  exportEndUser: (id) => request("GET", `/end-users/${encodeURIComponent(id)}/export`),
+  eraseEndUser: (id) => request("DELETE", `/end-users/${encodeURIComponent(id)}`),
+};
+
+// --- helpers ------------------------------------------------------------------------------
+
+function notify(message, kind = "error") {
+  const box = $("#notice");
+  box.textContent = message;
+  box.dataset.kind = kind;
+  box.hidden = !message;
+}
+
+function describe(err) {
+  if (err instanceof ApiError) return err.field ? `${err.message} (${err.field})` : err.message;
+  return "The server could not be reached. Check your connection and try again.";
+}
+
+function cell(row, value) {
+  const td = document.createElement("td");
+  td.textContent = value == null ? "" : String(value);
+  row.append(td);
+  return td;
+}
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "—";
+}
+
+function seconds(ms) {
+  return ms == null ? "—" : `${Math.round(ms / 1000)} s`;
+}
+
+function formData(form) {
+  return Object.fromEntries(new FormData(form).entries());
+}
+
+function mount(templateId) {
+  const view = $("#view");
+  view.replaceChildren($(templateId).content.cloneNode(true));
+  return view;
+}
+
+function snippetFor(agent) {
+  return `<script src="${location.origin}/widget.js" data-agent="${agent.public_id}" async></script>`;
+}
+
+// --- session ------------------------------------------------------------------------------
+
+function signOut(message) {
+  const tokens = auth.get();
+  auth.set(null);
+  if (tokens && tokens.refresh_token) api.logout(tokens.refresh_token).catch(() => {});
+  removeTestWidget();
+  go("#/login");
+  if (message) notify(message, "info");
+}
+
+// Navigates, re-rendering even when the hash is already there (no hashchange then).
+function go(hash) {
+  if (location.hash === hash) render();
+  else location.hash = hash;
+}
+
+function showChrome(signedIn) {
+  $("#nav").hidden = !signedIn;
+  $("#logout").hidden = !signedIn;
+  const tokens = auth.get();
+  $("#who").textContent = signedIn && tokens && tokens.email ? tokens.email : "";
+}
+
+async function loginView() {
+  showChrome(false);
+  const view = mount("#tpl-login");
+  const finish = (result) => {
+    auth.set({
+      access_token: result.access_token,
+      refresh_token: result.refresh_token,
+      email: result.user.email,
+      org: result.org.name,
+    });
+    notify("");
+    go("#/agents");
+  };
+  $("#login-form", view).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      finish(await api.login(formData(event.target)));
+    } catch (err) {
+      notify(err instanceof ApiError && err.status === 401 ? "Wrong email or password." : describe(err));
+    }
+  });
+  $("#signup-form", view).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      finish(await api.signup(formData(event.target)));
+    } catch (err) {
+      notify(describe(err));
+    }
+  });
+}
+
+// --- agents -------------------------------------------------------------------------------
+
+async function agentsView() {
+  const view = mount("#tpl-agents");
+  const { items } = await api.agents();
+  const body = $("#agents-body", view);
+  for (const agent of items) {
+    const row = document.createElement("tr");
+    const link = document.createElement("a");
+    link.href = `#/agents/${agent.id}`;
+    link.textContent = agent.name;
+    cell(row, "").append(link);
+    cell(row, agent.public_id).className = "mono";
+    cell(row, agent.voice);
+    cell(row, agent.allowed_origins.join(", ") || "none");
+    cell(row, when(agent.updated_at));
+    body.append(row);
+  }
+  $("#agents-empty", view).hidden = items.length > 0;
+}
+
+function fillAgentForm(form, agent) {
+  for (const name of ["name", "instructions", "greeting", "voice", "language"]) {
+    form.elements[name].value = agent[name] ?? "";
+  }
+  form.elements.max_session_seconds.value = agent.max_session_seconds;
+  form.elements.max_concurrent_calls.value = agent.max_concurrent_calls;
+  form.elements.allowed_origins.value = agent.allowed_origins.join("\n");
+  form.elements.tools.value = JSON.stringify(agent.tools, null, 2);
+}
+
+function readAgentForm(form) {
+  const values = formData(form);
+  let tools;
+  try {
+    tools = JSON.parse(values.tools || "[]");
+  } catch {
+    throw new ApiError(0, "invalid_tools", "Tools must be valid JSON (a list of tool objects).", "tools");
+  }
+  return {
+    name: values.name,
+    instructions: values.instructions,
+    greeting: values.greeting,
+    voice: values.voice,
+    language: values.language,
+    max_session_seconds: Number(values.max_session_seconds),
+    max_concurrent_calls: Number(values.max_concurrent_calls),
+    allowed_origins: values.allowed_origins
+      .split(/\s+/)
+      .map((origin) => origin.trim().replace(/\/$/, ""))
+      .filter(Boolean),
+    tools,
+  };
+}
+
+async function agentView(id) {
+  const view = mount("#tpl-agent");
+  const form = $("#agent-form", view);
+  let agent = id === "new" ? null : await api.agent(id);
+  const show = () => {
+    $("#agent-title", view).textContent = agent ? agent.name : "New agent";
+    if (!agent) return;
+    fillAgentForm(form, agent);
+    $("#agent-embed", view).hidden = false;
+    $("#snippet", view).textContent = snippetFor(agent);
+    $("#csp-https", view).textContent = location.origin;
+    $("#csp-wss", view).textContent = `wss://${location.host}`;
+    const allowed = agent.allowed_origins.includes(location.origin);
+    $("#dashboard-origin", view).textContent = location.origin;
+    $("#test-origin-hint", view).hidden = allowed;
+  };
+  show();
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const body = readAgentForm(form);
+      agent = agent ? await api.updateAgent(agent.id, body) : await api.createAgent(body);
+      notify("Agent saved.", "info");
+      if (location.hash !== `#/agents/${agent.id}`) {
+        history.replaceState(null, "", `#/agents/${agent.id}`);
+      }
+      show();
+    } catch (err) {
+      notify(describe(err));
+    }
+  });
+  $("#copy-snippet", view).addEventListener("click", async () => {
+    const text = $("#snippet", view).textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+      $("#copy-status", view).textContent = "Copied.";
+    } catch {
+      // No clipboard permission: select the text so Ctrl+C works.
+      getSelection().selectAllChildren($("#snippet", view));
+      $("#copy-status", view).textContent = "Press Ctrl+C to copy.";
+    }
+  });
+  $("#allow-dashboard", view).addEventListener("click", async () => {
+    try {
+      agent = await api.updateAgent(agent.id, {
+        allowed_origins: [...agent.allowed_origins, location.origin],
+      });
+      show();
+    } catch (err) {
+      notify(describe(err));
+    }
+  });
+  $("#test-call", view).addEventListener("click", () => startTestWidget(agent));
+}
+
+// The live test call is the real widget, loaded exactly as a tenant's page loads it.
+function removeTestWidget() {
+  document.querySelectorAll("orbis-voice-widget, script[data-orbis-test]").forEach((el) => el.remove());
+}
+
+function startTestWidget(agent) {
+  removeTestWidget();
+  const script = document.createElement("script");
+  script.src = "/widget.js";
+  script.dataset.agent = agent.public_id;
+  script.dataset.orbisTest = "true";
+  document.body.append(script);
+}
+
+// --- transcripts --------------------------------------------------------------------------
+
+async function transcriptsView() {
+  const view = mount("#tpl-transcripts");
+  const form = $("#transcript-filter", view);
+  const agents = (await api.agents()).items;
+  const names = new Map(agents.map((agent) => [agent.id, agent.name]));
+  for (const agent of agents) {
+    const option = document.createElement("option");
+    option.value = agent.id;
+    option.textContent = agent.name;
+    form.elements.agent_id.append(option);
+  }
+  const body = $("#sessions-body", view);
+  const more = $("#sessions-more", view);
+  let cursor = null;
+  const load = async (append) => {
+    const query = Object.fromEntries(Object.entries(formData(form)).filter(([, v]) => v));
+    if (append && cursor) query.cursor = cursor;
+    const page = await api.sessions(query);
+    if (!append) body.replaceChildren();
+    for (const call of page.items) {
+      const row = document.createElement("tr");
+      const link = document.createElement("a");
+      link.href = `#/transcripts/${call.id}`;
+      link.textContent = when(call.started_at);
+      cell(row, "").append(link);
+      cell(row, names.get(call.agent_id) || call.agent_id);
+      cell(row, call.origin);
+      cell(row, seconds(call.duration_ms));
+      cell(row, call.end_reason || (call.ended_at ? "" : "in progress"));
+      body.append(row);
+    }
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    $("#sessions-empty", view).hidden = body.children.length > 0;
+  };
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    load(false).catch((err) => notify(describe(err)));
+  });
+  more.addEventListener("click", () => load(true).catch((err) => notify(describe(err))));
+  await load(false);
+}
+
+async function transcriptView(id) {
+  const view = mount("#tpl-transcript");
+  const call = await api.session(id);
+  const facts = $("#call-facts", view);
+  const fact = (term, value) => {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    facts.append(dt, dd);
+  };
+  fact("Started", when(call.started_at));
+  fact("Duration", seconds(call.duration_ms));
+  fact("Origin", call.origin);
+  fact("End-user id", call.end_user_id || "—");
+  fact("Ended because", call.end_reason || "in progress");
+  const list = $("#segments", view);
+  for (const segment of call.transcript) {
+    const item = document.createElement("li");
+    item.dataset.role = segment.role;
+    const who = document.createElement("span");
+    who.className = "role";
+    who.textContent = segment.role === "user" ? "Visitor" : "Agent";
+    const text = document.createElement("span");
+    text.className = "text";
+    text.textContent = segment.text;
+    item.append(who, text);
+    list.append(item);
+  }
+  if (!call.transcript.length) {
+    const item = document.createElement("li");
+    item.textContent = "Nothing was said in this call.";
+    list.append(item);
+  }
+}
+
+// --- API keys -----------------------------------------------------------------------------
+
+async function keysView() {
+  const view = mount("#tpl-keys");
+  const body = $("#keys-body", view);
+  const list = async () => {
+    const { items } = await api.apiKeys();
+    body.replaceChildren();
+    for (const key of items) {
+      const row = document.createElement("tr");
+      cell(row, key.name);
+      cell(row, `${key.prefix}…`).className = "mono";
+      cell(row, when(key.created_at));
+      cell(row, when(key.last_used_at));
+      cell(row, key.revoked_at ? "revoked" : "active");
+      const actions = cell(row, "");
+      if (!key.revoked_at) {
+        const revoke = document.createElement("button");
+        revoke.type = "button";
+        revoke.className = "danger";
+        revoke.textContent = "Revoke";
+        revoke.addEventListener("click", async () => {
+          if (!confirm(`Revoke the key "${key.name}"? Anything using it stops working.`)) return;
+          try {
+            await api.revokeApiKey(key.id);
+            await list();
+          } catch (err) {
+            notify(describe(err));
+          }
+        });
+        actions.append(revoke);
+      }
+      body.append(row);
+    }
+  };
+  $("#key-form", view).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const created = await api.createApiKey(formData(event.target));
+      $("#new-key-value", view).textContent = created.key;
+      $("#new-key", view).hidden = false;
+      event.target.reset();
+      await list();
+    } catch (err) {
+      notify(describe(err));
+    }
+  });
+  await list();
+}
+
+// --- GDPR ---------------------------------------------------------------------------------
+
+function privacyView() {
+  const view = mount("#tpl-privacy");
+  const result = $("#privacy-result", view);
+  $("#privacy-form", view).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const id = event.target.elements.end_user_id.value.trim();
+    const action = event.submitter && event.submitter.value;
+    try {
+      if (action === "erase") {
+        if (!confirm(`Erase every call and transcript of "${id}"? This cannot be undone.`)) return;
+        const erased = await api.eraseEndUser(id);
+        result.textContent = `Erased ${erased.sessions_erased} calls and ${erased.segments_erased} transcript lines of ${erased.end_user_id}.`;
+      } else {
+        const data = await api.exportEndUser(id);
+        const blob = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
+        const link = document.createElement("a");
+        link.href = URL.createObjectURL(blob);
+        link.download = `orbisvoice-export-${id}.json`;
+        link.click();
+        setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+        result.textContent = `Exported ${data.sessions.length} calls of ${data.end_user_id}.`;
+      }
+    } catch (err) {
+      notify(describe(err));
+    }
+  });
+}
+
+// --- routing ------------------------------------------------------------------------------
+
+const ROUTES = [
+  [/^#\/agents$/, () => agentsView()],
+  [/^#\/agents\/([^/]+)$/, (m) => agentView(decodeURIComponent(m[1]))],
+  [/^#\/transcripts$/, () => transcriptsView()],
+  [/^#\/transcripts\/([^/]+)$/, (m) => transcriptView(decodeURIComponent(m[1]))],
+  [/^#\/keys$/, () => keysView()],
+  [/^#\/privacy$/, () => privacyView()],
+];
+
+async function render() {
+  const hash = location.hash || "#/agents";
+  if (!auth.get()) {
+    await loginView();
+    return;
+  }
+  showChrome(true);
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.classList.toggle("current", hash.startsWith(link.getAttribute("href")));
+  }
+  const route = ROUTES.find(([pattern]) => pattern.test(hash));
+  if (!route) {
+    go("#/agents");
+    return;
+  }
+  try {
+    await route[1](hash.match(route[0]));
+  } catch (err) {
+    notify(describe(err));
+  }
+}
+
+window.addEventListener("hashchange", () => {
+  notify("");
+  render();
+});
+$("#logout").addEventListener("click", () => signOut(""));
+render();
