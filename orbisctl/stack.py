@@ -1,0 +1,367 @@
+"""The running stack: bring it up, wait for health, report status, scale, take it down.
+
+Orchestration is `docker compose` (v2) on the rendered compose.yaml; what the containers are
+doing is read through the docker SDK. Functions here return data; commands print it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from orbisctl import engine, images
+from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
+from orbisctl.errors import EngineError, InstallDirError, UnhealthyError, UserError
+
+COMPOSE_FILENAME = "compose.yaml"
+DEFAULT_UP_TIMEOUT = 300.0
+POLL_SECONDS = 1.0
+# Stateless services that may run as several replicas behind nginx.
+SCALABLE = ("gateway", "api")
+NGINX_SERVICE = "nginx"
+# A container restarted this often is in a loop, not recovering.
+RESTART_LOOP_COUNT = 3
+
+
+@dataclass(frozen=True)
+class Install:
+    """An install directory written by `orbisctl init`."""
+
+    root: Path
+    config: OrbisConfig
+
+    @property
+    def compose_file(self) -> Path:
+        return self.root / COMPOSE_FILENAME
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / "tls"
+
+    def compose(self) -> engine.Compose:
+        if not self.compose_file.is_file():
+            raise InstallDirError(
+                f"{self.compose_file} does not exist",
+                hint="run `orbisctl render` (or `orbisctl init`) in the install directory",
+            )
+        return engine.Compose(
+            self.compose_file, self.config.project_name, tuple(self.config.profiles)
+        )
+
+
+def open_install(root: Path) -> Install:
+    root = root.resolve()
+    return Install(root, load_config(root / CONFIG_FILENAME))
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    container: str
+    state: str  # running, exited, restarting, created, paused, dead
+    health: str  # healthy, unhealthy, starting, or "-" without a healthcheck
+    uptime_seconds: int | None
+    restarts: int
+    image: str
+    exit_code: int
+    health_detail: str  # what the last health probe printed
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "running" and self.health in ("healthy", "-")
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _parse_time(value: str) -> datetime | None:
+    if not value or value.startswith("0001-"):
+        return None
+    # Docker writes nanoseconds; fromisoformat takes at most microseconds.
+    head, _, rest = value.partition(".")
+    fraction = "".join(ch for ch in rest if ch.isdigit())[:6]
+    return datetime.fromisoformat(f"{head}.{fraction or '0'}+00:00")
+
+
+def container_status(container: Any, now: datetime | None = None) -> ServiceStatus:
+    attrs = container.attrs
+    state = attrs.get("State", {})
+    health = state.get("Health") or {}
+    log = health.get("Log") or []
+    started = _parse_time(state.get("StartedAt", ""))
+    running = state.get("Status") == "running"
+    now = now or datetime.now(UTC)
+    return ServiceStatus(
+        service=container.labels.get(engine.SERVICE_LABEL, container.name),
+        container=container.name,
+        state=str(state.get("Status", "unknown")),
+        health=str(health.get("Status", "-")),
+        uptime_seconds=int((now - started).total_seconds()) if running and started else None,
+        restarts=int(attrs.get("RestartCount", 0)),
+        image=str(attrs.get("Config", {}).get("Image", "")),
+        exit_code=int(state.get("ExitCode", 0)),
+        health_detail=str(log[-1].get("Output", "")).strip() if log else "",
+    )
+
+
+def status(install: Install, client: docker.DockerClient | None = None) -> list[ServiceStatus]:
+    """One row per container of the project (one-shot jobs such as migrate included)."""
+    client = client or engine.connect()
+    return [
+        container_status(c) for c in engine.project_containers(client, install.config.project_name)
+    ]
+
+
+@dataclass(frozen=True)
+class ComposeModel:
+    """What the rendered compose file declares, as `docker compose config` resolves it."""
+
+    services: dict[str, dict[str, Any]]
+
+    @property
+    def one_shot(self) -> set[str]:
+        """Services others wait on to *complete* (migrations), not to be healthy."""
+        jobs = set()
+        for spec in self.services.values():
+            for name, dep in (spec.get("depends_on") or {}).items():
+                if dep.get("condition") == "service_completed_successfully":
+                    jobs.add(name)
+        return jobs
+
+    @property
+    def long_running(self) -> list[str]:
+        return sorted(set(self.services) - self.one_shot)
+
+
+def compose_model(compose: engine.Compose) -> ComposeModel:
+    return ComposeModel(dict(compose.config().get("services") or {}))
+
+
+@dataclass(frozen=True)
+class NotReady:
+    reason: str
+    final: bool  # waiting longer cannot help (a migration failed)
+
+
+def not_ready(statuses: list[ServiceStatus], model: ComposeModel) -> NotReady | None:
+    """Why the stack is not ready yet, or None when every service is ready."""
+    by_service: dict[str, list[ServiceStatus]] = {}
+    for row in statuses:
+        by_service.setdefault(row.service, []).append(row)
+    for job in sorted(model.one_shot):
+        for row in by_service.get(job, []):
+            if row.state == "exited" and row.exit_code != 0:
+                return NotReady(f"{job} exited with code {row.exit_code}", final=True)
+    for service in model.long_running:
+        rows = by_service.get(service, [])
+        if not rows:
+            return NotReady(f"{service}: no container yet", final=False)
+        for row in rows:
+            if not row.ready:
+                detail = f" ({row.health_detail.splitlines()[-1]})" if row.health_detail else ""
+                return NotReady(f"{service}: {row.state}, {row.health}{detail}", final=False)
+    return None
+
+
+StatusCallback = Callable[[list[ServiceStatus]], None]
+
+
+def _ignore(_: list[ServiceStatus]) -> None:
+    return None
+
+
+def _stop(process: subprocess.Popen[str] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def wait_healthy(
+    install: Install,
+    model: ComposeModel,
+    *,
+    timeout: float,
+    client: docker.DockerClient,
+    on_status: StatusCallback = _ignore,
+    running: subprocess.Popen[str] | None = None,
+) -> list[ServiceStatus]:
+    """Poll until every long-running service is ready; UnhealthyError after `timeout` seconds.
+
+    `running` is a compose process still working (`up`): its failure ends the wait at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = status(install, client)
+        on_status(statuses)
+        if running is not None and running.poll() is not None:
+            _, stderr = running.communicate()
+            if running.returncode != 0:
+                raise EngineError(
+                    f"docker compose up failed: {engine.last_error_line(stderr)}",
+                    hint="`orbisctl logs SERVICE` shows what the failing service printed",
+                )
+            running = None
+        problem = not_ready(statuses, model)
+        if problem is None and running is None:
+            return statuses
+        if problem is not None and problem.final:
+            _stop(running)
+            job = problem.reason.split(" ", 1)[0]
+            raise UnhealthyError(problem.reason, hint=f"`orbisctl logs {job}` shows why")
+        if time.monotonic() >= deadline:
+            _stop(running)
+            reason = problem.reason if problem else "docker compose up is still running"
+            raise UnhealthyError(
+                f"not healthy after {timeout:.0f} s: {reason}",
+                hint="`orbisctl doctor` says why; `orbisctl logs SERVICE` shows what it printed",
+            )
+        time.sleep(POLL_SECONDS)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    statuses: list[ServiceStatus]
+    urls: dict[str, str]
+    built: bool
+    seconds: float
+
+
+def urls(config: OrbisConfig) -> dict[str, str]:
+    port = "" if config.ports.https == 443 else f":{config.ports.https}"
+    base = f"https://{config.domain}{port}"
+    return {
+        "site": f"{base}/",
+        "dashboard": f"{base}/dashboard/",
+        "widget": f"{base}/widget.js",
+        "api": f"{base}/api/v1/",
+    }
+
+
+def up(
+    install: Install,
+    *,
+    timeout: float = DEFAULT_UP_TIMEOUT,
+    build: bool = False,
+    on_step: images.Progress = images.quiet,
+    on_status: StatusCallback = _ignore,
+) -> UpResult:
+    """Build or load images as needed, run migrations, start everything, wait for health.
+
+    Idempotent: `docker compose up` recreates only containers whose definition changed.
+    """
+    started = time.monotonic()
+    client = engine.connect()
+    compose = install.compose()
+    model = compose_model(compose)
+    wanted = images.image_set(install.config)
+    missing = images.missing_images(client, wanted)
+    if build or missing:
+        if missing:
+            on_step(f"images missing: {', '.join(missing)}")
+        images.build_all(install.config, on_step)
+    on_step("docker compose up (migrations run first)")
+    process = subprocess.Popen(
+        compose.command("up", "--detach", "--remove-orphans"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=compose.env(),
+    )
+    remaining = max(1.0, timeout - (time.monotonic() - started))
+    statuses = wait_healthy(
+        install, model, timeout=remaining, client=client, on_status=on_status, running=process
+    )
+    return UpResult(
+        statuses, urls(install.config), bool(build or missing), time.monotonic() - started
+    )
+
+
+def down(install: Install, *, volumes: bool) -> None:
+    args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
+    install.compose().run(*args, timeout=300)
+
+
+def logs(install: Install, *, services: list[str], follow: bool, tail: int | None) -> int:
+    args = ["logs", "--no-color"]
+    if follow:
+        args.append("--follow")
+    if tail is not None:
+        args += ["--tail", str(tail)]
+    return install.compose().stream(*args, *services)
+
+
+def parse_scale(spec: str) -> tuple[str, int]:
+    service, sep, count = spec.partition("=")
+    if not sep or not count.isdigit():
+        raise UserError(f"{spec!r} is not SERVICE=N", hint="for example: orbisctl scale gateway=3")
+    if service not in SCALABLE:
+        raise UserError(
+            f"{service!r} cannot be scaled", hint=f"scalable services: {', '.join(SCALABLE)}"
+        )
+    replicas = int(count)
+    if not 1 <= replicas <= 64:
+        raise UserError(f"{replicas} replicas is out of range", hint="use 1 to 64")
+    return service, replicas
+
+
+def reload_nginx(install: Install, client: docker.DockerClient) -> int:
+    """Test then reload nginx's config in every nginx container, so upstream names are
+    re-resolved (nginx 1.22 resolves `server gateway:4001` only at load time)."""
+    containers = [
+        c
+        for c in engine.project_containers(client, install.config.project_name)
+        if c.labels.get(engine.SERVICE_LABEL) == NGINX_SERVICE and c.status == "running"
+    ]
+    if not containers:
+        raise EngineError("nginx is not running", hint="run `orbisctl up`")
+    for container in containers:
+        test = engine.exec_in(container, ["nginx", "-t", "-q"])
+        if test.exit_code != 0:
+            raise EngineError(
+                f"nginx config test failed in {container.name}: {test.output.splitlines()[-1]}",
+                hint="run `orbisctl render`, then `orbisctl up`",
+            )
+        reload = engine.exec_in(container, ["nginx", "-s", "reload"])
+        if reload.exit_code != 0:
+            raise EngineError(f"nginx reload failed in {container.name}: {reload.output}")
+    return len(containers)
+
+
+def scale(
+    install: Install,
+    service: str,
+    replicas: int,
+    *,
+    timeout: float = DEFAULT_UP_TIMEOUT,
+    on_status: StatusCallback = _ignore,
+) -> list[ServiceStatus]:
+    """Run `replicas` containers of a stateless service, wait for health, reload nginx."""
+    client = engine.connect()
+    compose = install.compose()
+    model = compose_model(compose)
+    if service not in model.services:
+        raise UserError(f"the stack has no {service!r} service", hint="run `orbisctl render`")
+    compose.run(
+        "up",
+        "--detach",
+        "--no-deps",
+        "--no-recreate",
+        "--scale",
+        f"{service}={replicas}",
+        service,
+        timeout=timeout,
+    )
+    statuses = wait_healthy(install, model, timeout=timeout, client=client, on_status=on_status)
+    reload_nginx(install, client)
+    return [row for row in statuses if row.service == service]
