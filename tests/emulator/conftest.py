@@ -117,10 +117,17 @@ async def receive_turn(session: live.AsyncSession, *, limit_s: float = 10.0) -> 
 
 
 async def receive_until(
-    session: live.AsyncSession, stop: Any, *, limit_s: float = 10.0
+    session: live.AsyncSession,
+    stop: Any,
+    *,
+    limit_s: float = 10.0,
+    into: TurnSummary | None = None,
 ) -> TurnSummary:
-    """Receive across turn boundaries until `stop(summary)` is true."""
-    summary = TurnSummary()
+    """Receive across turn boundaries until `stop(summary)` is true.
+
+    `into` collects the messages, so a caller still has them when the time limit strikes.
+    """
+    summary = into if into is not None else TurnSummary()
     async with asyncio.timeout(limit_s):
         while not stop(summary):
             async for message in session.receive():
