@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from orbisctl.errors import InstallDirError
-from orbisctl.rotation.secretfiles import write_private
+from orbisctl.fsutil import atomic_write
+from orbisctl.rotation.secretfiles import SECRET_MODE
 
 ROTATION_DIRNAME = "rotation"
 JOURNAL_VERSION = 1
@@ -122,7 +123,7 @@ class JournalStore:
 
     def save(self, journal: Journal) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(self.journal_path, journal.to_json())
+        atomic_write(self.journal_path, journal.to_json().encode(), mode=SECRET_MODE)
 
     def remove(self) -> None:
         self.journal_path.unlink(missing_ok=True)

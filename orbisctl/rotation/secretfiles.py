@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import secrets
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from orbisctl.errors import InstallDirError
+from orbisctl.fsutil import atomic_write
 
 SECRETS_DIRNAME = "secrets"
+SECRET_MODE = 0o600
 _NEXT = ".next"
 _PREV = ".prev"
 
@@ -35,31 +35,6 @@ def fingerprint(value: str) -> str:
 def random_token(nbytes: int = 32) -> str:
     """A URL- and shell-safe secret with `nbytes` of entropy (passwords, service tokens)."""
     return secrets.token_urlsafe(nbytes)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (temp file in the same directory + rename), 0600."""
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.replace(path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -97,11 +72,22 @@ class SecretStore:
             raise InstallDirError(f"secret file {self.path(name)} is empty")
         return lines[0]
 
-    def write(self, name: str, text: str) -> None:
-        write_private(self.path(name), text)
+    def write(self, name: str, text: str, *, owner_like: str | None = None) -> None:
+        """Replace a secret atomically, 0600, keeping the file's owner.
 
-    def write_lines(self, name: str, *lines: str) -> None:
-        self.write(name, "".join(f"{line}\n" for line in lines))
+        Secrets mounted into containers belong to the containers' uid (`orbisctl init`); a
+        replaced file keeps that owner, and a new one takes the owner of `owner_like`.
+        """
+        path = self.path(name)
+        reference = path if path.exists() else self.path(owner_like) if owner_like else None
+        owner = None
+        if reference is not None and reference.exists():
+            info = reference.stat()
+            owner = (info.st_uid, info.st_gid)
+        atomic_write(path, text.encode(), mode=SECRET_MODE, owner=owner)
+
+    def write_lines(self, name: str, *lines: str, owner_like: str | None = None) -> None:
+        self.write(name, "".join(f"{line}\n" for line in lines), owner_like=owner_like)
 
     # staging -------------------------------------------------------------------------------
 
@@ -113,11 +99,12 @@ class SecretStore:
         path = self.path(name + _PREV)
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
+    # Staged values are read only by orbisctl on the host: they keep the default owner.
     def stage_next(self, name: str, text: str) -> None:
-        self.write(name + _NEXT, text)
+        atomic_write(self.path(name + _NEXT), text.encode(), mode=SECRET_MODE)
 
     def stage_prev(self, name: str, text: str) -> None:
-        self.write(name + _PREV, text)
+        atomic_write(self.path(name + _PREV), text.encode(), mode=SECRET_MODE)
 
     def clear_staged(self, name: str) -> None:
         for suffix in (_NEXT, _PREV):

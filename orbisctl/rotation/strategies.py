@@ -236,7 +236,7 @@ def postgres_steps(ctx: RotationContext) -> list[Step]:
             # The user first: a replica restarting in between reads the old password with the
             # new role, which fails loudly and is retried by the roll, never a silent mismatch
             # that outlives the rotation.
-            env.secrets.write_lines(POSTGRES_USER_FILE, role)
+            env.secrets.write_lines(POSTGRES_USER_FILE, role, owner_like=secret)
             env.secrets.write_lines(secret, password)
 
         return write
