@@ -33,7 +33,9 @@ def decode_base64(data: str) -> bytes:
     try:
         return base64.b64decode(raw, validate=True)
     except binascii.Error as exc:
-        raise AudioDecodeError(str(exc)) from exc
+        raise AudioDecodeError(
+            "Invalid value at 'realtime_input.audio.data' (TYPE_BYTES), Base64 decoding failed."
+        ) from exc
 
 
 def encode_base64(pcm: bytes) -> str:
