@@ -6,18 +6,18 @@ import json
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
-import aiohttp
 from aiohttp import web
 
 from runtime.api import keys
 from runtime.api.errors import error_middleware
-from runtime.api.handlers import accounts, process
+from runtime.api.handlers import accounts, agents, internal, process, widget
 from runtime.api.openapi import build_document
 from runtime.api.ratelimit import RateLimiter
 from runtime.api.routing import Route, register
 from runtime.api.security import KeyRingSource
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
 from runtime.api.telemetry import ApiMetrics
+from runtime.api.tools import webhook_session
 from runtime.common.db import Database, load_migrations, open_pool
 from runtime.common.logs import request_id_middleware
 from runtime.common.redis_client import open_redis
@@ -25,6 +25,9 @@ from runtime.common.redis_client import open_redis
 ALL_ROUTES: list[Route] = [
     *process.ROUTES,
     *accounts.ROUTES,
+    *agents.ROUTES,
+    *widget.ROUTES,
+    *internal.ROUTES,
 ]
 
 # Bodies larger than this are refused with 413 before a handler reads them.
@@ -58,7 +61,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
-    async with aiohttp.ClientSession() as session:
+    allow_private = app[keys.SETTINGS].tool_allow_private_networks
+    async with webhook_session(allow_private_networks=allow_private) as session:
         app[keys.HTTP_CLIENT] = session
         yield
 

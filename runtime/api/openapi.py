@@ -91,7 +91,7 @@ def build_document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
             operation["parameters"] = parameters
         if route.body is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": bool(route.body.model_json_schema().get("required")),
                 "content": {"application/json": {"schema": schemas.ref(route.body, "validation")}},
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation

@@ -1,0 +1,99 @@
+"""Agents CRUD: validation and tenant isolation."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.fixtures import ApiHarness
+
+pytestmark = pytest.mark.integration
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "url": "https://hooks.example/weather",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "city name"}},
+        "required": ["city"],
+    },
+}
+
+
+async def test_crud_roundtrip(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    agent = await api.create_agent(
+        tenant,
+        name="Desk",
+        language="fr-FR",
+        model="gemini-2.0-flash-live",
+        tools=[WEATHER_TOOL],
+        allowed_origins=["https://shop.example"],
+    )
+    assert agent["public_id"].startswith("agt_")
+    assert agent["tools"][0]["timeout_seconds"] == 10.0
+    path = f"/api/v1/agents/{agent['id']}"
+    _, patched = await api.call(
+        "PATCH",
+        path,
+        json={"greeting": "Bonjour", "model": None},
+        headers=tenant.headers,
+        expect=200,
+    )
+    assert (patched["greeting"], patched["model"], patched["language"]) == (
+        "Bonjour",
+        None,
+        "fr-FR",
+    )
+    _, listed = await api.call("GET", "/api/v1/agents", headers=tenant.headers, expect=200)
+    assert [item["id"] for item in listed["items"]] == [agent["id"]]
+    await api.call("DELETE", path, headers=tenant.headers, expect=204)
+    status, body = await api.call("GET", path, headers=tenant.headers)
+    assert (status, body["error"]["code"]) == (404, "agent_not_found")
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"allowed_origins": ["https://shop.example/path"]}, "allowed_origins.0"),
+        ({"max_session_seconds": 5}, "max_session_seconds"),
+        (
+            {"tools": [{**WEATHER_TOOL, "parameters": {"type": "object", "$ref": "#/x"}}]},
+            "tools.0.parameters",
+        ),
+        ({"tools": [{**WEATHER_TOOL, "url": "ftp://x"}]}, "tools.0.url"),
+        ({"tools": [WEATHER_TOOL, WEATHER_TOOL]}, "tools"),
+        ({"unexpected": 1}, "unexpected"),
+    ],
+)
+async def test_validation_names_the_field(
+    api: ApiHarness, fields: dict[str, object], field: str
+) -> None:
+    tenant = await api.signup()
+    payload = {"name": "A", "instructions": "B", **fields}
+    status, body = await api.call("POST", "/api/v1/agents", json=payload, headers=tenant.headers)
+    assert status == 422, body
+    assert body["error"]["field"] == field
+
+
+async def test_patch_refuses_null_for_required_fields(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    agent = await api.create_agent(tenant)
+    status, body = await api.call(
+        "PATCH", f"/api/v1/agents/{agent['id']}", json={"name": None}, headers=tenant.headers
+    )
+    assert status == 422
+    assert "name" in body["error"]["message"]
+
+
+async def test_tenants_cannot_touch_each_others_agents(api: ApiHarness) -> None:
+    alice, mallory = await api.signup(), await api.signup()
+    agent = await api.create_agent(alice)
+    path = f"/api/v1/agents/{agent['id']}"
+    for method, payload in (("GET", None), ("PATCH", {"name": "pwned"}), ("DELETE", None)):
+        status, body = await api.call(method, path, json=payload, headers=mallory.headers)
+        assert (status, body["error"]["code"]) == (404, "agent_not_found")
+    _, listed = await api.call("GET", "/api/v1/agents", headers=mallory.headers, expect=200)
+    assert listed["items"] == []
+    _, still = await api.call("GET", path, headers=alice.headers, expect=200)
+    assert still["name"] == agent["name"]
