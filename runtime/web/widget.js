@@ -115,6 +115,7 @@
       this.counters = { sent: 0, received: 0, played: 0, flushed: 0 };
       this.retries = 0;
       this.captions = [];
+      this.openLines = {};
       this.ctx = null;
       this.ws = null;
       this.render();
@@ -349,7 +350,7 @@
           this.setState("live");
           break;
         case "transcript":
-          this.caption(event.role, event.text || "", event.final !== false);
+          this.caption(event.role, event.text || "", event.final === true);
           break;
         case "interrupted":
           // The visitor talked over the agent: drop everything queued, at once.
@@ -384,9 +385,10 @@
       this.ws = null;
       clearInterval(this.pinger);
       if (this.ended) return;
-      if (this.reconnectAfter !== null) {
+      if (this.reconnectAfter !== null || this.sessionEnded === "drain") {
         // Planned: the gateway is draining. A fresh session continues the conversation.
-        this.scheduleReconnect(this.reconnectAfter);
+        this.setState("reconnecting");
+        this.scheduleReconnect(this.reconnectAfter ?? 1000);
       } else if (this.terminal) {
         this.fail(new CallError(this.terminal.state, this.terminal.code));
       } else if (this.sessionEnded) {
@@ -450,46 +452,38 @@
 
     // --- captions ---------------------------------------------------------------------------
 
-    // `transcript` events carry pieces of a turn; pieces of one speaker's turn share a line.
+    // `transcript` events carry a speaker's text of the current turn so far (final: true once
+    // the turn is complete); each speaker's turn is one caption line, updated in place.
     caption(role, text, final) {
-      const last = this.captions[this.captions.length - 1];
-      if (last && last.role === role && !last.done) {
-        last.text = joinPieces(last.text, text);
-        last.done = false;
-        last.final = final;
-      } else {
+      let line = this.openLines[role];
+      if (!line) {
         if (!text.trim()) return;
         const li = document.createElement("li");
         li.dataset.role = role;
         this.el.captions.append(li);
-        this.captions.push({ role, text: text.trim(), final, done: false, li });
+        line = { role, li };
+        this.captions.push(line);
+        this.openLines[role] = line;
         while (this.captions.length > MAX_CAPTIONS) this.captions.shift().li.remove();
       }
-      const line = this.captions[this.captions.length - 1];
-      line.li.textContent = line.text;
-      line.li.dataset.final = String(line.final);
+      line.li.textContent = text;
+      line.li.dataset.final = String(final);
+      if (final) delete this.openLines[role];
       this.el.captions.scrollTop = this.el.captions.scrollHeight;
       this.host.dataset.orbisCaptions = String(this.captions.length);
     }
 
     finishCaptions() {
-      for (const line of this.captions) {
-        line.done = true;
-        line.li.dataset.final = "true";
-      }
+      for (const line of Object.values(this.openLines)) line.li.dataset.final = "true";
+      this.openLines = {};
     }
 
     clearCaptions() {
       this.captions = [];
+      this.openLines = {};
       this.el.captions.replaceChildren();
       this.host.dataset.orbisCaptions = "0";
     }
-  }
-
-  function joinPieces(before, piece) {
-    if (!before) return piece.trim();
-    if (!piece) return before;
-    return /^[\s,.!?;:]/.test(piece) || /\s$/.test(before) ? before + piece : `${before} ${piece}`;
   }
 
   const mount = () => document.body.append(new Widget().host);

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
+from tests.services import PostgresServer, RedisServer
+from tests.web.stack import Stack, running_stack
 from tests.web.support import (
     ARTIFACTS,
     Nginx,
@@ -53,10 +57,36 @@ def static_nginx(tls: TlsFiles) -> Iterator[Nginx]:
 
 
 @pytest.fixture(scope="session")
-def tenant_site(tls: TlsFiles) -> Iterator[Nginx]:
-    """Tenants' websites: the pages under tests/web/pages on shop/elsewhere.orbis.test."""
-    with tenant_nginx(tls, PAGES) as server:
+def tenant_pages(web_tmp: Path) -> Path:
+    """The tenants' web root: tests/web/pages, plus pages the tests write."""
+    return Path(shutil.copytree(PAGES, web_tmp / "tenant-pages"))
+
+
+@pytest.fixture(scope="session")
+def tenant_site(tls: TlsFiles, tenant_pages: Path) -> Iterator[Nginx]:
+    """Tenants' websites on shop.orbis.test (allowed) and elsewhere.orbis.test (not)."""
+    with tenant_nginx(tls, tenant_pages) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def stack(pg_server: PostgresServer, redis_srv: RedisServer, tls: TlsFiles) -> Iterator[Stack]:
+    """API, gateway and emulator processes behind the install's nginx."""
+    with running_stack(pg_server, redis_srv, tls) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tenant_login(stack: Stack) -> dict[str, str]:
+    """A signed-up organisation: its owner's email, password and access token."""
+    email = f"owner-{secrets.token_hex(4)}@shop.example.com"
+    password = secrets.token_urlsafe(16)
+    result = stack.api(
+        "POST",
+        "/api/v1/auth/signup",
+        {"org_name": "Shop Example", "email": email, "password": password},
+    )
+    return {"email": email, "password": password, "token": result["access_token"]}
 
 
 @pytest.fixture(scope="session")

@@ -294,10 +294,10 @@ def run_nginx(base: Path, conf: Path, port: int) -> Iterator[Nginx]:
 
 
 @contextlib.contextmanager
-def install_nginx(tls: TlsFiles, upstreams: Upstreams) -> Iterator[Nginx]:
+def install_nginx(tls: TlsFiles, upstreams: Upstreams, *, port: int = 0) -> Iterator[Nginx]:
     with tempfile.TemporaryDirectory(prefix="orbis-web-nginx-") as name:
         base = Path(name)
-        port = free_port()
+        port = port or free_port()
         conf = install_nginx_files(
             base, port=port, http_port=free_port(), tls=tls, upstreams=upstreams
         )
