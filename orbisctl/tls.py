@@ -207,16 +207,26 @@ def check_operator_files(cert_path: Path, key_path: Path, *, domain: str) -> Pem
             f"{key_path} is not a PEM private key",
             hint="pass the private key in PEM form (-----BEGIN PRIVATE KEY-----)",
         ) from None
-    leaf = chain[0]
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     encoding = serialization.Encoding.DER
-    if key.public_key().public_bytes(encoding, public) != leaf.public_key().public_bytes(
-        encoding, public
-    ):
+    key_public = key.public_key().public_bytes(encoding, public)
+    matching = [
+        i
+        for i, c in enumerate(chain)
+        if c.public_key().public_bytes(encoding, public) == key_public
+    ]
+    if not matching:
         raise UserError(
             f"the key {key_path} does not match the certificate {cert_path}",
             hint="pass the key that was generated with this certificate",
         )
+    if matching[0] != 0:
+        raise UserError(
+            f"the certificates in {cert_path} are out of order: the key matches certificate "
+            f"{matching[0] + 1}, but the server's own certificate must come first",
+            hint="put the leaf certificate first, then each intermediate, in issuing order",
+        )
+    leaf = chain[0]
     now = _now()
     if leaf.not_valid_after_utc <= now:
         raise UserError(
