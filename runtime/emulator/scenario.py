@@ -163,9 +163,7 @@ BUILTIN_SCENARIOS: dict[str, Scenario] = {
 
 def _validated(raw: object, where: str) -> Scenario:
     try:
-        if isinstance(raw, list):
-            return Scenario(turns=[Turn.model_validate(turn) for turn in raw])
-        return Scenario.model_validate(raw)
+        return Scenario.model_validate({"turns": raw} if isinstance(raw, list) else raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         location = ".".join(str(part) for part in first["loc"])
