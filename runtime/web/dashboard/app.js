@@ -194,8 +194,8 @@ async function loginView() {
 // --- agents -------------------------------------------------------------------------------
 
 async function agentsView() {
-  const view = mount("#tpl-agents");
   const { items } = await api.agents();
+  const view = mount("#tpl-agents");
   const body = $("#agents-body", view);
   for (const agent of items) {
     const row = document.createElement("tr");
@@ -247,9 +247,10 @@ function readAgentForm(form) {
 }
 
 async function agentView(id) {
+  // Load before showing the form, so nothing typed can be overwritten by late data.
+  let agent = id === "new" ? null : await api.agent(id);
   const view = mount("#tpl-agent");
   const form = $("#agent-form", view);
-  let agent = id === "new" ? null : await api.agent(id);
   const show = () => {
     $("#agent-title", view).textContent = agent ? agent.name : "New agent";
     if (!agent) return;
@@ -318,9 +319,9 @@ function startTestWidget(agent) {
 // --- transcripts --------------------------------------------------------------------------
 
 async function transcriptsView() {
+  const agents = (await api.agents()).items;
   const view = mount("#tpl-transcripts");
   const form = $("#transcript-filter", view);
-  const agents = (await api.agents()).items;
   const names = new Map(agents.map((agent) => [agent.id, agent.name]));
   for (const agent of agents) {
     const option = document.createElement("option");
@@ -361,8 +362,8 @@ async function transcriptsView() {
 }
 
 async function transcriptView(id) {
-  const view = mount("#tpl-transcript");
   const call = await api.session(id);
+  const view = mount("#tpl-transcript");
   const facts = $("#call-facts", view);
   const fact = (term, value) => {
     const dt = document.createElement("dt");

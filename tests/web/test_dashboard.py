@@ -1,0 +1,133 @@
+"""The tenant dashboard in Chromium, served by the install's nginx (with its CSP), on the real API."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect
+
+from tests.web.stack import Stack
+from tests.web.support import ARTIFACTS, TENANT_HOST, Nginx
+
+pytestmark = pytest.mark.browser
+
+CALL_TIMEOUT_MS = 30_000
+
+
+def log_in(page: Page, stack: Stack, login: dict[str, str]) -> None:
+    page.goto(f"{stack.public_url}/dashboard/")
+    form = page.locator("#login-form")
+    form.get_by_label("Email").fill(login["email"])
+    form.get_by_label("Password").fill(login["password"])
+    form.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Agents")).to_be_visible()
+
+
+def csp_violations(page: Page) -> list[str]:
+    found: list[str] = []
+
+    def check(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            found.append(message.text)
+
+    page.on("console", check)
+    return found
+
+
+def test_log_in_create_an_agent_and_copy_a_working_snippet(
+    page: Page,
+    context: BrowserContext,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    violations = csp_violations(page)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.public_url)
+    page.goto(f"{stack.public_url}/dashboard/")
+    form = page.locator("#login-form")
+    form.get_by_label("Email").fill(tenant_login["email"])
+    form.get_by_label("Password").fill("not the password")
+    form.get_by_role("button", name="Log in").click()
+    expect(page.locator("#notice")).to_have_text("Wrong email or password.")
+
+    log_in(page, stack, tenant_login)
+    page.get_by_role("link", name="New agent").click()
+    agent_form = page.locator("#agent-form")
+    agent_form.get_by_label("Name", exact=True).fill("Front desk")
+    agent_form.get_by_label("Instructions").fill("Answer questions about opening hours.")
+    agent_form.get_by_label("Greeting").fill("Welcome to Shop Example!")
+    agent_form.get_by_label("Voice").select_option("Kore")
+    agent_form.get_by_label("Allowed origins").fill(tenant_site.origin(TENANT_HOST))
+    agent_form.get_by_role("button", name="Save agent").click()
+    expect(page.locator("#notice")).to_have_text("Agent saved.")
+    expect(page.get_by_role("heading", name="Front desk")).to_be_visible()
+
+    agents = stack.api("GET", "/api/v1/agents", token=tenant_login["token"])["items"]
+    agent = next(item for item in agents if item["name"] == "Front desk")
+    assert agent["voice"] == "Kore"
+    assert agent["allowed_origins"] == [tenant_site.origin(TENANT_HOST)]
+    snippet = (
+        f'<script src="{stack.public_url}/widget.js" data-agent="{agent["public_id"]}" '
+        "async></script>"
+    )
+    expect(page.locator("#snippet")).to_have_text(snippet)
+    page.get_by_role("button", name="Copy snippet").click()
+    expect(page.locator("#copy-status")).to_have_text("Copied.")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == snippet
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-agent.png", full_page=True)
+
+    # The agent list shows it; editing changes it.
+    page.get_by_role("link", name="Agents").click()
+    row = page.locator("#agents-body tr", has_text="Front desk")
+    expect(row).to_contain_text(agent["public_id"])
+    row.get_by_role("link", name="Front desk").click()
+    page.locator("#agent-form").get_by_label("Greeting").fill("Hello again!")
+    page.locator("#agent-form").get_by_role("button", name="Save agent").click()
+    expect(page.locator("#notice")).to_have_text("Agent saved.")
+    updated = stack.api("GET", f"/api/v1/agents/{agent['id']}", token=tenant_login["token"])
+    assert updated["greeting"] == "Hello again!"
+
+    # The copied snippet, pasted into the tenant's page, brings up the agent's widget.
+    (tenant_pages / "pasted.html").write_text(
+        f"<!doctype html><html><head><title>t</title></head><body>{copied}</body></html>"
+    )
+    tenant_page = context.new_page()
+    tenant_page.goto(tenant_site.url(TENANT_HOST, "/pasted.html"))
+    host = tenant_page.locator("orbis-voice-widget")
+    expect(host).to_have_attribute("data-orbis-config", "loaded")
+    expect(host.locator(".launcher")).to_have_attribute("aria-label", "Talk to Front desk")
+    tenant_page.close()
+    assert violations == []
+
+
+def test_keys_are_shown_once_and_can_be_revoked(
+    page: Page, stack: Stack, tenant_login: dict[str, str]
+) -> None:
+    violations = csp_violations(page)
+    log_in(page, stack, tenant_login)
+    page.get_by_role("link", name="API keys").click()
+    page.locator("#key-form").get_by_label("Name").fill("CRM sync")
+    page.locator("#key-form").get_by_role("button", name="Create key").click()
+    secret = page.locator("#new-key-value").inner_text()
+    assert re.fullmatch(r"ov_\S{20,}", secret)
+    row = page.locator("#keys-body tr", has_text="CRM sync")
+    expect(row).to_contain_text("active")
+    # The key works against the API...
+    assert stack.api("GET", "/api/v1/me", token=secret)["api_key_id"]
+    # ...and is never shown again.
+    page.reload()
+    expect(page.locator("#keys-body tr", has_text="CRM sync")).to_be_visible()
+    expect(page.locator("#new-key")).to_be_hidden()
+    assert secret not in page.content()
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#keys-body tr", has_text="CRM sync").get_by_role("button", name="Revoke").click()
+    expect(page.locator("#keys-body tr", has_text="CRM sync")).to_contain_text("revoked")
+    with pytest.raises(Exception, match="401"):
+        stack.api("GET", "/api/v1/me", token=secret)
+    assert violations == []
