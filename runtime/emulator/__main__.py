@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 
 from aiohttp import web
 from pydantic import ValidationError
 
+from runtime.common.logs import configure_logging
 from runtime.emulator.app import create_app, server_ssl_context
 from runtime.emulator.scenario import ScenarioError
 from runtime.emulator.settings import EmulatorSettings
@@ -49,11 +49,7 @@ def main() -> int:
         )
         print(f"emulator: invalid or missing settings: {missing}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level, service="emulator")
     try:
         asyncio.run(serve(settings))
     except (ScenarioError, OSError, ValueError) as exc:

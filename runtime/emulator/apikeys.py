@@ -52,4 +52,4 @@ class ApiKeyFile:
             return
         self._stamp = stamp
         self._keys = tuple(line.strip().encode() for line in text.splitlines() if line.strip())
-        log.info("API keys loaded", extra={"accepted_keys": len(self._keys)})
+        log.info("API keys loaded", extra={"fields": {"accepted_keys": len(self._keys)}})

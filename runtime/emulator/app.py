@@ -28,13 +28,14 @@ log = logging.getLogger(__name__)
 # `/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent`, with any number
 # of leading slashes (a base URL ending in "/" doubles them) and v1, v1beta or v1alpha.
 LIVE_PATH = re.compile(
-    r"^/*ws/google\.ai\.generativelanguage\.v1(?:alpha|beta)?\.GenerativeService"
+    r"^/*ws/google\.ai\.generativelanguage\.(?P<version>v1(?:alpha|beta)?)\.GenerativeService"
     r"\.BidiGenerateContent$"
 )
 
 
 async def live_endpoint(request: web.Request) -> web.StreamResponse:
-    if not LIVE_PATH.match(request.path):
+    route = LIVE_PATH.match(request.path)
+    if route is None:
         raise web.HTTPNotFound(text="not found\n")
     context = request.app[CONTEXT]
     ws = web.WebSocketResponse(
@@ -42,7 +43,7 @@ async def live_endpoint(request: web.Request) -> web.StreamResponse:
         timeout=5.0,  # how long a close waits for the client's close frame
     )
     await ws.prepare(request)
-    session = LiveSession(ws, context)
+    session = LiveSession(ws, context, api_version=route.group("version"))
     context.sessions.add(session)
     try:
         await session.run(api_key=request.headers.get("x-goog-api-key"))

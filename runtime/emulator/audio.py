@@ -138,25 +138,31 @@ class EnergyVad:
         self.silence_after_speech_ms = 0.0
 
 
-@functools.lru_cache(maxsize=64)
 def synthetic_speech(
     duration_ms: int, kind: str, frequency: float, rate: int = OUTPUT_RATE
 ) -> bytes:
     """Speech-like audio of an exact length: a tone or noise with a syllable-rate envelope.
 
     The 4 Hz envelope makes the signal rise and fall like syllables, so an energy VAD on the
-    receiving side sees speech, and a listener hears clearly where a reply was cut.
+    receiving side sees speech, and a listener hears clearly where a reply was cut. Built by
+    repeating one cached second, so long or many distinct lengths cost no synthesis time.
     """
-    count = int(rate * duration_ms / 1000)
-    noise = random.Random(int(frequency * 1000) + duration_ms)  # noqa: S311 - test signal
-    samples = array("h", bytes(count * BYTES_PER_SAMPLE))
-    for i in range(count):
+    second = _one_second_of_speech(kind, frequency, rate)
+    wanted = int(rate * duration_ms / 1000) * BYTES_PER_SAMPLE
+    repeats = -(-wanted // len(second))
+    return (second * repeats)[:wanted]
+
+
+@functools.lru_cache(maxsize=32)
+def _one_second_of_speech(kind: str, frequency: float, rate: int) -> bytes:
+    noise = random.Random(int(frequency * 1000))  # noqa: S311 - a test signal, not a secret
+    samples = array("h", bytes(rate * BYTES_PER_SAMPLE))
+    for i in range(rate):
         t = i / rate
         envelope = 0.55 + 0.45 * math.sin(2 * math.pi * 4.0 * t)
-        if kind == "noise":
-            value = noise.uniform(-1.0, 1.0)
-        else:
-            value = math.sin(2 * math.pi * frequency * t)
+        value = (
+            noise.uniform(-1.0, 1.0) if kind == "noise" else math.sin(2 * math.pi * frequency * t)
+        )
         samples[i] = int(9000 * envelope * value)
     return _to_bytes(samples)
 

@@ -46,6 +46,7 @@ class Faults(BaseModel):
     cancel_tool_call: bool = False
     interrupt: Literal["before_turn_complete", "after_turn_complete"] | None = None
     fragment_transcriptions: bool = False
+    refuse_resume_while_open: bool = False
 
     def merged(self, override: Faults | None) -> Faults:
         """This set with the fields the override explicitly sets taking precedence."""

@@ -111,9 +111,12 @@ def _append_bounded(items: list[Any], item: Any) -> None:
 
 
 class LiveSession:
-    def __init__(self, ws: web.WebSocketResponse, context: EmulatorContext) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, context: EmulatorContext, *, api_version: str
+    ) -> None:
         self.ws = ws
         self.context = context
+        self.api_version = api_version
         self.record = SessionRecord(id=secrets.token_hex(6))
         self._send_lock = asyncio.Lock()
         self._closing = False
@@ -121,7 +124,8 @@ class LiveSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._reply_task: asyncio.Task[None] | None = None
         self._barge_in = False
-        # set up by _begin() once setup is accepted
+        self._admitted = False
+        # set up by _admit() once setup is accepted
         self.setup: wire.SetupRequest | None = None
         self.scenario_name = "default"
         self.scenario: Scenario = context.scenarios["default"]
@@ -192,10 +196,12 @@ class LiveSession:
             self.record.ended_at = time.time()
             self.record.close_code = self.record.close_code or self.ws.close_code
             stats.sessions_open -= 1
+            if self._admitted:
+                self.lineage.open_sessions -= 1
             stats.closes[str(self.record.close_code)] += 1
             log.info(
                 "session ended",
-                extra={"session": self.record.id, "close_code": self.record.close_code},
+                extra={"fields": {"session": self.record.id, "close_code": self.record.close_code}},
             )
 
     async def _first_setup(self) -> wire.JsonObject | None:
@@ -234,10 +240,21 @@ class LiveSession:
         except (wire.ProtocolError, ScenarioError) as exc:
             self.request_close(CLOSE_INVALID_ARGUMENT, str(exc))
             return False
+        model_name = setup.model.removeprefix("models/")
+        if context.settings.accepted_models and model_name not in context.settings.accepted_models:
+            self.request_close(
+                CLOSE_POLICY,
+                f"{setup.model} is not found for API version {self.api_version}, or is not "
+                "supported for bidiGenerateContent.",
+            )
+            return False
         if setup.resumption_handle is not None:
             snapshot = context.handles.get(setup.resumption_handle)
             if snapshot is None:
                 self.request_close(CLOSE_INVALID_ARGUMENT, REASON_BAD_HANDLE)
+                return False
+            if snapshot.lineage.open_sessions and self._refuses_resume_while_open(snapshot):
+                self.request_close(CLOSE_INTERNAL, REASON_INTERNAL)
                 return False
             self._restore(snapshot)
             context.stats.sessions_resumed += 1
@@ -265,7 +282,23 @@ class LiveSession:
         )
         record.system_instruction = setup.system_instruction
         record.declared_functions = setup.function_names
+        self.lineage.open_sessions += 1
+        self._admitted = True
         self._spawn(self._start())
+        return True
+
+    def _refuses_resume_while_open(self, snapshot: Snapshot) -> bool:
+        """The reported refusal of a resume while the lineage's old socket is still open.
+
+        Unlike the other faults this is a standing condition, not once per turn: it holds for
+        as long as the client keeps the old connection open.
+        """
+        scenario = self.context.scenarios.get(snapshot.scenario)
+        base = scenario.faults if scenario is not None else Faults()
+        if not base.merged(snapshot.session_faults).refuse_resume_while_open:
+            return False
+        self.context.stats.faults_fired["refuse_resume_while_open"] += 1
+        _append_bounded(self.record.faults_fired, "refuse_resume_while_open")
         return True
 
     def _restore(self, snapshot: Snapshot) -> None:
@@ -295,7 +328,7 @@ class LiveSession:
                 return
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 if message.type == WSMsgType.ERROR:
-                    log.info("session read error", extra={"session": self.record.id})
+                    log.info("session read error", extra={"fields": {"session": self.record.id}})
                 return
             self.context.stats.messages_in += 1
             try:
@@ -378,16 +411,17 @@ class LiveSession:
             self._end_user_turn()
         text = wire.field_of(body, "text")
         if isinstance(text, str) and text:
-            self._begin_text_turn(text)
+            await self._begin_text_turn(text)
 
     async def _on_client_content(self, body: wire.JsonObject) -> None:
         text = wire.client_content_text(body)
         if wire.field_of(body, "turnComplete"):
-            self._begin_text_turn(text)
+            await self._begin_text_turn(text)
         elif text:
             _append_bounded(self.record.text_inputs, text)
 
-    def _begin_text_turn(self, text: str) -> None:
+    async def _begin_text_turn(self, text: str) -> None:
+        await self._barge_in_now()
         _append_bounded(self.record.text_inputs, text)
         tokens = math.ceil(len(text) / CHARS_PER_TEXT_TOKEN)
         self._begin_turn(
@@ -415,7 +449,7 @@ class LiveSession:
     def _begin_turn(self, *, input_ms: float, usage: wire.Usage, from_audio: bool) -> None:
         if self._reply_task is not None and not self._reply_task.done():
             self._barge_in = True
-        self.pending = None
+        self.pending = None  # superseded; its cancellation went out when the user spoke
         turn_index = self.next_turn
         self.next_turn += 1
         self.record.turns += 1
@@ -435,7 +469,9 @@ class LiveSession:
                 self.record.add_tool_response(response.id, response.name, response.response)
         pending = self.pending
         if pending is None:
-            log.info("tool response with no call pending", extra={"session": self.record.id})
+            log.info(
+                "tool response with no call pending", extra={"fields": {"session": self.record.id}}
+            )
             return
         unanswered = [
             call
@@ -467,7 +503,8 @@ class LiveSession:
         self.context.stats.faults_fired[name] += 1
         _append_bounded(self.record.faults_fired, name)
         log.info(
-            "fault injected", extra={"session": self.record.id, "fault": name, "turn": turn_index}
+            "fault injected",
+            extra={"fields": {"session": self.record.id, "fault": name, "turn": turn_index}},
         )
         return True
 

@@ -43,6 +43,7 @@ class Lineage:
 
     id: str = field(default_factory=lambda: secrets.token_hex(6))
     fired: set[tuple[int, str]] = field(default_factory=set)
+    open_sessions: int = 0
 
     def fire_once(self, turn: int, fault: str) -> bool:
         """True the first time this fault is due on this turn of the lineage."""

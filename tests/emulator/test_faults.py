@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from google.genai import live, types
+from google.genai import errors, live, types
 
 from runtime.emulator.testing import CertPair, EmulatorHandle, running_emulator
 from tests.emulator.conftest import (
@@ -236,3 +236,28 @@ async def test_barge_in_interrupts_a_paced_reply_and_cancels_a_pending_call(
         await stream_pcm(session, tone(200))  # talking over a running tool cancels it
         cancelled = await receive_until(session, lambda s: bool(s.cancelled_ids))
     assert cancelled.cancelled_ids == [call.tool_calls[0].id]
+
+
+async def test_resume_is_refused_while_the_old_socket_is_open(emulator: EmulatorHandle) -> None:
+    async with live_session(emulator, "refuse_resume_while_open") as old:
+        first = await receive_until(old, lambda s: bool(s.handles))
+        resume = types.SessionResumptionConfig(handle=first.handles[-1])
+        with pytest.raises(errors.APIError) as refused:
+            async with live_session(emulator, "", session_resumption=resume):
+                pass
+        assert refused.value.code == 1011
+    # Once the old socket is closed the same handle works.
+    async with live_session(emulator, "", session_resumption=resume) as resumed:
+        await resumed.send_client_content(turns=text("hello"))
+        turn = await receive_until(resumed, lambda s: s.turn_complete)
+    assert turn.audio
+    stats = await emulator.get_json("/stats")
+    assert stats["faults_fired"] == {"refuse_resume_while_open": 1}
+
+
+async def test_typed_input_while_a_tool_runs_cancels_the_call(emulator: EmulatorHandle) -> None:
+    async with live_session(emulator, "scenario=weather", tools=[WEATHER]) as session:
+        [call] = (await ask_for_tool(session)).tool_calls
+        await session.send_client_content(turns=text("never mind"))
+        turn = await receive_until(session, lambda s: bool(s.cancelled_ids))
+    assert turn.cancelled_ids == [call.id]

@@ -272,3 +272,19 @@ async def test_unknown_resumption_handle_is_refused(emulator: EmulatorHandle) ->
         ):
             pass
     assert refused.value.code == 1007
+
+
+async def test_unknown_model_is_refused_like_the_real_service(
+    tmp_path: Path, emulator_cert: CertPair
+) -> None:
+    async with running_emulator(
+        tmp_path, cert=emulator_cert, accepted_models=frozenset({MODEL})
+    ) as emulator:
+        client = emulator.client()
+        async with asyncio.timeout(10), client.aio.live.connect(model=MODEL):
+            pass
+        with pytest.raises(errors.APIError) as refused:
+            async with asyncio.timeout(10), client.aio.live.connect(model="bogus"):
+                pass
+    assert refused.value.code == 1008
+    assert "models/bogus is not found for API version v1, or is not supported" in str(refused.value)
