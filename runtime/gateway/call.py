@@ -490,6 +490,7 @@ class Call:
         self._tools[key] = run
         if tool_id != key:
             self._tools[tool_id] = run
+        self.send_event(event("tool", name=name, status="started"))
         run.task = asyncio.create_task(self._run_tool(run, tool_id, name, args))
 
     def _cancel_tool(self, tool_id: str) -> None:
@@ -502,7 +503,6 @@ class Call:
         self.send_event(event("tool", name=run.name, status="cancelled"))
 
     async def _run_tool(self, run: _ToolRun, tool_id: str, name: str, args: dict[str, Any]) -> None:
-        self.send_event(event("tool", name=name, status="started"))
         outcome = await self._deps.api.execute_tool(
             call_id=self.call_id,
             name=name,

@@ -158,14 +158,16 @@ class LiveUpstream:
         await self._open(cause="start", attempts=2)
 
     async def _open(self, *, cause: str, attempts: int) -> None:
-        config = self._config
-        if self._handle:
-            config = config.model_copy(
-                update={"session_resumption": types.SessionResumptionConfig(handle=self._handle)}
-            )
         delay = 0.25
         last_error = ""
         for attempt in range(1, attempts + 1):
+            config = self._config
+            if self._handle:
+                config = config.model_copy(
+                    update={
+                        "session_resumption": types.SessionResumptionConfig(handle=self._handle)
+                    }
+                )
             stack = contextlib.AsyncExitStack()
             try:
                 async with asyncio.timeout(self._connect_timeout):
@@ -176,8 +178,15 @@ class LiveUpstream:
                 await stack.aclose()
                 self._metrics.gemini_errors.labels(code=str(exc.code)).inc()
                 if exc.code in FATAL_CLOSE_CODES:
-                    self._metrics.resumptions.labels(cause=cause, outcome="rejected").inc()
-                    raise UpstreamFailed(ErrorCode.UPSTREAM_REJECTED, str(exc)) from exc
+                    if self._handle is None:
+                        raise UpstreamFailed(ErrorCode.UPSTREAM_REJECTED, str(exc)) from exc
+                    # The handle is unknown or expired (e.g. the service restarted): go on with a
+                    # fresh session. The model loses the conversation so far; the caller does not
+                    # lose the call.
+                    self._metrics.resumptions.labels(cause=cause, outcome="handle_refused").inc()
+                    self._handle = None
+                    last_error = str(exc)
+                    continue
                 last_error = str(exc)
             except websockets.exceptions.InvalidStatus as exc:
                 await stack.aclose()

@@ -32,7 +32,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def gateway_settings(
-    *, api_url: str, internal_token: str, redis_url: str, emulator: EmulatorHandle, **overrides: object
+    *,
+    api_url: str,
+    internal_token: str,
+    redis_url: str,
+    emulator: EmulatorHandle,
+    **overrides: object,
 ) -> GatewaySettings:
     values: dict[str, object] = {
         "instance_id": "gw-test",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,7 +25,7 @@ FRAME_MS = 20
 FRAME_BYTES = INPUT_RATE * 2 * FRAME_MS // 1000
 
 
-def speech_then_silence(speech_ms: int = 600, silence_ms: int = 700) -> list[bytes]:
+def speech_then_silence(speech_ms: int = 400, silence_ms: int = 600) -> list[bytes]:
     """A spoken utterance followed by the pause that ends the turn, as 20 ms frames."""
     pcm = synthetic_speech(speech_ms, "tone", 300.0, rate=INPUT_RATE) + silence(silence_ms)
     return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
@@ -86,9 +86,11 @@ class WidgetCall:
     def of_type(self, event_type: str) -> list[dict[str, Any]]:
         return [event for event in self.events if event["type"] == event_type]
 
-    async def wait_for(self, event_type: str, *, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+    async def wait_for(
+        self, event_type: str, *, within: float = 10.0, **match: Any
+    ) -> dict[str, Any]:
         """The first event of that type (and matching fields), waiting for it to arrive."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             while True:
                 for event in self.events:
                     if event["type"] == event_type and all(
@@ -100,8 +102,17 @@ class WidgetCall:
                 self._new.clear()
                 await self._new.wait()
 
-    async def wait_closed(self, *, timeout: float = 10.0) -> int | None:
-        async with asyncio.timeout(timeout):
+    async def wait_count(self, event_type: str, count: int, *, within: float = 10.0) -> None:
+        """Wait until `count` events of that type have arrived."""
+        async with asyncio.timeout(within):
+            while len(self.of_type(event_type)) < count:
+                if self._reader is not None and self._reader.done():
+                    raise AssertionError(f"closed before {count} {event_type}: {self.events}")
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_closed(self, *, within: float = 10.0) -> int | None:
+        async with asyncio.timeout(within):
             if self._reader is not None:
                 await self._reader
         return self.ws.close_code
@@ -146,3 +157,12 @@ async def handshake_error(
     async with http.get(f"{gateway.url}/ws/call?token={token}", headers=headers) as response:
         body = await response.json()
         return response.status, body["error"]["code"]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:
+    """Poll a condition another process changes (no event to wait on), bounded in time."""
+    async with asyncio.timeout(within):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(0.05)
