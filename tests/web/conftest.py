@@ -96,10 +96,14 @@ def playwright() -> Iterator[Playwright]:
 
 
 @pytest.fixture(scope="session")
-def browser(
-    playwright: Playwright, web_tmp: Path, tls: TlsFiles, speech_wav: Path
-) -> Iterator[Browser]:
-    home = trusting_home(web_tmp / "home", tls.ca_cert)
+def browser_home(web_tmp: Path, tls: TlsFiles) -> Path:
+    """HOME for Chromium: its NSS database trusts the test CA."""
+    return trusting_home(web_tmp / "home", tls.ca_cert)
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright, browser_home: Path, speech_wav: Path) -> Iterator[Browser]:
+    home = browser_home
     browser = playwright.chromium.launch(
         executable_path="/usr/bin/chromium",
         args=chromium_args(speech_wav),
