@@ -20,9 +20,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from psycopg import sql
-
-# SQLSTATEs of a refused login: wrong password (28P01), login not allowed (28000).
-_AUTH_REFUSED = {"28P01", "28000"}
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,12 @@ class DirectPostgresAdmin:
         try:
             with psycopg.connect(self._conninfo(role, password)) as conn:
                 conn.execute("SELECT 1")
-        except psycopg.OperationalError as exc:
-            if exc.sqlstate in _AUTH_REFUSED:
-                return False
-            raise
+        except psycopg.OperationalError:
+            # libpq reports a refused login without a SQLSTATE; the server answering the
+            # admin connection tells a refusal apart from an outage (which raises here).
+            with self._admin() as conn:
+                conn.execute("SELECT 1")
+            return False
         return True
 
 
@@ -106,6 +107,8 @@ class DirectRedisAdmin:
             password=password,
             socket_timeout=self.timeout,
             socket_connect_timeout=self.timeout,
+            # redis-py retries a refused AUTH with backoff (~4 s); a refusal is an answer here.
+            retry=Retry(NoBackoff(), 0),
         )
 
     def _password_hashes(self, client: redis.Redis, user: str) -> set[str]:
