@@ -183,6 +183,9 @@ class LiveSession:
         try:
             body = await self._first_setup()
             if body is not None and self._admit(body, api_key=api_key):
+                await self.send(wire.setup_complete())
+                await self._send_resumption_update()
+                self._spawn(self._connection_cap())
                 await self._read_loop()
         finally:
             for task in list(self._tasks):
@@ -224,7 +227,7 @@ class LiveSession:
         return body
 
     def _admit(self, body: wire.JsonObject, *, api_key: str | None) -> bool:
-        """Check key, capacity, setup and resumption handle; on success start the session."""
+        """Check key, capacity, setup and resumption handle; False once a refusal is sent."""
         context = self.context
         if not context.api_keys.accepts(api_key):
             context.stats.sessions_refused += 1
@@ -284,7 +287,6 @@ class LiveSession:
         record.declared_functions = setup.function_names
         self.lineage.open_sessions += 1
         self._admitted = True
-        self._spawn(self._start())
         return True
 
     def _refuses_resume_while_open(self, snapshot: Snapshot) -> bool:
@@ -312,11 +314,6 @@ class LiveSession:
             go_away_s=snapshot.go_away_s,
         )
         self.record.resumed = True
-
-    async def _start(self) -> None:
-        await self.send(wire.setup_complete())
-        await self._send_resumption_update()
-        self._spawn(self._connection_cap())
 
     async def _read_loop(self) -> None:
         idle = self.context.settings.idle_timeout_seconds
@@ -492,7 +489,7 @@ class LiveSession:
         tool_text = json.dumps(
             payloads[0] if len(payloads) == 1 else payloads, separators=(",", ":")
         )
-        self._reply_task = self._spawn(self._after_tool(pending, tool_text))
+        self._reply_task = self._spawn(self._after_tool(self._reply_task, pending, tool_text))
 
     # --- model output -------------------------------------------------------------------------
 
@@ -576,7 +573,11 @@ class LiveSession:
             return turn.tool_call.name
         return self.setup.function_names[0] if self.setup.function_names else None
 
-    async def _after_tool(self, pending: PendingToolCall, tool_text: str) -> None:
+    async def _after_tool(
+        self, previous: asyncio.Task[None] | None, pending: PendingToolCall, tool_text: str
+    ) -> None:
+        if previous is not None:  # the call's own turn may still be sending (a duplicate call)
+            await asyncio.gather(previous, return_exceptions=True)
         if pending.faults.latency_ms:
             await asyncio.sleep(pending.faults.latency_ms / 1000)
         self._barge_in = False
