@@ -10,7 +10,17 @@ from aiohttp import web
 
 from runtime.api import keys
 from runtime.api.errors import error_middleware
-from runtime.api.handlers import accounts, agents, internal, process, widget
+from runtime.api.handlers import (
+    accounts,
+    agents,
+    api_keys,
+    audit_log,
+    internal,
+    process,
+    referrals,
+    sessions,
+    widget,
+)
 from runtime.api.openapi import build_document
 from runtime.api.ratelimit import RateLimiter
 from runtime.api.routing import Route, register
@@ -27,6 +37,10 @@ ALL_ROUTES: list[Route] = [
     *accounts.ROUTES,
     *agents.ROUTES,
     *widget.ROUTES,
+    *api_keys.ROUTES,
+    *sessions.ROUTES,
+    *audit_log.ROUTES,
+    *referrals.ROUTES,
     *internal.ROUTES,
 ]
 

@@ -1,0 +1,113 @@
+"""Org API keys: stored hashed, shown once, with a prefix to recognise them, optional expiry,
+last-used time, and revocation. Used as `Authorization: Bearer ov_…`."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from runtime.api import audit, keys
+from runtime.api.auth import API_KEY_PREFIX
+from runtime.api.errors import Invalid, NotFound
+from runtime.api.models import ApiKeyCreatedOut, ApiKeyIn, ApiKeyList, ApiKeyOut
+from runtime.api.routing import Auth, Route, json_response, read_body, uuid_param
+from runtime.api.security import token_digest
+
+
+async def list_api_keys(request: web.Request) -> web.Response:
+    principal = request[keys.PRINCIPAL]
+    async with request.app[keys.DB].transaction() as tx:
+        rows = await tx.all(
+            "SELECT id, name, prefix, created_by, created_at, expires_at, last_used_at, "
+            "revoked_at FROM api_keys WHERE org_id = %s ORDER BY created_at, id",
+            (principal.org_id,),
+        )
+    return json_response(ApiKeyList(items=[ApiKeyOut.model_validate(row) for row in rows]))
+
+
+async def create_api_key(request: web.Request) -> web.Response:
+    principal = request[keys.PRINCIPAL]
+    body = await read_body(request, ApiKeyIn)
+    expires_at = body.expires_at
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= datetime.now(UTC):
+            raise Invalid("expires_at: must be in the future", field="expires_at")
+    prefix = API_KEY_PREFIX + secrets.token_hex(4)
+    key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    async with request.app[keys.DB].transaction() as tx:
+        row = await tx.one(
+            "INSERT INTO api_keys (org_id, name, prefix, key_hash, created_by, expires_at) "
+            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id, name, prefix, created_by, "
+            "created_at, expires_at, last_used_at, revoked_at",
+            (principal.org_id, body.name, prefix, token_digest(key), principal.actor, expires_at),
+        )
+        assert row is not None
+        await audit.append(
+            tx,
+            chain=audit.org_chain(principal.org_id),
+            org_id=principal.org_id,
+            actor=principal.actor,
+            action="api_key.create",
+            target=f"api_key:{row['id']}",
+            detail={"name": body.name, "prefix": prefix},
+        )
+    return json_response(ApiKeyCreatedOut.model_validate({**row, "key": key}), status=201)
+
+
+async def revoke_api_key(request: web.Request) -> web.Response:
+    principal = request[keys.PRINCIPAL]
+    key_id = uuid_param(request, "key_id", "API key")
+    async with request.app[keys.DB].transaction() as tx:
+        row = await tx.one(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE id = %s AND org_id = %s RETURNING prefix",
+            (key_id, principal.org_id),
+        )
+        if row is None:
+            raise NotFound("no such API key", code="api_key_not_found")
+        await audit.append(
+            tx,
+            chain=audit.org_chain(principal.org_id),
+            org_id=principal.org_id,
+            actor=principal.actor,
+            action="api_key.revoke",
+            target=f"api_key:{key_id}",
+            detail={"prefix": row["prefix"]},
+        )
+    return web.Response(status=204)
+
+
+ROUTES = [
+    Route(
+        "GET",
+        "/api/v1/api-keys",
+        list_api_keys,
+        "List the org's API keys (never the secrets)",
+        Auth.TENANT,
+        "api-keys",
+        {200: ApiKeyList},
+    ),
+    Route(
+        "POST",
+        "/api/v1/api-keys",
+        create_api_key,
+        "Create an API key; the secret is in this response only",
+        Auth.TENANT,
+        "api-keys",
+        {201: ApiKeyCreatedOut},
+        body=ApiKeyIn,
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/api-keys/{key_id}",
+        revoke_api_key,
+        "Revoke an API key",
+        Auth.TENANT,
+        "api-keys",
+        {204: None},
+    ),
+]

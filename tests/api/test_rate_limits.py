@@ -1,0 +1,60 @@
+"""Rate limits in Redis: per IP on public endpoints, per caller when authenticated; 429 with
+Retry-After, and recovery when the window passes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+import pytest
+
+from runtime.api.settings import RateLimits
+from tests.api.fixtures import ApiHarness, start_api
+
+pytestmark = pytest.mark.integration
+
+SHOP = "https://shop.example"
+WINDOW = 3
+
+
+async def test_limits_hit_and_recover(api: ApiHarness) -> None:
+    limits = RateLimits(
+        public_per_minute=3,
+        authenticated_per_minute=4,
+        login_per_minute=2,
+        window_seconds=WINDOW,
+    )
+    async with start_api(replace(api.settings, rate_limits=limits)) as limited:
+        tenant = await limited.signup()
+        agent = await limited.create_agent(tenant, allowed_origins=[SHOP])
+        config = f"/api/v1/widget/agents/{agent['public_id']}"
+        # Wait for a fresh window so the counts below are not split across two.
+        await asyncio.sleep(WINDOW - time.time() % WINDOW)
+
+        statuses = [(await limited.call("GET", config))[0] for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        async with limited.http.get(limited.url + config) as resp:
+            assert resp.status == 429
+            assert 1 <= int(resp.headers["Retry-After"]) <= WINDOW
+            assert (await resp.json())["error"]["code"] == "rate_limited"
+        # Another client address (as nginx reports it) has its own budget.
+        other_ip = {"X-Real-IP": "203.0.113.7"}
+        assert (await limited.call("GET", config, headers=other_ip))[0] == 200
+
+        # Authenticated callers are counted per user, not per IP.
+        me = [
+            (await limited.call("GET", "/api/v1/me", headers=tenant.headers))[0] for _ in range(5)
+        ]
+        assert me == [200, 200, 200, 200, 429]
+
+        deadline = time.monotonic() + 3 * WINDOW
+        status = 429
+        while status == 429 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            status = (await limited.call("GET", config))[0]
+        assert status == 200
+
+        async with limited.http.get(limited.url + "/metrics") as resp:
+            text = await resp.text()
+        assert 'orbis_api_rate_limit_hits_total{scope="public"}' in text

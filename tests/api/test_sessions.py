@@ -1,0 +1,114 @@
+"""Sessions and transcripts: list, filter, page, read; GDPR export and erasure; isolation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from tests.api.fixtures import ApiHarness, Tenant
+
+pytestmark = pytest.mark.integration
+
+SHOP = "https://shop.example"
+
+
+async def _call(
+    api: ApiHarness, agent: dict[str, Any], *, end_user_id: str | None, words: list[str]
+) -> str:
+    session = await api.widget_session(agent["public_id"], origin=SHOP, end_user_id=end_user_id)
+    call_id = str((await api.start_call(session["token"], origin=SHOP))["call_id"])
+    at = datetime.now(UTC).isoformat()
+    segments = [
+        {"seq": i, "role": "user" if i % 2 else "agent", "text": text, "at": at}
+        for i, text in enumerate(words)
+    ]
+    if segments:
+        await api.call(
+            "POST",
+            f"/internal/calls/{call_id}/transcript",
+            json={"segments": segments},
+            headers=api.internal_headers,
+            expect=204,
+        )
+    return call_id
+
+
+async def _setup(api: ApiHarness) -> tuple[Tenant, dict[str, Any], list[str]]:
+    tenant = await api.signup()
+    agent = await api.create_agent(tenant, allowed_origins=[SHOP])
+    calls = [
+        await _call(api, agent, end_user_id="visitor-1", words=["Hello", "My card is 1234"]),
+        await _call(api, agent, end_user_id="visitor-2", words=["Hi"]),
+        await _call(api, agent, end_user_id="visitor-1", words=["Back again"]),
+    ]
+    await api.call(
+        "POST",
+        f"/internal/calls/{calls[1]}/end",
+        json={"duration_ms": 1000, "end_reason": "client_hangup"},
+        headers=api.internal_headers,
+        expect=204,
+    )
+    return tenant, agent, calls
+
+
+async def test_list_filter_page_and_read(api: ApiHarness) -> None:
+    tenant, agent, calls = await _setup(api)
+    h = tenant.headers
+    _, everything = await api.call("GET", "/api/v1/sessions", headers=h, expect=200)
+    assert [s["id"] for s in everything["items"]] == calls[::-1]
+    _, visitor = await api.call(
+        "GET", "/api/v1/sessions?end_user_id=visitor-1", headers=h, expect=200
+    )
+    assert {s["id"] for s in visitor["items"]} == {calls[0], calls[2]}
+    _, ended = await api.call("GET", "/api/v1/sessions?status=ended", headers=h, expect=200)
+    assert [s["id"] for s in ended["items"]] == [calls[1]]
+    assert ended["items"][0]["duration_ms"] == 1000
+    _, by_agent = await api.call(
+        "GET", f"/api/v1/sessions?agent_id={agent['id']}&limit=2", headers=h, expect=200
+    )
+    assert len(by_agent["items"]) == 2 and by_agent["next_cursor"]
+    _, page2 = await api.call(
+        "GET", f"/api/v1/sessions?limit=2&cursor={by_agent['next_cursor']}", headers=h, expect=200
+    )
+    assert [s["id"] for s in page2["items"]] == [calls[0]] and page2["next_cursor"] is None
+    _, detail = await api.call("GET", f"/api/v1/sessions/{calls[0]}", headers=h, expect=200)
+    assert [seg["text"] for seg in detail["transcript"]] == ["Hello", "My card is 1234"]
+    status, body = await api.call("GET", "/api/v1/sessions?cursor=garbage", headers=h)
+    assert (status, body["error"]["field"]) == (422, "cursor")
+
+
+async def test_gdpr_export_and_erase(api: ApiHarness) -> None:
+    tenant, _, calls = await _setup(api)
+    h = tenant.headers
+    _, export = await api.call("GET", "/api/v1/end-users/visitor-1/export", headers=h, expect=200)
+    assert [s["id"] for s in export["sessions"]] == [calls[0], calls[2]]
+    assert export["sessions"][0]["transcript"][1]["text"] == "My card is 1234"
+    _, erased = await api.call("DELETE", "/api/v1/end-users/visitor-1", headers=h, expect=200)
+    assert (erased["sessions_erased"], erased["segments_erased"]) == (2, 3)
+    _, again = await api.call("GET", "/api/v1/end-users/visitor-1/export", headers=h, expect=200)
+    assert again["sessions"] == []
+    _, detail = await api.call("GET", f"/api/v1/sessions/{calls[0]}", headers=h, expect=200)
+    assert (detail["end_user_id"], detail["transcript"]) == (None, [])
+    # Someone else's data is untouched.
+    _, other = await api.call("GET", f"/api/v1/sessions/{calls[1]}", headers=h, expect=200)
+    assert other["transcript"][0]["text"] == "Hi"
+    _, log = await api.call("GET", "/api/v1/audit", headers=h, expect=200)
+    actions = [entry["action"] for entry in log["items"]]
+    assert actions[:3] == ["gdpr.export", "gdpr.erase", "gdpr.export"]
+    assert all("visitor-1" not in str(entry) for entry in log["items"])
+
+
+async def test_sessions_and_gdpr_are_tenant_isolated(api: ApiHarness) -> None:
+    _, _, calls = await _setup(api)
+    mallory = await api.signup()
+    h = mallory.headers
+    status, body = await api.call("GET", f"/api/v1/sessions/{calls[0]}", headers=h)
+    assert (status, body["error"]["code"]) == (404, "session_not_found")
+    _, listed = await api.call("GET", "/api/v1/sessions", headers=h, expect=200)
+    assert listed["items"] == []
+    _, export = await api.call("GET", "/api/v1/end-users/visitor-1/export", headers=h, expect=200)
+    assert export["sessions"] == []
+    _, erased = await api.call("DELETE", "/api/v1/end-users/visitor-1", headers=h, expect=200)
+    assert (erased["sessions_erased"], erased["segments_erased"]) == (0, 0)
