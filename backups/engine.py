@@ -25,7 +25,7 @@ from typing import IO, Protocol
 from backups import crypto, manifest
 from backups.executor import MAINTENANCE_DATABASE, Executor
 from backups.fs import fsync_dir
-from backups.keys import BackupKeyRing
+from backups.keys import BackupKeyRing, load_escrow
 from backups.manifest import (
     COMPONENT_CONFIG,
     COMPONENT_DATABASE,
@@ -203,14 +203,15 @@ def create_backup(
     executor: Executor,
     ring: BackupKeyRing,
     *,
-    escrow: crypto.EscrowParams | None = None,
     label: str = "",
     progress: Progress | None = None,
     now: datetime | None = None,
 ) -> Manifest:
     """Take a consistent backup of the database, Redis and the config; return its manifest.
 
-    Row counts and the dump come from one exported snapshot, so they agree exactly even
+    The data key is wrapped for the current key of the ring and, when one is set in
+    `secrets/backup_escrow.json`, for the passphrase escrow. Row counts and the dump come
+    from one exported snapshot, so they agree exactly even
     while the application writes.
     """
     progress = progress or NullProgress()
@@ -228,6 +229,7 @@ def create_backup(
         (workdir / WRITER_PID_FILE).write_text(str(os.getpid()))
         data_key = crypto.new_data_key()
         wraps = [crypto.wrap_for_key(data_key, ring.current)]
+        escrow = load_escrow(install.secrets_dir)
         if escrow is not None:
             wraps.append(crypto.wrap_for_escrow(data_key, escrow))
         components: dict[str, Component] = {}
@@ -484,6 +486,7 @@ def open_backup(
             executor.postgres("pg_restore", ["--list"], dbname=MAINTENANCE_DATABASE),
             pieces,
             what="pg_restore --list",
+            reads_all=False,
         )
         result.archive_entries = sum(
             1
@@ -517,6 +520,20 @@ def _database_exists(executor: Executor, name: str) -> bool:
 def _drop_database(executor: Executor, name: str) -> None:
     with psql_session(executor, MAINTENANCE_DATABASE) as session:
         session.query(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
+
+
+def _drop_leftovers(executor: Executor, live: str) -> None:
+    """Scratch databases of restores and deep verifies that were killed half-way.
+
+    Only names this module makes are matched, and none of them ever serves: the restored
+    copy is renamed to the live name in the same transaction that frees it.
+    """
+    prefixes = (f"{live}_restore_", f"{live}_verify_")
+    with psql_session(executor, MAINTENANCE_DATABASE) as session:
+        names = [row[0] for row in session.query("SELECT datname FROM pg_database")]
+    for name in names:
+        if name.startswith(prefixes):
+            _drop_database(executor, name)
 
 
 def _row_counts(executor: Executor, dbname: str) -> dict[str, int]:
@@ -654,7 +671,10 @@ def _switch_databases(executor: Executor, live: str, restored: str, keep_as: str
 
 
 def _restore_config(verified: Verified, install: Install, progress: Progress) -> None:
-    """Unpack orbis.yaml, secrets/ and tls/ over the install, each file replaced atomically."""
+    """Unpack orbis.yaml, secrets/ and tls/ over the install, each file replaced atomically.
+
+    Modes are set, not copied: secrets and private keys 0600 (their directory 0700).
+    """
     component = verified.manifest.components[COMPONENT_CONFIG]
     progress.step(STEP_RESTORE_CONFIG, component.plain_size)
     with tempfile.TemporaryDirectory(prefix=".config-restore-", dir=install.root) as tmp:
@@ -672,12 +692,16 @@ def _restore_config(verified: Verified, install: Install, progress: Progress) ->
                         raise _refuse(verified.path, f"config bundle holds {member.name!r}")
                 bundle.extractall(staging, filter="data")
         for source in sorted(staging.rglob("*")):
-            target = install.root / source.relative_to(staging)
+            relative = source.relative_to(staging)
+            target = install.root / relative
+            secret = relative.parts[0] == "secrets" or relative.suffix == ".key"
             if source.is_dir():
-                target.mkdir(mode=source.stat().st_mode & 0o777, exist_ok=True)
+                target.mkdir(exist_ok=True)
+                target.chmod(0o700 if secret else 0o755)
             else:
                 tmp_target = target.with_name(f".{target.name}.restore-tmp")
-                shutil.copy2(source, tmp_target)
+                shutil.copyfile(source, tmp_target)
+                tmp_target.chmod(0o600 if secret else 0o644)
                 tmp_target.replace(target)
 
 
@@ -689,7 +713,6 @@ def restore_backup(
     *,
     app: AppControl,
     passphrase: str | None = None,
-    escrow: crypto.EscrowParams | None = None,
     with_secrets: bool = False,
     safety_backup: bool = True,
     progress: Progress | None = None,
@@ -719,10 +742,10 @@ def restore_backup(
                     hint="run `orbisctl init` first, or pass --no-safety-backup",
                 )
             safety_id = create_backup(
-                install, executor, ring, escrow=escrow, label="pre-restore", now=now
+                install, executor, ring, label="pre-restore", now=now
             ).backup_id
         restored = f"{live}_restore_{stamp}"
-        _drop_database(executor, restored)
+        _drop_leftovers(executor, live)
         with psql_session(executor, MAINTENANCE_DATABASE) as session:
             owner = (
                 session.scalar(

@@ -56,8 +56,14 @@ def stream_out(command: Command, consume: Callable[[bytes], object], *, what: st
             raise EngineError(f"{what} failed: {_last_error_line(stderr)}")
 
 
-def stream_in(command: Command, pieces: Iterable[bytes], *, what: str) -> bytes:
+def stream_in(
+    command: Command, pieces: Iterable[bytes], *, what: str, reads_all: bool = True
+) -> bytes:
     """Feed `pieces` to a tool's stdin; return its stdout. Raise if the tool or the feed fails.
+
+    A tool that `reads_all` (pg_restore restoring) failed if it stopped reading early; one
+    that does not (`pg_restore --list` stops after the table of contents) did not, and the
+    rest of the feed is still consumed, so it still authenticates to the end.
 
     If the feed raises (a chunk fails authentication), the tool is killed before it sees
     end-of-input, so it cannot mistake a cut stream for a complete one.
@@ -80,7 +86,7 @@ def stream_in(command: Command, pieces: Iterable[bytes], *, what: str) -> bytes:
             raise
         with contextlib.suppress(BrokenPipeError):
             process.stdin.close()
-        if process.wait() != 0 or broken:
+        if process.wait() != 0 or (broken and reads_all):
             raise EngineError(f"{what} failed: {_last_error_line(stderr)}")
         stdout.seek(0)
         return stdout.read()

@@ -196,7 +196,6 @@ def _create(
             ctx.install,
             ctx.executor(),
             ctx.ring(),
-            escrow=keys.load_escrow(ctx.install.secrets_dir),
             label=label,
             progress=progress,
         )
@@ -466,7 +465,6 @@ def restore_command(
             path,
             app=ctx.app_control(),
             passphrase=_read_passphrase(passphrase_file),
-            escrow=keys.load_escrow(ctx.install.secrets_dir),
             with_secrets=with_secrets,
             safety_backup=not no_safety_backup,
             progress=progress,

@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ import redis
 from backups import keys
 from backups.engine import Install
 from backups.executor import LocalExecutor
-from tests.services import PostgresServer
+from tests.services import PostgresServer, RedisServer
 
 SEED_SQL = """
 CREATE TABLE agents (id serial PRIMARY KEY, name text NOT NULL);
@@ -43,7 +44,7 @@ class Stack:
     pg: PostgresServer
     redis_url: str
 
-    def connect(self, dbname: str | None = None) -> psycopg.Connection[tuple[object, ...]]:
+    def connect(self, dbname: str | None = None) -> psycopg.Connection[tuple[Any, ...]]:
         return psycopg.connect(self.pg.conninfo(dbname or self.executor.database), autocommit=True)
 
     def count(self, table: str) -> int:
@@ -64,6 +65,7 @@ def make_install(root: Path) -> Install:
     secrets_dir.mkdir(parents=True, mode=0o700)
     keys.generate_backup_key(secrets_dir)
     (secrets_dir / "postgres_password").write_text("pg-secret\n")
+    (secrets_dir / "postgres_password").chmod(0o600)
     (root / "tls").mkdir()
     (root / "tls" / "server.crt").write_text("CERTIFICATE\n")
     (root / "orbis.yaml").write_text("domain: voice.example.com\n")
@@ -96,3 +98,12 @@ def stack(
 
 def random_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_snapshots_without_delay(redis_srv: RedisServer) -> None:
+    """Redis waits 5 s (repl-diskless-sync-delay) for more replicas before streaming an RDB
+    to `redis-cli --rdb`; the appliance has no replicas, so the wait is pure loss."""
+    client = redis_srv.client()
+    client.config_set("repl-diskless-sync-delay", 0)
+    client.close()

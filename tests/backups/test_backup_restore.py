@@ -1,0 +1,330 @@
+"""Backup and restore against real PostgreSQL and Redis servers: round trips and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backups import crypto, engine, keys, manifest
+from backups.engine import NoAppControl, create_backup, open_backup, restore_backup, verify_backup
+from orbisctl.errors import DataError
+from tests.backups.conftest import Stack
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _backup(stack: Stack, **kwargs: object) -> Path:
+    result = create_backup(stack.install, stack.executor, stack.ring(), **kwargs)  # type: ignore[arg-type]
+    return stack.install.repository / result.backup_id
+
+
+def _restore(stack: Stack, path: Path, **kwargs: object) -> engine.RestoreResult:
+    return restore_backup(
+        stack.install,
+        stack.executor,
+        stack.ring(),
+        path,
+        app=NoAppControl(),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _destroy(stack: Stack) -> None:
+    with stack.connect() as conn:
+        conn.execute("DELETE FROM transcripts WHERE seq > 10")
+        conn.execute("INSERT INTO agents (name) VALUES ('written after the backup')")
+    client = stack.redis()
+    client.flushall()
+    client.set("session:new", "x")
+    client.close()
+
+
+def test_round_trip_restores_database_and_redis(stack: Stack) -> None:
+    path = _backup(stack, label="nightly")
+    info = manifest.load(path / manifest.MANIFEST_FILE).manifest
+    assert info.row_counts["public.transcripts"] == 2000
+    assert info.schema_version == 1
+    assert info.postgres_version.startswith("15")
+    assert info.key_ids == [stack.ring().current_kid]
+    _destroy(stack)
+    assert stack.count("transcripts") == 10
+
+    result = _restore(stack, path)
+
+    assert stack.count("transcripts") == 2000
+    assert stack.count("agents") == 5
+    assert result.row_counts == info.row_counts
+    assert result.previous_database is not None
+    with stack.connect(result.previous_database) as conn:  # the old data is kept, not dropped
+        assert conn.execute("SELECT count(*) FROM agents").fetchone() == (6,)
+    client = stack.redis()
+    assert client.get("session:abc") == b"live-call"
+    assert 0 < client.ttl("ratelimit:1.2.3.4") <= 3600
+    assert client.get("session:new") is None
+    client.close()
+    # The safety backup holds the state the restore replaced.
+    assert result.safety_backup is not None
+    safety = manifest.load(stack.install.repository / result.safety_backup / "manifest.json")
+    assert safety.manifest.row_counts["public.agents"] == 6
+    assert safety.manifest.label == "pre-restore"
+
+
+def test_backup_files_hold_no_plaintext(stack: Stack) -> None:
+    path = _backup(stack)
+    for name in manifest.COMPONENT_FILES.values():
+        data = (path / name).read_bytes()
+        assert b"hello, this is segment" not in data
+        assert b"pg-secret" not in data and b"voice.example.com" not in data
+    assert path.stat().st_mode & 0o777 == 0o700
+
+
+def test_deep_verify_restores_into_a_throwaway_database(stack: Stack) -> None:
+    path = _backup(stack)
+    verified = verify_backup(path, stack.ring(), stack.executor, deep=True)
+    assert verified.deep_row_counts == verified.manifest.row_counts
+    assert verified.archive_entries > 3
+    with stack.connect("postgres") as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
+    assert not [name for name in names if "_verify_" in name]
+
+
+def _flip_byte(file: Path, offset: int) -> None:
+    data = bytearray(file.read_bytes())
+    data[offset] ^= 0x01
+    file.write_bytes(bytes(data))
+
+
+def _refused(stack: Stack, path: Path, match: str, **kwargs: object) -> None:
+    before = stack.count("agents")
+    with pytest.raises(DataError, match=match) as info:
+        _restore(stack, path, **kwargs)
+    assert "\n" not in info.value.message
+    assert info.value.exit_code == 6
+    assert stack.count("agents") == before  # nothing was touched
+
+
+def test_flipped_byte_is_refused(stack: Stack) -> None:
+    path = _backup(stack)
+    _flip_byte(path / manifest.COMPONENT_FILES["database"], 500)
+    _refused(stack, path, "database fails its SHA-256 checksum")
+
+
+def test_flipped_byte_with_a_forged_checksum_fails_authentication(stack: Stack) -> None:
+    """An attacker who rewrites the checksum too is caught by the manifest MAC."""
+    path = _backup(stack)
+    component = path / manifest.COMPONENT_FILES["database"]
+    _flip_byte(component, 500)
+    data = json.loads((path / "manifest.json").read_text())
+    data["components"]["database"]["sha256"] = hashlib.sha256(component.read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(data))
+    _refused(stack, path, "manifest.json fails authentication")
+
+
+def test_tampered_row_counts_fail_authentication(stack: Stack) -> None:
+    path = _backup(stack)
+    data = json.loads((path / "manifest.json").read_text())
+    data["row_counts"]["public.agents"] = 4
+    (path / "manifest.json").write_text(json.dumps(data))
+    _refused(stack, path, "tampered")
+
+
+def test_truncated_archive_is_refused(stack: Stack) -> None:
+    path = _backup(stack)
+    component = path / manifest.COMPONENT_FILES["database"]
+    data = component.read_bytes()
+    component.write_bytes(data[: len(data) // 2])
+    _refused(stack, path, "database is truncated")
+
+
+def test_missing_component_is_refused(stack: Stack) -> None:
+    path = _backup(stack)
+    (path / manifest.COMPONENT_FILES["redis"]).unlink()
+    _refused(stack, path, "component redis is missing")
+
+
+def test_wrong_key_is_refused(stack: Stack) -> None:
+    path = _backup(stack)
+    key_file = stack.install.secrets_dir / keys.BACKUP_KEY_FILE
+    key_file.write_text(crypto.b64e(os.urandom(32)))
+    _refused(stack, path, "it was made with bk-.*this host has bk-", safety_backup=False)
+
+
+def test_newer_format_version_is_refused(stack: Stack) -> None:
+    path = _backup(stack)
+    data = json.loads((path / "manifest.json").read_text())
+    data["format_version"] = manifest.FORMAT_VERSION + 1
+    (path / "manifest.json").write_text(json.dumps(data))
+    _refused(stack, path, "format version 2, newer than this orbisctl reads")
+
+
+def test_newer_schema_is_refused(stack: Stack) -> None:
+    with stack.connect() as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (99, 'x', 'y')"
+        )
+    path = _backup(stack)
+    _refused(stack, path, "schema \\(version 99\\) is newer than this code knows")
+
+
+def test_old_backups_restore_after_key_rotation(stack: Stack) -> None:
+    path = _backup(stack)
+    old_key = stack.ring().current
+    assert old_key is not None
+    keys.add_to_ring(stack.install.secrets_dir, old_key)
+    (stack.install.secrets_dir / keys.BACKUP_KEY_FILE).write_text(crypto.b64e(os.urandom(32)))
+    newer = _backup(stack)
+    assert manifest.load(newer / "manifest.json").manifest.key_ids != [crypto.key_id(old_key)]
+    _destroy(stack)
+    _restore(stack, path)
+    assert stack.count("transcripts") == 2000
+
+
+def test_passphrase_restore_on_a_new_host(stack: Stack, tmp_path: Path) -> None:
+    """The old host is lost: a new install dir without secrets/, only the backup directory."""
+    keys.save_escrow(stack.install.secrets_dir, "correct horse battery staple")
+    path = _backup(stack)
+    new_root = tmp_path / "new-host"
+    new_root.mkdir()
+    copied = new_root / "carried" / path.name
+    shutil.copytree(path, copied)
+    new_install = engine.Install(root=new_root, repository=new_root / "backups")
+    _destroy(stack)
+
+    with pytest.raises(DataError, match="wrong"):
+        restore_backup(
+            new_install,
+            stack.executor,
+            keys.load_key_ring(new_install.secrets_dir),
+            copied,
+            app=NoAppControl(),
+            passphrase="wrong passphrase!",
+        )
+    assert stack.count("transcripts") == 10
+    with pytest.raises(DataError, match="this host has no backup key"):
+        restore_backup(
+            new_install,
+            stack.executor,
+            keys.load_key_ring(new_install.secrets_dir),
+            copied,
+            app=NoAppControl(),
+        )
+
+    result = restore_backup(
+        new_install,
+        stack.executor,
+        keys.load_key_ring(new_install.secrets_dir),
+        copied,
+        app=NoAppControl(),
+        passphrase="correct horse battery staple",
+        with_secrets=True,
+        safety_backup=False,
+    )
+    assert result.restored_config
+    assert stack.count("transcripts") == 2000
+    restored_key = (new_root / "secrets" / keys.BACKUP_KEY_FILE).read_text()
+    assert restored_key == (stack.install.secrets_dir / keys.BACKUP_KEY_FILE).read_text()
+    assert (new_root / "secrets" / "postgres_password").stat().st_mode & 0o777 == 0o600
+    assert (new_root / "orbis.yaml").read_text() == "domain: voice.example.com\n"
+    assert (new_root / "tls" / "server.crt").exists()
+
+
+def test_backup_while_writes_are_in_progress_is_consistent(stack: Stack) -> None:
+    """Each write transaction touches two tables; a consistent dump has them in step."""
+    with stack.connect() as conn:
+        conn.execute("CREATE TABLE calls (id bigserial PRIMARY KEY, n int)")
+        conn.execute("CREATE TABLE call_events (id bigserial PRIMARY KEY, n int)")
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        deadline = time.monotonic() + 30
+        with stack.connect() as conn:
+            conn.autocommit = False
+            while not stop.is_set() and time.monotonic() < deadline and written[0] < 100_000:
+                conn.execute("INSERT INTO calls (n) VALUES (%s)", (written[0],))
+                conn.execute("INSERT INTO call_events (n) VALUES (%s)", (written[0],))
+                conn.commit()
+                written[0] += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        while written[0] < 50:
+            time.sleep(0.01)
+        path = _backup(stack)
+        during = written[0]
+    finally:
+        stop.set()
+        thread.join()
+    counts = manifest.load(path / "manifest.json").manifest.row_counts
+    assert counts["public.calls"] == counts["public.call_events"]
+    assert 50 <= counts["public.calls"] <= during
+    assert written[0] > counts["public.calls"]  # writes really went on around the backup
+    verified = verify_backup(path, stack.ring(), stack.executor, deep=True)
+    assert verified.deep_row_counts == counts
+
+
+def _run_killed(stack: Stack, verb: str, step: str, *extra: str) -> None:
+    env = {
+        **os.environ,
+        "ORBIS_BACKUP_DATABASE_URL": stack.executor.database_url,
+        "ORBIS_BACKUP_REDIS_URL": stack.executor.redis_url,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.backups.killer", verb, str(stack.install.root), step, *extra],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == -9, result.stderr
+
+
+@pytest.mark.parametrize("step", [engine.STEP_RESTORE_DATABASE, engine.STEP_STOP_APP])
+def test_restore_killed_half_way_leaves_previous_data_serving(stack: Stack, step: str) -> None:
+    with stack.connect() as conn:  # several 1 MiB chunks, so pg_restore dies mid-stream
+        conn.execute(
+            "INSERT INTO transcripts (agent_id, seq, text) "
+            "SELECT 1, g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) "
+            "FROM generate_series(1, 40000) g"
+        )
+    path = _backup(stack)
+    _destroy(stack)
+    live_state = (stack.count("transcripts"), stack.count("agents"))
+
+    _run_killed(stack, "restore", step, str(path))
+
+    # The (destroyed, but live) data of before the restore still serves.
+    assert (stack.count("transcripts"), stack.count("agents")) == live_state
+    # A new restore cleans up after the killed one and succeeds.
+    _restore(stack, path)
+    assert stack.count("transcripts") == 42000
+    with stack.connect("postgres") as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
+    assert not [name for name in names if name.startswith(f"{stack.executor.database}_restore_")]
+
+
+def test_interrupted_backup_leaves_nothing_that_looks_complete(stack: Stack) -> None:
+    _run_killed(stack, "backup", "dump redis")
+    assert engine.list_backups(stack.install.repository) == []
+    partials = list(stack.install.repository.glob(".partial-*"))
+    assert len(partials) == 1
+    assert not (partials[0] / "manifest.json").exists()
+
+
+def test_open_backup_without_executor_checks_every_chunk(stack: Stack) -> None:
+    path = _backup(stack)
+    assert open_backup(path, stack.ring()).opened_with.startswith("key bk-")
