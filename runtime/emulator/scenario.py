@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MS_PER_CHARACTER = 60  # roughly the pace of synthetic speech for a transcription of that length
 MAX_AUDIO_MS = 60_000
@@ -56,14 +56,6 @@ class Faults(BaseModel):
         values.update({name: getattr(override, name) for name in override.model_fields_set})
         return Faults.model_validate(values)
 
-    def active(self) -> list[str]:
-        """Names of the faults this set turns on (for logs and stats)."""
-        return [
-            name
-            for name, value in self.model_dump().items()
-            if value not in (False, None, 0) and name != "latency_ms"
-        ]
-
 
 class Reply(BaseModel):
     """Something the model says: audio of a length, and its transcription (fragments if a list)."""
@@ -75,13 +67,6 @@ class Reply(BaseModel):
     audio_kind: Literal["tone", "noise"] = "tone"
     frequency: float = Field(default=440.0, gt=0, lt=12_000)
     echo: bool = False  # the reply lasts as long as the user's input
-
-    @field_validator("output_transcription")
-    @classmethod
-    def _fragments_not_empty(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not all(isinstance(part, str) for part in value):
-            raise ValueError("transcription fragments must be strings")
-        return value
 
     def is_empty(self) -> bool:
         return not self.text_fragments() and not self.audio_ms and not self.echo

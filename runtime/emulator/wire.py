@@ -8,9 +8,10 @@ use camelCase top-level keys only: anything else crashes the SDK's parser.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.emulator.audio import encode_base64
@@ -24,6 +25,7 @@ class ProtocolError(ValueError):
     """A client message the real service would refuse (close 1007, invalid argument)."""
 
 
+@functools.cache  # a small fixed vocabulary of field names, looked up on every message
 def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -67,7 +69,6 @@ class SetupRequest:
     silence_duration_ms: int | None
     input_transcription: bool
     output_transcription: bool
-    raw_tools: list[Any] = field(default_factory=list)
 
     @classmethod
     def parse(cls, body: JsonObject) -> SetupRequest:
@@ -104,7 +105,6 @@ class SetupRequest:
             silence_duration_ms=int(silence_ms) if isinstance(silence_ms, int | float) else None,
             input_transcription=field_of(body, "inputAudioTranscription") is not None,
             output_transcription=field_of(body, "outputAudioTranscription") is not None,
-            raw_tools=tools if isinstance(tools, list) else [],
         )
 
 

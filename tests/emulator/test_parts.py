@@ -94,7 +94,6 @@ def test_faults_merge_explicit_fields_only() -> None:
     base = Faults(latency_ms=100, duplicate_tool_call=True)
     merged = base.merged(Faults(latency_ms=0))
     assert merged == Faults(latency_ms=0, duplicate_tool_call=True)
-    assert merged.active() == ["duplicate_tool_call"]
 
 
 def test_api_key_file_follows_edits_and_replacements(tmp_path: Path) -> None:
