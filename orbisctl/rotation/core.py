@@ -171,7 +171,9 @@ def open_runner(ctx: RotationContext) -> StepRunner:
     return _runner(ctx, store, journal)
 
 
-def _close(runner: StepRunner, result: Literal["completed", "aborted"], audit: AuditSink) -> None:
+def _close(
+    runner: StepRunner, result: Literal["completed", "aborted"], audit: AuditSink | None
+) -> None:
     journal = runner.journal
     entry = HistoryEntry(
         id=journal.id,
@@ -186,11 +188,12 @@ def _close(runner: StepRunner, result: Literal["completed", "aborted"], audit: A
         },
     )
     runner.store.append_history(entry)
-    audit.record(entry)
+    if audit is not None:
+        audit.record(entry)
     runner.store.remove()
 
 
-def finish_forward(runner: StepRunner, audit: AuditSink) -> Outcome:
+def finish_forward(runner: StepRunner, audit: AuditSink | None) -> Outcome:
     """Run the remaining steps; the journal is closed into the history when all are done."""
     if runner.journal.mode == "abort":
         return finish_abort(runner, audit)
@@ -201,7 +204,7 @@ def finish_forward(runner: StepRunner, audit: AuditSink) -> Outcome:
     return Outcome(runner.journal.id, "completed", runner.journal.kinds, count)
 
 
-def finish_abort(runner: StepRunner, audit: AuditSink) -> Outcome:
+def finish_abort(runner: StepRunner, audit: AuditSink | None) -> Outcome:
     """Undo every step that began, newest first, then close the journal as aborted."""
     blocker = runner.undo_blocker()
     if blocker is not None:
@@ -222,17 +225,19 @@ def finish_abort(runner: StepRunner, audit: AuditSink) -> Outcome:
 
 def rotate(
     ctx: RotationContext,
-    audit: AuditSink,
     kinds: list[SecretKind],
     *,
     gemini_key_file: Path | None = None,
+    audit: AuditSink | None = None,
 ) -> Outcome:
+    """Run a new rotation to its end. The history file is the audit trail; `audit` is an
+    additional sink (e.g. the API's audit log once it accepts operator entries)."""
     with _locked(ctx) as store:
         journal = begin(ctx, kinds, gemini_key_file=gemini_key_file)
         return finish_forward(_runner(ctx, store, journal), audit)
 
 
-def resume(ctx: RotationContext, audit: AuditSink) -> Outcome:
+def resume(ctx: RotationContext, *, audit: AuditSink | None = None) -> Outcome:
     """Continue the interrupted rotation in the direction it was going."""
     with _locked(ctx) as store:
         journal = store.load()
@@ -244,7 +249,7 @@ def resume(ctx: RotationContext, audit: AuditSink) -> Outcome:
         return finish_forward(_runner(ctx, store, journal), audit)
 
 
-def abort(ctx: RotationContext, audit: AuditSink) -> Outcome:
+def abort(ctx: RotationContext, *, audit: AuditSink | None = None) -> Outcome:
     with _locked(ctx):
         return finish_abort(open_runner(ctx), audit)
 

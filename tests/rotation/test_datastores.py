@@ -102,7 +102,7 @@ def test_redis_rotation_under_load(
     gateway = _redis_service("gateway", rotation_redis, redis_install)
     roller.services.update(api=api, gateway=gateway)
     with api.running(), gateway.running():
-        core.rotate(ctx, audit, [SecretKind.REDIS_PASSWORD])
+        core.rotate(ctx, [SecretKind.REDIS_PASSWORD], audit=audit)
         roller.roll("api")  # one more health wait: clients still connect after the end
     new = (redis_install / "secrets" / "redis_password").read_text().strip()
     assert api.failures == [] and gateway.failures == []
@@ -128,7 +128,7 @@ def test_postgres_rotation_under_load_alternates_login_roles(
     with api.running(threads=3):
         logins = [pg_credentials(pg_install)]
         for _ in range(3):  # owner -> orbis_a -> orbis_b -> orbis_a
-            core.rotate(ctx, audit, [SecretKind.POSTGRES_PASSWORD])
+            core.rotate(ctx, [SecretKind.POSTGRES_PASSWORD], audit=audit)
             logins.append(pg_credentials(pg_install))
         roller.roll("api")
     assert api.failures == []
@@ -142,13 +142,13 @@ def test_postgres_rotation_under_load_alternates_login_roles(
 def test_postgres_objects_created_through_a_login_role_belong_to_the_owner(
     pg_install: Path, rotation_pg: PostgresServer, ctx: RotationContext, audit: RecordingAudit
 ) -> None:
-    core.rotate(ctx, audit, [SecretKind.POSTGRES_PASSWORD])
+    core.rotate(ctx, [SecretKind.POSTGRES_PASSWORD], audit=audit)
     first = pg_credentials(pg_install)
     with psycopg.connect(
         host=rotation_pg.host, port=rotation_pg.port, dbname="orbis", autocommit=True, **first
     ) as conn:
         conn.execute("CREATE TABLE agents (id int)")
-    core.rotate(ctx, audit, [SecretKind.POSTGRES_PASSWORD])
+    core.rotate(ctx, [SecretKind.POSTGRES_PASSWORD], audit=audit)
     second = pg_credentials(pg_install)
     assert second["user"] != first["user"]
     with psycopg.connect(
@@ -174,9 +174,9 @@ def test_killed_redis_rotation_ends_consistent(
     old = (redis_install / "secrets" / "redis_password").read_text().strip()
     name = kill_during_step(ctx, [SecretKind.REDIS_PASSWORD], index, after_effects=True)
     if direction == "abort" and name != "finish":
-        core.abort(ctx, audit)
+        core.abort(ctx, audit=audit)
     else:
-        core.resume(ctx, audit)
+        core.resume(ctx, audit=audit)
     current = (redis_install / "secrets" / "redis_password").read_text().strip()
     assert (current == old) == (direction == "abort" and name != "finish")
     assert _redis_auth(rotation_redis, current)
@@ -201,9 +201,9 @@ def test_killed_postgres_rotation_ends_consistent(
     before = pg_credentials(pg_install)
     name = kill_during_step(ctx, [SecretKind.POSTGRES_PASSWORD], index, after_effects=True)
     if direction == "abort" and name != "finish":
-        core.abort(ctx, audit)
+        core.abort(ctx, audit=audit)
     else:
-        core.resume(ctx, audit)
+        core.resume(ctx, audit=audit)
     after = pg_credentials(pg_install)
     assert (after == before) == (direction == "abort" and name != "finish")
     assert _pg_login(rotation_pg, after["user"], after["password"])

@@ -79,7 +79,7 @@ def test_rotation_replaces_the_secret_and_records_history(
     kind: SecretKind, ctx: RotationContext, install: Path, audit: RecordingAudit
 ) -> None:
     before = Snapshot(install)
-    outcome = core.rotate(ctx, audit, [kind])
+    outcome = core.rotate(ctx, [kind], audit=audit)
     assert outcome.result == "completed"
     before.assert_rotated(kind)
     _assert_closed(install)
@@ -91,7 +91,7 @@ def test_rotation_replaces_the_secret_and_records_history(
 def test_internal_token_rolls_api_then_gateway_then_api(
     ctx: RotationContext, roller: LocalRoller, audit: RecordingAudit
 ) -> None:
-    core.rotate(ctx, audit, [SecretKind.INTERNAL_TOKEN])
+    core.rotate(ctx, [SecretKind.INTERNAL_TOKEN], audit=audit)
     assert roller.calls == [("roll", "api"), ("roll", "gateway"), ("roll", "api")]
 
 
@@ -120,7 +120,7 @@ def test_killed_rotation_resumes_to_the_new_value(
 ) -> None:
     before = Snapshot(install)
     kill_during_step(ctx, [kind], index, after_effects=after_effects)
-    outcome = core.resume(ctx, audit)
+    outcome = core.resume(ctx, audit=audit)
     assert outcome.result == "completed"
     before.assert_rotated(kind)
     _assert_closed(install)
@@ -141,11 +141,11 @@ def test_killed_rotation_aborts_to_the_old_value(
     if name == "finish":
         # Past the point of no return: abort refuses and says to resume.
         with pytest.raises(UserError, match="point of no return"):
-            core.abort(ctx, audit)
-        core.resume(ctx, audit)
+            core.abort(ctx, audit=audit)
+        core.resume(ctx, audit=audit)
         before.assert_rotated(kind)
     else:
-        assert core.abort(ctx, audit).result == "aborted"
+        assert core.abort(ctx, audit=audit).result == "aborted"
         before.assert_restored(kind)
         assert JournalStore.of_install(install).history()[-1].outcome == "aborted"
     _assert_closed(install)
@@ -159,7 +159,7 @@ def test_journal_and_history_hold_no_secret(
     values = secret_values(install)
     assert len(values) > 5
     assert not [value for value in values if value in journal_text]
-    core.resume(ctx, audit)
+    core.resume(ctx, audit=audit)
     history_text = (install / "rotation" / "history.jsonl").read_text()
     assert not [value for value in secret_values(install) + values if value in history_text]
     assert json.loads(history_text.splitlines()[-1])["details"]["internal_token"]["new"].startswith(
@@ -172,7 +172,7 @@ def test_a_second_rotation_waits_for_the_interrupted_one(
 ) -> None:
     kill_during_step(ctx, [SecretKind.INTERNAL_TOKEN], 2, after_effects=False)
     with pytest.raises(InstallDirError, match="already in progress"):
-        core.rotate(ctx, audit, [SecretKind.JWT])
+        core.rotate(ctx, [SecretKind.JWT], audit=audit)
 
 
 def test_a_staged_value_changed_behind_the_journal_is_refused(
@@ -181,7 +181,7 @@ def test_a_staged_value_changed_behind_the_journal_is_refused(
     kill_during_step(ctx, [SecretKind.INTERNAL_TOKEN], 2, after_effects=False)
     (install / "secrets" / "internal_token.next").write_text("tampered\n")
     with pytest.raises(InstallDirError, match="changed since the rotation began"):
-        core.resume(ctx, audit)
+        core.resume(ctx, audit=audit)
 
 
 def test_the_lock_refuses_a_concurrent_rotation(
@@ -189,7 +189,7 @@ def test_the_lock_refuses_a_concurrent_rotation(
 ) -> None:
     store = JournalStore.of_install(ctx.install_dir)
     with store.lock(), pytest.raises(InstallDirError, match="another"):
-        core.rotate(ctx, audit, [SecretKind.INTERNAL_TOKEN])
+        core.rotate(ctx, [SecretKind.INTERNAL_TOKEN], audit=audit)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
@@ -198,5 +198,5 @@ def test_mounted_secret_keeps_its_owner(
 ) -> None:
     path = install / "secrets" / "internal_token"
     os.chown(path, 1000, 1000)
-    core.rotate(ctx, audit, [SecretKind.INTERNAL_TOKEN])
+    core.rotate(ctx, [SecretKind.INTERNAL_TOKEN], audit=audit)
     assert (path.stat().st_uid, path.stat().st_gid) == (1000, 1000)

@@ -1,0 +1,82 @@
+"""`orbisctl rotate-keys` in-process: plan, status, refusals, and no secret in any output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from orbisctl.cli import app
+from orbisctl.errors import ExitCode
+from tests.rotation.conftest import secret_values
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(install: Path) -> None:
+    before = _tree(install)
+    result = CliRunner().invoke(
+        app,
+        ["rotate-keys", "--dir", str(install), "--all", "--dry-run", "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["plan"]
+    kinds = {step["kind"] for step in plan}
+    assert kinds == {
+        "backup_key",
+        "jwt",
+        "internal_token",
+        "redis_password",
+        "postgres_password",
+        "gemini_api_key",
+    }
+    assert _tree(install) == before
+    assert not (install / "rotation").exists()
+
+
+def test_backup_key_rotation_and_status_show_no_secret(install: Path) -> None:
+    old_values = secret_values(install)
+    runner = CliRunner()
+    rotated = runner.invoke(
+        app, ["rotate-keys", "--dir", str(install), "--backup-key"], catch_exceptions=False
+    )
+    assert rotated.exit_code == 0, rotated.output
+    assert "completed" in rotated.stdout
+    status = runner.invoke(
+        app, ["rotate-keys", "--dir", str(install), "status", "--json"], catch_exceptions=False
+    )
+    assert status.exit_code == 0, status.output
+    rows = {row["kind"]: row for row in json.loads(status.stdout)["secrets"]}
+    assert rows["backup_key"]["last_rotated"] is not None and rows["jwt"]["last_rotated"] is None
+    assert all(not row["overdue"] for row in rows.values())
+    outputs = rotated.output + status.output
+    leaked = [value for value in old_values + secret_values(install) if value in outputs]
+    assert leaked == []
+
+
+def test_rotations_that_need_rolling_restarts_are_refused_before_touching_anything(
+    install: Path,
+) -> None:
+    before = _tree(install)
+    result = CliRunner().invoke(app, ["rotate-keys", "--dir", str(install), "--jwt"])
+    assert result.exit_code == ExitCode.ENGINE
+    assert "cannot do yet" in result.output
+    assert _tree(install) == before
+
+
+def test_nothing_chosen_is_a_usage_error(install: Path) -> None:
+    result = CliRunner().invoke(app, ["rotate-keys", "--dir", str(install)])
+    assert result.exit_code == ExitCode.USAGE
+    assert "nothing to rotate" in result.output
+
+
+def test_resume_without_a_rotation_says_so(install: Path) -> None:
+    result = CliRunner().invoke(app, ["rotate-keys", "--dir", str(install), "--resume"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "no rotation is in progress" in result.output
