@@ -1,4 +1,5 @@
-"""Fixtures of the gateway tests: the emulator in-process, an API, a gateway on a free port."""
+"""Fixtures of the gateway tests: the emulator, the real API (real PostgreSQL and Redis), a
+webhook for tools served by the test, and gateway settings pointing at all of them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import pytest
 
 from runtime.emulator.testing import EmulatorHandle, running_emulator
 from runtime.gateway.settings import GatewaySettings
-from tests.gateway.stub_api import INTERNAL_TOKEN, StubApi, running_stub_api
+from tests.api.fixtures import ApiHarness, api
+from tests.gateway.support import Agents, Webhook, gateway_settings, running_webhook
+
+__all__ = ["agents", "api", "emulator", "http", "settings", "webhook"]
 
 
 @pytest.fixture
@@ -20,42 +24,24 @@ async def emulator(tmp_path: Path) -> AsyncIterator[EmulatorHandle]:
 
 
 @pytest.fixture
-async def stub_api() -> AsyncIterator[StubApi]:
-    async with running_stub_api() as stub:
-        yield stub
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
 
 
-def gateway_settings(
-    *,
-    api_url: str,
-    internal_token: str,
-    redis_url: str,
-    emulator: EmulatorHandle,
-    **overrides: object,
-) -> GatewaySettings:
-    values: dict[str, object] = {
-        "instance_id": "gw-test",
-        "api_url": api_url,
-        "internal_token": internal_token,
-        "redis_url": redis_url,
-        "gemini_api_key": emulator.api_key,
-        "gemini_model": "gemini-live-test",
-        "gemini_base_url": emulator.base_url,
-        "heartbeat_seconds": 0.5,
-        "transcript_flush_seconds": 0.3,
-    }
-    values.update(overrides)
-    return GatewaySettings(**values)  # type: ignore[arg-type]
+@pytest.fixture
+async def webhook() -> AsyncIterator[Webhook]:
+    async with running_webhook() as hook:
+        yield hook
 
 
 @pytest.fixture
-def settings(redis_url: str, emulator: EmulatorHandle, stub_api: StubApi) -> GatewaySettings:
+async def agents(api: ApiHarness, webhook: Webhook, database_url: str) -> Agents:
+    return Agents(api=api, tenant=await api.signup(), webhook=webhook, database_url=database_url)
+
+
+@pytest.fixture
+def settings(api: ApiHarness, redis_url: str, emulator: EmulatorHandle) -> GatewaySettings:
     return gateway_settings(
-        api_url=stub_api.url, internal_token=INTERNAL_TOKEN, redis_url=redis_url, emulator=emulator
+        api_url=api.url, internal_token=api.internal_token, redis_url=redis_url, emulator=emulator
     )

@@ -11,13 +11,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
+import psycopg
 from aiohttp import web
+from psycopg.rows import dict_row
 
 from runtime.emulator.audio import silence, synthetic_speech
+from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.app import create_app
 from runtime.gateway.keys import GATEWAY
 from runtime.gateway.process import Gateway
 from runtime.gateway.settings import GatewaySettings
+from tests.api.fixtures import ApiHarness, Tenant
 
 ORIGIN = "https://shop.example"
 INPUT_RATE = 16_000
@@ -29,6 +33,121 @@ def speech_then_silence(speech_ms: int = 400, silence_ms: int = 600) -> list[byt
     """A spoken utterance followed by the pause that ends the turn, as 20 ms frames."""
     pcm = synthetic_speech(speech_ms, "tone", 300.0, rate=INPUT_RATE) + silence(silence_ms)
     return [pcm[i : i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather in a city",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+
+WebhookHandler = Callable[[dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+async def _weather(body: dict[str, Any]) -> web.StreamResponse:
+    return web.json_response({"city": body["arguments"].get("city"), "sky": "sunny"})
+
+
+@dataclass
+class Webhook:
+    """A tenant's tool webhook, served by the test on loopback; records what the API sends."""
+
+    url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    handler: WebhookHandler = _weather
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        return await self.handler(body)
+
+
+@asynccontextmanager
+async def running_webhook() -> AsyncIterator[Webhook]:
+    hook = Webhook()
+    app = web.Application()
+    app.router.add_post("/tool", hook.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    hook.url = f"http://{host}:{port}/tool"
+    try:
+        yield hook
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class Agents:
+    """Agents and widget session tokens made through the real API, and what it stored."""
+
+    api: ApiHarness
+    tenant: Tenant
+    webhook: Webhook
+    database_url: str
+
+    async def token(
+        self, *, tool_timeout_seconds: float = 5.0, origin: str = ORIGIN, **fields: Any
+    ) -> str:
+        """A fresh agent (instructions may carry the emulator's control keyword) and a token."""
+        if fields.pop("weather_tool", False):
+            fields["tools"] = [
+                {**WEATHER_TOOL, "url": self.webhook.url, "timeout_seconds": tool_timeout_seconds}
+            ]
+        fields.setdefault("allowed_origins", [ORIGIN])
+        agent = await self.api.create_agent(self.tenant, **fields)
+        session = await self.api.widget_session(agent["public_id"], origin=origin)
+        return str(session["token"])
+
+    async def query(self, sql: str, *params: Any) -> list[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(
+            self.database_url, row_factory=dict_row
+        ) as conn:
+            cursor = await conn.execute(sql, params)  # type: ignore[arg-type]
+            return await cursor.fetchall()
+
+    async def transcript(self, call_id: str) -> list[tuple[int, str, str]]:
+        rows = await self.query(
+            "SELECT seq, role, text FROM transcript_segments WHERE call_id = %s ORDER BY seq",
+            call_id,
+        )
+        return [(row["seq"], row["role"], row["text"]) for row in rows]
+
+    async def call_row(self, call_id: str) -> dict[str, Any]:
+        (row,) = await self.query(
+            "SELECT end_reason, duration_ms, total_tokens, instance_id FROM calls WHERE id = %s",
+            call_id,
+        )
+        return row
+
+
+def gateway_settings(
+    *,
+    api_url: str,
+    internal_token: str,
+    redis_url: str,
+    emulator: EmulatorHandle,
+    **overrides: Any,
+) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "instance_id": "gw-test",
+        "api_url": api_url,
+        "internal_token": internal_token,
+        "redis_url": redis_url,
+        "gemini_api_key": emulator.api_key,
+        "gemini_model": "gemini-live-test",
+        "gemini_base_url": emulator.base_url,
+        "heartbeat_seconds": 0.5,
+        "transcript_flush_seconds": 0.3,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)
 
 
 @dataclass
@@ -166,3 +285,55 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10
             if await check():
                 return
             await asyncio.sleep(0.05)
+
+
+@dataclass
+class DelayingProxy:
+    """A TCP proxy in front of a real service that can hold each request back (a slow API)."""
+
+    target_port: int
+    delay: float = 0.0
+    port: int = 0
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delayed: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if delayed and self.delay:
+                    await asyncio.sleep(self.delay)
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _connection(
+        self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
+        server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [client_writer, server_writer]
+        await asyncio.gather(
+            self._pump(client_reader, server_writer, delayed=True),
+            self._pump(server_reader, client_writer, delayed=False),
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def delaying_proxy(target_url: str) -> AsyncIterator[DelayingProxy]:
+    proxy = DelayingProxy(target_port=int(target_url.rsplit(":", 1)[1]))
+    server = await asyncio.start_server(proxy._connection, "127.0.0.1", 0)
+    proxy.port = server.sockets[0].getsockname()[1]
+    try:
+        yield proxy
+    finally:
+        server.close()
+        for writer in proxy.writers:
+            writer.close()
+        await server.wait_closed()
