@@ -7,7 +7,7 @@ table, so the two cannot drift apart (a test still checks both directions).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 from uuid import UUID
@@ -44,7 +44,9 @@ class Route:
     query: type[BaseModel] | None = None
     # Raw (non-JSON-model) response content types, e.g. the metrics text format.
     raw_content_type: str | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    # Errors carry `Access-Control-Allow-Origin: <Origin>` so a page can read why it was
+    # refused (the widget session endpoint, docs/architecture.md); grants nothing by itself.
+    cors_errors: bool = False
 
     @property
     def operation_id(self) -> str:
@@ -53,25 +55,35 @@ class Route:
 
 def _guarded(route: Route) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        app = request.app
-        limits = app[keys.SETTINGS].rate_limits
-        limiter = app[keys.LIMITER]
-        if route.auth is Auth.PUBLIC:
-            await limiter.check("public", client_ip(request), limits.public_per_minute)
-        elif route.auth is Auth.CREDENTIALS:
-            await limiter.check("login", client_ip(request), limits.login_per_minute)
-        elif route.auth is Auth.TENANT:
-            principal = await authenticate_tenant(request)
-            request[keys.PRINCIPAL] = principal
-            await limiter.check(
-                "authenticated", principal.rate_limit_identity, limits.authenticated_per_minute
-            )
-        elif route.auth is Auth.INTERNAL:
-            authenticate_internal(request)
-        return await route.handler(request)
+        try:
+            return await _authorised_call(request, route)
+        except ApiError as exc:
+            origin = request.headers.get("Origin")
+            if route.cors_errors and origin:
+                exc.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin"})
+            raise
 
     handle.__name__ = route.handler.__name__
     return handle
+
+
+async def _authorised_call(request: web.Request, route: Route) -> web.StreamResponse:
+    app = request.app
+    limits = app[keys.SETTINGS].rate_limits
+    limiter = app[keys.LIMITER]
+    if route.auth is Auth.PUBLIC:
+        await limiter.check("public", client_ip(request), limits.public_per_minute)
+    elif route.auth is Auth.CREDENTIALS:
+        await limiter.check("login", client_ip(request), limits.login_per_minute)
+    elif route.auth is Auth.TENANT:
+        principal = await authenticate_tenant(request)
+        request[keys.PRINCIPAL] = principal
+        await limiter.check(
+            "authenticated", principal.rate_limit_identity, limits.authenticated_per_minute
+        )
+    elif route.auth is Auth.INTERNAL:
+        authenticate_internal(request)
+    return await route.handler(request)
 
 
 def register(app: web.Application, routes: Sequence[Route]) -> None:

@@ -120,3 +120,32 @@ async def test_internal_endpoints_need_the_service_token(api: ApiHarness) -> Non
         "POST", "/internal/audit", json={"action": "x"}, headers=tenant.headers
     )
     assert status == 401
+
+
+async def test_session_errors_carry_cors_and_text_plain_body_is_read(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    agent = await api.create_agent(tenant, allowed_origins=[SHOP])
+    sessions = f"{api.url}/api/v1/widget/agents/{agent['public_id']}/sessions"
+    evil = "https://evil.example"
+    async with api.http.post(sessions, headers={"Origin": evil}) as resp:
+        assert resp.status == 403
+        assert resp.headers["Access-Control-Allow-Origin"] == evil
+        assert resp.headers["Vary"] == "Origin"
+        assert (await resp.json())["error"]["code"] == "origin_not_allowed"
+    missing = f"{api.url}/api/v1/widget/agents/agt_missing/sessions"
+    async with api.http.post(missing, headers={"Origin": SHOP}) as resp:
+        assert resp.status == 404
+        assert resp.headers["Access-Control-Allow-Origin"] == SHOP
+    # A simple request: the visitor id arrives as text/plain JSON.
+    async with api.http.post(
+        sessions,
+        data='{"end_user_id": "visitor-9"}',
+        headers={"Origin": SHOP, "Content-Type": "text/plain"},
+    ) as resp:
+        assert resp.status == 201
+        token = (await resp.json())["token"]
+    await api.start_call(token, origin=SHOP)
+    _, listed = await api.call(
+        "GET", "/api/v1/sessions?end_user_id=visitor-9", headers=tenant.headers, expect=200
+    )
+    assert len(listed["items"]) == 1
