@@ -10,7 +10,6 @@ import base64
 import binascii
 import functools
 import math
-import operator
 import random
 import sys
 from array import array
@@ -21,6 +20,7 @@ OUTPUT_RATE = 24_000
 BYTES_PER_SAMPLE = 2
 
 _URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 
 
 class AudioDecodeError(ValueError):
@@ -31,7 +31,11 @@ def decode_base64(data: str) -> bytes:
     """Decode base64 written with the standard or the URL-safe alphabet (the SDK uses URL-safe)."""
     raw = data.encode("ascii", errors="replace").translate(_URLSAFE_TO_STANDARD)
     try:
-        return base64.b64decode(raw, validate=True)
+        # Checking the alphabet with one C-level translate, then decoding leniently, is about
+        # twice as fast as the strict decoder; this runs for every audio chunk of every call.
+        if raw.translate(None, _BASE64_ALPHABET):
+            raise binascii.Error("characters outside the base64 alphabet")
+        return binascii.a2b_base64(raw)
     except binascii.Error as exc:
         raise AudioDecodeError(
             "Invalid value at 'realtime_input.audio.data' (TYPE_BYTES), Base64 decoding failed."
@@ -66,34 +70,30 @@ def _to_bytes(samples: array[int]) -> bytes:
     return samples.tobytes()
 
 
-def rms(pcm: bytes) -> float:
-    """Root mean square of the samples; every 4th sample is plenty for a speech/silence call."""
-    samples = _samples(pcm)[::4]
+def level(pcm: bytes) -> float:
+    """Mean absolute amplitude, from every 8th sample: plenty to tell speech from silence.
+
+    Decimating first keeps the per-sample Python work (one int object per sample) small;
+    the VAD runs on every frame of every call.
+    """
+    samples = _samples(pcm)[::8]
     if not samples:
         return 0.0
-    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples))
-
-
-def is_loud(pcm: bytes, threshold: float) -> bool:
-    samples = _samples(pcm)
-    # max/min run in C: quiet frames (most of a call) are rejected without the RMS loop.
-    if not samples or max(max(samples), -min(samples)) < threshold:
-        return False
-    return rms(pcm) >= threshold
+    return sum(map(abs, samples)) / len(samples)
 
 
 @dataclass
 class EnergyVad:
     """Decides where a user's utterance ends, from the audio itself (automatic activity detection).
 
-    Audio is judged in fixed frames by RMS energy. Time is counted in samples received, not wall
+    Audio is judged in fixed frames by their mean absolute amplitude. Time is counted in samples received, not wall
     time, so a client that streams faster than real time (tests, a backlog) sees the same result.
     An utterance starts after `min_speech_ms` of loud frames and ends after `silence_ms` of quiet
     frames following speech.
     """
 
     rate: int = INPUT_RATE
-    threshold: float = 500.0  # about -36 dBFS: above room noise, below any spoken word
+    threshold: float = 450.0  # mean |amplitude|, about -37 dBFS: above room noise, below speech
     silence_ms: float = 500.0
     min_speech_ms: float = 60.0
     frame_ms: float = 20.0
@@ -110,7 +110,7 @@ class EnergyVad:
         self._carry = buffered[whole:]
         events: list[str] = []
         for offset in range(0, whole, frame_bytes):
-            loud = is_loud(buffered[offset : offset + frame_bytes], self.threshold)
+            loud = level(buffered[offset : offset + frame_bytes]) >= self.threshold
             events.extend(self._frame(loud=loud))
         return events
 
