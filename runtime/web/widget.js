@@ -1,5 +1,6 @@
 // OrbisVoice embeddable voice widget.
 //   <script src="https://voice.example.com/widget.js" data-agent="PUBLIC_ID" async></script>
+// Optional data-user="ID": the site's id for the visitor (for GDPR export/erasure).
 // Everything (API, gateway, audio worklet) is reached through the origin this script was
 // loaded from; the page's own origin is what the API checks against the agent's allowed
 // origins. No globals are defined: the widget lives in a Shadow DOM under one host element,
@@ -14,6 +15,8 @@
   }
   const scriptUrl = new URL(script.src, document.baseURI);
   const agentId = script.dataset.agent;
+  // Optional: the site's own id for the visitor, so the tenant can export or erase their data.
+  const endUserId = script.dataset.user || "";
   const agentUrl = `${scriptUrl.origin}/api/v1/widget/agents/${encodeURIComponent(agentId)}`;
   const workletUrl = new URL("widget-audio.js", scriptUrl).href;
 
@@ -276,9 +279,15 @@
     async newSession() {
       let response;
       try {
-        // No body and no custom headers: a CORS "simple request" with no preflight; the
-        // browser adds Origin, which the API checks against the agent's allowed origins.
-        response = await fetch(`${agentUrl}/sessions`, { method: "POST", credentials: "omit" });
+        // A CORS "simple request" (no custom headers, a text/plain body) needs no preflight,
+        // so a refused origin still reads why; the browser adds Origin, which the API checks
+        // against the agent's allowed origins. The API parses the body as JSON.
+        const init = { method: "POST", credentials: "omit" };
+        if (endUserId) {
+          init.headers = { "Content-Type": "text/plain;charset=UTF-8" };
+          init.body = JSON.stringify({ end_user_id: endUserId });
+        }
+        response = await fetch(`${agentUrl}/sessions`, init);
       } catch {
         throw new CallError("network-lost");
       }

@@ -125,6 +125,7 @@ def page(context: BrowserContext, request: pytest.FixtureRequest) -> Iterator[Pa
     page = context.new_page()
     console: list[str] = []
     page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
     yield page
     # Every browser test leaves a screenshot of where it ended, pass or fail.
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import Page
 
 from orbisctl.config import OrbisConfig, PortsConfig
 from orbisctl.render import API_PORT, GATEWAY_PORT, NGINX_HTTP_PORT, NGINX_HTTPS_PORT, render_stack
@@ -313,3 +315,18 @@ def tenant_nginx(tls: TlsFiles, pages: Path) -> Iterator[Nginx]:
         conf = tenant_site_config(base, port=port, tls=tls, pages=pages)
         with run_nginx(base, conf, port) as server:
             yield server
+
+
+def goto(page: Page, url: str) -> None:
+    """page.goto, retried when Chromium reports ERR_NETWORK_CHANGED.
+
+    Other processes on a shared test machine (Docker creating bridges) change the host's
+    network interfaces; Chromium aborts navigations that are in flight when that happens.
+    """
+    for attempt in range(3):
+        try:
+            page.goto(url)
+            return
+        except PlaywrightError as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+                raise

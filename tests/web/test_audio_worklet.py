@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
-from tests.web.support import INSTALL_HOST, TENANT_HOST, Nginx
+from tests.web.support import INSTALL_HOST, TENANT_HOST, Nginx, goto
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +28,7 @@ def tone_amplitude(samples: list[int], frequency: float, rate: int) -> float:
 
 
 def open_lab(page: Page, install: Nginx, tenant: Nginx) -> str:
-    page.goto(tenant.url(TENANT_HOST, "/audio-lab.html"))
+    goto(page, tenant.url(TENANT_HOST, "/audio-lab.html"))
     page.click("#activate")  # a user gesture, so an AudioContext may start
     # Loaded cross-origin from the install, exactly as a tenant's page loads it.
     return install.url(INSTALL_HOST, "/widget-audio.js")

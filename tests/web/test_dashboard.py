@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect
 
 from tests.web.stack import Stack
-from tests.web.support import ARTIFACTS, TENANT_HOST, Nginx
+from tests.web.support import ARTIFACTS, TENANT_HOST, Nginx, goto
 
 pytestmark = pytest.mark.browser
 
@@ -17,7 +18,7 @@ CALL_TIMEOUT_MS = 30_000
 
 
 def log_in(page: Page, stack: Stack, login: dict[str, str]) -> None:
-    page.goto(f"{stack.public_url}/dashboard/")
+    goto(page, f"{stack.public_url}/dashboard/")
     form = page.locator("#login-form")
     form.get_by_label("Email").fill(login["email"])
     form.get_by_label("Password").fill(login["password"])
@@ -46,7 +47,7 @@ def test_log_in_create_an_agent_and_copy_a_working_snippet(
 ) -> None:
     violations = csp_violations(page)
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.public_url)
-    page.goto(f"{stack.public_url}/dashboard/")
+    goto(page, f"{stack.public_url}/dashboard/")
     form = page.locator("#login-form")
     form.get_by_label("Email").fill(tenant_login["email"])
     form.get_by_label("Password").fill("not the password")
@@ -97,7 +98,7 @@ def test_log_in_create_an_agent_and_copy_a_working_snippet(
         f"<!doctype html><html><head><title>t</title></head><body>{copied}</body></html>"
     )
     tenant_page = context.new_page()
-    tenant_page.goto(tenant_site.url(TENANT_HOST, "/pasted.html"))
+    goto(tenant_page, tenant_site.url(TENANT_HOST, "/pasted.html"))
     host = tenant_page.locator("orbis-voice-widget")
     expect(host).to_have_attribute("data-orbis-config", "loaded")
     expect(host.locator(".launcher")).to_have_attribute("aria-label", "Talk to Front desk")
@@ -113,8 +114,8 @@ def test_keys_are_shown_once_and_can_be_revoked(
     page.get_by_role("link", name="API keys").click()
     page.locator("#key-form").get_by_label("Name").fill("CRM sync")
     page.locator("#key-form").get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-key-value")).to_have_text(re.compile(r"^ov_\S{20,}$"))
     secret = page.locator("#new-key-value").inner_text()
-    assert re.fullmatch(r"ov_\S{20,}", secret)
     row = page.locator("#keys-body tr", has_text="CRM sync")
     expect(row).to_contain_text("active")
     # The key works against the API...
@@ -130,4 +131,70 @@ def test_keys_are_shown_once_and_can_be_revoked(
     expect(page.locator("#keys-body tr", has_text="CRM sync")).to_contain_text("revoked")
     with pytest.raises(Exception, match="401"):
         stack.api("GET", "/api/v1/me", token=secret)
+    assert violations == []
+
+
+def wait_until_ended(stack: Stack, token: str, call_id: str) -> dict[str, object]:
+    """The gateway records the end of a call just after the socket closes."""
+    for _ in range(100):
+        call: dict[str, object] = stack.api("GET", f"/api/v1/sessions/{call_id}", token=token)
+        if call["end_reason"]:
+            return call
+        time.sleep(0.1)
+    raise AssertionError(f"call {call_id} was never recorded as ended")
+
+
+def test_a_test_call_from_the_dashboard_then_its_transcript_found_by_search(
+    page: Page, stack: Stack, tenant_login: dict[str, str]
+) -> None:
+    violations = csp_violations(page)
+    token = tenant_login["token"]
+    agent = stack.api(
+        "POST",
+        "/api/v1/agents",
+        {"name": "Test line", "instructions": "Be brief.", "allowed_origins": []},
+        token=token,
+    )
+    log_in(page, stack, tenant_login)
+    goto(page, f"{stack.public_url}/dashboard/#/agents/{agent['id']}")
+    hint = page.locator("#test-origin-hint")
+    expect(hint).to_contain_text(f"add {stack.public_url} to the allowed origins")
+    hint.get_by_role("button", name="Add it now").click()
+    expect(hint).to_be_hidden()
+    page.get_by_role("button", name="Start a test call").click()
+
+    host = page.locator("orbis-voice-widget")
+    host.locator(".launcher").click()
+    expect(host).to_have_attribute("data-orbis-state", "live", timeout=CALL_TIMEOUT_MS)
+    expect(host.locator(".captions li[data-role=agent]")).to_have_text(
+        "Hi! How can I help?", timeout=CALL_TIMEOUT_MS
+    )
+    call_id = host.get_attribute("data-orbis-call-id")
+    assert call_id
+    host.locator(".action").click()
+    expect(host).to_have_attribute("data-orbis-state", "ended")
+    assert wait_until_ended(stack, token, call_id)["end_reason"] == "hangup"
+
+    page.get_by_role("link", name="Transcripts").click()
+    row = page.locator("#sessions-body tr", has_text="Test line")
+    expect(row).to_contain_text("hangup")
+    expect(row).to_contain_text(stack.public_url)
+    search = page.locator("#transcript-filter")
+    search.get_by_label("Search words").fill("how can I HELP")
+    search.get_by_role("button", name="Search").click()
+    expect(row).to_contain_text("Hi! How can I help?")
+    search.get_by_label("Search words").fill("weather in Paris")
+    search.get_by_role("button", name="Search").click()
+    expect(page.locator("#sessions-empty")).to_be_visible()
+    expect(row).to_have_count(0)
+
+    search.get_by_label("Search words").fill("")
+    search.get_by_role("button", name="Search").click()
+    row.get_by_role("link").click()
+    segments = page.locator("#segments li")
+    expect(segments.filter(has_text="Hello there.")).to_contain_text("Visitor")
+    expect(segments.filter(has_text="Hi! How can I help?")).to_contain_text("Agent")
+    expect(page.locator("#call-facts")).to_contain_text("hangup")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-transcript.png", full_page=True)
     assert violations == []

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from tests.web.stack import Stack
-from tests.web.support import ARTIFACTS, STRANGER_HOST, TENANT_HOST, Nginx
+from tests.web.support import ARTIFACTS, STRANGER_HOST, TENANT_HOST, Nginx, goto
 
 pytestmark = pytest.mark.browser
 
@@ -75,7 +75,7 @@ def test_call_on_an_allowed_origin_plays_audio_shows_captions_and_stores_the_tra
 ) -> None:
     agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
     name = embed_page(tenant_pages, "shop.html", stack=stack, agent=agent["public_id"])
-    page.goto(tenant_site.url(TENANT_HOST, f"/{name}"))
+    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
 
     host = widget(page)
     expect(host).to_have_attribute("data-orbis-config", "loaded")
@@ -130,7 +130,7 @@ def test_a_page_on_an_origin_the_agent_does_not_allow_gets_a_clear_refusal(
 ) -> None:
     agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
     name = embed_page(tenant_pages, "elsewhere.html", stack=stack, agent=agent["public_id"])
-    page.goto(tenant_site.url(STRANGER_HOST, f"/{name}"))
+    goto(page, tenant_site.url(STRANGER_HOST, f"/{name}"))
 
     host = widget(page)
     host.locator(".launcher").click()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
-from tests.web.support import ARTIFACTS, INSTALL_HOST, TENANT_HOST, Nginx, chromium_args
+from tests.web.support import ARTIFACTS, INSTALL_HOST, TENANT_HOST, Nginx, chromium_args, goto
 
 pytestmark = pytest.mark.browser
 
@@ -40,7 +40,7 @@ def test_a_blocked_microphone_says_how_to_fix_it(
         "</script></body></html>"
     )
     page = mic_blocking_browser.new_page()
-    page.goto(tenant_site.url(TENANT_HOST, "/mic.html"))
+    goto(page, tenant_site.url(TENANT_HOST, "/mic.html"))
     host = page.locator("orbis-voice-widget")
     host.locator(".launcher").click()
 

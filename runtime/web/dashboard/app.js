@@ -104,6 +104,7 @@ function notify(message, kind = "error") {
 
 function describe(err) {
   if (err instanceof ApiError) return err.field ? `${err.message} (${err.field})` : err.message;
+  console.error(err);
   return "The server could not be reached. Check your connection and try again.";
 }
 
@@ -333,11 +334,25 @@ async function transcriptsView() {
   const more = $("#sessions-more", view);
   let cursor = null;
   const load = async (append) => {
-    const query = Object.fromEntries(Object.entries(formData(form)).filter(([, v]) => v));
+    const { q, ...filters } = formData(form);
+    const query = Object.fromEntries(Object.entries(filters).filter(([, v]) => v));
     if (append && cursor) query.cursor = cursor;
     const page = await api.sessions(query);
+    // The API filters by agent and end-user; words are searched here, in the transcripts of
+    // the calls of this page.
+    const words = (q || "").trim().toLowerCase();
+    let calls = page.items.map((call) => ({ call, excerpt: "" }));
+    if (words) {
+      const details = await Promise.all(page.items.map((call) => api.session(call.id)));
+      calls = details
+        .map((call) => {
+          const hit = call.transcript.find((s) => s.text.toLowerCase().includes(words));
+          return { call, excerpt: hit ? hit.text : null };
+        })
+        .filter((entry) => entry.excerpt !== null);
+    }
     if (!append) body.replaceChildren();
-    for (const call of page.items) {
+    for (const { call, excerpt } of calls) {
       const row = document.createElement("tr");
       const link = document.createElement("a");
       link.href = `#/transcripts/${call.id}`;
@@ -347,6 +362,7 @@ async function transcriptsView() {
       cell(row, call.origin);
       cell(row, seconds(call.duration_ms));
       cell(row, call.end_reason || (call.ended_at ? "" : "in progress"));
+      cell(row, excerpt);
       body.append(row);
     }
     cursor = page.next_cursor;
