@@ -133,7 +133,8 @@ class _RichProgress:
             TransferSpeedColumn(),
             TimeElapsedColumn(),
             console=output.err_console,
-            disable=output.options.quiet,
+            # A bar is for a person watching; logs of scheduled runs get the result lines only.
+            disable=output.options.quiet or not output.err_console.is_terminal,
             transient=False,
         )
         self._task: TaskID | None = None
@@ -219,10 +220,26 @@ def _create(
 
 
 @app.callback(invoke_without_command=True)
-def _backup_group(ctx: typer.Context) -> None:
+def _backup_group(
+    ctx: typer.Context,
+    directory: InstallDirOption = Path(),
+    database_url: DatabaseUrlOption = None,
+    redis_url: RedisUrlOption = None,
+) -> None:
     """Take, list, verify, prune and schedule backups (plain `backup` takes one)."""
     if ctx.invoked_subcommand is None:
-        _create(Path(), None, None, "", as_json=False)
+        _create(directory, database_url, redis_url, "", as_json=False)
+        return
+    given = [
+        name
+        for name in ("directory", "database_url", "redis_url")
+        if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"
+    ]
+    if given:
+        raise UserError(
+            f"options before `{ctx.invoked_subcommand}` apply only to a plain `orbisctl backup`",
+            hint=f"put them after it: orbisctl backup {ctx.invoked_subcommand} --dir …",
+        )
 
 
 @app.command("create")

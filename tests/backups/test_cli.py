@@ -1,0 +1,113 @@
+"""The `orbisctl backup` and `orbisctl restore` commands, in-process, on real servers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from backups import manifest
+from orbisctl.cli import app
+from tests.backups.conftest import Stack
+
+
+@pytest.fixture
+def cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("ORBIS_DIR", str(stack.install.root))
+    monkeypatch.setenv("ORBIS_BACKUP_DATABASE_URL", stack.executor.database_url)
+    monkeypatch.setenv("ORBIS_BACKUP_REDIS_URL", stack.executor.redis_url)
+    monkeypatch.chdir(stack.install.root)
+    return CliRunner()
+
+
+def _json(cli: CliRunner, *args: str) -> object:
+    result = cli.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.integration
+def test_backup_list_verify_restore(cli: CliRunner, stack: Stack) -> None:
+    created = _json(cli, "backup", "create", "--json", "--label", "before upgrade")
+    assert isinstance(created, dict)
+    listed = _json(cli, "backup", "list", "--json")
+    assert isinstance(listed, list)
+    assert [entry["id"] for entry in listed] == [created["id"]]
+    assert listed[0]["label"] == "before upgrade"
+    verified = _json(cli, "backup", "verify", "--deep", "--json")
+    assert isinstance(verified, dict)
+    assert verified["deep_row_counts"] == created["row_counts"]
+
+    with stack.connect() as conn:
+        conn.execute("DELETE FROM transcripts")
+    result = cli.invoke(app, ["restore", created["id"], "--yes"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "restored" in result.stdout and "previous database kept as" in result.stdout
+    assert stack.count("transcripts") == 2000
+
+
+@pytest.mark.integration
+def test_plain_backup_takes_one(cli: CliRunner, stack: Stack) -> None:
+    result = cli.invoke(app, ["backup"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len([p for p in stack.install.repository.iterdir() if not p.name.startswith(".")]) == 1
+    misplaced = cli.invoke(app, ["backup", "--dir", str(stack.install.root), "list"])
+    assert misplaced.exit_code == 2 and "put them after it" in misplaced.stderr
+
+
+@pytest.mark.integration
+def test_corrupt_backup_is_one_line_and_exit_6(cli: CliRunner, stack: Stack) -> None:
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    dump = stack.install.repository / created["id"] / manifest.COMPONENT_FILES["database"]
+    data = bytearray(dump.read_bytes())
+    data[-3] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    result = cli.invoke(app, ["restore", created["id"], "--yes"], catch_exceptions=False)
+    assert result.exit_code == 6
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: backup ") and "checksum" in lines[0]
+    assert lines[1].strip().startswith("hint:")
+    assert "Traceback" not in result.output
+    verify = cli.invoke(app, ["backup", "verify", created["id"]], catch_exceptions=False)
+    assert verify.exit_code == 6
+
+
+@pytest.mark.integration
+def test_restore_needs_confirmation(cli: CliRunner, stack: Stack) -> None:
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    result = cli.invoke(app, ["restore", created["id"]], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "--yes" in result.stderr
+
+
+@pytest.mark.integration
+def test_escrow_then_passphrase_verify(cli: CliRunner, stack: Stack, tmp_path: Path) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("a long escrow passphrase\n")
+    result = cli.invoke(app, ["backup", "escrow", "--passphrase-file", str(passphrase)])
+    assert result.exit_code == 0, result.output
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    (stack.install.secrets_dir / "backup_key").unlink()  # the key is lost
+    refused = cli.invoke(app, ["backup", "verify", created["id"]])
+    assert refused.exit_code == 6 and "--passphrase-file" in refused.stderr
+    opened = _json(
+        cli, "backup", "verify", created["id"], "--json", "--passphrase-file", str(passphrase)
+    )
+    assert isinstance(opened, dict)
+    assert opened["opened_with"] == "passphrase"
+
+
+def test_prune_dry_run_and_schedule_print(cli: CliRunner, stack: Stack) -> None:
+    result = cli.invoke(app, ["backup", "prune", "--dry-run"], catch_exceptions=False)
+    assert result.exit_code == 0 and "kept 0 backup(s)" in result.stdout
+    result = cli.invoke(app, ["backup", "schedule", "--print", "--cron"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "0 3 * * * root " in result.stdout
+    assert f"--dir {stack.install.root} backup create" in result.stdout
+    assert "next run 20" in result.stdout
+    assert not list(Path("/etc/cron.d").glob("orbis-backup-*"))

@@ -1,0 +1,116 @@
+"""Retention: the keep-daily/weekly/monthly policy (property tests) and prune on a repository."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backups import engine, manifest, retention
+from backups.retention import Dated, keep_set
+from orbisctl.config import RetentionConfig
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+backup_times = st.lists(
+    st.integers(min_value=0, max_value=400 * 24 * 60).map(lambda m: START + timedelta(minutes=m)),
+    max_size=60,
+    unique=True,
+)
+policies = st.builds(
+    RetentionConfig,
+    daily=st.integers(0, 10),
+    weekly=st.integers(0, 6),
+    monthly=st.integers(0, 14),
+)
+
+
+def _dated(times: list[datetime]) -> list[Dated]:
+    return [Dated(f"b{index:03d}", when) for index, when in enumerate(times)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(backup_times, policies, st.data())
+def test_policy_properties(
+    times: list[datetime], policy: RetentionConfig, data: st.DataObject
+) -> None:
+    backups = _dated(times)
+    ids = [b.backup_id for b in backups]
+    protected = frozenset(data.draw(st.sets(st.sampled_from(ids))) if ids else set())
+    kept = keep_set(backups, policy, protected=protected)
+
+    assert kept <= set(ids)
+    assert protected <= kept
+    if backups:
+        assert max(backups, key=lambda b: b.created_at).backup_id in kept
+    assert len(kept) <= policy.daily + policy.weekly + policy.monthly + 1 + len(protected)
+    # The newest backup of each of the last `daily` days with backups survives.
+    days = sorted({b.created_at.date() for b in backups}, reverse=True)[: policy.daily]
+    for day in days:
+        newest = max((b for b in backups if b.created_at.date() == day), key=lambda b: b.created_at)
+        assert newest.backup_id in kept
+    # Pruning what was kept keeps all of it: a second prune deletes nothing.
+    survivors = [b for b in backups if b.backup_id in kept]
+    assert keep_set(survivors, policy, protected=protected) == kept
+
+
+def test_policy_example_a_year_of_nightlies() -> None:
+    backups = _dated([START + timedelta(days=day, hours=3) for day in range(365)])
+    kept = keep_set(backups, RetentionConfig(daily=7, weekly=4, monthly=12))
+    kept_days = {b.created_at.date() for b in backups if b.backup_id in kept}
+    daily = {date(2026, 12, day) for day in range(25, 32)}
+    # ISO weeks 53 and 52 already have a daily; weeks 51 and 50 add their Sundays.
+    weekly = {date(2026, 12, 20), date(2026, 12, 13)}
+    monthly = {date(2026, month + 1, 1) - timedelta(days=1) for month in range(1, 12)}
+    assert kept_days == daily | weekly | monthly
+
+
+def _fake_backup(repository: Path, when: datetime) -> str:
+    backup_id = when.strftime("%Y%m%dT%H%M%SZ") + "-000000"
+    path = repository / backup_id
+    path.mkdir(parents=True)
+    info = manifest.Manifest(
+        backup_id=backup_id,
+        created_at=when,
+        app_version="0.1.0",
+        schema_version=1,
+        postgres_version="15",
+        database="orbis",
+        components={},
+        row_counts={},
+        key_wraps=[],
+    )
+    (path / manifest.MANIFEST_FILE).write_bytes(manifest.render(info, "0" * 64))
+    return backup_id
+
+
+def test_prune_spares_the_backup_a_restore_uses_and_removes_abandoned_partials(
+    tmp_path: Path,
+) -> None:
+    repository = tmp_path / "backups"
+    ids = [_fake_backup(repository, START + timedelta(days=day)) for day in range(5)]
+    (repository / engine.RESTORE_LOCK).write_text(
+        json.dumps({"backup_id": ids[0], "pid": os.getpid()})
+    )
+    dead = repository / ".partial-20260101T000000Z-abcdef"
+    dead.mkdir()
+    (dead / engine.WRITER_PID_FILE).write_text("999999999")
+    alive = repository / ".partial-20260102T000000Z-abcdef"
+    alive.mkdir()
+    (alive / engine.WRITER_PID_FILE).write_text(str(os.getpid()))
+
+    plan = retention.plan_prune(repository, RetentionConfig(daily=1, weekly=0, monthly=0))
+
+    assert plan.keep == [ids[0], ids[4]]
+    assert plan.delete == ids[1:4]
+    assert plan.partial == [dead]
+    retention.apply_prune(repository, plan)
+    assert sorted(p.name for p in repository.iterdir() if not p.name.startswith(".")) == [
+        ids[0],
+        ids[4],
+    ]
+    assert alive.exists() and not dead.exists()

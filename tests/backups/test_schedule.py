@@ -1,0 +1,66 @@
+"""backup.schedule: the OnCalendar subset, next runs, and the unit and cron files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from backups import schedule
+from orbisctl.errors import UserError
+
+NOW = datetime(2026, 11, 27, 5, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ("*-*-* 03:00:00", datetime(2026, 11, 28, 3, 0, tzinfo=UTC)),
+        ("*-*-* 05:00:01", datetime(2026, 11, 27, 5, 0, 1, tzinfo=UTC)),
+        ("*-*-* 05:00", datetime(2026, 11, 28, 5, 0, tzinfo=UTC)),  # strictly after now
+        ("*-*-01 04:00:00", datetime(2026, 12, 1, 4, 0, tzinfo=UTC)),
+        ("*-02-29 01:30:00", datetime(2028, 2, 29, 1, 30, tzinfo=UTC)),
+        ("*-*-* *:15:00", datetime(2026, 11, 27, 5, 15, tzinfo=UTC)),
+        ("daily", datetime(2026, 11, 28, 0, 0, tzinfo=UTC)),
+        ("monthly", datetime(2026, 12, 1, 0, 0, tzinfo=UTC)),
+        ("*-*-1,15 02:00:00", datetime(2026, 12, 1, 2, 0, tzinfo=UTC)),
+    ],
+)
+def test_next_run(expression: str, expected: datetime) -> None:
+    assert schedule.next_run(schedule.parse_calendar(expression), NOW) == expected
+
+
+def test_a_date_in_the_past_never_runs() -> None:
+    assert schedule.next_run(schedule.parse_calendar("2020-01-01 00:00:00"), NOW) is None
+
+
+@pytest.mark.parametrize(
+    "expression", ["Mon *-*-* 03:00", "*-*-* 25:00:00", "sometimes", "*-13-* 1:00"]
+)
+def test_unsupported_expressions_are_one_clear_error(expression: str) -> None:
+    with pytest.raises(UserError, match=r"backup\.schedule") as info:
+        schedule.parse_calendar(expression)
+    assert info.value.hint
+
+
+def test_cron_fields() -> None:
+    calendar = schedule.parse_calendar("*-*-1,15 03:30:00")
+    assert schedule.cron_fields(calendar, "x") == "30 3 1,15 * *"
+    with pytest.raises(UserError, match="cron cannot express a year"):
+        schedule.cron_fields(schedule.parse_calendar("2027-*-* 03:00"), "2027-*-* 03:00")
+
+
+def test_systemd_units_run_create_then_prune() -> None:
+    files = schedule.systemd_units(
+        project="orbisvoice",
+        install_root=Path("/srv/orbis"),
+        expression="*-*-* 03:00:00",
+        orbisctl="/opt/orbis/bin/orbisctl",
+    )
+    service = files["orbis-backup-orbisvoice.service"]
+    timer = files["orbis-backup-orbisvoice.timer"]
+    assert "ExecStart=/opt/orbis/bin/orbisctl --quiet --dir /srv/orbis backup create\n" in service
+    assert service.index("backup create") < service.index("backup prune")
+    assert "Type=oneshot" in service
+    assert "OnCalendar=*-*-* 03:00:00\n" in timer and "Persistent=true" in timer
