@@ -134,7 +134,8 @@ class LiveSession:
         self.next_turn = 0
         self.pending: PendingToolCall | None = None
         self.vad: EnergyVad | None = None
-        self.turn_audio_bytes = 0
+        self.turn_audio_bytes = 0  # all audio since the last turn began
+        self.utterance_bytes = 0  # the part of it that is the user's utterance
         self._call_counter = 0
 
     # --- connection plumbing ------------------------------------------------------------------
@@ -392,14 +393,21 @@ class LiveSession:
             self.turn_audio_bytes += len(pcm)
             self.record.audio_bytes_in += len(pcm)
             self.context.stats.audio_bytes_in += len(pcm)
-            for event in self.vad.feed(pcm) if self.vad is not None else []:
+            if self.vad is None:
+                self.utterance_bytes += len(pcm)
+                continue
+            was_speaking = self.vad.in_speech
+            events = self.vad.feed(pcm)
+            if was_speaking or self.vad.in_speech or events:
+                self.utterance_bytes += len(pcm)
+            for event in events:
                 if event == "speech_start":
                     await self._barge_in_now()
                 else:
                     self._end_user_turn()
         if wire.field_of(body, "activityStart") is not None:
             await self._barge_in_now()
-            self.turn_audio_bytes = 0
+            self.utterance_bytes = 0
         if wire.field_of(body, "activityEnd") is not None:
             self._end_user_turn()
         if wire.field_of(body, "audioStreamEnd"):
@@ -426,11 +434,14 @@ class LiveSession:
         )
 
     def _end_user_turn(self) -> None:
-        if self.turn_audio_bytes == 0:
+        if self.utterance_bytes == 0:
             return
-        input_ms = pcm_duration_ms(self.turn_audio_bytes, INPUT_RATE)
-        self.turn_audio_bytes = 0
-        usage = wire.Usage(prompt_audio_tokens=_audio_tokens(input_ms))
+        # The reply is shaped by the utterance; usage counts all audio streamed since the last
+        # turn, silence included, as the real service bills it.
+        input_ms = pcm_duration_ms(self.utterance_bytes, INPUT_RATE)
+        streamed_ms = pcm_duration_ms(self.turn_audio_bytes, INPUT_RATE)
+        self.utterance_bytes = self.turn_audio_bytes = 0
+        usage = wire.Usage(prompt_audio_tokens=_audio_tokens(streamed_ms))
         self._begin_turn(input_ms=input_ms, usage=usage, from_audio=True)
 
     async def _barge_in_now(self) -> None:

@@ -288,3 +288,23 @@ async def test_unknown_model_is_refused_like_the_real_service(
                 pass
     assert refused.value.code == 1008
     assert "models/bogus is not found for API version v1, or is not supported" in str(refused.value)
+
+
+async def test_echo_reply_follows_the_utterance_and_usage_counts_all_audio(
+    emulator: EmulatorHandle,
+) -> None:
+    instruction = "[[emulator scenario=echo]]"
+    async with (
+        asyncio.timeout(15),
+        emulator.client().aio.live.connect(
+            model=MODEL, config=config(system_instruction=instruction)
+        ) as session,
+    ):
+        # 2 s of room silence before the caller speaks for 0.5 s, then pauses.
+        await stream_pcm(session, silence(2000) + tone(500) + silence(600))
+        turn = await receive_turn(session)
+    # The utterance is the speech plus the 500 ms of silence that ended it.
+    assert len(turn.audio) == 24_000 * 2 * 1000 // 1000
+    assert "".join(turn.output_text) == "You spoke for 1.0 seconds."
+    assert turn.usage is not None
+    assert turn.usage.prompt_token_count == 96  # 3 s streamed until the turn ended, 32/s
