@@ -127,6 +127,7 @@ ROUTES = [
         "widget",
         {201: WidgetSessionOut},
         body=WidgetSessionIn,
+        cors_errors=True,
     ),
     Route(
         "OPTIONS",
