@@ -5,14 +5,17 @@ names exist only on the stack's Docker network. Rather than render a test varian
 runs `nginx -t` on the exact rendered files inside a private mount namespace whose
 /etc/hosts maps the service names to the loopback (`unshare --mount` + a bind mount).
 The container's /etc/nginx layout is rebuilt from symlinks, because the config's relative
-paths (snippets/, tls/, mime.types) resolve against the directory of nginx.conf.
+paths (snippets/, tls/, mime.types) resolve against the directory of nginx.conf. The live test
+adds a private network namespace, so the container's fixed ports are free (nginx_probe.py).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +94,51 @@ def test_compose_check_fails_on_a_broken_file(default_install: Path) -> None:
     compose.write_text(compose.read_text().replace("read_only: true", "read_only: maybe", 1))
     result = compose_config(default_install)
     assert result.returncode != 0
+
+
+@pytest.mark.integration
+def test_nginx_serves_the_rendered_config(default_install: Path, tmp_path: Path) -> None:
+    """The rendered config, unchanged, running: redirects, TLS, headers, proxying, limits."""
+    from tests.install.nginx_probe import WS_TOKEN
+
+    unshare = ["unshare", "--mount", "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    result = subprocess.run(
+        [
+            *unshare,
+            sys.executable,
+            "-m",
+            "tests.install.nginx_probe",
+            str(default_install),
+            str(tmp_path),
+            "localhost",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["redirect"] == [301, "https://localhost/dashboard/?x=1"]
+    assert found["healthz"] == [200, "ok\n"]
+    headers = found["healthz_headers"]
+    assert headers["Strict-Transport-Security"] == "max-age=63072000; includeSubDomains"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Server"] == "nginx"  # server_tokens off: no version
+    status, echoed = found["api"]
+    assert status == 200
+    assert echoed["path"] == "/api/v1/echo?q=1"
+    assert echoed["headers"]["X-Forwarded-Proto"] == "https"
+    assert echoed["headers"]["X-Real-IP"] == "127.0.0.1"
+    assert found["api_headers"]["X-Frame-Options"] == "DENY"
+    assert found["websocket"] == "echo:hello"
+    # login: 10/minute with a burst of 5, then 429 (not nginx's default 503).
+    assert found["login_statuses"][:6] == [200] * 6
+    assert 429 in found["login_statuses"]
+    assert 503 not in found["login_statuses"]
+    assert found["tls13"][0] == "TLSv1.3"
+    assert found["tls12"][0] == "TLSv1.2"
+    assert found["tls12"][1].startswith("ECDHE-")
+    assert "/ws/call" in found["access_log"]
+    assert WS_TOKEN not in found["access_log"]
