@@ -43,7 +43,7 @@ class ApiSettings:
     widget_token_seconds: int = 120
     tool_max_response_bytes: int = 64 * 1024
     # Tool webhooks may not reach loopback/private addresses (the appliance's own services)
-    # unless this is on; tests serve webhooks on loopback.
+    # unless this is on (webhooks on the business's own network; tests on loopback).
     tool_allow_private_networks: bool = False
     referral_reward_cents: int = 1000
     db_pool_max_size: int = 10
@@ -80,6 +80,9 @@ class ApiSettings:
             port=read.integer(env, "ORBIS_API_PORT", 3000, minimum=1),
             referrals_enabled=read.boolean(env, "ORBIS_REFERRALS_ENABLED", False),
             allowed_origins=read.csv_list(env, "ORBIS_ALLOWED_ORIGINS"),
+            tool_allow_private_networks=read.boolean(
+                env, "ORBIS_TOOLS_ALLOW_PRIVATE_NETWORKS", False
+            ),
             rate_limits=RateLimits(
                 public_per_minute=read.integer(
                     env, "ORBIS_RATE_LIMIT_PUBLIC_PER_MINUTE", 120, minimum=1
