@@ -109,8 +109,8 @@ class Agents:
         async with await psycopg.AsyncConnection.connect(
             self.database_url, row_factory=dict_row
         ) as conn:
-            cursor = await conn.execute(sql, params)  # type: ignore[arg-type]
-            return await cursor.fetchall()
+            cursor = await conn.execute(sql, params)
+            return await cursor.fetchall() if cursor.description is not None else []
 
     async def transcript(self, call_id: str) -> list[tuple[int, str, str]]:
         rows = await self.query(
