@@ -67,6 +67,9 @@ REASON_SHUTDOWN = "The service is shutting down."
 AUDIO_TOKENS_PER_SECOND = 32  # Gemini's documented rate for audio in and out
 CHARS_PER_TEXT_TOKEN = 4
 MAX_RECORDED_ITEMS = 50
+# Turns queue behind the reply in progress; a client starting turns faster than they can be
+# answered (a flood) is cut off rather than allowed to pile up tasks.
+MAX_QUEUED_REPLIES = 16
 FRAGMENT_CHARS = 4  # size of the pieces a "fragment_transcriptions" fault cuts text into
 
 
@@ -455,6 +458,9 @@ class LiveSession:
                 await self.send(wire.tool_call_cancellation(ids))
 
     def _begin_turn(self, *, input_ms: float, usage: wire.Usage, from_audio: bool) -> None:
+        if len(self._tasks) > MAX_QUEUED_REPLIES:
+            self.request_close(CLOSE_INTERNAL, REASON_EXHAUSTED)
+            return
         if self._reply_task is not None and not self._reply_task.done():
             self._barge_in = True
         self.pending = None  # superseded; its cancellation went out when the user spoke

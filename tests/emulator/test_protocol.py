@@ -253,3 +253,23 @@ async def test_admin_surface(emulator: EmulatorHandle) -> None:
     stats = await emulator.get_json("/stats")
     assert stats["sessions_open"] == 0
     assert await emulator.get_json("/sessions") == []
+
+
+async def test_a_flood_of_turns_is_cut_off(emulator: EmulatorHandle) -> None:
+    setup = {
+        "setup": {
+            "model": f"models/{MODEL}",
+            "systemInstruction": {"parts": [{"text": "[[emulator latency_ms=5000]]"}]},
+        }
+    }
+    turn = {"clientContent": {"turns": [{"parts": [{"text": "again"}]}], "turnComplete": True}}
+    async with raw_socket(emulator) as ws:
+        await ws.send_str(json.dumps(setup))
+        await ws.receive()
+        for _ in range(40):
+            await ws.send_str(json.dumps(turn))
+        code, reason = await closed_with(ws)
+    assert code == 1011
+    assert "exhausted" in reason
+    stats = await emulator.get_json("/stats")
+    assert stats["turns"] <= 17
