@@ -59,25 +59,32 @@ def _overrides(
     return given
 
 
+def _ask(question: str, *, choices: list[str] | None = None, default: str | None = None) -> str:
+    """One question on the terminal (interactive init only)."""
+    if default is None:
+        return Prompt.ask(question, console=output.console, choices=choices)
+    return Prompt.ask(question, console=output.console, choices=choices, default=default)
+
+
 def _ask_missing(
     current: OrbisConfig, install: InstallDir, given: dict[str, Any], key_file: Path | None
 ) -> tuple[dict[str, Any], Path | None]:
     """Interactive init: ask for each essential value no flag gave."""
     if "domain" not in given:
-        given["domain"] = Prompt.ask("Domain name of this appliance", default=current.domain)
+        given["domain"] = _ask("Domain name of this appliance", default=current.domain)
     model = given.setdefault("model", {})
     if "provider" not in model:
-        model["provider"] = Prompt.ask(
+        model["provider"] = _ask(
             "Speech model (emulator runs offline, gemini needs an API key)",
             choices=[provider.value for provider in ModelProvider],
             default=current.model.provider.value,
         )
     needs_key = not install.secret(GEMINI_API_KEY).exists()
     if model["provider"] == ModelProvider.GEMINI.value and needs_key and key_file is None:
-        key_file = Path(Prompt.ask("Path of a file holding the Gemini API key"))
+        key_file = Path(_ask("Path of a file holding the Gemini API key"))
     tls = given.setdefault("tls", {})
     if "mode" not in tls:
-        tls["mode"] = Prompt.ask(
+        tls["mode"] = _ask(
             "TLS certificate (self-signed, or files you already have)",
             choices=[TlsMode.SELF_SIGNED.value, TlsMode.FILES.value],
             default=current.tls.mode.value,
@@ -85,10 +92,10 @@ def _ask_missing(
     if tls["mode"] == TlsMode.FILES.value:
         for key, question in (("cert_file", "certificate chain"), ("key_file", "private key")):
             if key not in tls:
-                tls[key] = str(Path(Prompt.ask(f"Path of the {question} (PEM)")).resolve())
+                tls[key] = str(Path(_ask(f"Path of the {question} (PEM)")).resolve())
     widget = given.setdefault("widget", {})
     if "allowed_origins" not in widget:
-        answer = Prompt.ask(
+        answer = _ask(
             "Web origins allowed to embed the widget (comma-separated, empty for none)",
             default=",".join(current.widget.allowed_origins),
         )
