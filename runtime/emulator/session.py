@@ -139,7 +139,6 @@ class LiveSession:
         self.vad: EnergyVad | None = None
         self.turn_audio_bytes = 0  # all audio since the last turn began
         self.utterance_bytes = 0  # the part of it that is the user's utterance
-        self._call_counter = 0
 
     # --- connection plumbing ------------------------------------------------------------------
 
@@ -559,11 +558,11 @@ class LiveSession:
                 return
             usage = spoken
         assert turn.tool_call is not None
-        self._call_counter += 1
+        # Unique across resumptions too, shaped like the real ones ("function-call-<digits>").
         call_id = (
             None
             if self._fire(faults, turn_index, "idless_tool_call")
-            else (f"function-call-{self.lineage.id}-{self._call_counter}")
+            else f"function-call-{secrets.randbelow(10**19)}"
         )
         message = wire.tool_call([(call_id, call_name, turn.tool_call.args)])
         self.context.stats.tool_calls += 1
