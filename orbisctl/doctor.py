@@ -143,7 +143,7 @@ def check_nginx_config(ctx: DoctorContext) -> list[Check]:
     ]
     if not nginx:
         return []
-    result = engine.exec_in(nginx[0], ["nginx", "-t"])
+    result = engine.exec_in(nginx[0], stack.nginx_test_command(nginx[0]))
     if result.exit_code == 0:
         return [Check("nginx config", Verdict.PASS, "`nginx -t` in the container: ok")]
     errors = [line for line in result.output.splitlines() if "emerg" in line or "failed" in line]

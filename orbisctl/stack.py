@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
+import requests.exceptions
 
 from orbisctl import engine, images
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
@@ -204,19 +206,19 @@ def wait_healthy(
     while True:
         statuses = status(install, client)
         on_status(statuses)
+        problem = not_ready(statuses, model)
         if running is not None and running.poll() is not None:
             _, stderr = running.communicate()
-            if running.returncode != 0:
+            if running.returncode != 0 and not (problem and problem.final):
                 raise EngineError(
                     f"docker compose up failed: {engine.last_error_line(stderr)}",
                     hint="`orbisctl logs SERVICE` shows what the failing service printed",
                 )
             running = None
-        problem = not_ready(statuses, model)
         if problem is None and running is None:
             return statuses
-        if problem is not None and problem.final:
-            _stop(running)
+        # While compose runs, an exited job may be last run's container, about to be replaced.
+        if problem is not None and problem.final and running is None:
             job = problem.reason.split(" ", 1)[0]
             raise UnhealthyError(problem.reason, hint=f"`orbisctl logs {job}` shows why")
         if time.monotonic() >= deadline:
@@ -315,6 +317,15 @@ def parse_scale(spec: str) -> tuple[str, int]:
     return service, replicas
 
 
+def nginx_test_command(container: Any) -> list[str]:
+    """`nginx -t` with the `-g` directives the container runs with (its pid file path: the
+    default one is on the read-only root filesystem)."""
+    args = list(container.attrs.get("Config", {}).get("Cmd") or [])
+    if "-g" in args[:-1]:
+        return ["nginx", "-t", "-q", "-g", args[args.index("-g") + 1]]
+    return ["nginx", "-t", "-q"]
+
+
 def reload_nginx(install: Install, client: docker.DockerClient) -> int:
     """Test then reload nginx's config in every nginx container, so upstream names are
     re-resolved (nginx 1.22 resolves `server gateway:4001` only at load time)."""
@@ -326,15 +337,17 @@ def reload_nginx(install: Install, client: docker.DockerClient) -> int:
     if not containers:
         raise EngineError("nginx is not running", hint="run `orbisctl up`")
     for container in containers:
-        test = engine.exec_in(container, ["nginx", "-t", "-q"])
+        test = engine.exec_in(container, nginx_test_command(container))
         if test.exit_code != 0:
             raise EngineError(
                 f"nginx config test failed in {container.name}: {test.output.splitlines()[-1]}",
                 hint="run `orbisctl render`, then `orbisctl up`",
             )
-        reload = engine.exec_in(container, ["nginx", "-s", "reload"])
-        if reload.exit_code != 0:
-            raise EngineError(f"nginx reload failed in {container.name}: {reload.output}")
+        # nginx is the container's main process: SIGHUP is its reload.
+        try:
+            container.kill(signal="SIGHUP")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise engine.api_error(f"reloading nginx in {container.name}", exc) from None
     return len(containers)
 
 

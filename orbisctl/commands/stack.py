@@ -41,21 +41,21 @@ def _uptime(seconds: int | None) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
-def _status_table(rows: list[core.ServiceStatus], title: str | None = None) -> Table:
+def _status_table(rows: list[core.ServiceStatus], project: str, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("service", "container", "state", "health", "uptime", "restarts", "image"):
-        table.add_column(column)
+    for column in ("container", "state", "health", "uptime", "restarts"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("image", no_wrap=True)
     for row in rows:
         health_style = _HEALTH_STYLE.get(row.health, "")
         state = row.state if row.state != "exited" else f"exited ({row.exit_code})"
         table.add_row(
-            row.service,
-            row.container,
+            row.container.removeprefix(f"{project}-"),
             state,
             f"[{health_style}]{row.health}[/]" if health_style else row.health,
             _uptime(row.uptime_seconds),
             str(row.restarts),
-            escape(row.image),
+            escape(row.image.rsplit("/", 1)[-1]),
         )
     return table
 
@@ -85,8 +85,9 @@ def up(
     )
     if problems:
         _print_problems(problems)
+    project = install.config.project_name
     live = Live(
-        _status_table([], "starting"),
+        _status_table([], project, "starting"),
         console=output.console,
         transient=True,
         auto_refresh=False,
@@ -95,7 +96,9 @@ def up(
 
     def on_status(rows: list[core.ServiceStatus]) -> None:
         if show:
-            live.update(_status_table(rows, "waiting for services to be healthy"), refresh=True)
+            live.update(
+                _status_table(rows, project, "waiting for services to be healthy"), refresh=True
+            )
 
     def on_step(message: str) -> None:
         output.info(f"[dim]·[/] {escape(message)}")
@@ -109,7 +112,7 @@ def up(
     finally:
         if show:
             live.stop()
-    output.console.print(_status_table(result.statuses))
+    output.console.print(_status_table(result.statuses, project))
     output.info(f"[green]OrbisVoice is up[/] ({result.seconds:.0f} s)")
     for name, url in result.urls.items():
         output.info(f"  {name:<10} {url}")
@@ -153,7 +156,7 @@ def status(directory: InstallDirOption = Path(), json: JsonOption = False) -> No
     if not rows:
         output.info("the stack is not running (`orbisctl up` starts it)")
         return
-    output.console.print(_status_table(rows))
+    output.console.print(_status_table(rows, install.config.project_name))
 
 
 @app.command()
@@ -184,7 +187,7 @@ def scale(
     service, replicas = core.parse_scale(spec)
     install = core.open_install(directory)
     rows = core.scale(install, service, replicas, timeout=timeout)
-    output.console.print(_status_table(rows))
+    output.console.print(_status_table(rows, install.config.project_name))
     output.info(f"{service}: {replicas} replica(s) healthy; nginx reloaded")
     if replicas != install.config.gateway.replicas and service == "gateway":
         output.info(
