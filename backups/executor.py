@@ -27,6 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 
+from orbisctl.engine import Compose
 from orbisctl.errors import DataError, EngineError
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -209,6 +210,20 @@ def _scratch_redis(rdb: Path, *, timeout: float = 60.0) -> Iterator[redis.Redis]
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+# Redis in the stack persists with AOF, and a Redis with AOF on ignores dump.rdb at start-up.
+# An RDB is a valid AOF *base* file, so the restore installs it as a fresh one-file AOF.
+_INSTALL_RDB_AS_AOF = """set -eu
+cd /data
+rm -rf appendonlydir.restoring appendonlydir.replaced
+mkdir appendonlydir.restoring
+cat > appendonlydir.restoring/appendonly.aof.1.base.rdb
+printf 'file appendonly.aof.1.base.rdb seq 1 type b\\n' > appendonlydir.restoring/appendonly.aof.manifest
+if [ -d appendonlydir ]; then mv appendonlydir appendonlydir.replaced; fi
+mv appendonlydir.restoring appendonlydir
+rm -rf appendonlydir.replaced
+"""
+
+
 @dataclass(frozen=True)
 class ComposeExecutor:
     """The tools inside the running stack: `docker compose exec -T <service> <tool>`.
@@ -218,65 +233,68 @@ class ComposeExecutor:
     mounted secret, so no password crosses the host's process list.
     """
 
-    project: str
-    compose_file: Path
+    compose: Compose
     database_name: str = "orbis"
     db_user: str = "orbis"
     redis_user: str = "orbis"
-    redis_data_file: str = "/data/dump.rdb"
 
     @property
     def database(self) -> str:
         return self.database_name
 
-    def _compose(self, *args: str) -> list[str]:
-        return ["docker", "compose", "-p", self.project, "-f", str(self.compose_file), *args]
-
     def postgres(self, tool: str, args: Sequence[str], *, dbname: str) -> Command:
-        argv = self._compose("exec", "-T", "postgres", tool, "--username", self.db_user)
+        argv = self.compose.command("exec", "-T", "postgres", tool, "--username", self.db_user)
         return Command([*argv, "--dbname", dbname, *args])
 
     def redis_cli(self, args: Sequence[str]) -> Command:
         script = (
-            'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" exec redis-cli --user "$0" "$@"'
+            'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" '
+            'exec redis-cli --no-auth-warning --user "$0" "$@"'
         )
-        argv = self._compose("exec", "-T", "redis", "sh", "-c", script, self.redis_user)
+        argv = self.compose.command("exec", "-T", "redis", "sh", "-c", script, self.redis_user)
         return Command([*argv, *args])
 
     def load_redis(self, rdb: Path) -> None:
-        """Stop Redis, put the RDB in its volume, start it: Redis loads it on start-up."""
-        for step in (
-            self._compose("stop", "redis"),
-            self._compose("cp", str(rdb), f"redis:{self.redis_data_file}"),
-            self._compose("start", "redis"),
-        ):
-            result = subprocess.run(step, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                raise EngineError(
-                    f"`{' '.join(step[4:])}` failed: {result.stderr.strip().splitlines()[-1:]}"
+        """Stop Redis, install the RDB as its AOF base in the volume, start it again."""
+        self.compose.run("stop", "redis", timeout=120)
+        try:
+            with rdb.open("rb") as source:
+                result = subprocess.run(
+                    self.compose.command(
+                        "run",
+                        "--rm",
+                        "--no-deps",
+                        "-T",
+                        "--entrypoint",
+                        "sh",
+                        "redis",
+                        "-c",
+                        _INSTALL_RDB_AS_AOF,
+                    ),
+                    stdin=source,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    check=False,
                 )
+            if result.returncode != 0:
+                raise EngineError(f"installing the Redis data failed: {result.stderr.strip()}")
+        finally:
+            self.compose.run("start", "redis", timeout=120)
 
     def describe(self) -> str:
-        return f"compose project {self.project}"
+        return f"compose project {self.compose.project_name}"
 
 
 @dataclass(frozen=True)
 class ComposeAppControl:
     """Stops and starts the services that write to the database, around a restore's switch."""
 
-    project: str
-    compose_file: Path
+    compose: Compose
     services: tuple[str, ...] = ("gateway", "api")
 
-    def _run(self, verb: str, services: Sequence[str]) -> None:
-        argv = ["docker", "compose", "-p", self.project, "-f", str(self.compose_file), verb]
-        result = subprocess.run([*argv, *services], capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            last = (result.stderr.strip().splitlines() or ["no error output"])[-1]
-            raise EngineError(f"docker compose {verb} {' '.join(services)} failed: {last}")
-
     def stop(self) -> None:
-        self._run("stop", self.services)
+        self.compose.run("stop", *self.services, timeout=300)
 
     def start(self) -> None:
-        self._run("start", tuple(reversed(self.services)))
+        self.compose.run("start", *reversed(self.services), timeout=300)

@@ -42,10 +42,10 @@ from backups.engine import (
 )
 from backups.executor import ComposeAppControl, ComposeExecutor, Executor, LocalExecutor
 from backups.fs import atomic_write
-from orbisctl import output
+from orbisctl import output, stack
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
-from orbisctl.errors import EngineError, InstallDirError, UserError
+from orbisctl.errors import EngineError, UserError
 
 app = typer.Typer(help="Take, list, verify, prune and schedule backups.")
 restore_app = typer.Typer()
@@ -94,10 +94,6 @@ class _Context:
             return OrbisConfig()
         return load_config(path)
 
-    @property
-    def compose_file(self) -> Path:
-        return self.root / "compose.yaml"
-
     def executor(self) -> Executor:
         if self.database_url and self.redis_url:
             return LocalExecutor(database_url=self.database_url, redis_url=self.redis_url)
@@ -106,17 +102,15 @@ class _Context:
                 "--database-url and --redis-url go together",
                 hint="give both to use servers outside the stack, or neither",
             )
-        if not self.compose_file.exists():
-            raise InstallDirError(
-                f"{self.compose_file} does not exist",
-                hint="run `orbisctl init` (and `orbisctl up`) first, or pass --dir",
-            )
-        return ComposeExecutor(project=self.config.project_name, compose_file=self.compose_file)
+        return ComposeExecutor(self._stack().compose())
 
     def app_control(self) -> AppControl:
         if self.database_url:
             return NoAppControl()
-        return ComposeAppControl(project=self.config.project_name, compose_file=self.compose_file)
+        return ComposeAppControl(self._stack().compose())
+
+    def _stack(self) -> stack.Install:
+        return stack.Install(self.root, self.config)
 
     def ring(self) -> keys.BackupKeyRing:
         return keys.load_key_ring(self.install.secrets_dir)
