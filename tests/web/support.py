@@ -328,5 +328,6 @@ def goto(page: Page, url: str) -> None:
             page.goto(url)
             return
         except PlaywrightError as exc:
-            if "ERR_NETWORK_CHANGED" not in str(exc) or attempt == 2:
+            network_changed = "ERR_NETWORK_CHANGED" in str(exc) or "chrome-error://" in str(exc)
+            if not network_changed or attempt == 2:
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -9,12 +10,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect
 
+from tests.web.flows import CALL_TIMEOUT_MS, create_agent, embed_page, widget
 from tests.web.stack import Stack
 from tests.web.support import ARTIFACTS, TENANT_HOST, Nginx, goto
 
 pytestmark = pytest.mark.browser
-
-CALL_TIMEOUT_MS = 30_000
 
 
 def log_in(page: Page, stack: Stack, login: dict[str, str]) -> None:
@@ -198,3 +198,54 @@ def test_a_test_call_from_the_dashboard_then_its_transcript_found_by_search(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / "dashboard-transcript.png", full_page=True)
     assert violations == []
+
+
+def test_gdpr_export_then_erase_an_end_users_calls(
+    page: Page,
+    context: BrowserContext,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    token = tenant_login["token"]
+    agent = create_agent(stack, token, [tenant_site.origin(TENANT_HOST)])
+    # A visitor the tenant's site knows as "visitor-42" makes a call.
+    name = embed_page(
+        tenant_pages, "account.html", stack=stack, agent=agent["public_id"], user="visitor-42"
+    )
+    visitor = context.new_page()
+    goto(visitor, tenant_site.url(TENANT_HOST, f"/{name}"))
+    host = widget(visitor)
+    host.locator(".launcher").click()
+    expect(host.locator(".captions li[data-role=agent]")).to_have_text(
+        "Hi! How can I help?", timeout=CALL_TIMEOUT_MS
+    )
+    call_id = host.get_attribute("data-orbis-call-id")
+    assert call_id
+    host.locator(".action").click()
+    expect(host).to_have_attribute("data-orbis-state", "ended")
+    visitor.close()
+    assert wait_until_ended(stack, token, call_id)["end_user_id"] == "visitor-42"
+
+    log_in(page, stack, tenant_login)
+    page.get_by_role("link", name="Privacy").click()
+    form = page.locator("#privacy-form")
+    form.get_by_label("End-user id").fill("visitor-42")
+    with page.expect_download() as download:
+        form.get_by_role("button", name="Export their data").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert exported["end_user_id"] == "visitor-42"
+    assert [call["id"] for call in exported["sessions"]] == [call_id]
+    assert {"role": "user", "text": "Hello there."}.items() <= exported["sessions"][0][
+        "transcript"
+    ][0].items()
+    expect(page.locator("#privacy-result")).to_have_text("Exported 1 call of visitor-42.")
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    form.get_by_role("button", name="Erase their data").click()
+    expect(page.locator("#privacy-result")).to_have_text(
+        "Erased 1 call and 2 transcript lines of visitor-42."
+    )
+    remaining = stack.api("GET", "/api/v1/sessions?end_user_id=visitor-42", token=token)
+    assert remaining["items"] == []

@@ -4,66 +4,17 @@ page -> nginx TLS -> API (session) -> gateway (WebSocket) -> emulator (Gemini Li
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-from playwright.sync_api import Locator, Page, expect
+from playwright.sync_api import Page, expect
 
+from tests.web.flows import CALL_TIMEOUT_MS, create_agent, embed_page, wait_for, widget
 from tests.web.stack import Stack
 from tests.web.support import ARTIFACTS, STRANGER_HOST, TENANT_HOST, Nginx, goto
 
 pytestmark = pytest.mark.browser
-
-CALL_TIMEOUT_MS = 30_000
-
-
-def embed_page(pages: Path, name: str, *, stack: Stack, agent: str) -> str:
-    """A tenant page with the one-line embed, a strict CSP, and CSS hostile to widgets."""
-    install = stack.public_url
-    wss = install.replace("https://", "wss://")
-    csp = (
-        f"default-src 'self'; script-src 'self' {install}; connect-src {install} {wss}; "
-        "style-src 'self'"
-    )
-    (pages / name).write_text(f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{html.escape(csp)}">
-<title>Shop Example</title>
-<link rel="stylesheet" href="hostile.css">
-</head><body>
-<h1>Shop Example</h1>
-<p>Our products.</p>
-<script src="{install}/widget.js" data-agent="{html.escape(agent)}" async></script>
-</body></html>
-""")
-    return name
-
-
-def create_agent(stack: Stack, token: str, origins: list[str], **fields: Any) -> dict[str, Any]:
-    body = {
-        "name": "Shop helper",
-        "instructions": "You help visitors of Shop Example.",
-        "greeting": "Hello!",
-        "allowed_origins": origins,
-        **fields,
-    }
-    agent: dict[str, Any] = stack.api("POST", "/api/v1/agents", body, token=token)
-    return agent
-
-
-def widget(page: Page) -> Locator:
-    return page.locator("orbis-voice-widget")
-
-
-def wait_for(page: Page, condition: str, timeout: int = CALL_TIMEOUT_MS) -> None:
-    """Waits for a condition on the widget's host element (`w`)."""
-    page.wait_for_function(
-        f"() => {{ const w = document.querySelector('orbis-voice-widget'); return w && ({condition}); }}",
-        timeout=timeout,
-    )
 
 
 def test_call_on_an_allowed_origin_plays_audio_shows_captions_and_stores_the_transcript(
@@ -144,3 +95,36 @@ def test_a_page_on_an_origin_the_agent_does_not_allow_gets_a_clear_refusal(
             "SELECT count(*) FROM calls WHERE agent_id = %s", (agent["id"],)
         ).fetchone()
     assert row == (0,)
+
+
+def test_a_second_call_over_the_agents_limit_is_told_the_lines_are_busy(
+    page: Page,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    agent = create_agent(
+        stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)], max_concurrent_calls=1
+    )
+    name = embed_page(tenant_pages, "busy.html", stack=stack, agent=agent["public_id"])
+    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
+    widget(page).locator(".launcher").click()
+    wait_for(page, "w.dataset.orbisState === 'live'")
+
+    second = page.context.new_page()
+    goto(second, tenant_site.url(TENANT_HOST, f"/{name}"))
+    host = widget(second)
+    host.locator(".launcher").click()
+    expect(host).to_have_attribute("data-orbis-state", "limit-reached", timeout=CALL_TIMEOUT_MS)
+    expect(host).to_have_attribute("data-orbis-error", "call_limit_reached")
+    expect(host.locator(".status")).to_have_text(
+        "All lines are busy right now. Please try again in a few minutes."
+    )
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    second.screenshot(path=ARTIFACTS / "widget-limit-reached.png")
+    second.close()
+    # The first call was not disturbed.
+    expect(widget(page)).to_have_attribute("data-orbis-state", "live")
+    widget(page).locator(".action").click()
+    expect(widget(page)).to_have_attribute("data-orbis-state", "ended")

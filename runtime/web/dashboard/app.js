@@ -119,6 +119,10 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "—";
 }
 
+function plural(count, noun) {
+  return `${count} ${noun}${count === 1 ? "" : "s"}`;
+}
+
 function seconds(ms) {
   return ms == null ? "—" : `${Math.round(ms / 1000)} s`;
 }
@@ -476,7 +480,7 @@ function privacyView() {
       if (action === "erase") {
         if (!confirm(`Erase every call and transcript of "${id}"? This cannot be undone.`)) return;
         const erased = await api.eraseEndUser(id);
-        result.textContent = `Erased ${erased.sessions_erased} calls and ${erased.segments_erased} transcript lines of ${erased.end_user_id}.`;
+        result.textContent = `Erased ${plural(erased.sessions_erased, "call")} and ${plural(erased.segments_erased, "transcript line")} of ${erased.end_user_id}.`;
       } else {
         const data = await api.exportEndUser(id);
         const blob = new Blob([JSON.stringify(data, null, 2)], { type: "application/json" });
@@ -485,7 +489,7 @@ function privacyView() {
         link.download = `orbisvoice-export-${id}.json`;
         link.click();
         setTimeout(() => URL.revokeObjectURL(link.href), 10000);
-        result.textContent = `Exported ${data.sessions.length} calls of ${data.end_user_id}.`;
+        result.textContent = `Exported ${plural(data.sessions.length, "call")} of ${data.end_user_id}.`;
       }
     } catch (err) {
       notify(describe(err));
