@@ -8,7 +8,10 @@ computed client-side, so no plaintext password reaches its statement log.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,24 @@ from google.genai import types as genai_types
 from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
+
+
+def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677), so a
+    password reaches the server only in this one-way form. Our passwords are ASCII, which
+    SASLprep leaves unchanged."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt).decode()}"
+        f"${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    )
 
 
 @dataclass(frozen=True)
@@ -50,9 +71,7 @@ class DirectPostgresAdmin:
 
     def enable_login(self, role: str, password: str, *, owner: str) -> None:
         with self._admin() as conn:
-            verifier = conn.pgconn.encrypt_password(
-                password.encode(), role.encode(), b"scram-sha-256"
-            ).decode()
+            verifier = scram_sha256_verifier(password)
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             name, secret = sql.Identifier(role), sql.Literal(verifier)
             if exists is None:
@@ -125,6 +144,7 @@ class DirectRedisAdmin:
 
     def remove_password(self, user: str, password: str, *, auth: str) -> None:
         with self._client(user, auth) as client:
+            # Removing a password the user does not have is an error in Redis.
             if _redis_hash(password) in self._password_hashes(client, user):
                 client.execute_command("ACL", "SETUSER", user, f"<{password}")
 
