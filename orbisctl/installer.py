@@ -36,12 +36,14 @@ from orbisctl.secretfiles import (
     MOUNTED_SECRETS,
     SECRET_NAMES,
     generate_secret,
+    is_emulator_key,
     read_gemini_key,
 )
 from orbisctl.tls import (
     EMULATOR_NAMES,
     Pem,
     check_operator_files,
+    covers_domain,
     has_ocsp_responder,
     issue_server_cert,
     new_ca,
@@ -71,6 +73,9 @@ class InitResult:
     config: OrbisConfig
     created: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    # Things the operator should know about what was kept.
+    notes: list[str] = field(default_factory=list)
     rendered: list[FileChange] = field(default_factory=list)
     # Set when not running as root: mounted secrets could not be given to the runtime uid.
     ownership_warning: str | None = None
@@ -103,12 +108,18 @@ def _plan_secrets(
     install: InstallDir, cfg: OrbisConfig, gemini_key_file: Path | None, result: InitResult
 ) -> list[PlannedFile]:
     planned = []
+    gemini = cfg.model.provider is ModelProvider.GEMINI
     for name in SECRET_NAMES:
         relative = f"secrets/{name}"
-        if install.secret(name).exists():
-            result.kept.append(relative)
-            continue
-        if name == GEMINI_API_KEY and cfg.model.provider is ModelProvider.GEMINI:
+        path = install.secret(name)
+        if path.exists():
+            # Switching from the emulator to Gemini: the emulator's generated key is worth
+            # nothing to Google, so the operator's real key replaces it (the one exception).
+            if not (name == GEMINI_API_KEY and gemini and is_emulator_key(path)):
+                result.kept.append(relative)
+                continue
+            result.replaced.append(relative)
+        if name == GEMINI_API_KEY and gemini:
             if gemini_key_file is None:
                 raise UserError(
                     "model.provider is gemini but no Gemini API key was given",
@@ -119,7 +130,23 @@ def _plan_secrets(
         else:
             value = generate_secret(name)
         planned.append(PlannedFile(relative, value.encode(), SECRET_MODE, name in MOUNTED_SECRETS))
+    if (
+        gemini
+        and gemini_key_file is not None
+        and GEMINI_API_KEY not in {Path(item.path).name for item in planned}
+    ):
+        result.notes.append(
+            "kept the existing secrets/gemini_api_key, not the key in --gemini-key-file; "
+            "to change it, use `orbisctl rotate-keys`"
+        )
     return planned
+
+
+def _differs(path: Path, data: bytes) -> bool:
+    try:
+        return path.read_bytes() != data
+    except OSError:  # gone or unreadable: nothing to compare, nothing to say
+        return False
 
 
 def _plan_tls(
@@ -147,6 +174,11 @@ def _plan_tls(
             SERVER_KEY,
             lambda: check_operator_files(cert_file, key_file, domain=cfg.domain),
         )
+        if SERVER_CERT in result.kept and _differs(cert_file, server.cert):
+            result.notes.append(
+                f"kept tls/server.crt, which differs from tls.cert_file ({cert_file}); to install "
+                "that certificate, remove tls/server.crt and tls/server.key and run init again"
+            )
     elif cfg.tls.mode is TlsMode.SELF_SIGNED:
         server = keep_or_add(
             SERVER_CERT, SERVER_KEY, lambda: issue_server_cert(ca, server_names(cfg.domain))
@@ -155,6 +187,11 @@ def _plan_tls(
         raise UserError(
             "tls.mode acme is not implemented yet",
             hint="use tls.mode self-signed, or files with your own certificate",
+        )
+    if SERVER_CERT in result.kept and not covers_domain(server.cert, cfg.domain):
+        result.notes.append(
+            f"the kept tls/server.crt does not cover the domain {cfg.domain}; remove "
+            "tls/server.crt and tls/server.key and run init again to replace it"
         )
     keep_or_add(EMULATOR_CERT, EMULATOR_KEY, lambda: issue_server_cert(ca, EMULATOR_NAMES))
     return planned, server.cert

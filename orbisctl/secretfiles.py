@@ -33,6 +33,8 @@ MOUNTED_SECRETS = frozenset(
 )
 
 _TOKEN_BYTES = 32
+# Marks the Gemini key `init` generated for the emulator: only the emulator accepts it.
+EMULATOR_KEY_PREFIX = "emulator-"
 
 
 def generate_secret(name: str) -> str:
@@ -47,7 +49,7 @@ def generate_secret(name: str) -> str:
         key = secrets.token_bytes(_TOKEN_BYTES)
         return base64.urlsafe_b64encode(key).decode().rstrip("=") + "\n"
     if name == GEMINI_API_KEY:
-        return f"emulator-{secrets.token_urlsafe(_TOKEN_BYTES)}\n"
+        return f"{EMULATOR_KEY_PREFIX}{secrets.token_urlsafe(_TOKEN_BYTES)}\n"
     if name in SECRET_NAMES:
         # URL-safe: no character that needs quoting in a URL, a shell or a Redis ACL rule.
         return secrets.token_urlsafe(_TOKEN_BYTES) + "\n"
@@ -71,3 +73,8 @@ def read_gemini_key(path: Path) -> str:
             hint="write only the key into the file",
         )
     return key + "\n"
+
+
+def is_emulator_key(path: Path) -> bool:
+    """True when the Gemini key file holds the key `init` generated for the emulator."""
+    return path.read_text(encoding="utf-8").startswith(EMULATOR_KEY_PREFIX)

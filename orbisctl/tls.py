@@ -169,6 +169,12 @@ def _covers(pattern: str, domain: str) -> bool:
     return False
 
 
+def covers_domain(chain_pem: bytes, domain: str) -> bool:
+    """True when the leaf certificate of the chain is valid for `domain`."""
+    leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+    return any(_covers(name, domain) for name in _dns_names(leaf))
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()

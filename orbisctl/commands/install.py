@@ -189,10 +189,15 @@ def init(
 
     for path in result.kept:
         output.info(f"kept     {escape(path)} (existing; init never overwrites it)")
+    for path in result.replaced:
+        output.info(f"replaced {escape(path)} (the emulator's generated key, by --gemini-key-file)")
     for path in result.created:
-        output.info(f"created  {escape(path)}")
+        if path not in result.replaced:
+            output.info(f"created  {escape(path)}")
     for change in result.rendered:
         output.info(f"{change.change.value:<8} {escape(str(change.path))}")
+    for note in result.notes:
+        output.warn(note)
     if result.ownership_warning:
         output.warn(result.ownership_warning)
     output.info(

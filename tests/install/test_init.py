@@ -221,3 +221,69 @@ def test_render_outside_an_install_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.CONFIG
     assert "not an OrbisVoice install" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_switching_to_gemini_replaces_only_the_emulators_key(
+    default_install: Path, gemini_key_file: Path
+) -> None:
+    key = default_install / "secrets" / "gemini_api_key"
+    assert key.read_text().startswith("emulator-")
+    others = snapshot(default_install / "secrets")
+    del others["gemini_api_key"]
+    without_key = invoke("init", "--dir", str(default_install), "--model", "gemini")
+    assert without_key.exit_code == ExitCode.USAGE
+    assert "no Gemini API key was given" in without_key.output
+    assert key.read_text().startswith("emulator-")
+    result = invoke(
+        "init",
+        "--dir",
+        str(default_install),
+        "--model",
+        "gemini",
+        "--gemini-key-file",
+        str(gemini_key_file),
+    )
+    assert result.exit_code == 0, result.output
+    assert "replaced secrets/gemini_api_key" in result.output
+    assert key.read_text() == gemini_key_file.read_text()
+    remaining = snapshot(default_install / "secrets")
+    del remaining["gemini_api_key"]
+    assert remaining == others
+    # A real key is a secret like the others: never replaced, and init says so.
+    other_key_file = gemini_key_file.with_name("other.key")
+    other_key_file.write_text("AIzaSyOTHER-key-000000000000000000000\n")
+    again = invoke("init", "--dir", str(default_install), "--gemini-key-file", str(other_key_file))
+    assert again.exit_code == 0, again.output
+    assert key.read_text() == gemini_key_file.read_text()
+    assert "kept the existing secrets/gemini_api_key" in again.output
+
+
+def test_a_kept_certificate_that_differs_from_tls_cert_file_is_reported(
+    default_install: Path, operator_chain: Chain
+) -> None:
+    self_signed = (default_install / "tls" / "server.crt").read_bytes()
+    result = invoke(
+        "init",
+        "--dir",
+        str(default_install),
+        "--domain",
+        DOMAIN,
+        "--tls",
+        "files",
+        "--tls-cert",
+        str(operator_chain.cert_file),
+        "--tls-key",
+        str(operator_chain.key_file),
+    )
+    assert result.exit_code == 0, result.output
+    assert (default_install / "tls" / "server.crt").read_bytes() == self_signed
+    assert "differs from tls.cert_file" in result.output
+    assert f"does not cover the domain {DOMAIN}" in result.output
+    # After removing the kept files, init installs the operator's certificate.
+    (default_install / "tls" / "server.crt").unlink()
+    (default_install / "tls" / "server.key").unlink()
+    again = invoke("init", "--dir", str(default_install))
+    assert again.exit_code == 0, again.output
+    installed = (default_install / "tls" / "server.crt").read_bytes()
+    assert installed == operator_chain.cert_file.read_bytes()
+    assert "warning" not in again.output
