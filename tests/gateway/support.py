@@ -151,17 +151,22 @@ def gateway_settings(
 
 
 @dataclass
-class RunningGateway:
+class GatewayAddress:
     url: str
+
+    def ws_url(self, token: str) -> str:
+        return f"{self.url.replace('http', 'ws', 1)}/ws/call?token={token}"
+
+
+@dataclass
+class RunningGateway(GatewayAddress):
+    """A gateway app served in the test's own event loop."""
+
     app: web.Application
-    runner: web.AppRunner
 
     @property
     def gateway(self) -> Gateway:
         return self.app[GATEWAY]
-
-    def ws_url(self, token: str) -> str:
-        return f"{self.url.replace('http', 'ws', 1)}/ws/call?token={token}"
 
 
 @asynccontextmanager
@@ -175,7 +180,7 @@ async def running_gateway(
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        yield RunningGateway(url=f"http://{host}:{port}", app=app, runner=runner)
+        yield RunningGateway(url=f"http://{host}:{port}", app=app)
     finally:
         await runner.cleanup()
 
@@ -246,7 +251,7 @@ class WidgetCall:
 
 @asynccontextmanager
 async def widget_call(
-    http: aiohttp.ClientSession, gateway: RunningGateway, token: str, *, origin: str = ORIGIN
+    http: aiohttp.ClientSession, gateway: GatewayAddress, token: str, *, origin: str = ORIGIN
 ) -> AsyncIterator[WidgetCall]:
     async with http.ws_connect(
         gateway.ws_url(token), headers={"Origin": origin}, autoping=True
@@ -262,7 +267,7 @@ async def widget_call(
 
 
 async def handshake_error(
-    http: aiohttp.ClientSession, gateway: RunningGateway, token: str, *, origin: str | None
+    http: aiohttp.ClientSession, gateway: GatewayAddress, token: str, *, origin: str | None
 ) -> tuple[int, str]:
     """Status and error code of a refused WebSocket handshake (read as plain HTTP)."""
     headers = {
