@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -51,8 +52,6 @@ def test_init_writes_the_install_directory(default_install: Path) -> None:
 
 
 def test_secrets_read_in_containers_belong_to_the_runtime_uid(default_install: Path) -> None:
-    import os
-
     if os.geteuid() != 0:
         pytest.skip("only root can give files to another uid")
     for name in SECRETS - {"backup_key"}:
