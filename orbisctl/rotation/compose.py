@@ -1,4 +1,6 @@
-"""`ServiceRoller` for the Compose stack: surge one new replica, wait for health, retire one.
+"""The rotation ports for the Compose stack: rolling restarts and in-container administration.
+
+`ComposeRoller` (`ServiceRoller`): surge one new replica, wait for health, retire one.
 
 A replica re-reads its secret files only when its container starts (Compose bind-mounts each
 secret file, and a bind mount keeps pointing at the file it was made from, so an atomically
@@ -14,6 +16,7 @@ The service never has fewer healthy replicas than before the roll.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +27,8 @@ import requests.exceptions
 
 from orbisctl import engine
 from orbisctl import stack as stack_core
-from orbisctl.errors import UnhealthyError
+from orbisctl.errors import EngineError, UnhealthyError
+from orbisctl.rotation.direct import scram_sha256_verifier
 
 POLL_SECONDS = 0.5
 # Time a stopping replica gets beyond the gateway's own drain timeout before SIGKILL.
@@ -114,3 +118,184 @@ class ComposeRoller:
         # The emulator re-reads its keys file on change, but a running container never sees a
         # replaced secret file (see the module docstring): only a new container does.
         self.roll(service)
+
+
+# --- data stores and the model endpoint, reached inside their containers ----------------------
+
+_ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_VERIFIER = re.compile(r"^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$")
+_SECRET_TEXT = re.compile(r"^[A-Za-z0-9_.~+/=-]+$")
+
+
+def _exec(
+    container: Any, command: list[str], environment: dict[str, str] | None = None
+) -> engine.ExecResult:
+    """`engine.exec_in` with environment variables: how secrets reach a command in a
+    container without appearing in its arguments."""
+    try:
+        exit_code, output = container.exec_run(
+            command, stdout=True, stderr=True, environment=environment or {}
+        )
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise engine.api_error(f"running {command[0]} in {container.name}", exc) from None
+    return engine.ExecResult(int(exit_code), output.decode("utf-8", "replace").strip())
+
+
+def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.match(value):
+        raise ValueError(f"refusing to pass a malformed {what} to a shell-less command")
+    return value
+
+
+@dataclass
+class _ServiceContainer:
+    roller: ComposeRoller
+    service: str
+
+    def one(self) -> Any:
+        running = self.roller.running(self.service)
+        if not running:
+            raise EngineError(f"{self.service} is not running", hint="run `orbisctl up` first")
+        return running[0]
+
+
+@dataclass
+class ExecPostgresAdmin:
+    """`PostgresAdmin` through `psql` in the postgres container: the owner over the local
+    socket (trust inside the container) for administration, TCP + password for login checks."""
+
+    roller: ComposeRoller
+    dbname: str = "orbis"
+    admin_user: str = "orbis"
+
+    def _psql(self, sql: str, *, user: str, password: str | None = None) -> engine.ExecResult:
+        container = _ServiceContainer(self.roller, "postgres").one()
+        command = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dbname, "-U", user]
+        environment = {}
+        if password is not None:
+            command += ["-h", "127.0.0.1"]
+            environment["PGPASSWORD"] = password
+        return _exec(container, [*command, "-c", sql], environment)
+
+    def _admin(self, sql: str) -> None:
+        result = self._psql(sql, user=self.admin_user)
+        if result.exit_code != 0:
+            raise EngineError(f"psql in the postgres container failed: {result.output[-300:]}")
+
+    def enable_login(self, role: str, password: str, *, owner: str) -> None:
+        name = _checked(role, _ROLE, "role name")
+        owner_name = _checked(owner, _ROLE, "role name")
+        verifier = _checked(scram_sha256_verifier(password), _VERIFIER, "verifier")
+        # psql -c has no bind parameters; every interpolated part was checked by _checked.
+        statements = [
+            (
+                f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') "  # noqa: S608
+                f"THEN CREATE ROLE {name}; END IF; END $$;"
+            ),
+            f"ALTER ROLE {name} LOGIN PASSWORD '{verifier}';",
+        ]
+        if name != owner_name:
+            statements += [
+                f"GRANT {owner_name} TO {name};",
+                f"ALTER ROLE {name} SET role = '{owner_name}';",
+            ]
+        self._admin(" ".join(statements))
+
+    def disable_login(self, role: str, *, owner: str) -> None:
+        name = _checked(role, _ROLE, "role name")
+        change = "PASSWORD NULL" if name == owner else "NOLOGIN PASSWORD NULL"
+        self._admin(
+            f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{name}') "  # noqa: S608 - checked name
+            f"THEN ALTER ROLE {name} {change}; END IF; END $$;"
+        )
+
+    def can_login(self, role: str, password: str) -> bool:
+        result = self._psql("SELECT 1", user=_checked(role, _ROLE, "role name"), password=password)
+        if result.exit_code == 0:
+            return True
+        if "authentication failed" in result.output or "not permitted to log in" in result.output:
+            return False
+        raise EngineError(f"cannot check a PostgreSQL login: {result.output[-300:]}")
+
+
+@dataclass
+class ExecRedisAdmin:
+    """`RedisAdmin` through `redis-cli` in the redis container (REDISCLI_AUTH carries the
+    authenticating password; an ACL rule carries the changed one, as Redis requires)."""
+
+    roller: ComposeRoller
+
+    def _cli(self, user: str, auth: str, *args: str) -> engine.ExecResult:
+        container = _ServiceContainer(self.roller, "redis").one()
+        return _exec(
+            container,
+            ["redis-cli", "--no-auth-warning", "--user", user, *args],
+            {"REDISCLI_AUTH": auth},
+        )
+
+    def _setuser(self, user: str, rule: str, *, auth: str) -> None:
+        result = self._cli(user, auth, "ACL", "SETUSER", user, rule)
+        if result.output != "OK":
+            raise EngineError(f"Redis refused an ACL change for {user}: {result.output[:200]}")
+
+    def add_password(self, user: str, password: str, *, auth: str) -> None:
+        self._setuser(user, ">" + _checked(password, _SECRET_TEXT, "password"), auth=auth)
+
+    def remove_password(self, user: str, password: str, *, auth: str) -> None:
+        # Removing a password the user does not have is an error in Redis.
+        if self.can_auth(user, password):
+            self._setuser(user, "<" + _checked(password, _SECRET_TEXT, "password"), auth=auth)
+
+    def can_auth(self, user: str, password: str) -> bool:
+        return self._cli(user, password, "PING").output == "PONG"
+
+
+# Run inside a gateway container: the gateway's own SDK, trust store and network path.
+_PROBE_SCRIPT = """
+import asyncio, os, ssl, sys
+from google import genai
+from google.genai import types
+async def main():
+    args = {}
+    if os.environ.get("CA"):
+        args["ssl"] = ssl.create_default_context(cafile=os.environ["CA"])
+    options = types.HttpOptions(base_url=os.environ.get("BASE") or None, async_client_args=args or None)
+    client = genai.Client(api_key=os.environ["KEY"], http_options=options)
+    config = types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO])
+    try:
+        async with asyncio.timeout(15):
+            async with client.aio.live.connect(model=os.environ["MODEL"], config=config):
+                print("accepted")
+    except Exception as exc:
+        print("refused", type(exc).__name__, getattr(exc, "code", ""))
+asyncio.run(main())
+"""
+
+
+@dataclass
+class ExecGeminiProbe:
+    """`GeminiProbe` run in a gateway container with the gateway's endpoint settings."""
+
+    roller: ComposeRoller
+
+    def check(self, api_key: str) -> str | None:
+        container = _ServiceContainer(self.roller, "gateway").one()
+        env = {
+            item.split("=", 1)[0]: item.split("=", 1)[1]
+            for item in container.attrs.get("Config", {}).get("Env", [])
+            if "=" in item
+        }
+        result = _exec(
+            container,
+            ["python", "-c", _PROBE_SCRIPT],
+            {
+                "KEY": api_key,
+                "BASE": env.get("ORBIS_GEMINI_BASE_URL", ""),
+                "CA": env.get("ORBIS_GEMINI_CA_FILE", ""),
+                "MODEL": env.get("ORBIS_GEMINI_MODEL", self.roller.install.config.model.name),
+            },
+        )
+        last = result.output.splitlines()[-1] if result.output else ""
+        if last == "accepted":
+            return None
+        return last or f"the probe failed (exit {result.exit_code})"
