@@ -42,7 +42,7 @@ from backups.process import (
     stream_in,
     stream_out,
 )
-from backups.schema import SCHEMA_VERSION_SQL, code_schema_version
+from backups.schema import code_schema_version, database_schema_version
 from orbisctl import __version__
 from orbisctl.errors import DataError, UserError
 
@@ -237,7 +237,7 @@ def create_backup(
             session.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             snapshot = session.scalar("SELECT pg_export_snapshot()")
             postgres_version = session.scalar("SHOW server_version")
-            schema_text = session.scalar(SCHEMA_VERSION_SQL)
+            schema_version = database_schema_version(session)
             progress.step("count rows")
             row_counts = _count_rows(session, [row[0] for row in session.query(_table_list_sql())])
             progress.step("dump database")
@@ -274,7 +274,7 @@ def create_backup(
             label=label,
             created_at=created_at,
             app_version=__version__,
-            schema_version=int(schema_text) if schema_text else None,
+            schema_version=schema_version,
             postgres_version=postgres_version,
             database=executor.database,
             components=components,
@@ -673,7 +673,8 @@ def _switch_databases(executor: Executor, live: str, restored: str, keep_as: str
 def _restore_config(verified: Verified, install: Install, progress: Progress) -> None:
     """Unpack orbis.yaml, secrets/ and tls/ over the install, each file replaced atomically.
 
-    Modes are set, not copied: secrets and private keys 0600 (their directory 0700).
+    Modes are set, not copied: secrets and private keys 0600 (their directory 0700); owners
+    are those recorded in the bundle (when running as root).
     """
     component = verified.manifest.components[COMPONENT_CONFIG]
     progress.step(STEP_RESTORE_CONFIG, component.plain_size)
@@ -687,14 +688,17 @@ def _restore_config(verified: Verified, install: Install, progress: Progress) ->
             buffer.seek(0)
             with tarfile.open(fileobj=buffer, mode="r:") as bundle:
                 allowed = (CONFIG_FILE, *CONFIG_DIRS)
+                owners = {}
                 for member in bundle.getmembers():
                     if member.name.split("/", 1)[0] not in allowed:
                         raise _refuse(verified.path, f"config bundle holds {member.name!r}")
+                    owners[member.name] = (member.uid, member.gid)
                 bundle.extractall(staging, filter="data")
         for source in sorted(staging.rglob("*")):
             relative = source.relative_to(staging)
             target = install.root / relative
             secret = relative.parts[0] == "secrets" or relative.suffix == ".key"
+            owner = owners.get(relative.as_posix())
             if source.is_dir():
                 target.mkdir(exist_ok=True)
                 target.chmod(0o700 if secret else 0o755)
@@ -702,6 +706,10 @@ def _restore_config(verified: Verified, install: Install, progress: Progress) ->
                 tmp_target = target.with_name(f".{target.name}.restore-tmp")
                 shutil.copyfile(source, tmp_target)
                 tmp_target.chmod(0o600 if secret else 0o644)
+                # Secrets mounted into containers belong to the containers' uid: the owner
+                # recorded at backup time comes back with the file.
+                if owner is not None and os.geteuid() == 0:
+                    os.chown(tmp_target, *owner)
                 tmp_target.replace(target)
 
 

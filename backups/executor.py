@@ -58,7 +58,7 @@ class Executor(Protocol):
         """Where the tools run, for messages (never includes a password)."""
 
 
-def _pg_tool(tool: str) -> str:
+def pg_tool(tool: str) -> str:
     """PostgreSQL 15's own binary: Debian's wrappers pick a version by cluster, not by us."""
     candidate = PG_BIN_DIR / tool
     return str(candidate) if candidate.exists() else tool
@@ -79,7 +79,7 @@ class LocalExecutor:
         url = urlsplit(self.database_url)
         env = {"PGPASSWORD": unquote(url.password)} if url.password else {}
         argv = [
-            _pg_tool(tool),
+            pg_tool(tool),
             "--host",
             url.hostname or "127.0.0.1",
             "--port",

@@ -32,9 +32,13 @@ def _popen(command: Command, **kwargs: object) -> subprocess.Popen[bytes]:
 
 
 def _last_error_line(stderr: IO[bytes]) -> str:
+    """The line that says what went wrong: the last error, else the last line."""
     stderr.seek(0)
     lines = [line.strip() for line in stderr.read().decode(errors="replace").splitlines()]
     lines = [line for line in lines if line]
+    errors = [line for line in lines if "ERROR:" in line or "FATAL:" in line or "error:" in line]
+    if errors:
+        return errors[-1]
     return lines[-1] if lines else "no error output"
 
 

@@ -7,16 +7,21 @@ backup whose schema is newer than the migrations shipped with this code.
 
 from __future__ import annotations
 
+from backups.process import PsqlSession
 from runtime.api.settings import MIGRATIONS_DIR
 from runtime.common.db import load_migrations
 
 SCHEMA_TABLE = "schema_migrations"
 
-# Runs inside the backup's snapshot session; NULL when the database has never been migrated.
-SCHEMA_VERSION_SQL = (  # a constant table name, no input
-    f"SELECT CASE WHEN to_regclass('public.{SCHEMA_TABLE}') IS NULL THEN NULL "  # noqa: S608
-    f"ELSE (SELECT max(version)::text FROM public.{SCHEMA_TABLE}) END"
-)
+
+def database_schema_version(session: PsqlSession) -> int | None:
+    """The highest applied migration; None for a database that was never migrated."""
+    exists = session.scalar(f"SELECT to_regclass('public.{SCHEMA_TABLE}') IS NOT NULL")
+    if exists != "t":
+        return None
+    # A constant table name: nothing here comes from input.
+    newest = session.scalar(f"SELECT max(version)::text FROM public.{SCHEMA_TABLE}")  # noqa: S608
+    return int(newest) if newest else None
 
 
 def code_schema_version() -> int:

@@ -66,6 +66,8 @@ def make_install(root: Path) -> Install:
     keys.generate_backup_key(secrets_dir)
     (secrets_dir / "postgres_password").write_text("pg-secret\n")
     (secrets_dir / "postgres_password").chmod(0o600)
+    if os.geteuid() == 0:  # mounted into containers, so owned by their uid (architecture.md)
+        os.chown(secrets_dir / "postgres_password", 10001, 10001)
     (root / "tls").mkdir()
     (root / "tls" / "server.crt").write_text("CERTIFICATE\n")
     (root / "orbis.yaml").write_text("domain: voice.example.com\n")

@@ -234,7 +234,10 @@ def test_passphrase_restore_on_a_new_host(stack: Stack, tmp_path: Path) -> None:
     assert stack.count("transcripts") == 2000
     restored_key = (new_root / "secrets" / keys.BACKUP_KEY_FILE).read_text()
     assert restored_key == (stack.install.secrets_dir / keys.BACKUP_KEY_FILE).read_text()
-    assert (new_root / "secrets" / "postgres_password").stat().st_mode & 0o777 == 0o600
+    restored_secret = (new_root / "secrets" / "postgres_password").stat()
+    assert restored_secret.st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:
+        assert restored_secret.st_uid == 10001  # the container uid it had on the old host
     assert (new_root / "orbis.yaml").read_text() == "domain: voice.example.com\n"
     assert (new_root / "tls" / "server.crt").exists()
 

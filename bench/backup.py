@@ -1,0 +1,265 @@
+"""Backup and restore speed beside raw pg_dump/pg_restore, on the same data, in the same run.
+
+    .venv/bin/python -m bench.backup                 # ~64 MB database: a quick run
+    .venv/bin/python -m bench.backup --size-mb 1024  # the ~1 GB figure in docs/benchmarks.md
+
+Starts its own PostgreSQL 15 and Redis 7 on loopback (the test helpers' real servers), fills
+a transcripts-like database (agents, calls, transcript segments of natural-ish text), then
+times, in this order and `--repeat` times each:
+
+- raw `pg_dump --format=custom` to a file, and raw `pg_restore` of it into a new database;
+- `orbisctl backup` (engine `create_backup`: snapshot + row counts, pg_dump streamed through
+  AES-GCM, Redis RDB, config bundle, manifest);
+- `orbisctl restore` (engine `restore_backup`, no safety backup: verify pass with checksums
+  and decryption of every byte and `pg_restore --list`, restore into a new database, row
+  counts, rename switch, Redis).
+
+Timings on shared machines are noisy; the ratios against raw, measured in the same run, are
+the figures. Prints a table and writes JSON (`--output`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from backups import engine, keys
+from backups.executor import LocalExecutor, pg_tool
+from tests.services import PostgresServer, postgres_server, redis_server
+
+WORDS = [
+    "hello",
+    "thanks",
+    "order",
+    "delivery",
+    "tomorrow",
+    "appointment",
+    "booking",
+    "price",
+    "refund",
+    "account",
+    "password",
+    "reset",
+    "the",
+    "a",
+    "to",
+    "of",
+    "and",
+    "please",
+    "could",
+    "you",
+    "I",
+    "would",
+    "like",
+    "check",
+    "status",
+    "shipping",
+    "address",
+    "change",
+    "cancel",
+    "subscription",
+    "monday",
+    "friday",
+    "morning",
+    "afternoon",
+    "agent",
+    "customer",
+    "number",
+    "confirm",
+    "yes",
+    "no",
+    "sure",
+    "great",
+    "problem",
+    "help",
+    "support",
+    "email",
+    "phone",
+    "invoice",
+    "payment",
+    "card",
+]
+
+
+def _fill(server: PostgresServer, dbname: str, size_mb: int) -> dict[str, int]:
+    """Grow the database to about `size_mb` of table data; return its row counts."""
+    segments_per_mb = 4200  # ~250 bytes per segment row with its index
+    segments = max(size_mb * segments_per_mb, 1000)
+    calls = max(segments // 40, 10)
+    with psycopg.connect(server.conninfo(dbname), autocommit=True) as conn:
+        conn.execute(
+            b"""
+            CREATE TABLE agents (id serial PRIMARY KEY, name text, instructions text);
+            CREATE TABLE calls (id bigserial PRIMARY KEY, agent_id int REFERENCES agents(id),
+                                started_at timestamptz, duration_ms int, end_reason text);
+            CREATE TABLE transcript_segments (
+                call_id bigint REFERENCES calls(id), seq int, role text, text text,
+                at timestamptz, PRIMARY KEY (call_id, seq));
+            INSERT INTO agents (name, instructions)
+                SELECT 'agent ' || g, repeat('Be helpful and brief. ', 20)
+                FROM generate_series(1, 50) g;
+            """
+        )
+        # 5000 sentences of 8-24 words, common words far more often than rare ones (a
+        # vocabulary of everyday words plus 3000 made-up ones), so the dump compresses about
+        # as much as real transcripts do.
+        conn.execute(
+            "CREATE TEMP TABLE vocabulary AS SELECT array_cat(%s::text[], array_agg("
+            "translate(substr(md5(i::text), 1, 3 + mod(i, 7)), '0123456789', 'aeiouyrstn'))) "
+            "AS w FROM generate_series(1, 3000) i",
+            (WORDS,),
+        )
+        conn.execute(
+            "CREATE TEMP TABLE sentences AS SELECT s AS id, "
+            "(SELECT string_agg(w[1 + floor(power(random(), 3) * array_length(w, 1))::int], ' ') "
+            " FROM generate_series(1, 8 + mod(s, 17)), vocabulary) AS body "
+            "FROM generate_series(0, 4999) s"
+        )
+        conn.execute(
+            "INSERT INTO calls (agent_id, started_at, duration_ms, end_reason) "
+            "SELECT 1 + mod(g, 50), now() - g * interval '1 minute', 1000 + mod(g, 600000), 'hangup' "
+            "FROM generate_series(1, %s) g",
+            (calls,),
+        )
+        conn.execute(
+            "INSERT INTO transcript_segments (call_id, seq, role, text, at) "
+            "SELECT 1 + g / 40, mod(g, 40), CASE WHEN mod(g, 2) = 0 THEN 'user' ELSE 'agent' END, "
+            "s.body || ' ' || md5(g::text), now() "
+            "FROM generate_series(0, %s) g JOIN sentences s ON s.id = mod(g * 7919, 5000)",
+            (segments - 1,),
+        )
+        conn.execute("VACUUM ANALYZE")
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    print(f"database: {size[0] / 2**20:.0f} MiB on disk" if size else "database filled")
+    return {"calls": calls, "segments": segments}
+
+
+def _drop_kept_databases(server: PostgresServer) -> None:
+    """The restores keep the replaced database; the bench does not need them."""
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'orbis\\_pre\\_restore\\_%'"
+        ).fetchall()
+    for (name,) in names:
+        server.drop_database(str(name))
+
+
+def _run(argv: list[str], env: dict[str, str]) -> None:
+    subprocess.run(argv, check=True, env=env, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=64, help="approximate table data size")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each measurement")
+    parser.add_argument("--output", type=Path, default=Path("bench/results/backup.json"))
+    args = parser.parse_args()
+
+    with postgres_server() as pg, redis_server() as rd, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        live = pg.create_database("orbis")
+        started = time.perf_counter()
+        rows = _fill(pg, live, args.size_mb)
+        fill_seconds = time.perf_counter() - started
+        client = rd.client()
+        client.config_set("repl-diskless-sync-delay", 0)  # no replicas here, as in the stack
+        for index in range(1000):
+            client.set(f"session:{index}", "x" * 200, ex=3600)
+        client.close()
+
+        root = work / "install"
+        (root / "secrets").mkdir(parents=True)
+        keys.generate_backup_key(root / "secrets")
+        (root / "orbis.yaml").write_text("domain: bench.example.com\n")
+        install = engine.Install(root=root, repository=root / "backups")
+        executor = LocalExecutor(database_url=pg.url(live), redis_url=rd.url(0))
+        ring = keys.load_key_ring(install.secrets_dir)
+        env = {"PGPASSWORD": pg.password, "PATH": "/usr/bin:/bin"}
+        conn_args = ["--host", pg.host, "--port", str(pg.port), "--username", pg.user]
+        dump_file = work / "raw.dump"
+
+        timings: dict[str, list[float]] = {
+            name: [] for name in ("raw_dump", "raw_restore", "backup", "restore")
+        }
+        for attempt in range(args.repeat):
+            clock = time.perf_counter()
+            _run(
+                [
+                    pg_tool("pg_dump"),
+                    *conn_args,
+                    "--dbname",
+                    live,
+                    "--format=custom",
+                    "--file",
+                    str(dump_file),
+                ],
+                env,
+            )
+            timings["raw_dump"].append(time.perf_counter() - clock)
+
+            target = pg.create_database(f"raw_restore_{attempt}")
+            clock = time.perf_counter()
+            _run(
+                [
+                    pg_tool("pg_restore"),
+                    *conn_args,
+                    "--dbname",
+                    target,
+                    "--exit-on-error",
+                    str(dump_file),
+                ],
+                env,
+            )
+            timings["raw_restore"].append(time.perf_counter() - clock)
+            pg.drop_database(target)
+
+            clock = time.perf_counter()
+            made = engine.create_backup(install, executor, ring)
+            timings["backup"].append(time.perf_counter() - clock)
+
+            path = install.repository / made.backup_id
+            clock = time.perf_counter()
+            engine.restore_backup(
+                install, executor, ring, path, app=engine.NoAppControl(), safety_backup=False
+            )
+            timings["restore"].append(time.perf_counter() - clock)
+            _drop_kept_databases(pg)
+        raw_bytes = dump_file.stat().st_size
+        archive_bytes = sum(f.stat().st_size for f in path.iterdir())
+
+    median = {name: statistics.median(values) for name, values in timings.items()}
+    result: dict[str, Any] = {
+        "size_mb": args.size_mb,
+        "rows": rows,
+        "fill_seconds": round(fill_seconds, 1),
+        "raw_dump_bytes": raw_bytes,
+        "archive_bytes": archive_bytes,
+        "seconds": {name: round(value, 2) for name, value in median.items()},
+        "backup_vs_raw_dump": round(median["backup"] / median["raw_dump"], 2),
+        "restore_vs_raw_restore": round(median["restore"] / median["raw_restore"], 2),
+        "runs": args.repeat,
+    }
+    print(f"{'measure':<28}{'seconds':>10}{'ratio':>8}")
+    print(f"{'raw pg_dump -Fc':<28}{median['raw_dump']:>10.2f}{'1.00':>8}")
+    print(f"{'orbisctl backup':<28}{median['backup']:>10.2f}{result['backup_vs_raw_dump']:>8.2f}")
+    print(f"{'raw pg_restore':<28}{median['raw_restore']:>10.2f}{'1.00':>8}")
+    print(
+        f"{'orbisctl restore':<28}{median['restore']:>10.2f}"
+        f"{result['restore_vs_raw_restore']:>8.2f}"
+    )
+    print(f"raw dump {raw_bytes / 2**20:.1f} MiB, backup archive {archive_bytes / 2**20:.1f} MiB")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
