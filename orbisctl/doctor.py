@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -74,44 +75,73 @@ def check_engine(ctx: DoctorContext) -> list[Check]:
 def _dependency_hint(row: stack.ServiceStatus, statuses: list[stack.ServiceStatus]) -> str:
     """When a service's readiness fails because a dependency is down, say which one."""
     down = sorted(
-        {s.service for s in statuses if s.service in ("postgres", "redis") and not s.ready}
+        {s.service for s in statuses if s.service in ("postgres", "redis") and s.state != "running"}
     )
     if down and row.service not in down:
-        return f"{' and '.join(down)} is not running/healthy: `orbisctl up` starts it"
+        return f"{' and '.join(down)} is not running: `orbisctl up` starts it"
     return f"`orbisctl logs {row.service}` shows what it printed; `orbisctl up` restarts it"
 
 
+def _live_probe(container: Any) -> engine.ExecResult | None:
+    if container.status != "running":
+        return None
+    return engine.run_healthcheck(container)
+
+
+def _container_check(
+    row: stack.ServiceStatus, probe: engine.ExecResult | None, statuses: list[stack.ServiceStatus]
+) -> Check:
+    name = f"container {row.container}"
+    if row.state != "running":
+        state = f"{row.state} (exit code {row.exit_code})" if row.state == "exited" else row.state
+        return Check(name, Verdict.FAIL, state, _dependency_hint(row, statuses))
+    if probe is not None and probe.exit_code != 0:
+        said = probe.output.splitlines()[-1] if probe.output else f"exit code {probe.exit_code}"
+        return Check(
+            name, Verdict.FAIL, f"health probe fails now: {said}", _dependency_hint(row, statuses)
+        )
+    if row.health == "starting":
+        return Check(
+            name, Verdict.WARN, "running, health check still starting", "wait, then re-run"
+        )
+    if row.health == "unhealthy":
+        detail = row.health_detail.splitlines()[-1] if row.health_detail else "unhealthy"
+        return Check(
+            name, Verdict.WARN, f"recovering: probe passes now, was {detail}", "re-run in a minute"
+        )
+    return Check(name, Verdict.PASS, f"running, {row.health}")
+
+
 def check_containers(ctx: DoctorContext) -> list[Check]:
+    """Each container's state, and its own health probe run now (Docker's status lags)."""
     if ctx.client is None:
         return []
     if not ctx.statuses:
         return [Check("containers", Verdict.FAIL, "the stack is not running", "run `orbisctl up`")]
     model = stack.compose_model(ctx.install.compose())
     checks = []
+    long_running = [
+        (container, row)
+        for container, row in zip(ctx.containers, ctx.statuses, strict=True)
+        if row.service not in model.one_shot
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        probes = list(pool.map(_live_probe, [container for container, _ in long_running]))
+    for (_, row), probe in zip(long_running, probes, strict=True):
+        checks.append(_container_check(row, probe, ctx.statuses))
     for row in ctx.statuses:
-        name = f"container {row.container}"
-        if row.service in model.one_shot:
-            if row.state == "exited" and row.exit_code != 0:
-                checks.append(
-                    Check(
-                        name,
-                        Verdict.FAIL,
-                        f"{row.service} exited with code {row.exit_code}",
-                        f"`orbisctl logs {row.service}` shows why",
-                    )
+        if row.service in model.one_shot and row.state == "exited" and row.exit_code != 0:
+            checks.append(
+                Check(
+                    f"container {row.container}",
+                    Verdict.FAIL,
+                    f"{row.service} exited with code {row.exit_code}",
+                    f"`orbisctl logs {row.service}` shows why",
                 )
-            continue
-        if row.ready:
-            checks.append(Check(name, Verdict.PASS, f"{row.state}, {row.health}"))
-            continue
-        detail = f"{row.state}, {row.health}"
-        if row.health_detail:
-            detail += f": {row.health_detail.splitlines()[-1]}"
-        verdict = Verdict.WARN if row.health == "starting" else Verdict.FAIL
-        checks.append(Check(name, verdict, detail, _dependency_hint(row, ctx.statuses)))
-    running = {row.service for row in ctx.statuses}
+            )
+    present = {row.service for row in ctx.statuses}
     for service in model.long_running:
-        if service not in running:
+        if service not in present:
             checks.append(
                 Check(f"service {service}", Verdict.FAIL, "no container", "run `orbisctl up`")
             )

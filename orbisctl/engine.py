@@ -39,10 +39,24 @@ def engine_address() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
+def _os_error(exc: object, depth: int = 0) -> OSError | None:
+    """The innermost OSError with a strerror, searching causes and wrapped arguments."""
+    if depth > 8 or not isinstance(exc, BaseException):
+        return None
+    for inner in (exc.__cause__, exc.__context__, *exc.args):
+        found = _os_error(inner, depth + 1)
+        if found is not None:
+            return found
+    return exc if isinstance(exc, OSError) and exc.strerror else None
+
+
 def _reason(exc: BaseException) -> str:
     """The innermost, shortest useful description of a docker/requests failure."""
+    os_error = _os_error(exc)
+    if os_error is not None:
+        return str(os_error.strerror)
     text = str(exc)
-    # requests nests causes: "...(Caused by NewConnectionError(...: [Errno 111] Connection refused'))"
+    # urllib3 flattens some causes into text: "...: [Errno 111] Connection refused'))"
     errno = re.findall(r"\[Errno -?\d+\] ([^'\")]+)", text)
     if errno:
         return str(errno[-1]).strip()
@@ -197,6 +211,16 @@ def exec_in(container: Any, command: Sequence[str]) -> ExecResult:
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise api_error(f"running {command[0]} in {container.name}", exc) from None
     return ExecResult(int(exit_code), output.decode("utf-8", "replace").strip())
+
+
+def run_healthcheck(container: Any) -> ExecResult | None:
+    """Run a container's own HEALTHCHECK command now (None when it has none): a live answer,
+    where Docker's health status lags by up to interval x retries."""
+    test = list((container.attrs.get("Config", {}).get("Healthcheck") or {}).get("Test") or [])
+    if not test or test[0] == "NONE":
+        return None
+    command = test[1:] if test[0] == "CMD" else ["/bin/sh", "-c", test[1]]
+    return exec_in(container, command)
 
 
 def stream_json(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:

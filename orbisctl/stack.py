@@ -113,7 +113,8 @@ def container_status(container: Any, now: datetime | None = None) -> ServiceStat
         restarts=int(attrs.get("RestartCount", 0)),
         image=str(attrs.get("Config", {}).get("Image", "")),
         exit_code=int(state.get("ExitCode", 0)),
-        health_detail=str(log[-1].get("Output", "")).strip() if log else "",
+        # A stopped container's last probe output describes it as it was, not as it is.
+        health_detail=str(log[-1].get("Output", "")).strip() if log and running else "",
     )
 
 

@@ -1,0 +1,45 @@
+"""doctor's file checks on a real install: certificate expiry and secret modes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+
+from orbisctl import doctor, stack
+
+
+def _context(install: Path) -> doctor.DoctorContext:
+    return doctor.DoctorContext(stack.open_install(install))
+
+
+def test_certificate_expiry_passes_warns_and_fails(install: Path) -> None:
+    ctx = _context(install)
+    cert = x509.load_pem_x509_certificate((install / "tls" / "server.crt").read_bytes())
+    expiry = cert.not_valid_after_utc
+    (fresh,) = doctor.check_certificate(ctx, now=datetime.now(UTC))
+    assert fresh.verdict is doctor.Verdict.PASS
+    (soon,) = doctor.check_certificate(ctx, now=expiry - timedelta(days=10))
+    assert soon.verdict is doctor.Verdict.WARN
+    assert "expires in 9 days" in soon.detail or "expires in 10 days" in soon.detail
+    (expired,) = doctor.check_certificate(ctx, now=expiry + timedelta(days=1))
+    assert expired.verdict is doctor.Verdict.FAIL
+    assert "expired" in expired.detail
+    assert expired.fix
+
+
+def test_secret_modes(install: Path) -> None:
+    ctx = _context(install)
+    (ok,) = doctor.check_secret_modes(ctx)
+    assert ok.verdict is doctor.Verdict.PASS
+    (install / "secrets" / "jwt_keys.json").chmod(0o640)
+    (install / "tls" / "server.key").chmod(0o644)
+    failing = doctor.check_secret_modes(ctx)
+    assert {c.verdict for c in failing} == {doctor.Verdict.FAIL}
+    details = sorted(c.detail for c in failing)
+    assert details == [
+        f"secret {install}/secrets/jwt_keys.json is mode 0640, not 0600",
+        f"secret {install}/tls/server.key is mode 0644, not 0600",
+    ]
+    assert failing[0].fix.startswith("chmod 600 ")
