@@ -10,13 +10,15 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from orbisctl import output
+from orbisctl import engine, output, stack
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.config import CONFIG_FILENAME, load_config
-from orbisctl.errors import EngineError, UserError
+from orbisctl.errors import EngineError, InstallDirError, UserError
+from orbisctl.rotation import compose as compose_ports
 from orbisctl.rotation import core
+from orbisctl.rotation.journal import JournalStore
 from orbisctl.rotation.steps import RotationContext
-from orbisctl.rotation.strategies import SecretKind
+from orbisctl.rotation.strategies import SecretKind, jwt_keys_due
 
 app = typer.Typer(
     name="rotate-keys",
@@ -27,31 +29,38 @@ app = typer.Typer(
 
 
 # Kinds whose rotation restarts no service (the backup engine reads its key per run).
-_HOST_ONLY = {SecretKind.BACKUP_KEY}
-
-
-class _NoRollingRestarts:
-    """The stack engine (issue 5) has no rolling restart yet: refuse instead of pretending."""
-
-    def roll(self, service: str) -> None:
-        raise EngineError(
-            f"cannot restart {service} replica by replica: this orbisctl has no rolling restart",
-            hint="only --backup-key can be rotated until the stack engine can roll services",
-        )
-
-    def reload(self, service: str) -> None:
-        self.roll(service)
+_HOST_ONLY = {SecretKind.BACKUP_KEY.value}
 
 
 def _context(install_dir: Path) -> RotationContext:
+    """A context that can plan, report and rotate host-only secrets (no engine needed)."""
     root = install_dir.resolve()
-    config = load_config(root / CONFIG_FILENAME)
     return RotationContext(
         install_dir=root,
-        config=config,
-        roller=_NoRollingRestarts(),
+        config=load_config(root / CONFIG_FILENAME),
         jwt_max_token_lifetime=core.default_jwt_lifetime(),
     )
+
+
+def _connect_stack(rotation: RotationContext, kinds: list[str]) -> None:
+    """Attach the running Compose stack to `rotation` when `kinds` need services restarted
+    or data stores administered; refuse rotations the rendered stack cannot follow."""
+    if set(kinds) <= _HOST_ONLY:
+        return
+    install = stack.open_install(rotation.install_dir)
+    problems = compose_ports.unsupported(install.compose().config(), kinds)
+    if problems:
+        raise InstallDirError(
+            "this stack cannot be rotated without breaking a service: " + "; ".join(problems),
+            hint="upgrade and re-render (`orbisctl render`, `orbisctl up`), then rotate",
+        )
+    roller = compose_ports.ComposeRoller(install, engine.connect())
+    if not roller.running("api"):
+        raise EngineError("the stack is not running", hint="run `orbisctl up` first")
+    rotation.roller = roller
+    rotation.postgres = compose_ports.ExecPostgresAdmin(roller)
+    rotation.redis = compose_ports.ExecRedisAdmin(roller)
+    rotation.gemini = compose_ports.ExecGeminiProbe(roller)
 
 
 @app.callback()
@@ -118,6 +127,9 @@ def rotate_keys(
         )
     rotation = _context(install_dir)
     if resume or abort:
+        journal = JournalStore.of_install(rotation.install_dir).load()
+        due = [SecretKind.JWT_RETIRE.value] if jwt_keys_due(rotation) else []
+        _connect_stack(rotation, journal.kinds if journal else due)
         outcome = (core.abort if abort else core.resume)(rotation)
         _print_outcome(outcome, json_output)
         return
@@ -127,14 +139,7 @@ def rotate_keys(
     if dry_run:
         _print_plan(core.plan(rotation, kinds, gemini_key_file=gemini_key_file), json_output)
         return
-    needs_rolls = [kind.value for kind in kinds if kind not in _HOST_ONLY]
-    if needs_rolls:
-        # Refused before a journal exists, so nothing is left half-done.
-        raise EngineError(
-            f"rotating {', '.join(needs_rolls)} restarts services one replica at a time, "
-            "which this orbisctl cannot do yet",
-            hint="--backup-key, --dry-run and `rotate-keys status` work now",
-        )
+    _connect_stack(rotation, [kind.value for kind in kinds])
     outcome = core.rotate(rotation, kinds, gemini_key_file=gemini_key_file)
     _print_outcome(outcome, json_output)
 

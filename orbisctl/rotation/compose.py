@@ -299,3 +299,40 @@ class ExecGeminiProbe:
         if last == "accepted":
             return None
         return last or f"the probe failed (exit {result.exit_code})"
+
+
+# --- what the rendered stack must offer for each rotation -------------------------------------
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    raw = service.get("environment") or {}
+    if isinstance(raw, list):
+        return dict(str(item).split("=", 1) for item in raw if "=" in str(item))
+    return {str(key): str(value) for key, value in raw.items()}
+
+
+def unsupported(model: dict[str, Any], kinds: list[str]) -> list[str]:
+    """Why the rendered compose model (`docker compose config`) cannot rotate some `kinds`
+    without breaking a service; empty when it can."""
+    services: dict[str, Any] = model.get("services") or {}
+    problems = []
+    api = services.get("api")
+    if (
+        "postgres_password" in kinds
+        and api is not None
+        and "ORBIS_DATABASE_USER_FILE" not in _environment(api)
+    ):
+        problems.append(
+            "the api takes its database user from ORBIS_DATABASE_URL only, so it cannot "
+            "follow the alternating login roles (it needs ORBIS_DATABASE_USER_FILE, "
+            "docs/operations.md)"
+        )
+    redis = services.get("redis")
+    if "redis_password" in kinds and redis is not None:
+        test = " ".join(str(part) for part in (redis.get("healthcheck") or {}).get("test") or [])
+        if "/run/secrets/redis_password" in test:
+            problems.append(
+                "the redis healthcheck authenticates with the password the container started "
+                "with; once the old password is removed, redis would turn unhealthy"
+            )
+    return problems

@@ -40,7 +40,7 @@ class RotationContext:
 
     install_dir: Path
     config: OrbisConfig
-    roller: ServiceRoller
+    roller: ServiceRoller | None = None
     postgres: PostgresAdmin | None = None
     redis: RedisAdmin | None = None
     gemini: GeminiProbe | None = None
@@ -51,6 +51,11 @@ class RotationContext:
 
     def __post_init__(self) -> None:
         self.secrets = SecretStore.of_install(self.install_dir)
+
+    def need_roller(self) -> ServiceRoller:
+        if self.roller is None:
+            raise RotationFailed("no connection to the running stack to restart services with")
+        return self.roller
 
     def need_postgres(self) -> PostgresAdmin:
         if self.postgres is None:

@@ -67,14 +67,14 @@ EMULATOR = "emulator"
 
 def _roll(service: str, *, name: str | None = None) -> Step:
     def apply(env: StepEnv) -> None:
-        env.ctx.roller.roll(service)
+        env.ctx.need_roller().roll(service)
 
     return Step(name or f"roll_{service}", f"restart {service}, one replica at a time", apply)
 
 
 def _roll_all(env: StepEnv, services: tuple[str, ...]) -> None:
     for service in services:
-        env.ctx.roller.roll(service)
+        env.ctx.need_roller().roll(service)
 
 
 def _stage(secret: str, make_value: Callable[[StepEnv], str], summary: str) -> Step:
@@ -140,7 +140,7 @@ def _then_roll(action: Callable[[StepEnv], None], *services: str) -> Callable[[S
 def _then_reload(action: Callable[[StepEnv], None], service: str) -> Callable[[StepEnv], None]:
     def run(env: StepEnv) -> None:
         action(env)
-        env.ctx.roller.reload(service)
+        env.ctx.need_roller().reload(service)
 
     return run
 
@@ -433,7 +433,7 @@ def jwt_steps(ctx: RotationContext) -> list[Step]:
         # A key that has signed tokens stays (verify-only) so those tokens keep working.
         if key is not None and key.use == "verify" and key.retired_at is None:
             _save_ring(env, KeyRing.of(item for item in ring.keys if item.kid != key.kid))
-            env.ctx.roller.roll(API)
+            env.ctx.need_roller().roll(API)
 
     def promote(env: StepEnv) -> None:
         ring = _load_ring(env)
@@ -445,7 +445,7 @@ def jwt_steps(ctx: RotationContext) -> list[Step]:
         if ring.signing_key.kid == env.facts["new_kid"]:
             restored = _with_signer(ring, env.facts["old_kid"], now_retired=True, env=env)
             _save_ring(env, restored)
-            env.ctx.roller.roll(API)
+            env.ctx.need_roller().roll(API)
 
     return [
         Step("publish", "add a new verify-only key to the JWT key ring", publish, unpublish),

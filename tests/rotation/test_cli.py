@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from orbisctl.cli import app
 from orbisctl.errors import ExitCode
+from orbisctl.rotation.compose import unsupported
 from tests.rotation.conftest import secret_values
 
 
@@ -60,14 +61,35 @@ def test_backup_key_rotation_and_status_show_no_secret(install: Path) -> None:
     assert leaked == []
 
 
-def test_rotations_that_need_rolling_restarts_are_refused_before_touching_anything(
+def test_rotations_that_restart_services_need_the_stack_and_touch_nothing_without_it(
     install: Path,
 ) -> None:
     before = _tree(install)
     result = CliRunner().invoke(app, ["rotate-keys", "--dir", str(install), "--jwt"])
-    assert result.exit_code == ExitCode.ENGINE
-    assert "cannot do yet" in result.output
+    assert result.exit_code == ExitCode.CONFIG
+    assert "compose.yaml does not exist" in result.output
     assert _tree(install) == before
+
+
+def test_stacks_that_cannot_follow_a_rotation_are_named() -> None:
+    password_file_health = {"test": ["CMD-SHELL", "cat /run/secrets/redis_password | x"]}
+    old_stack = {
+        "services": {
+            "api": {"environment": {"ORBIS_DATABASE_URL": "postgresql://orbis@postgres/orbis"}},
+            "redis": {"healthcheck": password_file_health},
+        }
+    }
+    problems = unsupported(old_stack, ["postgres_password", "redis_password", "jwt"])
+    assert len(problems) == 2
+    assert "ORBIS_DATABASE_USER_FILE" in problems[0] and "healthcheck" in problems[1]
+    ready = {
+        "services": {
+            "api": {"environment": ["ORBIS_DATABASE_USER_FILE=/run/secrets/postgres_user"]},
+            "redis": {"healthcheck": {"test": ["CMD-SHELL", "redis-cli ping"]}},
+        }
+    }
+    assert unsupported(ready, ["postgres_password", "redis_password"]) == []
+    assert unsupported(old_stack, ["jwt", "internal_token"]) == []
 
 
 def test_nothing_chosen_is_a_usage_error(install: Path) -> None:
