@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.services import free_port, wait_for_port
 
@@ -78,12 +80,17 @@ def test_redis_runs_with_the_acl_user_and_aof(rendered_redis: tuple[int, Path, s
     acl = work / "run" / "users.acl"
     assert stat.S_IMODE(acl.stat().st_mode) == 0o600
     # `default` is off: no anonymous access, and no password gets it in.
-    anonymous = redis.Redis(port=port)
+    # (No retries: a refused login is the expected answer here.)
+    anonymous = redis.Redis(port=port, retry=Retry(NoBackoff(), 0))
     with pytest.raises(redis.AuthenticationError):
         anonymous.ping()
     anonymous.close()
+    as_default = redis.Redis(
+        port=port, username="default", password=PASSWORD, retry=Retry(NoBackoff(), 0)
+    )
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(port=port, username="default", password=PASSWORD).ping()
+        as_default.ping()
+    as_default.close()
 
 
 def test_the_password_is_in_no_process_arguments(rendered_redis: tuple[int, Path, str]) -> None:
