@@ -799,6 +799,27 @@ def restore_backup(
     )
 
 
+def restore_config_only(
+    install: Install,
+    ring: BackupKeyRing,
+    ref_path: Path,
+    *,
+    passphrase: str | None = None,
+    progress: Progress | None = None,
+) -> Manifest:
+    """Bring back orbis.yaml, secrets/ and tls/ only: the first step on a new host.
+
+    No database is touched, so it runs before `orbisctl up`; the stack then starts with the
+    old host's passwords, and a normal restore brings the data back.
+    """
+    progress = progress or NullProgress()
+    with restore_lock(install.repository, ref_path.name):
+        verified = open_backup(ref_path, ring, passphrase=passphrase, progress=progress)
+        install.root.mkdir(parents=True, exist_ok=True)
+        _restore_config(verified, install, progress)
+    return verified.manifest
+
+
 def _restore_redis(verified: Verified, executor: Executor, progress: Progress) -> None:
     component = verified.manifest.components[COMPONENT_REDIS]
     progress.step(STEP_RESTORE_REDIS, component.plain_size)

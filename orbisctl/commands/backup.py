@@ -38,6 +38,7 @@ from backups.engine import (
     list_backups,
     resolve,
     restore_backup,
+    restore_config_only,
     verify_backup,
 )
 from backups.executor import ComposeAppControl, ComposeExecutor, Executor, LocalExecutor
@@ -439,6 +440,36 @@ def escrow_command(
     output.info("escrow set: backups from now on can also be opened with this passphrase")
 
 
+def _confirm(question: str, *, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(
+            "restore replaces live data and needs confirmation",
+            hint="pass --yes to confirm without a prompt",
+        )
+    if not typer.confirm(question):
+        raise UserError("restore cancelled")
+
+
+def _restore_secrets_only(
+    ctx: _Context, path: Path, *, yes: bool, passphrase_file: Path | None
+) -> None:
+    _confirm(f"Replace orbis.yaml, secrets/ and tls/ in {ctx.root} from {path.name}?", yes=yes)
+    with _RichProgress() as progress:
+        restored = restore_config_only(
+            ctx.install,
+            ctx.ring(),
+            path,
+            passphrase=_read_passphrase(passphrase_file),
+            progress=progress,
+        )
+    output.info(
+        f"[green]restored orbis.yaml, secrets/ and tls/[/] of {escape(restored.backup_id)}; "
+        f"next: orbisctl render, orbisctl up, orbisctl restore {escape(str(path))}"
+    )
+
+
 @restore_app.command("restore")
 def restore_command(
     backup: Annotated[str, typer.Argument(help="Backup id (see `backup list`) or a path.")],
@@ -448,6 +479,13 @@ def restore_command(
         bool, typer.Option("--with-secrets", help="Also restore orbis.yaml, secrets/ and tls/.")
     ] = False,
     passphrase_file: PassphraseFileOption = None,
+    secrets_only: Annotated[
+        bool,
+        typer.Option(
+            "--secrets-only",
+            help="Only restore orbis.yaml, secrets/ and tls/ (a new host, before `up`).",
+        ),
+    ] = False,
     no_safety_backup: Annotated[
         bool,
         typer.Option("--no-safety-backup", help="Skip the backup of the current state first."),
@@ -459,15 +497,11 @@ def restore_command(
     """Restore a backup; the current data keeps serving unless every step succeeds."""
     ctx = _Context(directory, database_url, redis_url)
     path = resolve(ctx.install, backup)
+    if secrets_only:
+        _restore_secrets_only(ctx, path, yes=yes, passphrase_file=passphrase_file)
+        return
     executor = ctx.executor()
-    if not yes:
-        if not sys.stdin.isatty():
-            raise UserError(
-                "restore replaces the live data and needs confirmation",
-                hint="pass --yes to confirm without a prompt",
-            )
-        if not typer.confirm(f"Replace the data of {executor.describe()} with backup {path.name}?"):
-            raise UserError("restore cancelled")
+    _confirm(f"Replace the data of {executor.describe()} with backup {path.name}?", yes=yes)
     with _RichProgress() as progress:
         result = restore_backup(
             ctx.install,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,45 @@ def test_prune_dry_run_and_schedule_print(cli: CliRunner, stack: Stack) -> None:
     assert f"--dir {stack.install.root} backup create" in result.stdout
     assert "next run 20" in result.stdout
     assert not list(Path("/etc/cron.d").glob("orbis-backup-*"))
+
+
+@pytest.mark.integration
+def test_new_host_secrets_first_then_data(cli: CliRunner, stack: Stack, tmp_path: Path) -> None:
+    """The runbook's new-host order: secrets from the escrow, (stack up), then the data."""
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("a long escrow passphrase\n")
+    assert (
+        cli.invoke(app, ["backup", "escrow", "--passphrase-file", str(passphrase)]).exit_code == 0
+    )
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    carried = tmp_path / "usb" / created["id"]
+    shutil.copytree(stack.install.repository / created["id"], carried)
+    new_host = tmp_path / "new-host"
+    new_host.mkdir()
+    with stack.connect() as conn:
+        conn.execute("DELETE FROM transcripts")
+
+    result = cli.invoke(
+        app,
+        [
+            "restore",
+            str(carried),
+            "--secrets-only",
+            "--yes",
+            "--dir",
+            str(new_host),
+            "--passphrase-file",
+            str(passphrase),
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert (new_host / "orbis.yaml").read_text() == "domain: voice.example.com\n"
+    assert stack.count("transcripts") == 0  # no database was touched
+
+    result = cli.invoke(
+        app, ["restore", str(carried), "--yes", "--dir", str(new_host)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output  # opened with the restored backup key
+    assert stack.count("transcripts") == 2000
