@@ -289,7 +289,14 @@
         }
         response = await fetch(`${agentUrl}/sessions`, init);
       } catch {
-        throw new CallError("network-lost");
+        // Browsers abort requests when the network changes; one more try is harmless (an
+        // unused token expires by itself).
+        try {
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          response = await fetch(`${agentUrl}/sessions`, init);
+        } catch {
+          throw new CallError("network-lost");
+        }
       }
       if (response.status === 201) return response.json();
       const code = await errorCode(response);
@@ -308,8 +315,8 @@
       ws.binaryType = "arraybuffer";
       this.ws = ws;
       this.live = false;
-      this.reconnectAfter = null;
       this.terminal = null;
+      this.sessionEnded = null;
       ws.onmessage = (event) => {
         if (ws !== this.ws) return;
         if (typeof event.data === "string") this.onEvent(event.data);
@@ -377,8 +384,13 @@
           }
           break;
         case "reconnect":
-          this.reconnectAfter = Math.min(Math.max(Number(event.retry_after_ms) || 0, 0), 10000);
+          // This gateway is draining: move the call to a fresh session (another instance).
           this.setState("reconnecting");
+          clearTimeout(this.reconnectTimer);
+          this.reconnectTimer = setTimeout(
+            () => this.moveCall(),
+            Math.min(Math.max(Number(event.retry_after_ms) || 0, 0), 10000),
+          );
           break;
         case "session.ended":
           this.sessionEnded = event.reason || "ended";
@@ -394,10 +406,10 @@
       this.ws = null;
       clearInterval(this.pinger);
       if (this.ended) return;
-      if (this.reconnectAfter !== null || this.sessionEnded === "drain") {
-        // Planned: the gateway is draining. A fresh session continues the conversation.
+      if (this.sessionEnded === "drain") {
+        // The draining gateway ended the call before it was moved: move it now.
         this.setState("reconnecting");
-        this.scheduleReconnect(this.reconnectAfter ?? 1000);
+        this.scheduleReconnect(0);
       } else if (this.terminal) {
         this.fail(new CallError(this.terminal.state, this.terminal.code));
       } else if (this.sessionEnded) {
@@ -411,8 +423,20 @@
       }
     }
 
+    // Hangs up the current socket (its close is then ignored) and connects afresh.
+    moveCall() {
+      const old = this.ws;
+      if (!old || this.ended) return;
+      this.ws = null;
+      this.live = false;
+      clearInterval(this.pinger);
+      if (old.readyState === WebSocket.OPEN) old.send(JSON.stringify({ type: "end" }));
+      old.close(1000);
+      this.scheduleReconnect(0);
+    }
+
     scheduleReconnect(delayMs) {
-      this.sessionEnded = null;
+      clearTimeout(this.reconnectTimer);
       this.reconnectTimer = setTimeout(async () => {
         if (this.ended) return;
         try {

@@ -42,6 +42,7 @@ class Stack:
     api_url: str  # the API directly, for test set-up (the browser goes through nginx)
     database_conninfo: str
     logs: Path
+    gateways: dict[str, Gateway]  # by instance id
 
     @property
     def public_url(self) -> str:
@@ -64,6 +65,27 @@ class Stack:
         path = self.logs / f"{name}.log"
         text = path.read_text(errors="replace") if path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass
+class Gateway:
+    """One gateway replica: `stop()` drains it (SIGTERM) as a deploy does; `start()` again."""
+
+    instance_id: str
+    port: int
+    env: dict[str, str]
+    processes: _Processes
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = self.processes.start(self.instance_id, "runtime.gateway", self.env)
+        log = self.processes.logs / f"{self.instance_id}.log"
+        _wait_ready(f"http://127.0.0.1:{self.port}/readyz", self.process, self.instance_id, log)
+
+    def stop(self, *, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        return self.process.wait(timeout=timeout)
 
 
 def _write_secret(path: Path, value: str) -> Path:
@@ -94,7 +116,7 @@ class _Processes:
         self.running: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
 
     def start(self, name: str, module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
+        log = (self.logs / f"{name}.log").open("ab")
         process = subprocess.Popen(
             [sys.executable, "-m", module],
             env={**self.base_env, **env},
@@ -136,7 +158,7 @@ def running_stack(
         database = pg.create_database()
         redis_srv.client(redis_db).flushdb()
 
-        nginx_port, api_port, gateway_port = free_port(), free_port(), free_port()
+        nginx_port, api_port = free_port(), free_port()
         public_url = f"https://{INSTALL_HOST}:{nginx_port}"
         base_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -182,31 +204,41 @@ def running_stack(
             if migrate.returncode != 0:
                 raise RuntimeError(f"migrate failed: {migrate.stderr}")
             api = processes.start("api", "runtime.api", api_env)
-            gateway = processes.start(
-                "gateway",
-                "runtime.gateway",
-                {
-                    "ORBIS_GATEWAY_PORT": str(gateway_port),
-                    "ORBIS_INSTANCE_ID": "gw-web-test",
-                    "ORBIS_API_URL": f"http://127.0.0.1:{api_port}",
-                    "ORBIS_GEMINI_API_KEY_FILE": str(gemini_key),
-                    "ORBIS_GEMINI_MODEL": "gemini-live-test",
-                    "ORBIS_GEMINI_BASE_URL": f"https://127.0.0.1:{emulator_port}",
-                    "ORBIS_GEMINI_CA_FILE": str(tls.ca_cert),
-                },
-            )
             _wait_ready(f"http://127.0.0.1:{api_port}/readyz", api, "api", logs / "api.log")
-            _wait_ready(
-                f"http://127.0.0.1:{gateway_port}/readyz", gateway, "gateway", logs / "gateway.log"
+            gateway_env = {
+                "ORBIS_API_URL": f"http://127.0.0.1:{api_port}",
+                "ORBIS_GEMINI_API_KEY_FILE": str(gemini_key),
+                "ORBIS_GEMINI_MODEL": "gemini-live-test",
+                "ORBIS_GEMINI_BASE_URL": f"https://127.0.0.1:{emulator_port}",
+                "ORBIS_GEMINI_CA_FILE": str(tls.ca_cert),
+                # A drained gateway gives its calls this long to move elsewhere.
+                "ORBIS_DRAIN_TIMEOUT_SECONDS": "10",
+            }
+            gateways: dict[str, Gateway] = {}
+            for instance_id in ("gw-a", "gw-b"):
+                port = free_port()
+                gateway = Gateway(
+                    instance_id,
+                    port,
+                    {
+                        **gateway_env,
+                        "ORBIS_GATEWAY_PORT": str(port),
+                        "ORBIS_INSTANCE_ID": instance_id,
+                    },
+                    processes,
+                )
+                gateway.start()
+                gateways[instance_id] = gateway
+            upstreams = Upstreams(
+                api=api_port, gateways=tuple(gateway.port for gateway in gateways.values())
             )
-            with install_nginx(
-                tls, Upstreams(api=api_port, gateway=gateway_port), port=nginx_port
-            ) as nginx:
+            with install_nginx(tls, upstreams, port=nginx_port) as nginx:
                 yield Stack(
                     nginx=nginx,
                     api_url=f"http://127.0.0.1:{api_port}",
                     database_conninfo=pg.conninfo(database),
                     logs=logs,
+                    gateways=gateways,
                 )
         finally:
             processes.stop_all()

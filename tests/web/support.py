@@ -176,10 +176,10 @@ def chromium_args(wav: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Upstreams:
-    """Loopback ports of the API and gateway processes nginx proxies to (0: none)."""
+    """Loopback ports of the API and the gateway replicas nginx proxies to (none: port 9)."""
 
     api: int = 0
-    gateway: int = 0
+    gateways: tuple[int, ...] = ()
 
 
 def _replace_once(text: str, old: str, new: str) -> str:
@@ -211,9 +211,9 @@ def install_nginx_files(
     text = _replace_once(text, f"listen {NGINX_HTTPS_PORT} ssl", f"listen 127.0.0.1:{port} ssl")
     text = _replace_once(text, f"listen {NGINX_HTTP_PORT} ", f"listen 127.0.0.1:{http_port} ")
     text = _replace_once(text, f"server api:{API_PORT};", f"server 127.0.0.1:{upstreams.api or 9};")
-    text = _replace_once(
-        text, f"server gateway:{GATEWAY_PORT};", f"server 127.0.0.1:{upstreams.gateway or 9};"
-    )
+    # Like `gateway` resolving to every replica's address in the compose network.
+    replicas = "\n        ".join(f"server 127.0.0.1:{port};" for port in upstreams.gateways or (9,))
+    text = _replace_once(text, f"server gateway:{GATEWAY_PORT};", replicas)
     text = _replace_once(text, f"root {RENDER_WEB_ROOT};", f"root {WEB_ROOT};")
     text = text.replace("/tmp/nginx-", f"{base}/tmp-")
     text = _replace_once(

@@ -128,3 +128,59 @@ def test_a_second_call_over_the_agents_limit_is_told_the_lines_are_busy(
     expect(widget(page)).to_have_attribute("data-orbis-state", "live")
     widget(page).locator(".action").click()
     expect(widget(page)).to_have_attribute("data-orbis-state", "ended")
+
+
+def test_a_draining_gateway_moves_the_call_to_another_replica(
+    page: Page,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
+    name = embed_page(tenant_pages, "deploy.html", stack=stack, agent=agent["public_id"])
+    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
+    host = widget(page)
+    host.locator(".launcher").click()
+    expect(host.locator(".captions li[data-role=agent]")).to_have_text(
+        "Hi! How can I help?", timeout=CALL_TIMEOUT_MS
+    )
+    first_call = host.get_attribute("data-orbis-call-id")
+    with psycopg.connect(stack.database_conninfo) as conn:
+        row = conn.execute("SELECT instance_id FROM calls WHERE id = %s", (first_call,)).fetchone()
+    assert row is not None
+    draining = stack.gateways[row[0]]
+    page.evaluate(
+        """() => {
+            const w = document.querySelector('orbis-voice-widget');
+            window.seenStates = [];
+            new MutationObserver(() => window.seenStates.push(w.dataset.orbisState))
+                .observe(w, { attributes: true, attributeFilter: ['data-orbis-state'] });
+        }"""
+    )
+    received_before = int(host.get_attribute("data-orbis-bytes-received") or 0)
+
+    try:
+        # A deploy: SIGTERM drains the replica, which hints its widgets to reconnect; it exits
+        # once its calls have moved.
+        assert draining.stop() == 0
+        wait_for(
+            page, f"w.dataset.orbisState === 'live' && w.dataset.orbisCallId !== '{first_call}'"
+        )
+        assert "reconnecting" in page.evaluate("window.seenStates")
+        second_call = host.get_attribute("data-orbis-call-id")
+        # The conversation goes on: the model answers again on the new call.
+        wait_for(page, f"Number(w.dataset.orbisBytesReceived) > {received_before}")
+        host.locator(".action").click()
+        expect(host).to_have_attribute("data-orbis-state", "ended")
+        with psycopg.connect(stack.database_conninfo) as conn:
+            calls: dict[str, str] = dict(
+                conn.execute(
+                    "SELECT id::text, instance_id FROM calls WHERE id IN (%s, %s)",
+                    (first_call, second_call),
+                ).fetchall()
+            )
+        assert calls[str(first_call)] == draining.instance_id
+        assert calls[str(second_call)] != draining.instance_id
+    finally:
+        draining.start()

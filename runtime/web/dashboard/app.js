@@ -36,12 +36,22 @@ async function request(method, path, body, { retry = true, anonymous = false } =
   const tokens = auth.get();
   if (!anonymous && tokens) headers.Authorization = `Bearer ${tokens.access_token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(`/api/v1${path}`, {
+  const init = {
     method,
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "omit",
-  });
+  };
+  let response;
+  try {
+    response = await fetch(`/api/v1${path}`, init);
+  } catch (err) {
+    // Browsers abort requests when the device's network changes (Wi-Fi hand-over, VPN).
+    // Reads and logins are safe to send twice; anything else is left to the user.
+    if (method !== "GET" && path !== "/auth/login") throw err;
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    response = await fetch(`/api/v1${path}`, init);
+  }
   if (response.status === 401 && retry && !anonymous && tokens && tokens.refresh_token) {
     if (await refreshTokens(tokens.refresh_token)) {
       return request(method, path, body, { retry: false });
