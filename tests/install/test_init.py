@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ SECRETS = {
     "backup_key",
     "gemini_api_key",
 }
+NOBODY = 65534
 TLS_FILES = {"ca.crt", "ca.key", "server.crt", "server.key", "emulator.crt", "emulator.key"}
 
 
@@ -286,3 +289,32 @@ def test_a_kept_certificate_that_differs_from_tls_cert_file_is_reported(
     installed = (default_install / "tls" / "server.crt").read_bytes()
     assert installed == operator_chain.cert_file.read_bytes()
     assert "warning" not in again.output
+
+
+def test_init_as_an_ordinary_user_keeps_ownership_and_says_what_to_chown() -> None:
+    """Without root, secrets stay the user's own (mode 0600) and init says what to chown.
+
+    The test process takes the effective uid of `nobody` around the in-process run (root can
+    switch back: its real and saved uid stay 0).
+    """
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    base = Path(tempfile.mkdtemp(prefix="orbis-nonroot-"))
+    try:
+        base.chmod(0o777)
+        root = base / "orbis"
+        os.setegid(NOBODY)
+        os.seteuid(NOBODY)
+        try:
+            result = invoke("init", "--dir", str(root), "--non-interactive")
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
+        assert result.exit_code == 0, result.output
+        assert "not running as root" in result.output
+        assert "chown 10001:10001" in result.output
+        for path in (root / "secrets").iterdir():
+            assert path.stat().st_uid == NOBODY, path.name
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    finally:
+        shutil.rmtree(base)
