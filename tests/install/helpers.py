@@ -158,3 +158,19 @@ def secret_values(install: Path) -> list[str]:
         values += [line for line in key_file.read_text().splitlines() if "-----" not in line]
     assert values, "the install holds no secrets to look for"
     return [value for value in values if len(value) >= 16]
+
+
+# Host names of the stack's services, which nginx resolves when it loads its config.
+SERVICE_NAMES = "api gateway emulator referrals"
+
+
+def nginx_conf_dir(install: Path, work: Path) -> Path:
+    """A copy of the container's /etc/nginx: the rendered config, the certificate, mime.types."""
+    conf = work / "etc-nginx"
+    (conf / "tls").mkdir(parents=True)
+    (conf / "nginx.conf").symlink_to(install / "nginx" / "nginx.conf")
+    (conf / "snippets").symlink_to(install / "nginx" / "snippets")
+    (conf / "tls" / "server.crt").symlink_to(install / "tls" / "server.crt")
+    (conf / "tls" / "server.key").symlink_to(install / "tls" / "server.key")
+    (conf / "mime.types").symlink_to("/etc/nginx/mime.types")
+    return conf

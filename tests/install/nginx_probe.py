@@ -24,7 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from orbisctl.render import API_PORT, GATEWAY_PORT, NGINX_HTTP_PORT, NGINX_HTTPS_PORT
-from tests.install.test_real_tools import SERVICE_NAMES, nginx_conf_dir
+from tests.install.helpers import SERVICE_NAMES, nginx_conf_dir
 from tests.services import wait_for_port
 
 WS_TOKEN = "probe-session-token-must-not-be-logged"

@@ -20,19 +20,7 @@ from pathlib import Path
 
 import pytest
 
-SERVICE_NAMES = "api gateway emulator referrals"
-
-
-def nginx_conf_dir(install: Path, work: Path) -> Path:
-    """A copy of the container's /etc/nginx: the rendered config, the certificate, mime.types."""
-    conf = work / "etc-nginx"
-    (conf / "tls").mkdir(parents=True)
-    (conf / "nginx.conf").symlink_to(install / "nginx" / "nginx.conf")
-    (conf / "snippets").symlink_to(install / "nginx" / "snippets")
-    (conf / "tls" / "server.crt").symlink_to(install / "tls" / "server.crt")
-    (conf / "tls" / "server.key").symlink_to(install / "tls" / "server.key")
-    (conf / "mime.types").symlink_to("/etc/nginx/mime.types")
-    return conf
+from tests.install.helpers import SERVICE_NAMES, nginx_conf_dir
 
 
 def run_nginx_test(install: Path, work: Path) -> subprocess.CompletedProcess[str]:
