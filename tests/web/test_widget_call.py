@@ -184,3 +184,18 @@ def test_a_draining_gateway_moves_the_call_to_another_replica(
         assert calls[str(second_call)] != draining.instance_id
     finally:
         draining.start()
+
+
+def test_an_unknown_agent_says_it_is_not_available(
+    page: Page, stack: Stack, tenant_site: Nginx, tenant_pages: Path
+) -> None:
+    name = embed_page(tenant_pages, "stale.html", stack=stack, agent="agt_deleted_long_ago")
+    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
+    host = widget(page)
+    # The config endpoint shares nothing with a page it cannot vouch for; the session
+    # endpoint says why.
+    expect(host).to_have_attribute("data-orbis-config", "failed")
+    host.locator(".launcher").click()
+    expect(host).to_have_attribute("data-orbis-state", "unavailable")
+    expect(host).to_have_attribute("data-orbis-error", "agent_not_found")
+    expect(host.locator(".status")).to_have_text("This voice agent is not available.")

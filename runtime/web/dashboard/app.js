@@ -141,10 +141,19 @@ function formData(form) {
   return Object.fromEntries(new FormData(form).entries());
 }
 
-function mount(templateId) {
-  const view = $("#view");
-  view.replaceChildren($(templateId).content.cloneNode(true));
-  return view;
+// A view shows itself with its render's `mount`; a view whose data arrives after the user
+// has moved on finds its render superseded and shows nothing.
+class Superseded extends Error {}
+let renderSeq = 0;
+
+function mounter() {
+  const seq = ++renderSeq;
+  return (templateId) => {
+    if (seq !== renderSeq) throw new Superseded();
+    const view = $("#view");
+    view.replaceChildren($(templateId).content.cloneNode(true));
+    return view;
+  };
 }
 
 function snippetFor(agent) {
@@ -175,7 +184,7 @@ function showChrome(signedIn) {
   $("#who").textContent = signedIn && tokens && tokens.email ? tokens.email : "";
 }
 
-async function loginView() {
+async function loginView(mount) {
   showChrome(false);
   const view = mount("#tpl-login");
   const finish = (result) => {
@@ -208,7 +217,7 @@ async function loginView() {
 
 // --- agents -------------------------------------------------------------------------------
 
-async function agentsView() {
+async function agentsView(mount) {
   const { items } = await api.agents();
   const view = mount("#tpl-agents");
   const body = $("#agents-body", view);
@@ -261,7 +270,7 @@ function readAgentForm(form) {
   };
 }
 
-async function agentView(id) {
+async function agentView(mount, id) {
   // Load before showing the form, so nothing typed can be overwritten by late data.
   let agent = id === "new" ? null : await api.agent(id);
   const view = mount("#tpl-agent");
@@ -333,7 +342,7 @@ function startTestWidget(agent) {
 
 // --- transcripts --------------------------------------------------------------------------
 
-async function transcriptsView() {
+async function transcriptsView(mount) {
   const agents = (await api.agents()).items;
   const view = mount("#tpl-transcripts");
   const form = $("#transcript-filter", view);
@@ -391,7 +400,7 @@ async function transcriptsView() {
   await load(false);
 }
 
-async function transcriptView(id) {
+async function transcriptView(mount, id) {
   const call = await api.session(id);
   const view = mount("#tpl-transcript");
   const facts = $("#call-facts", view);
@@ -429,7 +438,7 @@ async function transcriptView(id) {
 
 // --- API keys -----------------------------------------------------------------------------
 
-async function keysView() {
+async function keysView(mount) {
   const view = mount("#tpl-keys");
   const body = $("#keys-body", view);
   const list = async () => {
@@ -479,7 +488,7 @@ async function keysView() {
 
 // --- GDPR ---------------------------------------------------------------------------------
 
-function privacyView() {
+function privacyView(mount) {
   const view = mount("#tpl-privacy");
   const result = $("#privacy-result", view);
   $("#privacy-form", view).addEventListener("submit", async (event) => {
@@ -510,18 +519,19 @@ function privacyView() {
 // --- routing ------------------------------------------------------------------------------
 
 const ROUTES = [
-  [/^#\/agents$/, () => agentsView()],
-  [/^#\/agents\/([^/]+)$/, (m) => agentView(decodeURIComponent(m[1]))],
-  [/^#\/transcripts$/, () => transcriptsView()],
-  [/^#\/transcripts\/([^/]+)$/, (m) => transcriptView(decodeURIComponent(m[1]))],
-  [/^#\/keys$/, () => keysView()],
-  [/^#\/privacy$/, () => privacyView()],
+  [/^#\/agents$/, (mount) => agentsView(mount)],
+  [/^#\/agents\/([^/]+)$/, (mount, m) => agentView(mount, decodeURIComponent(m[1]))],
+  [/^#\/transcripts$/, (mount) => transcriptsView(mount)],
+  [/^#\/transcripts\/([^/]+)$/, (mount, m) => transcriptView(mount, decodeURIComponent(m[1]))],
+  [/^#\/keys$/, (mount) => keysView(mount)],
+  [/^#\/privacy$/, (mount) => privacyView(mount)],
 ];
 
 async function render() {
   const hash = location.hash || "#/agents";
+  const mount = mounter();
   if (!auth.get()) {
-    await loginView();
+    await loginView(mount);
     return;
   }
   showChrome(true);
@@ -534,9 +544,9 @@ async function render() {
     return;
   }
   try {
-    await route[1](hash.match(route[0]));
+    await route[1](mount, hash.match(route[0]));
   } catch (err) {
-    notify(describe(err));
+    if (!(err instanceof Superseded)) notify(describe(err));
   }
 }
 
