@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from backups import crypto, manifest
-from backups.executor import MAINTENANCE_DATABASE, Executor
+from backups.executor import MAINTENANCE_DATABASE, Command, Executor
 from backups.fs import fsync_dir
 from backups.keys import BackupKeyRing, load_escrow
 from backups.manifest import (
@@ -188,6 +188,46 @@ def _count_rows(session: PsqlSession, tables: list[str]) -> dict[str, int]:
     return {name: int(count) for name, count in session.query(sql)}
 
 
+# With diskless replication (Redis 7's default) the RDB arrives ended by a 40-character
+# random hex mark; `redis-cli --rdb FILE` truncates it off the file afterwards, but on stdout
+# it cannot, so the mark is cut here. An RDB ends with the EOF opcode 0xFF and an 8-byte CRC,
+# so "0xFF at -49, then 40 hex characters" only ever matches the mark.
+_EOF_MARK_BYTES = 40
+_HEX = frozenset(b"0123456789abcdef")
+
+
+class _RdbTail:
+    """Passes an RDB stream through, holding back its last bytes to cut a diskless EOF mark."""
+
+    def __init__(self, sink: _Sink) -> None:
+        self._sink = sink
+        self._held = b""
+
+    def write(self, data: bytes) -> None:
+        data = self._held + data
+        keep = _EOF_MARK_BYTES + 9
+        if len(data) > keep:
+            self._sink.write(data[:-keep])
+            data = data[-keep:]
+        self._held = data
+
+    def finish(self) -> None:
+        tail = self._held
+        if (
+            len(tail) == _EOF_MARK_BYTES + 9
+            and tail[-_EOF_MARK_BYTES - 9] == 0xFF
+            and set(tail[-_EOF_MARK_BYTES:]) <= _HEX
+        ):
+            tail = tail[:-_EOF_MARK_BYTES]
+        self._sink.write(tail)
+
+
+def _stream_rdb(command: Command, sink: _Sink) -> None:
+    tail = _RdbTail(sink)
+    stream_out(command, tail.write, what="redis-cli --rdb")
+    tail.finish()
+
+
 def _write_config_bundle(install: Install, sink: IO[bytes]) -> None:
     with tarfile.open(fileobj=sink, mode="w|") as bundle:
         if install.config_file.exists():
@@ -259,7 +299,7 @@ def create_backup(
             COMPONENT_REDIS,
             data_key,
             progress,
-            lambda sink: stream_out(rdb, sink.write, what="redis-cli --rdb"),
+            lambda sink: _stream_rdb(rdb, sink),
         )
         progress.step("bundle config and secrets")
         components[COMPONENT_CONFIG] = _component(

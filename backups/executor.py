@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -281,6 +281,24 @@ class ComposeExecutor:
                 raise EngineError(f"installing the Redis data failed: {result.stderr.strip()}")
         finally:
             self.compose.run("start", "redis", timeout=120)
+        self._wait_for_redis(timeout=120)
+
+    def _wait_for_redis(self, *, timeout: float) -> None:
+        """Until Redis has loaded its data and answers PING (it refuses while loading)."""
+        command = self.redis_cli(["ping"])
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(
+                command.argv, capture_output=True, text=True, timeout=30, check=False
+            )
+            if result.stdout.strip() == "PONG":
+                return
+            if time.monotonic() > deadline:
+                raise EngineError(
+                    f"Redis did not answer within {timeout:.0f} s after the restore",
+                    hint="`orbisctl logs redis` shows why",
+                )
+            time.sleep(0.5)
 
     def describe(self) -> str:
         return f"compose project {self.compose.project_name}"
@@ -291,6 +309,8 @@ class ComposeAppControl:
     """Stops and starts the services that write to the database, around a restore's switch."""
 
     compose: Compose
+    # The stack's own readiness wait (`orbisctl.stack.wait_healthy`), run after the start.
+    wait_ready: Callable[[], object] | None = None
     services: tuple[str, ...] = ("gateway", "api")
 
     def stop(self) -> None:
@@ -298,3 +318,5 @@ class ComposeAppControl:
 
     def start(self) -> None:
         self.compose.run("start", *reversed(self.services), timeout=300)
+        if self.wait_ready is not None:
+            self.wait_ready()

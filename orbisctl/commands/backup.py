@@ -43,7 +43,7 @@ from backups.engine import (
 )
 from backups.executor import ComposeAppControl, ComposeExecutor, Executor, LocalExecutor
 from backups.fs import atomic_write
-from orbisctl import output, stack
+from orbisctl import engine, output, stack
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, UserError
@@ -108,7 +108,15 @@ class _Context:
     def app_control(self) -> AppControl:
         if self.database_url:
             return NoAppControl()
-        return ComposeAppControl(self._stack().compose())
+        install = self._stack()
+        compose = install.compose()
+
+        def wait_ready() -> None:
+            stack.wait_healthy(
+                install, stack.compose_model(compose), timeout=300, client=engine.connect()
+            )
+
+        return ComposeAppControl(compose, wait_ready=wait_ready)
 
     def _stack(self) -> stack.Install:
         return stack.Install(self.root, self.config)

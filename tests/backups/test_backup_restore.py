@@ -80,6 +80,17 @@ def test_round_trip_restores_database_and_redis(stack: Stack) -> None:
     assert safety.manifest.label == "pre-restore"
 
 
+def test_redis_component_is_a_clean_rdb(stack: Stack) -> None:
+    """No diskless-replication EOF mark after the RDB: an AOF base must end at the CRC."""
+    path = _backup(stack)
+    verified = open_backup(path, stack.ring())
+    component = verified.manifest.components["redis"]
+    with (path / component.file).open("rb") as handle:
+        rdb = b"".join(crypto.decrypt_stream(handle, verified.data_key, "redis"))
+    assert rdb.startswith(b"REDIS00")
+    assert rdb[-9] == 0xFF  # EOF opcode, then the 8-byte CRC64, then nothing
+
+
 def test_backup_files_hold_no_plaintext(stack: Stack) -> None:
     path = _backup(stack)
     for name in manifest.COMPONENT_FILES.values():
