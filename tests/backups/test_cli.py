@@ -154,3 +154,17 @@ def test_new_host_secrets_first_then_data(cli: CliRunner, stack: Stack, tmp_path
     )
     assert result.exit_code == 0, result.output  # opened with the restored backup key
     assert stack.count("transcripts") == 2000
+
+
+def test_schedule_writes_a_cron_entry(cli: CliRunner, stack: Stack, tmp_path: Path) -> None:
+    cron_dir = tmp_path / "cron.d"
+    result = cli.invoke(
+        app, ["backup", "schedule", "--cron", "--cron-dir", str(cron_dir)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    (entry,) = cron_dir.iterdir()
+    assert entry.name == "orbis-backup-orbisvoice"
+    assert entry.stat().st_mode & 0o777 == 0o644
+    line = entry.read_text().splitlines()[-1]
+    assert line.startswith("0 3 * * * root ") and line.endswith(" 2>&1")
+    assert "backup create" in line and "backup prune" in line
