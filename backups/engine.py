@@ -251,8 +251,7 @@ def create_backup(
 
     The data key is wrapped for the current key of the ring and, when one is set in
     `secrets/backup_escrow.json`, for the passphrase escrow. Row counts and the dump come
-    from one exported snapshot, so they agree exactly even
-    while the application writes.
+    from one exported snapshot, so they agree exactly even while the application writes.
     """
     progress = progress or NullProgress()
     if ring.current is None:
@@ -307,6 +306,7 @@ def create_backup(
             COMPONENT_CONFIG,
             data_key,
             progress,
+            # A stream-mode tarfile only ever calls write() on its file object.
             lambda sink: _write_config_bundle(install, sink),  # type: ignore[arg-type]
         )
         result = Manifest(
