@@ -199,3 +199,35 @@ def test_an_unknown_agent_says_it_is_not_available(
     expect(host).to_have_attribute("data-orbis-state", "unavailable")
     expect(host).to_have_attribute("data-orbis-error", "agent_not_found")
     expect(host.locator(".status")).to_have_text("This voice agent is not available.")
+
+
+def test_an_interruption_silences_the_agent_at_once(
+    page: Page,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    # The emulator's control keyword: every reply is interrupted part-way (barge-in).
+    agent = create_agent(
+        stack,
+        tenant_login["token"],
+        [tenant_site.origin(TENANT_HOST)],
+        instructions="Be brief. [[emulator interrupt=before_turn_complete]]",
+    )
+    name = embed_page(tenant_pages, "barge-in.html", stack=stack, agent=agent["public_id"])
+    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
+    host = widget(page)
+    host.locator(".launcher").click()
+
+    wait_for(page, "Number(w.dataset.orbisInterruptions || 0) >= 1")
+    # Audio arrives faster than it plays; what was still queued when `interrupted` came was
+    # dropped, not played.
+    wait_for(page, "Number(w.dataset.orbisBytesFlushed || 0) > 0")
+    received = int(host.get_attribute("data-orbis-bytes-received") or 0)
+    played = int(host.get_attribute("data-orbis-bytes-played") or 0)
+    flushed = int(host.get_attribute("data-orbis-bytes-flushed") or 0)
+    assert played + flushed <= received
+    expect(host).to_have_attribute("data-orbis-state", "live")
+    host.locator(".action").click()
+    expect(host).to_have_attribute("data-orbis-state", "ended")
