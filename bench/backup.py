@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def _fill(server: PostgresServer, dbname: str, size_mb: int) -> dict[str, int]:
             "INSERT INTO transcript_segments (call_id, seq, role, text, at) "
             "SELECT 1 + g / 40, mod(g, 40), CASE WHEN mod(g, 2) = 0 THEN 'user' ELSE 'agent' END, "
             "s.body || ' ' || md5(g::text), now() "
-            "FROM generate_series(0, %s) g JOIN sentences s ON s.id = mod(g * 7919, 5000)",
+            "FROM generate_series(0, %s) g JOIN sentences s ON s.id = mod(g::bigint * 7919, 5000)",
             (segments - 1,),
         )
         conn.execute("VACUUM ANALYZE")
@@ -189,49 +190,47 @@ def main() -> None:
         timings: dict[str, list[float]] = {
             name: [] for name in ("raw_dump", "raw_restore", "backup", "restore")
         }
-        for attempt in range(args.repeat):
-            clock = time.perf_counter()
-            _run(
-                [
-                    pg_tool("pg_dump"),
-                    *conn_args,
-                    "--dbname",
-                    live,
-                    "--format=custom",
-                    "--file",
-                    str(dump_file),
-                ],
-                env,
-            )
-            timings["raw_dump"].append(time.perf_counter() - clock)
+        last_backup: list[Path] = []
 
-            target = pg.create_database(f"raw_restore_{attempt}")
+        def timed(name: str, action: Callable[[], object]) -> None:
             clock = time.perf_counter()
-            _run(
-                [
-                    pg_tool("pg_restore"),
-                    *conn_args,
-                    "--dbname",
-                    target,
-                    "--exit-on-error",
-                    str(dump_file),
-                ],
-                env,
-            )
-            timings["raw_restore"].append(time.perf_counter() - clock)
+            action()
+            timings[name].append(time.perf_counter() - clock)
+
+        def raw_round() -> None:
+            dump = [pg_tool("pg_dump"), *conn_args, "--dbname", live, "--format=custom"]
+            timed("raw_dump", lambda: _run([*dump, "--file", str(dump_file)], env))
+            target = pg.create_database("raw_restore")
+            restore = [pg_tool("pg_restore"), *conn_args, "--dbname", target, "--exit-on-error"]
+            timed("raw_restore", lambda: _run([*restore, str(dump_file)], env))
             pg.drop_database(target)
 
-            clock = time.perf_counter()
-            made = engine.create_backup(install, executor, ring)
-            timings["backup"].append(time.perf_counter() - clock)
-
-            path = install.repository / made.backup_id
-            clock = time.perf_counter()
-            engine.restore_backup(
-                install, executor, ring, path, app=engine.NoAppControl(), safety_backup=False
+        def orbis_round() -> None:
+            timed(
+                "backup",
+                lambda: last_backup.append(
+                    install.repository / engine.create_backup(install, executor, ring).backup_id
+                ),
             )
-            timings["restore"].append(time.perf_counter() - clock)
+            timed(
+                "restore",
+                lambda: engine.restore_backup(
+                    install,
+                    executor,
+                    ring,
+                    last_backup[-1],
+                    app=engine.NoAppControl(),
+                    safety_backup=False,
+                ),
+            )
             _drop_kept_databases(pg)
+
+        # Alternate which goes first, so neither always meets the colder cache.
+        for attempt in range(args.repeat):
+            rounds = (raw_round, orbis_round) if attempt % 2 == 0 else (orbis_round, raw_round)
+            for run_round in rounds:
+                run_round()
+        path = last_backup[-1]
         raw_bytes = dump_file.stat().st_size
         archive_bytes = sum(f.stat().st_size for f in path.iterdir())
 
