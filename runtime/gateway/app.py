@@ -111,7 +111,11 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     metrics_ = gateway.deps.metrics
     ws = web.WebSocketResponse(
-        max_msg_size=4 * settings.max_frame_bytes, heartbeat=HEARTBEAT_SECONDS, timeout=2.0
+        max_msg_size=4 * settings.max_frame_bytes,
+        heartbeat=HEARTBEAT_SECONDS,
+        timeout=2.0,
+        # PCM does not deflate usefully; compressing it costs CPU per frame for nothing.
+        compress=False,
     )
     if not ws.can_prepare(request).ok:
         return web.json_response(

@@ -53,7 +53,9 @@ def make_client(
             base_url=base_url,
             # Gemini's pongs can take 8-30 s, so websockets' default keepalive (20 s timeout)
             # kills healthy sessions; dead sockets surface through receive() instead.
-            async_client_args={"ssl": context, "ping_interval": None},
+            # No permessage-deflate: base64 audio barely compresses, and deflating every
+            # frame on both ends cost more latency under load than it saved (bench/gateway.py).
+            async_client_args={"ssl": context, "ping_interval": None, "compression": None},
         ),
     )
 

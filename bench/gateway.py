@@ -1,0 +1,432 @@
+"""Gateway benchmark: N simulated callers streaming real-time audio through the gateway.
+
+Starts real PostgreSQL and Redis (tests/services.py), the API (in this process: it only
+serves call starts, transcripts and call ends), the Gemini Live emulator (its own process,
+replies paced in real time), and then, one after the other, two relays in their own processes:
+
+- **bare relay**: a minimal aiohttp WebSocket relay (raw JSON to the emulator, no SDK, no
+  limits, no transcripts, no Redis), the floor any relay pays;
+- **gateway**: `python -m runtime.gateway`, the real thing.
+
+Each caller connects, waits for `session.started`, then streams 16 kHz PCM16 in real time
+(speech, then silence; the emulator's VAD ends the turn after 500 ms of silence) for the whole
+run, and receives the model's 24 kHz audio. Per turn it measures the response latency: from
+sending the frame that completes the 500 ms of silence to the first byte of model audio. The
+gateway's *added* latency is its latency minus the bare relay's in the same run (both include
+the emulator's own processing). CPU is the relay process's user+system time over the run.
+
+    .venv/bin/python bench/gateway.py [--calls 50] [--seconds 20] [--frame-ms 40]
+        [--json bench/results/gateway.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from runtime.emulator.audio import silence, synthetic_speech
+from runtime.emulator.testing import emulator_process
+from tests.api.fixtures import api_settings, start_api, write_keyring
+from tests.services import free_port, postgres_server, redis_server
+
+ORIGIN = "https://shop.example"
+INPUT_RATE = 16_000
+SPEECH_MS = 600
+SILENCE_MS = 1_900  # the VAD ends the turn after 500 ms; the rest covers the 1 s reply
+VAD_SILENCE_MS = 500
+SCENARIO = {
+    "turns": [
+        {
+            "input_transcription": "Hello there.",
+            "output_transcription": "Hi! How can I help?",
+            "audio_ms": 1000,
+        }
+    ],
+    "chunk_ms": 40,
+    "pace": 1.0,
+}
+LIVE_PATH = "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent"
+
+
+# --- the bare relay baseline (its own process) ---------------------------------------------
+
+
+def serve_bare_relay(port: int, emulator_url: str, ca_file: str, api_key: str) -> None:
+    context = ssl.create_default_context(cafile=ca_file)
+
+    async def relay(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        http = request.app[HTTP]
+        async with http.ws_connect(
+            emulator_url + LIVE_PATH, headers={"x-goog-api-key": api_key}, ssl=context
+        ) as upstream:
+            setup = {"model": "models/bench", "generationConfig": {"responseModalities": ["AUDIO"]}}
+            await upstream.send_str(json.dumps({"setup": setup}))
+            await upstream.receive()  # setupComplete
+            await ws.send_str(json.dumps({"type": "session.started"}))
+
+            async def to_model() -> None:
+                async for message in ws:
+                    if message.type is aiohttp.WSMsgType.BINARY:
+                        audio = {
+                            "data": base64.b64encode(message.data).decode(),
+                            "mime_type": "audio/pcm;rate=16000",
+                        }
+                        await upstream.send_str(json.dumps({"realtime_input": {"audio": audio}}))
+
+            async def to_caller() -> None:
+                async for message in upstream:
+                    content = json.loads(message.data).get("serverContent") or {}
+                    for part in (content.get("modelTurn") or {}).get("parts") or []:
+                        await ws.send_bytes(base64.b64decode(part["inlineData"]["data"]))
+
+            tasks = [asyncio.create_task(to_model()), asyncio.create_task(to_caller())]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+        return ws
+
+    async def http_ctx(app: web.Application) -> Any:
+        async with aiohttp.ClientSession() as session:
+            app[HTTP] = session
+            yield
+
+    app = web.Application()
+    app.cleanup_ctx.append(http_ctx)
+    app.router.add_get("/ws/call", relay)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+
+
+# --- callers -------------------------------------------------------------------------------
+
+
+@dataclass
+class CallerStats:
+    connected: bool = False
+    held: bool = False
+    error: str = ""
+    frames_in: int = 0
+    frames_out: int = 0
+    connect_seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+
+async def caller(
+    http: aiohttp.ClientSession, url: str, *, frame_ms: int, until: float, stats: CallerStats
+) -> None:
+    frame_bytes = INPUT_RATE * 2 * frame_ms // 1000
+    cycle = synthetic_speech(SPEECH_MS, "tone", 300.0, rate=INPUT_RATE) + silence(SILENCE_MS)
+    frames = [cycle[i : i + frame_bytes] for i in range(0, len(cycle), frame_bytes)]
+    trigger_index = (SPEECH_MS + VAD_SILENCE_MS) // frame_ms - 1
+    waiting_since: list[float] = []
+    began = time.perf_counter()
+    try:
+        async with http.ws_connect(url, headers={"Origin": ORIGIN}, heartbeat=None) as ws:
+            while True:
+                message = await ws.receive(timeout=30)
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    stats.error = f"closed before start ({ws.close_code})"
+                    return
+                if json.loads(message.data)["type"] == "session.started":
+                    break
+            stats.connected = True
+            stats.connect_seconds = time.perf_counter() - began
+
+            async def receive() -> None:
+                async for message in ws:
+                    if message.type is aiohttp.WSMsgType.BINARY:
+                        stats.frames_out += 1
+                        if waiting_since:
+                            stats.latencies.append(time.perf_counter() - waiting_since.pop())
+                    elif message.type is aiohttp.WSMsgType.TEXT:
+                        event = json.loads(message.data)
+                        if event["type"] == "error":
+                            stats.error = event["code"]
+
+            receiver = asyncio.create_task(receive())
+            start = time.perf_counter()
+            index = 0
+            while time.perf_counter() < until and not ws.closed:
+                await ws.send_bytes(frames[index % len(frames)])
+                stats.frames_in += 1
+                if index % len(frames) == trigger_index:
+                    waiting_since[:] = [time.perf_counter()]
+                index += 1
+                # An absolute schedule: no drift however long a send took.
+                await asyncio.sleep(max(0.0, start + index * frame_ms / 1000 - time.perf_counter()))
+            stats.held = not ws.closed and not stats.error
+            receiver.cancel()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        stats.error = stats.error or type(exc).__name__
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_listening(http: aiohttp.ClientSession, url: str, process: Any) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"{url} exited with {process.returncode}")
+            try:
+                async with http.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+async def run_load(
+    name: str,
+    process: asyncio.subprocess.Process,
+    ws_urls: list[str],
+    *,
+    frame_ms: int,
+    seconds: float,
+) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        base = ws_urls[0].split("/ws/")[0].replace("ws://", "http://")
+        await wait_listening(http, base + "/healthz", process)
+        ramp = min(5.0, len(ws_urls) * 0.02)
+        until = time.perf_counter() + ramp + seconds
+        stats = [CallerStats() for _ in ws_urls]
+        cpu_before, wall_before = cpu_seconds(process.pid), time.perf_counter()
+        tasks = []
+        for index, (url, caller_stats) in enumerate(zip(ws_urls, stats, strict=True)):
+            tasks.append(
+                asyncio.create_task(
+                    caller(http, url, frame_ms=frame_ms, until=until, stats=caller_stats)
+                )
+            )
+            await asyncio.sleep(ramp / len(ws_urls) if index < len(ws_urls) - 1 else 0)
+        async with asyncio.timeout(seconds + ramp + 60):
+            await asyncio.gather(*tasks)
+        cpu = cpu_seconds(process.pid) - cpu_before
+        wall = time.perf_counter() - wall_before
+    latencies = sorted(latency for s in stats for latency in s.latencies)
+    held = sum(s.held for s in stats)
+    errors: dict[str, int] = {}
+    for s in stats:
+        if s.error:
+            errors[s.error] = errors.get(s.error, 0) + 1
+
+    def percentile(p: float) -> float | None:
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+
+    return {
+        "relay": name,
+        "calls": len(ws_urls),
+        "calls_held": held,
+        "errors": errors,
+        "frames_per_second": round(sum(s.frames_in + s.frames_out for s in stats) / wall, 1),
+        "turns_measured": len(latencies),
+        "connect_ms_p50": round(
+            1000 * statistics.median([s.connect_seconds for s in stats if s.connected] or [0]), 1
+        ),
+        "latency_ms_p50": percentile(0.50),
+        "latency_ms_p99": percentile(0.99),
+        "latency_ms_mean": statistics.fmean(latencies) * 1000 if latencies else None,
+        "cpu_percent_of_core": round(100 * cpu / wall, 1),
+        "cpu_ms_per_call_second": round(1000 * cpu / wall / max(1, held), 3),
+    }
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="orbis-bench-gateway-"))
+    with postgres_server() as pg, redis_server() as redis_srv:
+        database = pg.create_database()
+        settings = api_settings(pg.url(database), redis_srv.url(1), write_keyring(work))
+        async with (
+            start_api(settings) as api,
+            emulator_process(
+                work / "emulator",
+                scenario=SCENARIO,
+                settings={"max_sessions": args.calls * 3 + 10},
+            ) as emulator,
+        ):
+            tenant = await api.signup(email=f"bench-{secrets.token_hex(4)}@example.com")
+            agent = await api.create_agent(
+                tenant, allowed_origins=[ORIGIN], max_concurrent_calls=1000
+            )
+            await _raise_org_limit(pg.url(database))
+            bare_port, gateway_port = free_port(), free_port()
+            bare = await asyncio.create_subprocess_exec(
+                sys.executable,
+                __file__,
+                "--bare-relay",
+                str(bare_port),
+                emulator.base_url,
+                str(emulator.cert.cert_file),
+                emulator.api_key,
+            )
+            env = _gateway_env(
+                work, api.url, api.internal_token, redis_srv.url(2), emulator, gateway_port
+            )
+            gateway = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "runtime.gateway",
+                env=env,
+                cwd=REPO,
+                stderr=(work / "gateway.log").open("wb"),
+            )
+            try:
+                tokens = [
+                    (await api.widget_session(agent["public_id"], origin=ORIGIN))["token"]
+                    for _ in range(args.calls)
+                ]
+                gateway_urls = [
+                    f"ws://127.0.0.1:{gateway_port}/ws/call?token={token}" for token in tokens
+                ]
+                bare_urls = [f"ws://127.0.0.1:{bare_port}/ws/call"] * args.calls
+                # Both relays carry the same load at the same time, so the machine's other
+                # work (a shared, noisy host) weighs on both alike.
+                results = list(
+                    await asyncio.gather(
+                        run_load(
+                            "bare aiohttp relay",
+                            bare,
+                            bare_urls,
+                            frame_ms=args.frame_ms,
+                            seconds=args.seconds,
+                        ),
+                        run_load(
+                            "gateway (google-genai)",
+                            gateway,
+                            gateway_urls,
+                            frame_ms=args.frame_ms,
+                            seconds=args.seconds,
+                        ),
+                    )
+                )
+            finally:
+                for process in (bare, gateway):
+                    process.terminate()
+                    await process.wait()
+    bare_row, gateway_row = results
+    added = {
+        key: (
+            None
+            if gateway_row[key] is None or bare_row[key] is None
+            else round(gateway_row[key] - bare_row[key], 1)
+        )
+        for key in ("latency_ms_p50", "latency_ms_p99")
+    }
+    return {
+        "command": " ".join(["bench/gateway.py", *sys.argv[1:]]),
+        "frame_ms": args.frame_ms,
+        "seconds": args.seconds,
+        "results": results,
+        "gateway_added_latency_ms": added,
+        "cpu_ratio_gateway_to_bare": (
+            round(gateway_row["cpu_percent_of_core"] / bare_row["cpu_percent_of_core"], 2)
+            if bare_row["cpu_percent_of_core"]
+            else None
+        ),
+    }
+
+
+async def _raise_org_limit(database_url: str) -> None:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute("UPDATE orgs SET max_concurrent_calls = 100000")
+
+
+def _gateway_env(
+    work: Path, api_url: str, internal_token: str, redis_url: str, emulator: Any, port: int
+) -> dict[str, str]:
+    (work / "internal_token").write_text(internal_token + "\n")
+    (work / "gemini_api_key").write_text(emulator.api_key + "\n")
+    return {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(REPO),
+        "ORBIS_GATEWAY_PORT": str(port),
+        "ORBIS_INSTANCE_ID": "bench",
+        "ORBIS_API_URL": api_url,
+        "ORBIS_INTERNAL_TOKEN_FILE": str(work / "internal_token"),
+        "ORBIS_REDIS_URL": redis_url,
+        "ORBIS_GEMINI_API_KEY_FILE": str(work / "gemini_api_key"),
+        "ORBIS_GEMINI_BASE_URL": emulator.base_url,
+        "ORBIS_GEMINI_CA_FILE": str(emulator.cert.cert_file),
+        "ORBIS_GEMINI_MODEL": "gemini-live-bench",
+        "ORBIS_LOG_LEVEL": "warning",
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    columns = [
+        ("relay", 24),
+        ("calls", 6),
+        ("calls_held", 11),
+        ("frames_per_second", 18),
+        ("latency_ms_p50", 15),
+        ("latency_ms_p99", 15),
+        ("cpu_percent_of_core", 20),
+        ("cpu_ms_per_call_second", 23),
+    ]
+    print("".join(name.ljust(width) for name, width in columns))
+    for row in report["results"]:
+        cells = []
+        for name, width in columns:
+            value = row[name]
+            text = f"{value:.1f}" if isinstance(value, float) else str(value)
+            cells.append(text.ljust(width))
+        print("".join(cells))
+        if row["errors"]:
+            print(f"    errors: {row['errors']}")
+    print(f"gateway added latency (ms): {report['gateway_added_latency_ms']}")
+    print(f"gateway CPU / bare relay CPU: {report['cpu_ratio_gateway_to_bare']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--frame-ms", type=int, default=40, choices=(20, 40, 50, 100))
+    parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "gateway.json")
+    parser.add_argument("--bare-relay", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_relay:
+        port, emulator_url, ca_file, api_key = args.bare_relay
+        serve_bare_relay(int(port), emulator_url, ca_file, api_key)
+        return 0
+    if not 1 <= args.calls <= 2000 or not 1 <= args.seconds <= 600:
+        parser.error("--calls must be 1-2000 and --seconds 1-600 (bounded load)")
+    report = asyncio.run(bench(args))
+    print_table(report)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
