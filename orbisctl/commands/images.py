@@ -10,8 +10,15 @@ import typer
 from rich.markup import escape
 
 from orbisctl import images as core
-from orbisctl import output, stack
+from orbisctl import output
 from orbisctl.commands.options import InstallDirOption
+from orbisctl.config import (
+    CONFIG_FILENAME,
+    ImageSource,
+    OrbisConfig,
+    load_config,
+    parse_config,
+)
 
 app = typer.Typer(help="Build the stack's images, or save/load them for air-gapped hosts.")
 
@@ -20,14 +27,36 @@ def _step(message: str) -> None:
     output.info(f"[dim]·[/] {escape(message)}")
 
 
+SourceOption = Annotated[
+    ImageSource | None,
+    typer.Option("--source", help="registry or local; default: images.source in orbis.yaml."),
+]
+TagOption = Annotated[
+    str | None, typer.Option("--tag", help="Image tag; default: images.tag in orbis.yaml.")
+]
+
+
+def _config(directory: Path, source: ImageSource | None, tag: str | None) -> OrbisConfig:
+    """The install's config, or the defaults where there is no install (a build host)."""
+    path = directory / CONFIG_FILENAME
+    config = load_config(path) if path.is_file() else OrbisConfig()
+    images = config.images.model_dump()
+    images |= {k: v for k, v in {"source": source, "tag": tag}.items() if v is not None}
+    return parse_config({**config.model_dump(mode="json"), "images": images})
+
+
 @app.command()
-def build(directory: InstallDirOption = Path()) -> None:
-    """Build every image (images.source in orbis.yaml); unchanged steps come from the cache."""
-    install = stack.open_install(directory)
+def build(
+    directory: InstallDirOption = Path(),
+    source: SourceOption = None,
+    tag: TagOption = None,
+) -> None:
+    """Build every image the stack needs; unchanged steps come from the cache."""
+    config = _config(directory, source, tag)
     started = time.monotonic()
-    refs = core.build_all(install.config, _step)
+    refs = core.build_all(config, _step)
     output.info(
-        f"[green]images ready[/] ({install.config.images.source.value} source, "
+        f"[green]images ready[/] ({config.images.source.value} source, "
         f"{time.monotonic() - started:.0f} s): {escape(', '.join(core.all_refs(refs)))}"
     )
 
@@ -36,10 +65,11 @@ def build(directory: InstallDirOption = Path()) -> None:
 def save(
     bundle: Annotated[Path, typer.Argument(help="The file to write (.tar or .tar.gz).")],
     directory: InstallDirOption = Path(),
+    source: SourceOption = None,
+    tag: TagOption = None,
 ) -> None:
     """Write every image of the stack into one file, for `images load` on an offline host."""
-    install = stack.open_install(directory)
-    refs = core.save_bundle(install.config, bundle)
+    refs = core.save_bundle(_config(directory, source, tag), bundle)
     output.info(f"saved {len(refs)} images to {escape(str(bundle))}")
 
 

@@ -1,0 +1,309 @@
+"""The appliance on a real Docker engine, end to end: `up` healthy, HTTPS and a voice call
+through nginx, `status --json`, hardening read back with `docker inspect`, `scale`, faults
+(a killed container, a stopped database) and recovery, `down --volumes`.
+
+The tests share one stack and run in file order: each leaves it healthy for the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from orbisctl import engine
+from orbisctl.errors import ExitCode
+from tests.e2e.conftest import Stack
+from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
+
+pytestmark = pytest.mark.docker
+
+LONG_RUNNING = {"api", "emulator", "gateway", "nginx", "postgres", "redis"}
+ONE_SHOT = {"migrate", "volume-init"}
+# The one container that runs as root: it only chowns fresh volumes (CHOWN, no network).
+ROOT_ONE_SHOT = "volume-init"
+WAIT_SECONDS = 120
+
+
+def _status(stack: Stack) -> dict[str, list[dict[str, Any]]]:
+    result = stack.cli("status", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["project"] == stack.project
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for row in data["services"]:
+        by_service.setdefault(row["service"], []).append(row)
+    return by_service
+
+
+def _wait(condition: Callable[[], bool], what: str, seconds: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {seconds:.0f} s: {what}")
+        time.sleep(1)
+
+
+def _all_healthy(stack: Stack) -> bool:
+    rows = _status(stack)
+    return all(
+        row["state"] == "running" and row["health"] == "healthy"
+        for service in LONG_RUNNING
+        for row in rows.get(service, [{"state": "absent", "health": "-"}])
+    )
+
+
+def _get(stack: Stack, path: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"{stack.url}{path}")  # noqa: S310 - https to our stack
+    context = context or stack.ssl_context()
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=15) as r:  # noqa: S310
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_every_service_is_healthy_and_status_json_says_so(stack: Stack) -> None:
+    rows = _status(stack)
+    assert set(rows) == LONG_RUNNING | ONE_SHOT
+    for service in LONG_RUNNING:
+        (row,) = rows[service]
+        assert (row["state"], row["health"]) == ("running", "healthy"), row
+        assert row["uptime_seconds"] >= 0
+        assert row["restarts"] == 0
+        assert row["container"] == f"{stack.project}-{service}-1"
+    for service in ONE_SHOT:
+        (row,) = rows[service]
+        assert (row["state"], row["exit_code"]) == ("exited", 0), row
+    assert rows["postgres"][0]["image"] == "orbisvoice/postgres:15-0.1.0"
+    assert rows["api"][0]["image"] == "orbisvoice/runtime:0.1.0"
+
+
+def test_up_again_is_idempotent(stack: Stack) -> None:
+    before = {c.name: c.id for c in stack.containers() if c.status == "running"}
+    result = stack.cli("up")
+    assert result.exit_code == 0, result.output
+    after = {c.name: c.id for c in stack.containers() if c.status == "running"}
+    assert after == before  # nothing changed, so nothing was recreated
+
+
+def test_https_through_nginx_with_the_generated_ca(stack: Stack) -> None:
+    status, _ = _get(stack, "/healthz")
+    assert status == 200
+    status, body = _get(stack, "/api/v1/widget/agents/no-such-agent")
+    assert status == 404
+    assert json.loads(body)["error"]["code"] == "agent_not_found"  # the API's error shape
+    status, body = _get(stack, "/widget.js")
+    assert status == 200
+    assert len(body) > 1000
+    # A client that does not trust the install's CA refuses the certificate.
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        _get(stack, "/healthz", ssl.create_default_context())
+    # Plain HTTP answers only with a redirect to HTTPS.
+    request = urllib.request.Request(f"http://localhost:{stack.http_port}/dashboard/")
+    opener = urllib.request.build_opener(_NoRedirect())
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        opener.open(request, timeout=15)
+    assert redirect.value.code == 301
+    assert redirect.value.headers["Location"] == f"https://localhost:{stack.https_port}/dashboard/"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def test_hardening_read_back_with_docker_inspect(stack: Stack) -> None:
+    seen = set()
+    for container in stack.containers():
+        service = container.labels[engine.SERVICE_LABEL]
+        seen.add(service)
+        host = container.attrs["HostConfig"]
+        config = container.attrs["Config"]
+        assert host["ReadonlyRootfs"] is True, service
+        assert host["CapDrop"] == ["ALL"], service
+        assert "no-new-privileges:true" in host["SecurityOpt"], service
+        assert host["Memory"] > 0, service
+        assert host["PidsLimit"] and host["PidsLimit"] > 0, service
+        assert host["LogConfig"]["Config"].get("max-size") == "10m", service
+        published = {port: b for port, b in (host.get("PortBindings") or {}).items() if b}
+        if service == "nginx":
+            assert sorted(int(b[0]["HostPort"]) for b in published.values()) == sorted(
+                [stack.http_port, stack.https_port]
+            )
+        else:
+            assert published == {}, f"{service} publishes {published}"
+        if service == ROOT_ONE_SHOT:
+            assert host["CapAdd"] == ["CAP_CHOWN"]
+            assert host["NetworkMode"] == "none"
+            continue
+        assert config["User"] == "10001:10001", service
+        assert not host.get("CapAdd"), service
+        if service in LONG_RUNNING:
+            assert config["Healthcheck"]["Test"][0] in ("CMD", "CMD-SHELL"), service
+            assert host["RestartPolicy"]["Name"] == "unless-stopped", service
+    assert seen == LONG_RUNNING | ONE_SHOT
+    # The processes really are not root: ask the kernel inside two of them.
+    for service in ("api", "postgres", "nginx"):
+        (container,) = stack.containers(service)
+        assert engine.exec_in(container, ["id", "-u"]).output == "10001"
+
+
+async def _signup(http: aiohttp.ClientSession, stack: Stack) -> dict[str, str]:
+    email = f"owner-{os.urandom(4).hex()}@example.com"
+    async with http.post(
+        f"{stack.url}/api/v1/auth/signup",
+        json={"org_name": "Shop", "email": email, "password": "correct horse battery staple"},
+    ) as response:
+        body = await response.json()
+        assert response.status == 201, body
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+async def _agent(http: aiohttp.ClientSession, stack: Stack, auth: dict[str, str]) -> str:
+    async with http.post(
+        f"{stack.url}/api/v1/agents",
+        json={"name": "Front desk", "instructions": "Be helpful.", "allowed_origins": [ORIGIN]},
+        headers=auth,
+    ) as response:
+        body = await response.json()
+        assert response.status == 201, body
+    return str(body["public_id"])
+
+
+async def _call(http: aiohttp.ClientSession, stack: Stack, public_id: str) -> str:
+    """One widget call through nginx: session token, wss, speech, answer, hang-up."""
+    async with http.post(
+        f"{stack.url}/api/v1/widget/agents/{public_id}/sessions",
+        json={},
+        headers={"Origin": ORIGIN},
+    ) as response:
+        session = await response.json()
+        assert response.status == 201, session
+    assert session["gateway_url"] == f"wss://localhost:{stack.https_port}/ws/call"
+    async with http.ws_connect(
+        f"{session['gateway_url']}?token={session['token']}", headers={"Origin": ORIGIN}
+    ) as ws:
+        call = WidgetCall(ws=ws)
+        call.start()
+        started = await call.wait_for("session.started", within=30)
+        await call.send_frames(speech_then_silence())
+        await call.wait_for("turn.complete", within=30)
+        finals = [(e["role"], e["text"]) for e in call.of_type("transcript") if e["final"]]
+        assert finals == [("user", "Hello there."), ("agent", "Hi! How can I help?")]
+        assert len(call.audio) > 0
+        await ws.send_str('{"type": "end"}')
+        assert (await call.wait_for("session.ended", within=30))["reason"] == "hangup"
+    return str(started["call_id"])
+
+
+async def _session(
+    http: aiohttp.ClientSession, stack: Stack, auth: dict[str, str], call_id: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:  # the gateway posts the transcript and the call's end just after hang-up
+        async with http.get(f"{stack.url}/api/v1/sessions/{call_id}", headers=auth) as response:
+            body: dict[str, Any] = await response.json()
+        if response.status == 200 and body["end_reason"] is not None:
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.5)
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(ssl=stack.ssl_context())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+async def test_voice_call_through_nginx_gateway_and_emulator_stores_the_transcript(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    auth = await _signup(http, stack)
+    public_id = await _agent(http, stack, auth)
+    call_id = await _call(http, stack, public_id)
+    session = await _session(http, stack, auth, call_id)
+    assert session["end_reason"] == "hangup"
+    assert [(s["seq"], s["role"], s["text"]) for s in session["transcript"]] == [
+        (1, "user", "Hello there."),
+        (2, "agent", "Hi! How can I help?"),
+    ]
+
+
+async def test_scale_gateway_to_two_and_calls_reach_both(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    result = stack.cli("scale", "gateway=2")
+    assert result.exit_code == 0, result.output
+    gateways = _status(stack)["gateway"]
+    assert len(gateways) == 2
+    assert {(g["state"], g["health"]) for g in gateways} == {("running", "healthy")}
+    auth = await _signup(http, stack)
+    public_id = await _agent(http, stack, auth)
+    instances = set()
+    for _ in range(6):  # nginx round-robins; two replicas show up within a few calls
+        call_id = await _call(http, stack, public_id)
+        instances.add((await _session(http, stack, auth, call_id))["instance_id"])
+        if len(instances) == 2:
+            break
+    assert len(instances) == 2, instances
+
+
+def test_a_killed_container_is_restarted_by_its_policy(stack: Stack) -> None:
+    (api,) = stack.containers("api")
+    os.kill(api.attrs["State"]["Pid"], signal.SIGKILL)  # a crash, not a `docker stop`
+
+    def restarted_and_healthy() -> bool:
+        (row,) = _status(stack)["api"]
+        return bool(row["restarts"] >= 1 and row["health"] == "healthy")
+
+    _wait(restarted_and_healthy, "api restarted by its restart policy and healthy again")
+
+
+def test_stopped_postgres_fails_api_readiness_doctor_says_why_and_up_recovers(
+    stack: Stack,
+) -> None:
+    (postgres,) = stack.containers("postgres")
+    postgres.stop(timeout=30)
+    (api,) = stack.containers("api")
+    probe = engine.run_healthcheck(api)
+    assert probe is not None
+    assert probe.exit_code != 0, probe.output
+    assert "/readyz" in probe.output
+    result = stack.cli("doctor", "--json")
+    assert result.exit_code == ExitCode.FAILURE
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    pg = checks[f"container {stack.project}-postgres-1"]
+    assert pg["verdict"] == "fail"
+    assert pg["detail"].startswith("exited")
+    api_check = checks[f"container {stack.project}-api-1"]
+    assert api_check["verdict"] == "fail"
+    assert "health probe fails now" in api_check["detail"]
+    assert api_check["fix"].startswith("postgres is not running")
+    result = stack.cli("up")
+    assert result.exit_code == 0, result.output
+    _wait(lambda: _all_healthy(stack), "every service healthy again after up")
+    result = stack.cli("doctor")
+    assert result.exit_code == 0, result.output
+    assert "pass nginx config" in result.output
+
+
+def test_down_with_volumes_leaves_nothing(stack: Stack) -> None:
+    result = stack.cli("down", "--volumes", "--yes")
+    assert result.exit_code == 0, result.output
+    assert stack.containers() == []
+    label = f"com.docker.compose.project={stack.project}"
+    assert stack.client.volumes.list(filters={"label": label}) == []
+    result = stack.cli("status")
+    assert "not running" in result.output
