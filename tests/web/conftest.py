@@ -13,6 +13,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from tests.services import PostgresServer, RedisServer
+from tests.web import netns
+from tests.web.netns import CHROMIUM, BrowserNetwork
 from tests.web.stack import Stack, running_stack
 from tests.web.support import (
     ARTIFACTS,
@@ -50,10 +52,19 @@ def speech_wav(web_tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def static_nginx(tls: TlsFiles) -> Iterator[Nginx]:
+def browser_network(web_tmp: Path) -> Iterator[BrowserNetwork]:
+    if not netns.available():
+        yield BrowserNetwork(None)
+        return
+    with netns.isolated_network(web_tmp, CHROMIUM) as isolated:
+        yield BrowserNetwork(isolated)
+
+
+@pytest.fixture(scope="session")
+def static_nginx(tls: TlsFiles, browser_network: BrowserNetwork) -> Iterator[Nginx]:
     """The install's nginx serving runtime/web, with no API or gateway behind it."""
     with install_nginx(tls, Upstreams()) as server:
-        yield server
+        yield browser_network.expose(server)
 
 
 @pytest.fixture(scope="session")
@@ -63,16 +74,24 @@ def tenant_pages(web_tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tenant_site(tls: TlsFiles, tenant_pages: Path) -> Iterator[Nginx]:
+def tenant_site(
+    tls: TlsFiles, tenant_pages: Path, browser_network: BrowserNetwork
+) -> Iterator[Nginx]:
     """Tenants' websites on shop.orbis.test (allowed) and elsewhere.orbis.test (not)."""
     with tenant_nginx(tls, tenant_pages) as server:
-        yield server
+        yield browser_network.expose(server)
 
 
 @pytest.fixture(scope="session")
-def stack(pg_server: PostgresServer, redis_srv: RedisServer, tls: TlsFiles) -> Iterator[Stack]:
+def stack(
+    pg_server: PostgresServer,
+    redis_srv: RedisServer,
+    tls: TlsFiles,
+    browser_network: BrowserNetwork,
+) -> Iterator[Stack]:
     """API, gateway and emulator processes behind the install's nginx."""
     with running_stack(pg_server, redis_srv, tls) as running:
+        browser_network.expose(running.nginx)
         yield running
 
 
@@ -102,10 +121,12 @@ def browser_home(web_tmp: Path, tls: TlsFiles) -> Path:
 
 
 @pytest.fixture(scope="session")
-def browser(playwright: Playwright, browser_home: Path, speech_wav: Path) -> Iterator[Browser]:
+def browser(
+    playwright: Playwright, browser_home: Path, speech_wav: Path, browser_network: BrowserNetwork
+) -> Iterator[Browser]:
     home = browser_home
     browser = playwright.chromium.launch(
-        executable_path="/usr/bin/chromium",
+        executable_path=browser_network.executable,
         args=chromium_args(speech_wav),
         env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
     )

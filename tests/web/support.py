@@ -321,7 +321,9 @@ def goto(page: Page, url: str) -> None:
     """page.goto, retried when Chromium reports ERR_NETWORK_CHANGED.
 
     Other processes on a shared test machine (Docker creating bridges) change the host's
-    network interfaces; Chromium aborts navigations that are in flight when that happens.
+    network interfaces; Chromium aborts navigations that are in flight when that happens. As
+    root the browser runs in its own network namespace (tests/web/netns.py) and never sees
+    that; this covers runs without it.
     """
     for attempt in range(3):
         try:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, expect
 
+from tests.web.netns import BrowserNetwork
 from tests.web.support import ARTIFACTS, INSTALL_HOST, TENANT_HOST, Nginx, chromium_args, goto
 
 pytestmark = pytest.mark.browser
@@ -15,12 +16,12 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def mic_blocking_browser(
-    playwright: Playwright, browser_home: Path, speech_wav: Path
+    playwright: Playwright, browser_home: Path, speech_wav: Path, browser_network: BrowserNetwork
 ) -> Iterator[Browser]:
     """Chromium whose permission prompts are answered "Block", as a visitor may do."""
     args = [arg for arg in chromium_args(speech_wav) if arg != "--use-fake-ui-for-media-stream"]
     browser = playwright.chromium.launch(
-        executable_path="/usr/bin/chromium",
+        executable_path=browser_network.executable,
         args=[*args, "--deny-permission-prompts"],
         env={"HOME": str(browser_home), "PATH": "/usr/bin:/bin"},
     )
