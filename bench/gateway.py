@@ -16,7 +16,7 @@ gateway's *added* latency is its latency minus the bare relay's in the same run 
 the emulator's own processing). CPU is the relay process's user+system time over the run.
 
     .venv/bin/python bench/gateway.py [--calls 50] [--seconds 20] [--frame-ms 40]
-        [--json bench/results/gateway.json]
+        [--workers 2] [--json bench/results/gateway.json]
 """
 
 from __future__ import annotations
@@ -43,9 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from runtime.emulator.audio import silence, synthetic_speech
-from runtime.emulator.testing import emulator_process
-from tests.api.fixtures import api_settings, start_api, write_keyring
-from tests.services import free_port, postgres_server, redis_server
 
 ORIGIN = "https://shop.example"
 INPUT_RATE = 16_000
@@ -130,6 +127,7 @@ class CallerStats:
     frames_in: int = 0
     frames_out: int = 0
     connect_seconds: float = 0.0
+    stream_seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
 
 
@@ -176,6 +174,7 @@ async def caller(
                 index += 1
                 # An absolute schedule: no drift however long a send took.
                 await asyncio.sleep(max(0.0, start + index * frame_ms / 1000 - time.perf_counter()))
+            stats.stream_seconds = time.perf_counter() - start
             stats.held = not ws.closed and not stats.error
             receiver.cancel()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -201,65 +200,126 @@ async def wait_listening(http: aiohttp.ClientSession, url: str, process: Any) ->
             await asyncio.sleep(0.1)
 
 
-async def run_load(
-    name: str,
-    process: asyncio.subprocess.Process,
-    ws_urls: list[str],
-    *,
-    frame_ms: int,
-    seconds: float,
-) -> dict[str, Any]:
+async def load_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Run some of the callers (a worker process of its own: the load must not be the limit)."""
+    calls: list[list[str]] = config["calls"]
+    seconds, frame_ms = float(config["seconds"]), int(config["frame_ms"])
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        base = ws_urls[0].split("/ws/")[0].replace("ws://", "http://")
-        await wait_listening(http, base + "/healthz", process)
-        ramp = min(5.0, len(ws_urls) * 0.02)
+        ramp = min(5.0, len(calls) * 0.02)
         until = time.perf_counter() + ramp + seconds
-        stats = [CallerStats() for _ in ws_urls]
-        cpu_before, wall_before = cpu_seconds(process.pid), time.perf_counter()
+        stats = [CallerStats() for _ in calls]
         tasks = []
-        for index, (url, caller_stats) in enumerate(zip(ws_urls, stats, strict=True)):
+        for index, ((_, url), caller_stats) in enumerate(zip(calls, stats, strict=True)):
             tasks.append(
                 asyncio.create_task(
                     caller(http, url, frame_ms=frame_ms, until=until, stats=caller_stats)
                 )
             )
-            await asyncio.sleep(ramp / len(ws_urls) if index < len(ws_urls) - 1 else 0)
+            await asyncio.sleep(ramp / len(calls) if index < len(calls) - 1 else 0)
         async with asyncio.timeout(seconds + ramp + 60):
             await asyncio.gather(*tasks)
-        cpu = cpu_seconds(process.pid) - cpu_before
-        wall = time.perf_counter() - wall_before
-    latencies = sorted(latency for s in stats for latency in s.latencies)
-    held = sum(s.held for s in stats)
+    return [
+        {"relay": relay, **vars(caller_stats)}
+        for (relay, _), caller_stats in zip(calls, stats, strict=True)
+    ]
+
+
+async def run_load(
+    relays: dict[str, tuple[asyncio.subprocess.Process, list[str]]],
+    *,
+    workers: int,
+    frame_ms: int,
+    seconds: float,
+) -> list[dict[str, Any]]:
+    """All relays under load at the same time, from `workers` load processes."""
+    async with aiohttp.ClientSession() as http:
+        for process, urls in relays.values():
+            base = urls[0].split("/ws/")[0].replace("ws://", "http://")
+            await wait_listening(http, base + "/healthz", process)
+    # Interleave the relays' calls so every worker carries the same mix.
+    calls = [
+        [name, url]
+        for group in zip(
+            *([(name, url) for url in urls] for name, (_, urls) in relays.items()), strict=True
+        )
+        for name, url in group
+    ]
+    shares = [calls[index::workers] for index in range(workers)]
+    cpu_before = {name: cpu_seconds(process.pid) for name, (process, _) in relays.items()}
+    wall_before = time.perf_counter()
+    processes = []
+    for share in shares:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            __file__,
+            "--load-worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        processes.append((worker, share))
+    outputs = await asyncio.gather(
+        *(
+            worker.communicate(
+                json.dumps({"calls": share, "frame_ms": frame_ms, "seconds": seconds}).encode()
+            )
+            for worker, share in processes
+        )
+    )
+    wall = time.perf_counter() - wall_before
+    cpu = {
+        name: cpu_seconds(process.pid) - cpu_before[name] for name, (process, _) in relays.items()
+    }
+    per_call = [row for stdout, _ in outputs for row in json.loads(stdout)]
+    return [
+        _summary(name, [row for row in per_call if row["relay"] == name], cpu[name], wall)
+        for name in relays
+    ]
+
+
+def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> dict[str, Any]:
+    latencies = sorted(latency for row in rows for latency in row["latencies"])
+    held = sum(row["held"] for row in rows)
     errors: dict[str, int] = {}
-    for s in stats:
-        if s.error:
-            errors[s.error] = errors.get(s.error, 0) + 1
+    for row in rows:
+        if row["error"]:
+            errors[row["error"]] = errors.get(row["error"], 0) + 1
 
     def percentile(p: float) -> float | None:
         if not latencies:
             return None
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1)
 
+    connects = [row["connect_seconds"] for row in rows if row["connected"]]
     return {
         "relay": name,
-        "calls": len(ws_urls),
+        "calls": len(rows),
         "calls_held": held,
         "errors": errors,
-        "frames_per_second": round(sum(s.frames_in + s.frames_out for s in stats) / wall, 1),
-        "turns_measured": len(latencies),
-        "connect_ms_p50": round(
-            1000 * statistics.median([s.connect_seconds for s in stats if s.connected] or [0]), 1
+        # Summed over calls, each over its own streaming time: the steady-state relay rate.
+        "frames_per_second": round(
+            sum(
+                (r["frames_in"] + r["frames_out"]) / r["stream_seconds"]
+                for r in rows
+                if r["stream_seconds"]
+            ),
+            1,
         ),
+        "turns_measured": len(latencies),
+        "connect_ms_p50": round(1000 * statistics.median(connects), 1) if connects else None,
         "latency_ms_p50": percentile(0.50),
         "latency_ms_p99": percentile(0.99),
-        "latency_ms_mean": statistics.fmean(latencies) * 1000 if latencies else None,
         "cpu_percent_of_core": round(100 * cpu / wall, 1),
         "cpu_ms_per_call_second": round(1000 * cpu / wall / max(1, held), 3),
     }
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    # Imported here, not at the top: load workers start from this file and must start fast.
+    from runtime.emulator.testing import emulator_process
+    from tests.api.fixtures import api_settings, start_api, write_keyring
+    from tests.services import free_port, postgres_server, redis_server
+
     work = Path(tempfile.mkdtemp(prefix="orbis-bench-gateway-"))
     with postgres_server() as pg, redis_server() as redis_srv:
         database = pg.create_database()
@@ -309,23 +369,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 bare_urls = [f"ws://127.0.0.1:{bare_port}/ws/call"] * args.calls
                 # Both relays carry the same load at the same time, so the machine's other
                 # work (a shared, noisy host) weighs on both alike.
-                results = list(
-                    await asyncio.gather(
-                        run_load(
-                            "bare aiohttp relay",
-                            bare,
-                            bare_urls,
-                            frame_ms=args.frame_ms,
-                            seconds=args.seconds,
-                        ),
-                        run_load(
-                            "gateway (google-genai)",
-                            gateway,
-                            gateway_urls,
-                            frame_ms=args.frame_ms,
-                            seconds=args.seconds,
-                        ),
-                    )
+                results = await run_load(
+                    {
+                        "bare aiohttp relay": (bare, bare_urls),
+                        "gateway (google-genai)": (gateway, gateway_urls),
+                    },
+                    workers=args.workers,
+                    frame_ms=args.frame_ms,
+                    seconds=args.seconds,
                 )
             finally:
                 for process in (bare, gateway):
@@ -413,14 +464,20 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--frame-ms", type=int, default=40, choices=(20, 40, 50, 100))
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "gateway.json")
+    parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
     parser.add_argument("--bare-relay", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.load_worker:
+        rows = asyncio.run(load_worker(json.load(sys.stdin)))
+        json.dump(rows, sys.stdout)
+        return 0
     if args.bare_relay:
         port, emulator_url, ca_file, api_key = args.bare_relay
         serve_bare_relay(int(port), emulator_url, ca_file, api_key)
         return 0
-    if not 1 <= args.calls <= 2000 or not 1 <= args.seconds <= 600:
-        parser.error("--calls must be 1-2000 and --seconds 1-600 (bounded load)")
+    if not 1 <= args.calls <= 2000 or not 1 <= args.seconds <= 600 or not 1 <= args.workers <= 16:
+        parser.error("--calls 1-2000, --seconds 1-600, --workers 1-16 (bounded load)")
     report = asyncio.run(bench(args))
     print_table(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from runtime.gateway.internal_api import (
 from runtime.gateway.keys import GATEWAY, SETTINGS
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.process import REDIS_ERRORS, Gateway
-from runtime.gateway.protocol import ErrorCode, error_event, event
+from runtime.gateway.protocol import CloseCode, ErrorCode, error_event, event
 from runtime.gateway.redis_state import CallRecord, CallState, LeaseOutcome
 from runtime.gateway.settings import GatewaySettings
 from runtime.gateway.upstream import make_client
@@ -204,8 +204,7 @@ async def _refuse_call(
 ) -> None:
     """An origin-verified call that cannot start: tell the widget why, close the call record."""
     gateway.deps.metrics.client_errors.labels(code=code.value).inc()
-    close_code = code.spec.close_code
-    assert close_code is not None  # both refusal codes close the socket
+    close_code = code.spec.close_code or CloseCode.TRY_AGAIN_LATER
     with contextlib.suppress(Exception):
         async with asyncio.timeout(2.0):
             await ws.send_str(error_event(code))

@@ -209,6 +209,8 @@ class Call:
             asyncio.create_task(self._watchdog(), name=f"watchdog-{self.call_id}"),
             asyncio.create_task(self._flush_transcripts(), name=f"flusher-{self.call_id}"),
         ]
+        for task in tasks:
+            task.add_done_callback(self._task_done)
         try:
             await self._ended.wait()
         finally:
@@ -218,6 +220,17 @@ class Call:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self._teardown()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A call task that dies of a bug ends its call (and only its call), logged."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error(
+            "call task failed",
+            exc_info=task.exception(),
+            extra={"fields": {"call_id": self.call_id, "task": task.get_name()}},
+        )
+        self.fail(ErrorCode.INTERNAL)
 
     async def _teardown(self) -> None:
         ending = self._ending
