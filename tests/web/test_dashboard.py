@@ -249,3 +249,35 @@ def test_gdpr_export_then_erase_an_end_users_calls(
     )
     remaining = stack.api("GET", "/api/v1/sessions?end_user_id=visitor-42", token=token)
     assert remaining["items"] == []
+
+
+def test_agent_form_errors_say_what_to_fix(
+    page: Page, stack: Stack, tenant_login: dict[str, str]
+) -> None:
+    log_in(page, stack, tenant_login)
+    page.get_by_role("link", name="New agent").click()
+    form = page.locator("#agent-form")
+    form.get_by_label("Name", exact=True).fill("Broken")
+    form.get_by_label("Instructions").fill("Anything.")
+    form.get_by_label("Tools").fill("[{not json")
+    form.get_by_role("button", name="Save agent").click()
+    expect(page.locator("#notice")).to_have_text(
+        "Tools must be valid JSON (a list of tool objects). (tools)"
+    )
+    form.get_by_label("Tools").fill("[]")
+    form.get_by_label("Allowed origins").fill("shop.example.com")
+    form.get_by_role("button", name="Save agent").click()
+    # The API's validation message, naming the field.
+    expect(page.locator("#notice")).to_contain_text("allowed_origins.0")
+    expect(page.get_by_role("heading", name="New agent")).to_be_visible()
+
+
+def test_the_demo_page_embeds_the_widget_for_an_agent(
+    page: Page, stack: Stack, tenant_login: dict[str, str]
+) -> None:
+    agent = create_agent(stack, tenant_login["token"], [stack.public_url], name="Demo desk")
+    goto(page, f"{stack.public_url}/demo/?agent={agent['public_id']}")
+    host = widget(page)
+    expect(host).to_have_attribute("data-orbis-config", "loaded")
+    expect(host.locator(".launcher")).to_have_attribute("aria-label", "Talk to Demo desk")
+    expect(page.locator("#demo-snippet")).to_contain_text(f'data-agent="{agent["public_id"]}"')
