@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from runtime.common.db import Row, Transaction
+from runtime.common.db import Queries, Row
 
 GENESIS_HASH = "0" * 64
 SYSTEM_CHAIN = "system"
@@ -54,7 +54,7 @@ def entry_hash(
 
 
 async def append(
-    tx: Transaction,
+    tx: Queries,
     *,
     chain: str,
     org_id: str | None,
@@ -133,7 +133,7 @@ def verify_rows(chain: str, rows: list[Row]) -> Verification:
     return Verification(True, len(rows))
 
 
-async def verify_chain(tx: Transaction, chain: str) -> Verification:
+async def verify_chain(tx: Queries, chain: str) -> Verification:
     rows = await tx.all(
         "SELECT seq, actor, action, target, detail, created_at, prev_hash, hash "
         "FROM audit_log WHERE chain = %s ORDER BY seq",

@@ -33,7 +33,7 @@ async def authenticate_tenant(request: web.Request) -> Principal:
 
 
 async def _api_key_principal(request: web.Request, token: str) -> Principal:
-    async with request.app[keys.DB].transaction() as tx:
+    async with request.app[keys.DB].autocommit() as tx:
         row = await tx.one(
             "SELECT id, org_id, expires_at, revoked_at FROM api_keys WHERE key_hash = %s",
             (token_digest(token),),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -30,6 +31,8 @@ _SCHEMA_KEYS = {
     "maxItems",
 }
 _MAX_SCHEMA_DEPTH = 6
+# PostgreSQL bigint: larger numbers would fail in the database instead of in validation.
+_BIGINT_MAX = 2**63 - 1
 
 
 class In(BaseModel):
@@ -43,6 +46,15 @@ class Out(BaseModel):
 Origin = Annotated[str, Field(pattern=ORIGIN_PATTERN, max_length=300)]
 Email = Annotated[str, Field(min_length=3, max_length=254)]
 Password = Annotated[str, Field(min_length=10, max_length=200)]
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    """JSON stored as jsonb: numbers like 1e400 parse to infinity, which jsonb cannot hold."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise ValueError("numbers must be finite") from None
+    return value
 
 
 def _check_email(value: str) -> str:
@@ -177,6 +189,7 @@ class ToolIn(In):
     @field_validator("parameters")
     @classmethod
     def _parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _finite_json(value)
         check_parameter_schema(value)
         if value.get("type") != "object":
             raise ValueError("parameters.type: must be 'object'")
@@ -327,6 +340,8 @@ class ToolExecuteIn(In):
     name: str = Field(min_length=1, max_length=64)
     arguments: dict[str, Any] = Field(default_factory=dict)
 
+    _arguments = field_validator("arguments")(_finite_json)
+
 
 class ToolError(Out):
     code: str
@@ -351,13 +366,13 @@ class TranscriptIn(In):
 
 
 class UsageIn(In):
-    prompt_tokens: int = Field(default=0, ge=0)
-    response_tokens: int = Field(default=0, ge=0)
-    total_tokens: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0, le=_BIGINT_MAX)
+    response_tokens: int = Field(default=0, ge=0, le=_BIGINT_MAX)
+    total_tokens: int = Field(default=0, ge=0, le=_BIGINT_MAX)
 
 
 class CallEndIn(In):
-    duration_ms: int = Field(ge=0)
+    duration_ms: int = Field(ge=0, le=_BIGINT_MAX)
     end_reason: str = Field(min_length=1, max_length=100)
     usage: UsageIn = Field(default_factory=UsageIn)
 
@@ -366,6 +381,8 @@ class AuditEventIn(In):
     action: str = Field(pattern=r"^[a-z][a-z0-9_.]{0,63}$")
     actor: str = Field(default="operator", min_length=1, max_length=200)
     detail: dict[str, Any] = Field(default_factory=dict)
+
+    _detail = field_validator("detail")(_finite_json)
 
 
 # --- API keys -----------------------------------------------------------------------------
@@ -460,7 +477,7 @@ class EndUserErased(Out):
 
 class AuditQuery(In):
     limit: int = Field(default=100, ge=1, le=500)
-    before_seq: int | None = Field(default=None, ge=1)
+    before_seq: int | None = Field(default=None, ge=1, le=_BIGINT_MAX)
 
 
 class AuditEntryOut(Out):

@@ -6,6 +6,7 @@ table, so the two cannot drift apart (a test still checks both directions).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -21,6 +22,7 @@ from runtime.api.errors import ApiError, Invalid, NotFound
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class Auth(Enum):
@@ -95,16 +97,48 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     """The JSON body validated into `model`; an empty body counts as `{}`."""
     raw = await request.read()
     try:
-        return model.model_validate_json(raw or b"{}")
+        parsed = model.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         raise _invalid(exc) from None
+    _check_storable(parsed.model_dump(), "")
+    return parsed
 
 
 def read_query(request: web.Request, model: type[M]) -> M:
     try:
-        return model.model_validate(dict(request.query))
+        parsed = model.model_validate(dict(request.query))
     except ValidationError as exc:
         raise _invalid(exc) from None
+    _check_storable(parsed.model_dump(), "")
+    return parsed
+
+
+def text_param(request: web.Request, name: str, *, max_length: int = 200) -> str:
+    """A free-text path parameter, refused (422) when PostgreSQL could not store it."""
+    value = request.match_info[name]
+    if len(value) > max_length:
+        raise Invalid(f"{name}: at most {max_length} characters", field=name)
+    _check_storable(value, name)
+    return value
+
+
+def _check_storable(value: object, where: str) -> None:
+    """Refuse text PostgreSQL cannot hold (NUL characters, unpaired UTF-16 surrogates that
+    JSON escapes can carry), naming the field, instead of failing in the database."""
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            raise Invalid(
+                f"{where or 'body'}: contains a NUL or an unpaired surrogate character",
+                field=where or None,
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            _check_storable(key, path)
+            _check_storable(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_storable(item, f"{where}.{index}" if where else str(index))
 
 
 def _invalid(exc: ValidationError) -> ApiError:

@@ -135,8 +135,9 @@ async def pending_migrations(
     return [migration.version for migration in migrations if migration.version not in applied]
 
 
-class Transaction:
-    """Queries inside one transaction, each timed into the query-latency histogram."""
+class Queries:
+    """Queries on one connection (in a transaction or autocommitting, as the caller opened
+    it), each timed into the query-latency histogram."""
 
     def __init__(self, conn: psycopg.AsyncConnection[DictRow], timer: Histogram) -> None:
         self.conn = conn
@@ -172,9 +173,16 @@ class Database:
         self._timer = timer
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
+    async def transaction(self) -> AsyncIterator[Queries]:
         async with self.pool.connection() as conn, conn.transaction():
-            yield Transaction(conn, self._timer)
+            yield Queries(conn, self._timer)
+
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[Queries]:
+        """Each statement commits on its own: one round trip for a lone read (no BEGIN and
+        COMMIT), for statements that need no atomicity together."""
+        async with self.pool.connection() as conn:
+            yield Queries(conn, self._timer)
 
 
 @asynccontextmanager
@@ -188,7 +196,8 @@ async def open_pool(
         min_size=min_size,
         max_size=max_size,
         open=False,
-        kwargs={"row_factory": dict_row},
+        # Autocommit connections: `Database.transaction()` opens transactions explicitly.
+        kwargs={"row_factory": dict_row, "autocommit": True},
         connection_class=psycopg.AsyncConnection[DictRow],
         timeout=10.0,
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
+import psycopg
 import pytest
 
 from runtime.common.keyring import KeyRing
@@ -118,3 +120,27 @@ async def test_key_rotation_is_picked_up_without_restart(api: ApiHarness) -> Non
     )
     new_kid = jwt.get_unverified_header(fresh["access_token"])["kid"]
     assert new_kid == rotated.signing_key.kid != old_kid
+
+
+async def test_expired_refresh_token_is_refused(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    async with await psycopg.AsyncConnection.connect(api.settings.database_conninfo) as conn:
+        await conn.execute("UPDATE refresh_tokens SET expires_at = now() - interval '1 second'")
+    status, body = await api.call(
+        "POST", "/api/v1/auth/refresh", json={"refresh_token": tenant.refresh_token}
+    )
+    assert (status, body["error"]["code"]) == (401, "token_expired")
+
+
+async def test_concurrent_use_of_one_refresh_token_lets_exactly_one_through(
+    api: ApiHarness,
+) -> None:
+    tenant = await api.signup()
+    results = await asyncio.gather(
+        *(
+            api.call("POST", "/api/v1/auth/refresh", json={"refresh_token": tenant.refresh_token})
+            for _ in range(4)
+        )
+    )
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200, 401, 401, 401]

@@ -59,3 +59,33 @@ async def test_metrics_count_requests_by_route(api: ApiHarness) -> None:
         text
     )
     assert "orbis_api_db_query_duration_seconds_count" in text
+
+
+async def test_text_postgres_cannot_store_is_a_validation_error(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    status, body = await api.call(
+        "POST",
+        "/api/v1/agents",
+        json={"name": "a\u0000b", "instructions": "x"},
+        headers=tenant.headers,
+    )
+    assert (status, body["error"]["field"]) == (422, "name")
+    status, body = await api.call(
+        "POST",
+        "/internal/audit",
+        json={"action": "x", "detail": {"k": "nul\u0000"}},
+        headers=api.internal_headers,
+    )
+    assert (status, body["error"]["field"]) == (422, "detail.k")
+    # An unpaired surrogate escape is not valid JSON text for the parser: a clean 400.
+    async with api.http.post(
+        api.url + "/internal/audit",
+        data=b'{"action": "x", "detail": {"k": "\\udac6"}}',
+        headers=api.internal_headers,
+    ) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "invalid_json"
+    status, body = await api.call("GET", "/api/v1/end-users/a%00b/export", headers=tenant.headers)
+    assert (status, body["error"]["field"]) == (422, "end_user_id")
+    status, body = await api.call("GET", "/api/v1/widget/agents/a%00b")
+    assert (status, body["error"]["field"]) == (422, "public_id")

@@ -31,7 +31,7 @@ from runtime.api.security import (
     token_digest,
     verify_password,
 )
-from runtime.common.db import Row, Transaction
+from runtime.common.db import Queries, Row
 
 REFRESH_PREFIX = "rt_"
 # Unambiguous upper-case letters and digits for codes people type.
@@ -44,7 +44,7 @@ def _referral_code() -> str:
 
 async def _issue_tokens(
     request: web.Request,
-    tx: Transaction,
+    tx: Queries,
     *,
     user_id: str,
     org_id: str,
@@ -161,39 +161,49 @@ async def login(request: web.Request) -> web.Response:
 
 async def refresh(request: web.Request) -> web.Response:
     body = await read_body(request, RefreshIn)
+    digest = token_digest(body.refresh_token)
     reused = False
     async with request.app[keys.DB].transaction() as tx:
-        row = await tx.one(
-            "SELECT id, family_id, user_id, org_id, expires_at, used_at, revoked_at "
-            "FROM refresh_tokens WHERE token_hash = %s FOR UPDATE",
-            (token_digest(body.refresh_token),),
+        # Claim the token in one statement; a concurrent second use waits on the row lock,
+        # then finds it used (and is treated as reuse below).
+        claimed = await tx.one(
+            "UPDATE refresh_tokens SET used_at = now() WHERE token_hash = %s "
+            "AND used_at IS NULL AND revoked_at IS NULL AND expires_at > now() "
+            "RETURNING family_id, user_id, org_id",
+            (digest,),
         )
-        if row is None:
-            raise Unauthorized("unknown refresh token; log in again", code="token_invalid")
-        if row["used_at"] is not None:
-            # A used token presented again: someone holds a copy. Revoke the whole family
-            # (the legitimate client logs in again); committed before answering.
-            await tx.execute(
-                "UPDATE refresh_tokens SET revoked_at = now() "
-                "WHERE family_id = %s AND revoked_at IS NULL",
-                (row["family_id"],),
-            )
-            reused = True
-        elif row["revoked_at"] is not None:
-            raise Unauthorized("this refresh token was revoked; log in again", code="token_revoked")
-        elif row["expires_at"] <= datetime.now(UTC):
-            raise Unauthorized("this refresh token has expired; log in again", code="token_expired")
-        else:
-            await tx.execute(
-                "UPDATE refresh_tokens SET used_at = now() WHERE id = %s", (row["id"],)
-            )
+        if claimed is not None:
             tokens = await _issue_tokens(
                 request,
                 tx,
-                user_id=str(row["user_id"]),
-                org_id=str(row["org_id"]),
-                family_id=str(row["family_id"]),
+                user_id=str(claimed["user_id"]),
+                org_id=str(claimed["org_id"]),
+                family_id=str(claimed["family_id"]),
             )
+        else:
+            row = await tx.one(
+                "SELECT family_id, used_at, revoked_at FROM refresh_tokens WHERE token_hash = %s",
+                (digest,),
+            )
+            if row is None:
+                raise Unauthorized("unknown refresh token; log in again", code="token_invalid")
+            if row["used_at"] is not None:
+                # A used token presented again: someone holds a copy. Revoke the whole family
+                # (the legitimate client logs in again); committed before answering.
+                await tx.execute(
+                    "UPDATE refresh_tokens SET revoked_at = now() "
+                    "WHERE family_id = %s AND revoked_at IS NULL",
+                    (row["family_id"],),
+                )
+                reused = True
+            elif row["revoked_at"] is not None:
+                raise Unauthorized(
+                    "this refresh token was revoked; log in again", code="token_revoked"
+                )
+            else:
+                raise Unauthorized(
+                    "this refresh token has expired; log in again", code="token_expired"
+                )
     if reused:
         raise Unauthorized(
             "this refresh token was already used; all sessions from it are revoked, log in again",

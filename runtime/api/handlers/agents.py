@@ -15,7 +15,7 @@ from runtime.api.errors import NotFound
 from runtime.api.models import AgentIn, AgentList, AgentOut, AgentPatch
 from runtime.api.principal import Principal
 from runtime.api.routing import Auth, Route, json_response, read_body, uuid_param
-from runtime.common.db import Row, Transaction
+from runtime.common.db import Queries, Row
 
 AGENT_COLUMNS: LiteralString = (
     "id, org_id, public_id, name, instructions, voice, language, model, greeting, "
@@ -39,7 +39,7 @@ def _public_id() -> str:
     return "agt_" + secrets.token_urlsafe(12)
 
 
-async def _load(tx: Transaction, principal: Principal, agent_id: UUID, *, lock: bool) -> Row:
+async def _load(tx: Queries, principal: Principal, agent_id: UUID, *, lock: bool) -> Row:
     sql: LiteralString = (
         f"SELECT {AGENT_COLUMNS} FROM agents WHERE id = %s AND org_id = %s AND deleted_at IS NULL"
     )

@@ -28,7 +28,7 @@ from runtime.api.origins import normalise_origin, origin_allowed
 from runtime.api.routing import Auth, Route, json_response, read_body, uuid_param
 from runtime.api.security import token_digest
 from runtime.api.tools import call_webhook
-from runtime.common.db import Transaction
+from runtime.common.db import Queries
 
 
 async def start_call(request: web.Request) -> web.Response:
@@ -84,7 +84,7 @@ async def start_call(request: web.Request) -> web.Response:
     )
 
 
-async def _call_exists(tx: Transaction, call_id: UUID) -> None:
+async def _call_exists(tx: Queries, call_id: UUID) -> None:
     if await tx.one("SELECT 1 AS found FROM calls WHERE id = %s", (call_id,)) is None:
         raise NotFound("no such call", code="call_not_found")
 

@@ -25,8 +25,15 @@ from runtime.api.models import (
     SessionQuery,
 )
 from runtime.api.principal import Principal
-from runtime.api.routing import Auth, Route, json_response, read_query, uuid_param
-from runtime.common.db import Row, Transaction
+from runtime.api.routing import (
+    Auth,
+    Route,
+    json_response,
+    read_query,
+    text_param,
+    uuid_param,
+)
+from runtime.common.db import Queries, Row
 
 _COLUMNS: LiteralString = (
     "id, agent_id, origin, end_user_id, instance_id, started_at, ended_at, duration_ms, "
@@ -87,7 +94,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     )
 
 
-async def _details(tx: Transaction, principal: Principal, calls: list[Row]) -> list[SessionDetail]:
+async def _details(tx: Queries, principal: Principal, calls: list[Row]) -> list[SessionDetail]:
     ids = [row["id"] for row in calls]
     segments = await tx.all(
         "SELECT call_id, seq, role, text, at FROM transcript_segments "
@@ -123,7 +130,7 @@ def _subject_digest(end_user_id: str) -> str:
 
 async def export_end_user(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
-    end_user_id = request.match_info["end_user_id"]
+    end_user_id = text_param(request, "end_user_id")
     async with request.app[keys.DB].transaction() as tx:
         calls = await tx.all(
             f"SELECT {_COLUMNS} FROM calls WHERE org_id = %s AND end_user_id = %s "  # noqa: S608
@@ -149,7 +156,7 @@ async def erase_end_user(request: web.Request) -> web.Response:
     """Delete the person's words and unlink their id from every session and pending token;
     the sessions' anonymous usage figures stay for billing."""
     principal = request[keys.PRINCIPAL]
-    end_user_id = request.match_info["end_user_id"]
+    end_user_id = text_param(request, "end_user_id")
     async with request.app[keys.DB].transaction() as tx:
         segments = await tx.execute(
             "DELETE FROM transcript_segments WHERE org_id = %s AND call_id IN "

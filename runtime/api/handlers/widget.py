@@ -14,7 +14,7 @@ from runtime.api import keys
 from runtime.api.errors import Forbidden, NotFound
 from runtime.api.models import WidgetConfigOut, WidgetSessionIn, WidgetSessionOut
 from runtime.api.origins import cors_headers, origin_allowed
-from runtime.api.routing import Auth, Route, json_response, read_body
+from runtime.api.routing import Auth, Route, json_response, read_body, text_param
 from runtime.api.security import new_token, token_digest
 from runtime.common.db import Row
 
@@ -24,11 +24,11 @@ _SESSION_METHODS = "POST, OPTIONS"
 
 
 async def _agent(request: web.Request) -> Row:
-    async with request.app[keys.DB].transaction() as tx:
+    async with request.app[keys.DB].autocommit() as tx:
         row = await tx.one(
             "SELECT id, org_id, public_id, name, greeting, voice, language, allowed_origins "
             "FROM agents WHERE public_id = %s AND deleted_at IS NULL",
-            (request.match_info["public_id"],),
+            (text_param(request, "public_id", max_length=100),),
         )
     if row is None:
         raise NotFound("no such agent", code="agent_not_found")
