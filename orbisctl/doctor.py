@@ -1,8 +1,9 @@
 """`orbisctl doctor`: each check says pass, warn or fail, what it saw and how to fix it.
 
-Checks are plain functions `(DoctorContext) -> list[Check]` listed in `CHECKS`. The backup
-engine adds its backup-age and drill-age checks by appending to that tuple's successor in
-`checks()` (one line there): nothing else here needs to change.
+A check is a plain function `(DoctorContext) -> list[Check]`; `checks()` lists them in order.
+Backup age and drill age are the next checks to join: once the backup engine can say when the
+last backup and drill ran, a `check_backup_age` here (warn past the RPO, fail past twice it)
+is added to `CHECKS`, and nothing else changes.
 """
 
 from __future__ import annotations
@@ -260,8 +261,7 @@ CHECKS: tuple[CheckFunction, ...] = (
 
 
 def checks() -> tuple[CheckFunction, ...]:
-    """Every doctor check. Backup age and drill age join here once the backup engine exposes
-    them (`backups` owns those checks: `CHECKS + backups.doctor.CHECKS`)."""
+    """Every doctor check, in the order they run."""
     return CHECKS
 
 

@@ -8,22 +8,29 @@ The tests share one stack and run in file order: each leaves it healthy for the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import ssl
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import docker.errors
 import pytest
 
-from orbisctl import engine
+from orbisctl import engine, images
+from orbisctl.config import parse_config
 from orbisctl.errors import ExitCode
-from tests.e2e.conftest import Stack
+from orbisctl.render import image_refs
+from tests.e2e.conftest import Stack, orbisctl
 from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
 
 pytestmark = pytest.mark.docker
@@ -299,6 +306,22 @@ def test_stopped_postgres_fails_api_readiness_doctor_says_why_and_up_recovers(
     assert "pass nginx config" in result.output
 
 
+def test_logs_of_one_service(stack: Stack) -> None:
+    # `logs` hands the terminal to `docker compose logs`, so run the real console script.
+    orbisctl = Path(sys.executable).parent / "orbisctl"
+    result = subprocess.run(
+        [str(orbisctl), "logs", "nginx", "--tail", "5", "--dir", str(stack.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert 0 < len(lines) <= 5
+    assert all(line.startswith("nginx-1") for line in lines), lines
+
+
 def test_down_with_volumes_leaves_nothing(stack: Stack) -> None:
     result = stack.cli("down", "--volumes", "--yes")
     assert result.exit_code == 0, result.output
@@ -307,3 +330,37 @@ def test_down_with_volumes_leaves_nothing(stack: Stack) -> None:
     assert stack.client.volumes.list(filters={"label": label}) == []
     result = stack.cli("status")
     assert "not running" in result.output
+
+
+def test_images_save_and_load_round_trip(stack: Stack, tmp_path: Path) -> None:
+    """A bundle carries the images to an offline host: save under a tag no container uses,
+    delete that tag, load the bundle, and the same images are back."""
+    tag = f"roundtrip-{os.urandom(3).hex()}"
+    refs = images.all_refs(image_refs(parse_config({"images": {"source": "local", "tag": tag}})))
+    originals = images.all_refs(image_refs(parse_config({"images": {"source": "local"}})))
+    ids = {}
+    for original, ref in zip(originals, refs, strict=True):
+        image = stack.client.images.get(original)
+        repository, _, new_tag = ref.partition(":")
+        assert image.tag(repository, new_tag)
+        ids[ref] = image.id
+    try:
+        bundle = tmp_path / "images.tar"
+        result = orbisctl("images", "save", str(bundle), "--source", "local", "--tag", tag)
+        assert result.exit_code == 0, result.output
+        for ref in refs:
+            stack.client.images.remove(ref)
+        assert (
+            images.missing_images(
+                stack.client, image_refs(parse_config({"images": {"source": "local", "tag": tag}}))
+            )
+            == refs
+        )
+        result = orbisctl("images", "load", str(bundle))
+        assert result.exit_code == 0, result.output
+        assert f"loaded {len(refs)} images" in result.output
+        assert {ref: stack.client.images.get(ref).id for ref in refs} == ids
+    finally:
+        for ref in refs:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                stack.client.images.remove(ref)
