@@ -104,8 +104,8 @@
   cursor: pointer; background: #1f5eff; color: #fff; }
 .action[data-kind="hangup"] { background: #d93a3a; }
 `;
-  const MIC_ICON =
-    '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.92V21h2v-3.08A7 7 0 0 0 19 11h-2z"/></svg>';
+  const MIC_PATH =
+    "M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.92V21h2v-3.08A7 7 0 0 0 19 11h-2z";
 
   class Widget {
     constructor() {
@@ -113,7 +113,6 @@
       this.host.dataset.orbisWidget = agentId;
       this.shadow = this.host.attachShadow({ mode: "open" });
       this.agentName = "Voice assistant";
-      this.greeting = "";
       this.state = "";
       this.counters = { sent: 0, received: 0, played: 0, flushed: 0 };
       this.retries = 0;
@@ -137,16 +136,33 @@
         style.textContent = CSS;
         this.shadow.append(style);
       }
-      const wrap = document.createElement("div");
-      wrap.innerHTML = `
-<div class="panel" role="dialog" aria-label="Voice call" hidden>
-  <div class="head"><span class="name"></span><button class="close" type="button" aria-label="Minimise">×</button></div>
-  <p class="status" role="status" aria-live="polite"></p>
-  <ul class="captions" aria-live="polite" aria-label="Live captions"></ul>
-  <button class="action" type="button"></button>
-</div>
-<button class="launcher" type="button" aria-haspopup="dialog">${MIC_ICON}</button>`;
-      this.shadow.append(...wrap.children);
+      // Built node by node: pages enforcing Trusted Types refuse innerHTML.
+      const make = (tag, className, attributes = {}) => {
+        const element = document.createElement(tag);
+        if (className) element.className = className;
+        for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+        return element;
+      };
+      const panel = make("div", "panel", { role: "dialog", "aria-label": "Voice call", hidden: "" });
+      const head = make("div", "head");
+      const close = make("button", "close", { type: "button", "aria-label": "Minimise" });
+      close.textContent = "×";
+      head.append(make("span", "name"), close);
+      panel.append(
+        head,
+        make("p", "status", { role: "status", "aria-live": "polite" }),
+        make("ul", "captions", { "aria-live": "polite", "aria-label": "Live captions" }),
+        make("button", "action", { type: "button" }),
+      );
+      const launcher = make("button", "launcher", { type: "button", "aria-haspopup": "dialog" });
+      const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+      svg.setAttribute("viewBox", "0 0 24 24");
+      svg.setAttribute("aria-hidden", "true");
+      const path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+      path.setAttribute("d", MIC_PATH);
+      svg.append(path);
+      launcher.append(svg);
+      this.shadow.append(panel, launcher);
       const $ = (sel) => this.shadow.querySelector(sel);
       this.el = {
         panel: $(".panel"),
@@ -181,7 +197,6 @@
         if (response.ok) {
           const config = await response.json();
           this.agentName = config.name || this.agentName;
-          this.greeting = config.greeting || "";
           this.showName();
           this.host.dataset.orbisConfig = "loaded";
         } else {
@@ -229,9 +244,15 @@
       this.setState("connecting");
       try {
         await this.openAudio();
+        // Hung up while the browser was asking for the microphone: let it go again.
+        if (this.ended) {
+          this.releaseAudio();
+          return;
+        }
         await this.connect();
       } catch (err) {
-        this.fail(err);
+        if (this.ended) this.releaseAudio();
+        else this.fail(err);
       }
     }
 
@@ -472,6 +493,12 @@
       this.ws = null;
       // Let the gateway see "end" before the socket goes; it ends the call either way.
       if (ws) setTimeout(() => ws.close(1000), ws.readyState === WebSocket.OPEN ? 250 : 0);
+      this.releaseAudio();
+      this.finishCaptions();
+      this.setState(state, code);
+    }
+
+    releaseAudio() {
       if (this.stream) this.stream.getTracks().forEach((track) => track.stop());
       this.stream = null;
       const ctx = this.ctx;
@@ -479,8 +506,6 @@
       this.capture = null;
       this.playback = null;
       if (ctx) ctx.close();
-      this.finishCaptions();
-      this.setState(state, code);
     }
 
     // --- captions ---------------------------------------------------------------------------

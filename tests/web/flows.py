@@ -14,13 +14,14 @@ CALL_TIMEOUT_MS = 30_000
 
 
 def embed_page(pages: Path, name: str, *, stack: Stack, agent: str, user: str | None = None) -> str:
-    """A tenant page with the one-line embed, a strict CSP, and CSS hostile to widgets."""
+    """A tenant page with the one-line embed, a strict CSP (with Trusted Types), and CSS
+    hostile to widgets."""
     user_attribute = f' data-user="{html.escape(user)}"' if user else ""
     install = stack.public_url
     wss = install.replace("https://", "wss://")
     csp = (
         f"default-src 'self'; script-src 'self' {install}; connect-src {install} {wss}; "
-        "style-src 'self'"
+        "style-src 'self'; require-trusted-types-for 'script'"
     )
     (pages / name).write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

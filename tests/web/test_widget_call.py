@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
 from tests.web.flows import CALL_TIMEOUT_MS, create_agent, embed_page, wait_for, widget
@@ -28,6 +29,9 @@ def test_call_on_an_allowed_origin_plays_audio_shows_captions_and_stores_the_tra
     name = embed_page(tenant_pages, "shop.html", stack=stack, agent=agent["public_id"])
     goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
 
+    # The page really is strict: it refuses innerHTML (Trusted Types), which the widget avoids.
+    with pytest.raises(PlaywrightError, match="TrustedHTML"):
+        page.evaluate("document.body.innerHTML = '<b>x</b>'")
     host = widget(page)
     expect(host).to_have_attribute("data-orbis-config", "loaded")
     launcher = host.locator(".launcher")
