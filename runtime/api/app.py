@@ -21,6 +21,7 @@ from runtime.api.handlers import (
     sessions,
     widget,
 )
+from runtime.api.housekeeping import housekeeping_task
 from runtime.api.openapi import build_document
 from runtime.api.ratelimit import RateLimiter
 from runtime.api.routing import Route, register
@@ -92,6 +93,6 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[keys.MIGRATIONS] = tuple(load_migrations(MIGRATIONS_DIR))
     app[keys.KEYRING] = KeyRingSource(settings.jwt_keys_file)
     app[keys.OPENAPI] = json.dumps(build_document(ALL_ROUTES, version=_package_version())).encode()
-    app.cleanup_ctx.extend([_database, _redis, _http_client])
+    app.cleanup_ctx.extend([_database, _redis, _http_client, housekeeping_task])
     register(app, ALL_ROUTES)
     return app

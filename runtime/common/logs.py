@@ -11,6 +11,7 @@ import logging
 import re
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 request_id_var: ContextVar[str | None] = ContextVar("orbis_request_id", default=None)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+access_log = logging.getLogger("orbis.access")
 
 
 class JsonFormatter(logging.Formatter):
@@ -67,16 +70,39 @@ def new_request_id() -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Adopt a sane incoming X-Request-Id (nginx sets one) or make one; echo it back."""
+    """Adopt a sane incoming X-Request-Id (nginx sets one) or make one; echo it back; write
+    one access-log line per request.
+
+    The line names the route pattern, never the concrete path: paths can carry personal
+    data (an end-user id) that logs must not keep.
+    """
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = incoming if _VALID_REQUEST_ID.match(incoming) else new_request_id()
     token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
     try:
         response = await handler(request)
+        status = response.status
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
     except web.HTTPException as exc:
+        status = exc.status
         exc.headers[REQUEST_ID_HEADER] = request_id
         raise
     finally:
+        if access_log.isEnabledFor(logging.INFO):
+            resource = request.match_info.route.resource
+            access_log.info(
+                "request",
+                extra={
+                    "fields": {
+                        "request_id": request_id,
+                        "method": request.method,
+                        "route": resource.canonical if resource is not None else "unmatched",
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    }
+                },
+            )
         request_id_var.reset(token)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from runtime.common.logs import JsonFormatter
 from tests.api.fixtures import ApiHarness
 
 pytestmark = pytest.mark.integration
@@ -89,3 +92,21 @@ async def test_text_postgres_cannot_store_is_a_validation_error(api: ApiHarness)
     assert (status, body["error"]["field"]) == (422, "end_user_id")
     status, body = await api.call("GET", "/api/v1/widget/agents/a%00b")
     assert (status, body["error"]["field"]) == (422, "public_id")
+
+
+async def test_access_log_names_the_route_not_the_path(
+    api: ApiHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    tenant = await api.signup()
+    caplog.set_level(logging.INFO, logger="orbis.access")
+    await api.call(
+        "GET",
+        "/api/v1/end-users/jane.doe@example.com/export",
+        headers={**tenant.headers, "X-Request-Id": "req-42"},
+        expect=200,
+    )
+    (line,) = [r for r in caplog.records if getattr(r, "fields", {}).get("request_id") == "req-42"]
+    fields = line.fields  # type: ignore[attr-defined]
+    assert fields["route"] == "/api/v1/end-users/{end_user_id}/export"
+    assert fields["status"] == 200
+    assert "jane.doe" not in JsonFormatter("api").format(line)

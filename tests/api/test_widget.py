@@ -5,6 +5,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from runtime.api import keys
+from runtime.api.housekeeping import purge_expired
 from tests.api.fixtures import ApiHarness
 
 pytestmark = pytest.mark.integration
@@ -149,3 +151,19 @@ async def test_session_errors_carry_cors_and_text_plain_body_is_read(api: ApiHar
         "GET", "/api/v1/sessions?end_user_id=visitor-9", headers=tenant.headers, expect=200
     )
     assert len(listed["items"]) == 1
+
+
+async def test_housekeeping_purges_only_long_expired_tokens(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    agent = await api.create_agent(tenant, allowed_origins=[SHOP])
+    fresh = await api.widget_session(agent["public_id"], origin=SHOP)
+    await api.widget_session(agent["public_id"], origin=SHOP)
+    async with await psycopg.AsyncConnection.connect(api.settings.database_conninfo) as conn:
+        await conn.execute(
+            "UPDATE widget_sessions SET expires_at = now() - interval '2 hours' "
+            "WHERE id = (SELECT id FROM widget_sessions ORDER BY created_at DESC LIMIT 1)"
+        )
+        await conn.execute("UPDATE refresh_tokens SET expires_at = now() - interval '2 days'")
+    purged = await purge_expired(api.app[keys.DB])
+    assert purged == {"widget_sessions": 1, "refresh_tokens": 1}
+    await api.start_call(fresh["token"], origin=SHOP)
