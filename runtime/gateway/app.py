@@ -237,8 +237,8 @@ async def readyz(request: web.Request) -> web.Response:
             await gateway.state.client.ping()
     except (TimeoutError, *REDIS_ERRORS):
         return web.json_response({"status": "redis_unavailable"}, status=503)
-    if gateway.busy:
-        return web.json_response({"status": "full", "calls": len(gateway.calls)}, status=503)
+    # A full instance stays ready: its new calls get `server_busy` at the handshake, and the
+    # container healthcheck (this probe) must not make an orchestrator replace a busy gateway.
     return web.json_response({"status": "ready", "calls": len(gateway.calls)})
 
 
