@@ -50,10 +50,11 @@ INBOUND_QUEUE_FRAMES = 256  # about 5 s of 20 ms frames: enough to ride out a re
 OUTBOUND_QUEUE_ITEMS = 512
 # Caller audio louder than this peak (of 32767) counts as speech for the latency metric.
 SPEECH_PEAK = 1500
-# Real time is 16 000 samples/s = 32 000 bytes/s; a burst of 3 s is allowed after a stall.
+# Real time is 16 000 samples/s = 32 000 bytes/s (50 frames/s of 20 ms). A network stall
+# makes the browser's frames arrive in a burst afterwards: up to 5 s of backlog is allowed.
 AUDIO_BYTES_PER_SECOND = 2 * INPUT_RATE
 MAX_FRAMES_PER_SECOND = 60.0
-FRAME_BURST = 100.0
+BURST_SECONDS = 5.0
 
 
 class TokenBucket:
@@ -143,8 +144,10 @@ class Call:
         self._not_ready_reported = False
         self._started = time.monotonic()
         self._last_client_frame = self._started
-        self._frames = TokenBucket(MAX_FRAMES_PER_SECOND, FRAME_BURST)
-        self._audio_bytes = TokenBucket(1.5 * AUDIO_BYTES_PER_SECOND, 3 * AUDIO_BYTES_PER_SECOND)
+        self._frames = TokenBucket(MAX_FRAMES_PER_SECOND, BURST_SECONDS * MAX_FRAMES_PER_SECOND)
+        self._audio_bytes = TokenBucket(
+            1.5 * AUDIO_BYTES_PER_SECOND, BURST_SECONDS * AUDIO_BYTES_PER_SECOND
+        )
         self._last_speech_at: float | None = None
         self._model_speaking = False
         self._usage = _Usage()

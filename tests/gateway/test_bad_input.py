@@ -232,3 +232,18 @@ async def test_silent_client_is_idle_timeout_and_long_call_is_max_duration(
                     break
                 await talker.send_frames([b"\x00" * FRAME_BYTES], pace=1.0)
             assert (await talker.wait_for("error"))["code"] == "max_duration"
+
+
+async def test_backlog_after_a_network_stall_is_not_a_flood(
+    settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
+) -> None:
+    async with (
+        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
+        widget_call(http, gw, await agents.token()) as call,
+    ):
+        await call.wait_for("session.started")
+        # 3 s of a caller's audio arriving at once, as after a stalled mobile connection.
+        backlog = speech_then_silence() * 3
+        await call.send_frames(backlog)
+        await call.wait_for("turn.complete")
+        assert call.of_type("error") == []
