@@ -211,9 +211,12 @@ def wait_healthy(
         if running is not None and running.poll() is not None:
             _, stderr = running.communicate()
             if running.returncode != 0 and not (problem and problem.final):
-                raise EngineError(
-                    f"docker compose up failed: {engine.last_error_line(stderr)}",
-                    hint="`orbisctl logs SERVICE` shows what the failing service printed",
+                reason = engine.last_error_line(stderr)
+                # A dependency that never became healthy is the stack's health, not the engine's.
+                error = UnhealthyError if "unhealthy" in reason else EngineError
+                raise error(
+                    f"docker compose up failed: {reason}",
+                    hint="`orbisctl doctor` says why; `orbisctl logs SERVICE` shows what it printed",
                 )
             running = None
         if problem is None and running is None:
