@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
+from orbisctl.config import ModelProvider
 from orbisctl.errors import InstallDirError, UserError
 from orbisctl.rotation.journal import (
     HistoryEntry,
@@ -82,6 +83,16 @@ def choose_kinds(
     if gemini_key_file is not None:
         chosen.add(SecretKind.GEMINI_API_KEY)
     kinds = [kind for kind in ROTATION_ORDER if kind in chosen]
+    if (
+        SecretKind.GEMINI_API_KEY in kinds
+        and gemini_key_file is None
+        and ctx.config.model.provider is ModelProvider.GEMINI
+    ):
+        raise UserError(
+            "rotating the Gemini key needs the new key",
+            hint="create a key in Google AI Studio, save it to a file (mode 0600) and pass "
+            "--gemini-key-file FILE",
+        )
     if jwt_keys_due(ctx):
         kinds.insert(0, SecretKind.JWT_RETIRE)
     if not kinds:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from orbisctl.cli import app
+from orbisctl.config import ModelConfig, ModelProvider, OrbisConfig
 from orbisctl.errors import ExitCode
 from orbisctl.rotation.compose import unsupported
-from tests.rotation.conftest import secret_values
+from tests.rotation.conftest import make_install, secret_values
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -102,3 +103,13 @@ def test_resume_without_a_rotation_says_so(install: Path) -> None:
     result = CliRunner().invoke(app, ["rotate-keys", "--dir", str(install), "--resume"])
     assert result.exit_code == ExitCode.USAGE
     assert "no rotation is in progress" in result.output
+
+
+def test_all_with_google_gemini_needs_the_new_key_file(tmp_path: Path) -> None:
+    install = make_install(
+        tmp_path / "install", config=OrbisConfig(model=ModelConfig(provider=ModelProvider.GEMINI))
+    )
+    result = CliRunner().invoke(app, ["rotate-keys", "--dir", str(install), "--all", "--dry-run"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "--gemini-key-file" in result.output
+    assert not (install / "rotation").exists()

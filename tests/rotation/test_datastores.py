@@ -47,17 +47,20 @@ def _redis_service(name: str, server: RedisServer, install: Path) -> LocalServic
     return LocalService(name, connect, load)
 
 
+def _conninfo(server: PostgresServer, credentials: dict[str, str]) -> str:
+    return psycopg.conninfo.make_conninfo(
+        host=server.host,
+        port=server.port,
+        dbname="orbis",
+        user=credentials["user"],
+        password=credentials["password"],
+        connect_timeout=5,
+    )
+
+
 def _pg_service(name: str, server: PostgresServer, install: Path) -> LocalService:
     def connect(credentials: dict[str, str]) -> None:
-        conninfo = psycopg.conninfo.make_conninfo(
-            host=server.host,
-            port=server.port,
-            dbname="orbis",
-            user=credentials["user"],
-            password=credentials["password"],
-            connect_timeout=5,
-        )
-        with psycopg.connect(conninfo, autocommit=True) as conn:
+        with psycopg.connect(_conninfo(server, credentials), autocommit=True) as conn:
             row = conn.execute("SELECT current_user").fetchone()
             # The alternating login roles act as the owner, so ownership never splits.
             assert row == (POSTGRES_OWNER,), row
@@ -144,16 +147,12 @@ def test_postgres_objects_created_through_a_login_role_belong_to_the_owner(
 ) -> None:
     core.rotate(ctx, [SecretKind.POSTGRES_PASSWORD], audit=audit)
     first = pg_credentials(pg_install)
-    with psycopg.connect(
-        host=rotation_pg.host, port=rotation_pg.port, dbname="orbis", autocommit=True, **first
-    ) as conn:
+    with psycopg.connect(_conninfo(rotation_pg, first), autocommit=True) as conn:
         conn.execute("CREATE TABLE agents (id int)")
     core.rotate(ctx, [SecretKind.POSTGRES_PASSWORD], audit=audit)
     second = pg_credentials(pg_install)
     assert second["user"] != first["user"]
-    with psycopg.connect(
-        host=rotation_pg.host, port=rotation_pg.port, dbname="orbis", autocommit=True, **second
-    ) as conn:
+    with psycopg.connect(_conninfo(rotation_pg, second), autocommit=True) as conn:
         conn.execute("ALTER TABLE agents ADD COLUMN name text")  # needs ownership
         owner = conn.execute(
             "SELECT tableowner FROM pg_tables WHERE tablename = 'agents'"

@@ -57,8 +57,11 @@ class Snapshot:
         else:
             current = _read(self.install, "backup_key").strip()
             assert current != self.backup_key
-            ring = backup_keys.load_key_ring(self.install / "secrets")
-            assert ring.find(backup_crypto.key_id(backup_crypto.b64d(self.backup_key))) is not None
+            backup_ring = backup_keys.load_key_ring(self.install / "secrets")
+            assert (
+                backup_ring.find(backup_crypto.key_id(backup_crypto.b64d(self.backup_key)))
+                is not None
+            )
 
     def assert_restored(self, kind: SecretKind) -> None:
         if kind is SecretKind.INTERNAL_TOKEN:
