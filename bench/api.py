@@ -99,8 +99,16 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_load(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run the load in a separate process; returns its measurements."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_load(spec: dict[str, Any], server_pid: int) -> dict[str, Any]:
+    """Run the load in a separate process; returns its measurements, with the CPU time the
+    server process spent per request (steadier than latency on a shared machine)."""
+    cpu_before = cpu_seconds(server_pid)
     result = subprocess.run(
         [sys.executable, __file__, "--load"],
         input=json.dumps(spec),
@@ -109,6 +117,7 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         timeout=spec["seconds"] + 60,
         check=True,
     )
+    server_cpu = cpu_seconds(server_pid) - cpu_before
     raw = json.loads(result.stdout)
     latencies = sorted(raw["latencies"])
     if not latencies:
@@ -125,6 +134,7 @@ def run_load(spec: dict[str, Any]) -> dict[str, Any]:
         "p95_ms": pct(0.95),
         "p99_ms": pct(0.99),
         "mean_ms": statistics.fmean(latencies) * 1000,
+        "server_cpu_ms_per_request": server_cpu * 1000 / raw["requests"],
     }
 
 
@@ -201,8 +211,9 @@ def main() -> int:
             print(migrate.stderr, file=sys.stderr)
             return 1
         try:
-            processes.append(_start(["-m", "runtime.api"], env, work / "api.log"))
-            processes.append(_start([__file__, "--bare", str(bare_port)], env, work / "bare.log"))
+            api_process = _start(["-m", "runtime.api"], env, work / "api.log")
+            bare_process = _start([__file__, "--bare", str(bare_port)], env, work / "bare.log")
+            processes += [api_process, bare_process]
             wait_for_port(api_port)
             wait_for_port(bare_port)
             api = f"http://127.0.0.1:{api_port}"
@@ -226,14 +237,16 @@ def main() -> int:
             common = {"seconds": options.seconds, "concurrency": options.concurrency}
             results = {
                 "bare aiohttp handler": run_load(
-                    {**common, "url": f"http://127.0.0.1:{bare_port}/bare", "mode": "get"}
+                    {**common, "url": f"http://127.0.0.1:{bare_port}/bare", "mode": "get"},
+                    bare_process.pid,
                 ),
                 "GET widget config": run_load(
                     {
                         **common,
                         "url": f"{api}/api/v1/widget/agents/{agent['public_id']}",
                         "mode": "get",
-                    }
+                    },
+                    api_process.pid,
                 ),
                 "POST token refresh": run_load(
                     {
@@ -241,7 +254,8 @@ def main() -> int:
                         "url": f"{api}/api/v1/auth/refresh",
                         "mode": "refresh",
                         "refresh_tokens": refresh_tokens,
-                    }
+                    },
+                    api_process.pid,
                 ),
             }
         finally:
@@ -255,7 +269,7 @@ def main() -> int:
     )
     header = (
         f"{'path':<22}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
-        f"{'errors':>8}{'rps vs bare':>13}"
+        f"{'errors':>8}{'rps vs bare':>13}{'CPU ms/req':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -265,6 +279,7 @@ def main() -> int:
         print(
             f"{name:<22}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
             f"{row['p99_ms']:>9.2f}{row['errors']:>8}{ratio:>13.2f}"
+            f"{row['server_cpu_ms_per_request']:>12.2f}"
         )
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(
