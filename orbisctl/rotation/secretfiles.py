@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,11 +29,6 @@ _PREV = ".prev"
 
 def fingerprint(value: str) -> str:
     return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
-
-
-def random_token(nbytes: int = 32) -> str:
-    """A URL- and shell-safe secret with `nbytes` of entropy (passwords, service tokens)."""
-    return secrets.token_urlsafe(nbytes)
 
 
 @dataclass(frozen=True)

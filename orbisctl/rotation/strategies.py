@@ -7,7 +7,6 @@ value and checks it is refused. Values are staged in `secrets/<name>.next` / `.p
 
 from __future__ import annotations
 
-import secrets as random_secrets
 from collections.abc import Callable
 from dataclasses import replace
 from enum import StrEnum
@@ -17,8 +16,9 @@ from backups import crypto as backup_crypto
 from backups import keys as backup_keys
 from orbisctl.config import ModelProvider
 from orbisctl.errors import UserError
-from orbisctl.rotation.secretfiles import fingerprint, random_token
+from orbisctl.rotation.secretfiles import fingerprint
 from orbisctl.rotation.steps import RotationContext, RotationFailed, Step, StepEnv, staged_value
+from orbisctl.secretfiles import generate_secret, read_gemini_key
 from runtime.common.keyring import JwtKey, KeyRing, new_key
 
 
@@ -145,8 +145,13 @@ def _then_reload(action: Callable[[StepEnv], None], service: str) -> Callable[[S
     return run
 
 
-def _random_secret(env: StepEnv) -> str:
-    return random_token()
+def _generated(kind: SecretKind) -> Callable[[StepEnv], str]:
+    """A fresh value in the format `orbisctl init` generates for this secret."""
+
+    def make(env: StepEnv) -> str:
+        return generate_secret(SECRET_FILES[kind]).strip()
+
+    return make
 
 
 # --- Redis: two passwords on the ACL user at once --------------------------------------------
@@ -177,7 +182,7 @@ def redis_steps(ctx: RotationContext) -> list[Step]:
             raise RotationFailed("Redis still accepts the old password after it was removed")
 
     return [
-        _stage(secret, _random_secret, "generate the new Redis password"),
+        _stage(secret, _generated(SecretKind.REDIS_PASSWORD), "generate the new Redis password"),
         Step("add_new", f"ACL user {REDIS_USER}: add the new password", add_new, remove_new),
         Step("verify_new", "check the new password authenticates", check_new),
         Step(
@@ -214,7 +219,7 @@ def postgres_steps(ctx: RotationContext) -> list[Step]:
             if old_role == POSTGRES_LOGIN_ROLES[0]
             else POSTGRES_LOGIN_ROLES[0]
         )
-        return random_token()
+        return _generated(SecretKind.POSTGRES_PASSWORD)(env)
 
     def enable_new(env: StepEnv) -> None:
         env.ctx.need_postgres().enable_login(
@@ -278,7 +283,7 @@ def postgres_steps(ctx: RotationContext) -> list[Step]:
 def internal_token_steps(ctx: RotationContext) -> list[Step]:
     secret = SECRET_FILES[SecretKind.INTERNAL_TOKEN]
     return [
-        _stage(secret, _random_secret, "generate the new internal token"),
+        _stage(secret, _generated(SecretKind.INTERNAL_TOKEN), "generate the new internal token"),
         Step(
             "accept_both",
             "internal_token = old + new (api accepts both)",
@@ -309,22 +314,12 @@ def internal_token_steps(ctx: RotationContext) -> list[Step]:
 
 def _read_new_gemini_key(path: Path | None, provider: ModelProvider) -> Callable[[StepEnv], str]:
     def make(env: StepEnv) -> str:
-        if path is None:
-            if provider is ModelProvider.GEMINI:
-                raise UserError(
-                    "rotating the Gemini key needs the new key",
-                    hint="create a key in Google AI Studio, save it to a file (mode 0600) and "
-                    "pass --gemini-key-file FILE",
-                )
-            # The emulator accepts whatever key the install generated for it.
-            return random_token()
-        try:
-            key = _first_line(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UserError(f"cannot read --gemini-key-file {path}: {exc.strerror}") from None
-        if not key:
-            raise UserError(f"--gemini-key-file {path} is empty")
-        return key
+        if path is not None:
+            return read_gemini_key(path).strip()
+        if provider is ModelProvider.GEMINI:  # core.choose_kinds refuses this up front
+            raise UserError("rotating the Gemini key needs --gemini-key-file FILE")
+        # The emulator accepts whatever key the install generates for it.
+        return _generated(SecretKind.GEMINI_API_KEY)(env)
 
     return make
 
@@ -490,10 +485,6 @@ def jwt_keys_due(ctx: RotationContext) -> list[str]:
 # --- backup key ---------------------------------------------------------------------------------
 
 
-def _new_backup_key(env: StepEnv) -> str:
-    return backup_crypto.b64e(random_secrets.token_bytes(backup_crypto.KEY_BYTES))
-
-
 def backup_key_steps(ctx: RotationContext) -> list[Step]:
     secret = SECRET_FILES[SecretKind.BACKUP_KEY]
 
@@ -517,7 +508,7 @@ def backup_key_steps(ctx: RotationContext) -> list[Step]:
         env.facts.update(new_kid=new_kid, old_kid=old_kid)
 
     return [
-        _stage(secret, _new_backup_key, "generate the new backup key"),
+        _stage(secret, _generated(SecretKind.BACKUP_KEY), "generate the new backup key"),
         Step("keep_old", "keep the current key in secrets/backup_keys.json", keep_old),
         Step("switch", "new backups use the new key", _write_lines(secret, "new"), switch_undo),
         Step("verify", "check the ring opens old and new backups", check),
