@@ -58,7 +58,11 @@ def _package_version() -> str:
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    async with open_pool(settings.database_conninfo, max_size=settings.db_pool_max_size) as pool:
+    async with open_pool(
+        settings.database_conninfo,
+        max_size=settings.db_pool_max_size,
+        wait_seconds=settings.db_pool_timeout_seconds,
+    ) as pool:
         app[keys.DB] = Database(pool, app[keys.METRICS].db_query_seconds)
         yield
 

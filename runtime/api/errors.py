@@ -11,7 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import psycopg
 from aiohttp import web
+from psycopg_pool import PoolTimeout
 
 from runtime.common.logs import request_id_var
 
@@ -108,6 +110,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as exc:
         return error_response(
             exc.status, exc.code, exc.message, field=exc.field, headers=exc.headers
+        )
+    except (psycopg.OperationalError, PoolTimeout):
+        log.warning("database unavailable", exc_info=True)
+        return error_response(
+            503,
+            "database_unavailable",
+            "the database is unavailable; retry shortly",
+            headers={"Retry-After": "5"},
         )
     except web.HTTPException as exc:
         if exc.status < 400:

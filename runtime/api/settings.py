@@ -47,6 +47,7 @@ class ApiSettings:
     tool_allow_private_networks: bool = False
     referral_reward_cents: int = 1000
     db_pool_max_size: int = 10
+    db_pool_timeout_seconds: float = 5.0
     purge_interval_seconds: float = 600.0
 
     @property

@@ -187,7 +187,7 @@ class Database:
 
 @asynccontextmanager
 async def open_pool(
-    conninfo: str, *, min_size: int = 1, max_size: int = 10
+    conninfo: str, *, min_size: int = 1, max_size: int = 10, wait_seconds: float = 5.0
 ) -> AsyncIterator[AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]]:
     """A pool whose connections return rows as dicts; it opens without waiting for the
     database, so the service starts and reports not-ready until PostgreSQL answers."""
@@ -199,7 +199,8 @@ async def open_pool(
         # Autocommit connections: `Database.transaction()` opens transactions explicitly.
         kwargs={"row_factory": dict_row, "autocommit": True},
         connection_class=psycopg.AsyncConnection[DictRow],
-        timeout=10.0,
+        # How long a request waits for a connection before failing (503, not a hang).
+        timeout=wait_seconds,
     )
     await pool.open(wait=False)
     try:
