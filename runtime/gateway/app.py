@@ -14,7 +14,7 @@ from aiohttp import web
 
 from runtime.common.metrics import metrics_response
 from runtime.common.redis_client import open_redis
-from runtime.gateway.call import Call, CallDeps
+from runtime.gateway.call import Call, CallDeps, Resumption
 from runtime.gateway.internal_api import (
     ApiRejected,
     ApiUnavailable,
@@ -23,9 +23,16 @@ from runtime.gateway.internal_api import (
 )
 from runtime.gateway.keys import GATEWAY, SETTINGS
 from runtime.gateway.metrics import GatewayMetrics
-from runtime.gateway.process import REDIS_ERRORS, Gateway
+from runtime.gateway.process import Gateway
 from runtime.gateway.protocol import CloseCode, ErrorCode, error_event, event
-from runtime.gateway.redis_state import CallRecord, CallState, LeaseOutcome
+from runtime.gateway.redis_state import (
+    REDIS_ERRORS,
+    CallRecord,
+    CallState,
+    LeaseOutcome,
+    claim_handoff,
+    peek_handoff,
+)
 from runtime.gateway.settings import GatewaySettings
 from runtime.gateway.upstream import make_client
 
@@ -74,11 +81,9 @@ def _gateway_ctx(
                     ssl_context=gemini_ssl_context,
                 ),
                 metrics=metrics_,
-            )
-            gateway = Gateway(
-                deps=deps,
                 state=CallState(redis_client, lease_seconds=settings.slot_lease_seconds),
             )
+            gateway = Gateway(deps=deps)
             app[GATEWAY] = gateway
             loops = [
                 asyncio.create_task(gateway.heartbeat(), name="heartbeat"),
@@ -128,61 +133,113 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
         return _reject(ErrorCode.SERVER_BUSY)
     origin = request.headers.get("Origin", "")
     token = request.query.get("token", "")
+    resume_token = request.query.get("resume", "")
     # The origin is checked before the upgrade: the API checks it against the agent's allowed
-    # origins while redeeming the token, so no unverified page ever gets a socket.
+    # origins while redeeming the token (a moved call: against the call's own origin), so no
+    # unverified page ever gets a socket.
     if not origin:
         return _reject(ErrorCode.ORIGIN_NOT_ALLOWED)
-    if not token:
+    if not token and not resume_token:
         return _reject(ErrorCode.TOKEN_INVALID)
     gateway.opening += 1
     try:
-        try:
-            grant = await gateway.deps.api.redeem_call(
-                token=token, origin=origin, instance_id=settings.instance_id
-            )
-        except ApiRejected as exc:
-            code = (
-                ErrorCode.ORIGIN_NOT_ALLOWED
-                if exc.code == ErrorCode.ORIGIN_NOT_ALLOWED.value or exc.status == 403
-                else ErrorCode.TOKEN_INVALID
-            )
-            metrics_.client_errors.labels(code=code.value).inc()
-            return _reject(code)
-        except ApiUnavailable as exc:
-            log.warning("token redemption failed", extra={"fields": {"error": str(exc)}})
-            metrics_.client_errors.labels(code=ErrorCode.SERVICE_UNAVAILABLE.value).inc()
-            return _reject(ErrorCode.SERVICE_UNAVAILABLE)
+        admitted = await (
+            _take_over(gateway, origin=origin, resume_token=resume_token)
+            if resume_token
+            else _redeem(gateway, origin=origin, token=token)
+        )
+        if isinstance(admitted, ErrorCode):
+            metrics_.client_errors.labels(code=admitted.value).inc()
+            return _reject(admitted)
+        grant, resumption = admitted
         record = CallRecord(
             call_id=grant.call_id,
             instance_id=settings.instance_id,
             agent_id=grant.agent.id,
             org_id=grant.org_id,
-            started_at=time.time(),
+            started_at=resumption.started_at if resumption else time.time(),
         )
         refusal = await _take_slot(gateway, grant, record)
         await ws.prepare(request)
         if refusal is not None:
             await _refuse_call(gateway, ws, grant, refusal)
             return ws
-        call = Call(ws=ws, grant=grant, record=record, deps=gateway.deps)
+        call = Call(
+            ws=ws,
+            grant=grant,
+            record=record,
+            deps=gateway.deps,
+            origin=origin,
+            resumption=resumption,
+        )
         gateway.add(call)
     finally:
         gateway.opening -= 1
     log.info(
         "call started",
-        extra={"fields": {"call_id": call.call_id, "agent_id": grant.agent.id, "origin": origin}},
+        extra={
+            "fields": {
+                "call_id": call.call_id,
+                "agent_id": grant.agent.id,
+                "origin": origin,
+                "moved_here": resumption is not None,
+            }
+        },
     )
     try:
         await call.run()
     finally:
         gateway.remove(call)
         try:
-            await gateway.state.release(record)
+            if call.owns_slot:
+                await gateway.state.release(record)
         except REDIS_ERRORS as exc:
             # The lease lapses by itself within slot_lease_seconds.
             metrics_.redis_errors.labels(operation="release").inc()
             log.warning("call slot release failed", extra={"fields": {"error": str(exc)}})
     return ws
+
+
+async def _redeem(
+    gateway: Gateway, *, origin: str, token: str
+) -> tuple[CallGrant, None] | ErrorCode:
+    try:
+        grant = await gateway.deps.api.redeem_call(
+            token=token, origin=origin, instance_id=gateway.deps.settings.instance_id
+        )
+    except ApiRejected as exc:
+        if exc.code == ErrorCode.ORIGIN_NOT_ALLOWED.value or exc.status == 403:
+            return ErrorCode.ORIGIN_NOT_ALLOWED
+        return ErrorCode.TOKEN_INVALID
+    except ApiUnavailable as exc:
+        log.warning("token redemption failed", extra={"fields": {"error": str(exc)}})
+        return ErrorCode.SERVICE_UNAVAILABLE
+    return grant, None
+
+
+async def _take_over(
+    gateway: Gateway, *, origin: str, resume_token: str
+) -> tuple[CallGrant, Resumption] | ErrorCode:
+    """Continue a call another (draining) instance handed off (`Call.hand_off`)."""
+    client = gateway.state.client
+    try:
+        offer = await peek_handoff(client, resume_token)
+        if offer is None:
+            return ErrorCode.TOKEN_INVALID
+        if offer["origin"] != origin:
+            return ErrorCode.ORIGIN_NOT_ALLOWED
+        if not await claim_handoff(client, resume_token, gateway.deps.settings.instance_id):
+            return ErrorCode.TOKEN_INVALID
+    except REDIS_ERRORS as exc:
+        log.warning("call take-over failed", extra={"fields": {"error": str(exc)}})
+        return ErrorCode.SERVICE_UNAVAILABLE
+    resumption = Resumption(
+        handle=offer["handle"],
+        next_seq=int(offer["next_seq"]),
+        started_at=float(offer["started_at"]),
+        usage={key: int(value) for key, value in offer["usage"].items()},
+    )
+    return CallGrant.model_validate(offer["grant"]), resumption
 
 
 async def _take_slot(gateway: Gateway, grant: CallGrant, record: CallRecord) -> ErrorCode | None:

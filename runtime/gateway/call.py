@@ -39,7 +39,13 @@ from runtime.gateway.protocol import (
     event,
     parse_text_frame,
 )
-from runtime.gateway.redis_state import CallRecord
+from runtime.gateway.redis_state import (
+    REDIS_ERRORS,
+    CallRecord,
+    CallState,
+    handoff_claimed,
+    offer_handoff,
+)
 from runtime.gateway.settings import GatewaySettings
 from runtime.gateway.transcript import AGENT, USER, TranscriptUploader, TurnStitcher
 from runtime.gateway.upstream import LiveUpstream, UpstreamFailed, live_config
@@ -90,6 +96,7 @@ class CallDeps:
     api: InternalApi
     genai_client: genai.Client
     metrics: GatewayMetrics
+    state: CallState
 
 
 @dataclass
@@ -106,10 +113,27 @@ class _Usage:
     response_tokens: int = 0
     total_tokens: int = 0
 
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "response_tokens": self.response_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
     def add(self, usage: types.UsageMetadata) -> None:
         self.prompt_tokens += usage.prompt_token_count or 0
         self.response_tokens += usage.response_token_count or 0
         self.total_tokens += usage.total_token_count or 0
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """Where a call moved from another (draining) instance stands (see `Call.hand_off`)."""
+
+    handle: str | None
+    next_seq: int
+    started_at: float  # wall clock
+    usage: dict[str, int]
 
 
 @dataclass
@@ -128,6 +152,8 @@ class Call:
         grant: CallGrant,
         record: CallRecord,
         deps: CallDeps,
+        origin: str,
+        resumption: Resumption | None = None,
     ) -> None:
         self.call_id = grant.call_id
         self.record = record
@@ -142,18 +168,29 @@ class Call:
         self._ended = asyncio.Event()
         self._ready = False
         self._not_ready_reported = False
-        self._started = time.monotonic()
-        self._last_client_frame = self._started
+        self._origin = origin
+        self._resumed = resumption is not None
+        self._started_at = resumption.started_at if resumption else time.time()
+        # The call's length counts from its start, on whichever instance that was.
+        self._started = time.monotonic() - (time.time() - self._started_at)
+        self._last_client_frame = time.monotonic()
+        self._handoff_token: str | None = None
+        self.owns_slot = True
         self._frames = TokenBucket(MAX_FRAMES_PER_SECOND, BURST_SECONDS * MAX_FRAMES_PER_SECOND)
         self._audio_bytes = TokenBucket(
             1.5 * AUDIO_BYTES_PER_SECOND, BURST_SECONDS * AUDIO_BYTES_PER_SECOND
         )
         self._last_speech_at: float | None = None
         self._model_speaking = False
-        self._usage = _Usage()
+        self._usage = _Usage(**resumption.usage) if resumption else _Usage()
         self._tools: dict[str, _ToolRun] = {}
         self._stitcher = TurnStitcher()
-        self._uploader = TranscriptUploader(deps.api, self.call_id, deps.metrics)
+        self._uploader = TranscriptUploader(
+            deps.api,
+            self.call_id,
+            deps.metrics,
+            next_seq=resumption.next_seq if resumption else 1,
+        )
         agent = grant.agent
         self._max_seconds = min(
             self._settings.max_call_seconds,
@@ -167,6 +204,7 @@ class Call:
             resume_attempts=self._settings.resume_attempts,
             metrics=deps.metrics,
             call_id=self.call_id,
+            handle=resumption.handle if resumption else None,
         )
 
     # -- ending -------------------------------------------------------------------------------
@@ -201,6 +239,57 @@ class Call:
     @property
     def ended(self) -> bool:
         return self._ending is not None
+
+    @property
+    def handing_off(self) -> bool:
+        return self._handoff_token is not None
+
+    async def hand_off(self) -> bool:
+        """Prepare the call to continue on another instance, and tell the widget how.
+
+        The model connection is closed first (a resumption can be refused while the old socket
+        is open), the transcript so far is flushed, and everything the next instance needs
+        (agent, origin, resumption handle, next transcript number, usage) goes to Redis under
+        a single-use token sent in the `reconnect` event. False when the call cannot move
+        (not started, or Redis unavailable); the widget then gets a plain reconnect hint.
+        """
+        if self.ended or not self._ready or self._handoff_token is not None:
+            return False
+        await self._upstream.close()
+        for role, text in self._stitcher.finish():
+            self._uploader.add(role, text)
+        await self._uploader.flush_final(attempts=3)
+        offer = {
+            "call_id": self.call_id,
+            "origin": self._origin,
+            "grant": self._grant.model_dump(mode="json"),
+            "handle": self._upstream.resumption_handle,
+            "next_seq": self._uploader.next_seq,
+            "started_at": self._started_at,
+            "usage": self._usage.as_dict(),
+        }
+        try:
+            self._handoff_token = await offer_handoff(self._deps.state.client, offer)
+        except REDIS_ERRORS:
+            self._deps.metrics.redis_errors.labels(operation="handoff").inc()
+            self.fail(ErrorCode.SERVICE_UNAVAILABLE)
+            return False
+        self.send_event(
+            event(
+                "reconnect",
+                reason="draining",
+                retry_after_ms=0,
+                resume_token=self._handoff_token,
+            )
+        )
+        return True
+
+    async def _handoff_taken(self) -> bool:
+        assert self._handoff_token is not None
+        try:
+            return await handoff_claimed(self._deps.state.client, self._handoff_token)
+        except REDIS_ERRORS:
+            return False
 
     # -- main ---------------------------------------------------------------------------------
 
@@ -243,6 +332,12 @@ class Call:
                 run.task.cancel()
         await self._upstream.close()
         await self._close_client(ending)
+        if self._handoff_token is not None and await self._handoff_taken():
+            # Another instance continues this call: its end, transcript and slot are theirs.
+            self.owns_slot = False
+            self._metrics.calls.labels(reason="handed_off").inc()
+            log.info("call handed off", extra={"fields": {"call_id": self.call_id}})
+            return
         for role, text in self._stitcher.finish():
             self._uploader.add(role, text)
         duration = time.monotonic() - self._started
@@ -256,11 +351,7 @@ class Call:
                 self.call_id,
                 duration_ms=int(duration * 1000),
                 end_reason=ending.reason,
-                usage={
-                    "prompt_tokens": self._usage.prompt_tokens,
-                    "response_tokens": self._usage.response_tokens,
-                    "total_tokens": self._usage.total_tokens,
-                },
+                usage=self._usage.as_dict(),
             )
         except (ApiUnavailable, ApiRejected) as exc:
             log.error(
@@ -324,22 +415,28 @@ class Call:
                     self._report(exc.code)
                     continue
                 if client_event == ClientEvent.END:
-                    return self.end(EndReason.HANGUP.value)
+                    return self.end(self._leaving_reason(EndReason.HANGUP))
                 if client_event == ClientEvent.PING:
                     self.send_event(event("pong"))
             elif message.type is WSMsgType.ERROR:
                 if self._ws.close_code == CloseCode.MESSAGE_TOO_BIG:
                     # Far over the limit: aiohttp closed the socket (1009) before we saw it.
                     return self.fail(ErrorCode.FRAME_TOO_LARGE)
-                return self.end(EndReason.CLIENT_GONE.value)
+                return self.end(self._leaving_reason(EndReason.CLIENT_GONE))
             else:  # CLOSE, CLOSING, CLOSED
-                return self.end(EndReason.CLIENT_GONE.value)
+                return self.end(self._leaving_reason(EndReason.CLIENT_GONE))
+
+    def _leaving_reason(self, reason: EndReason) -> str:
+        """A widget that leaves after a handoff offer is moving, not hanging up."""
+        return (EndReason.DRAIN if self._handoff_token is not None else reason).value
 
     def _report(self, code: ErrorCode) -> None:
         self._metrics.client_errors.labels(code=code.value).inc()
         self.send_event(error_event(code))
 
     def _on_client_audio(self, data: bytes) -> None:
+        if self._handoff_token is not None:
+            return  # the model session has moved on; the widget is about to follow it
         if not self._ready:
             if not self._not_ready_reported:
                 self._not_ready_reported = True
@@ -417,6 +514,7 @@ class Call:
                     call_id=self.call_id,
                     input_rate=INPUT_RATE,
                     output_rate=OUTPUT_RATE,
+                    resumed=self._resumed,
                 )
             )
             sender = asyncio.create_task(self._send_upstream())

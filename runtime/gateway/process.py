@@ -7,21 +7,16 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-import redis.exceptions
-
 from runtime.gateway.call import Call, CallDeps
 from runtime.gateway.protocol import CloseCode, EndReason
-from runtime.gateway.redis_state import END_CHANNEL, CallState, parse_end_message
+from runtime.gateway.redis_state import END_CHANNEL, REDIS_ERRORS, CallState, parse_end_message
 
 log = logging.getLogger(__name__)
-
-REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 
 @dataclass
 class Gateway:
     deps: CallDeps
-    state: CallState
     calls: dict[str, Call] = field(default_factory=dict)
     # Handshakes past the capacity check but not yet registered as calls.
     opening: int = 0
@@ -30,6 +25,10 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.no_calls.set()
+
+    @property
+    def state(self) -> CallState:
+        return self.deps.state
 
     @property
     def busy(self) -> bool:
@@ -58,7 +57,8 @@ class Gateway:
         interval = self.deps.settings.heartbeat_seconds
         while True:
             await asyncio.sleep(interval)
-            records = [call.record for call in self.calls.values()]
+            # A call being handed off is renewed by the instance that takes it.
+            records = [call.record for call in self.calls.values() if not call.handing_off]
             try:
                 to_end = await self.state.renew(records)
             except REDIS_ERRORS as exc:
@@ -92,8 +92,16 @@ class Gateway:
         """Stop taking calls, hint widgets to reconnect elsewhere, wait, then close the rest."""
         self.draining = True
         log.info("draining", extra={"fields": {"calls": len(self.calls), "grace_s": grace_seconds}})
-        for call in list(self.calls.values()):
-            call.hint_reconnect("draining", retry_after_ms=0)
+        calls = list(self.calls.values())
+        if grace_seconds > 0 and calls:
+            # Each call moves to another instance with its model session (resumption handle)
+            # and transcript numbering; a call that cannot is just told to reconnect.
+            moved = await asyncio.gather(
+                *(call.hand_off() for call in calls), return_exceptions=True
+            )
+            for call, outcome in zip(calls, moved, strict=True):
+                if outcome is not True:
+                    call.hint_reconnect("draining", retry_after_ms=0)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_seconds):
                 await self.no_calls.wait()

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import enum
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
+
+# What a Redis call can raise when the server is down or restarting.
+REDIS_ERRORS = (redis.exceptions.RedisError, OSError)
 
 PREFIX = "orbis:gw"
 LIVE_CALLS_KEY = f"{PREFIX}:calls:live"
@@ -198,3 +203,43 @@ def parse_end_message(data: Any) -> str | None:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- moving a call to another instance (drain) -------------------------------------------------
+
+HANDOFF_SECONDS = 60
+
+
+def handoff_key(token: str) -> str:
+    return f"{PREFIX}:handoff:{token}"
+
+
+def handoff_claimed_key(token: str) -> str:
+    return f"{PREFIX}:handoff:{token}:claimed"
+
+
+async def offer_handoff(client: aioredis.Redis, offer: dict[str, Any]) -> str:
+    """Store what another instance needs to continue a call; returns the single-use token."""
+    token = secrets.token_urlsafe(24)
+    await client.set(handoff_key(token), json.dumps(offer), ex=HANDOFF_SECONDS)
+    return token
+
+
+async def peek_handoff(client: aioredis.Redis, token: str) -> dict[str, Any] | None:
+    raw = await client.get(handoff_key(token))
+    if raw is None:
+        return None
+    offer: dict[str, Any] = json.loads(raw)
+    return offer
+
+
+async def claim_handoff(client: aioredis.Redis, token: str, instance_id: str) -> bool:
+    """Take the offer (once); the offering instance sees the claim and leaves the call alone."""
+    if await client.getdel(handoff_key(token)) is None:
+        return False
+    await client.set(handoff_claimed_key(token), instance_id, ex=HANDOFF_SECONDS * 5)
+    return True
+
+
+async def handoff_claimed(client: aioredis.Redis, token: str) -> bool:
+    return bool(await client.exists(handoff_claimed_key(token)))

@@ -38,12 +38,18 @@ class TurnStitcher:
 class TranscriptUploader:
     """Numbered segments sent in batches; kept until the API has them (idempotent on seq)."""
 
-    def __init__(self, api: InternalApi, call_id: str, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, api: InternalApi, call_id: str, metrics: GatewayMetrics, *, next_seq: int = 1
+    ) -> None:
         self._api = api
         self._call_id = call_id
         self._metrics = metrics
         self._pending: list[dict[str, Any]] = []
-        self._next_seq = 1
+        self._next_seq = next_seq
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
 
     def add(self, role: str, text: str) -> None:
         self._pending.append(

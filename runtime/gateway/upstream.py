@@ -136,6 +136,7 @@ class LiveUpstream:
         resume_attempts: int,
         metrics: GatewayMetrics,
         call_id: str,
+        handle: str | None = None,
     ) -> None:
         self._client = client
         self._model = model
@@ -146,7 +147,8 @@ class LiveUpstream:
         self._call_id = call_id
         self._connection: _Connection | None = None
         self._ready = asyncio.Event()
-        self._handle: str | None = None
+        # Set when the call continues a session begun on another instance.
+        self._handle = handle
         self._resume_after_turn = False
         self._go_away_timer: asyncio.Task[None] | None = None
         self._closed = False

@@ -154,8 +154,9 @@ def gateway_settings(
 class GatewayAddress:
     url: str
 
-    def ws_url(self, token: str) -> str:
-        return f"{self.url.replace('http', 'ws', 1)}/ws/call?token={token}"
+    def ws_url(self, token: str, *, param: str = "token") -> str:
+        """The call URL; `param="resume"` for a call moved from a draining instance."""
+        return f"{self.url.replace('http', 'ws', 1)}/ws/call?{param}={token}"
 
 
 @dataclass
@@ -251,10 +252,15 @@ class WidgetCall:
 
 @asynccontextmanager
 async def widget_call(
-    http: aiohttp.ClientSession, gateway: GatewayAddress, token: str, *, origin: str = ORIGIN
+    http: aiohttp.ClientSession,
+    gateway: GatewayAddress,
+    token: str,
+    *,
+    origin: str = ORIGIN,
+    param: str = "token",
 ) -> AsyncIterator[WidgetCall]:
     async with http.ws_connect(
-        gateway.ws_url(token), headers={"Origin": origin}, autoping=True
+        gateway.ws_url(token, param=param), headers={"Origin": origin}, autoping=True
     ) as ws:
         call = WidgetCall(ws=ws)
         call.start()
@@ -267,7 +273,12 @@ async def widget_call(
 
 
 async def handshake_error(
-    http: aiohttp.ClientSession, gateway: GatewayAddress, token: str, *, origin: str | None
+    http: aiohttp.ClientSession,
+    gateway: GatewayAddress,
+    token: str,
+    *,
+    origin: str | None,
+    param: str = "token",
 ) -> tuple[int, str]:
     """Status and error code of a refused WebSocket handshake (read as plain HTTP)."""
     headers = {
@@ -278,7 +289,8 @@ async def handshake_error(
     }
     if origin is not None:
         headers["Origin"] = origin
-    async with http.get(f"{gateway.url}/ws/call?token={token}", headers=headers) as response:
+    url = gateway.ws_url(token, param=param).replace("ws", "http", 1)
+    async with http.get(url, headers=headers) as response:
         body = await response.json()
         return response.status, body["error"]["code"]
 
