@@ -27,6 +27,7 @@ from tests.web.support import (
     ARTIFACTS,
     INSTALL_HOST,
     REPO,
+    TEST_RATE_LIMITS,
     Nginx,
     TlsFiles,
     Upstreams,
@@ -174,6 +175,7 @@ def running_stack(
             "ORBIS_DATABASE_PASSWORD_FILE": str(pg_password),
             "ORBIS_JWT_KEYS_FILE": str(jwt_keys),
             "ORBIS_API_PORT": str(api_port),
+            "ORBIS_RATE_LIMIT_LOGIN_PER_MINUTE": str(TEST_RATE_LIMITS.login_per_minute),
         }
         processes = _Processes(logs, base_env)
         try:

@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page
 
-from orbisctl.config import OrbisConfig, PortsConfig
+from orbisctl.config import OrbisConfig, PortsConfig, RateLimitsConfig
 from orbisctl.render import API_PORT, GATEWAY_PORT, NGINX_HTTP_PORT, NGINX_HTTPS_PORT, render_stack
 from orbisctl.render import WEB_ROOT as RENDER_WEB_ROOT
 from tests.services import free_port, wait_for_port
@@ -174,6 +174,11 @@ def chromium_args(wav: Path) -> list[str]:
 # --- nginx --------------------------------------------------------------------------------
 
 
+# The browser tests log in a dozen times a minute from one address; the install's default
+# (10 logins a minute) would turn them away. Rate limiting has tests of its own.
+TEST_RATE_LIMITS = RateLimitsConfig(login_per_minute=600)
+
+
 @dataclass(frozen=True)
 class Upstreams:
     """Loopback ports of the API and the gateway replicas nginx proxies to (none: port 9)."""
@@ -199,7 +204,11 @@ def install_nginx_files(
     upstream addresses, the web root (the source tree), and where logs and temp files go.
     An unused loopback port stands in for a missing upstream: nginx answers 502.
     """
-    cfg = OrbisConfig(domain=INSTALL_HOST, ports=PortsConfig(http=http_port, https=port))
+    cfg = OrbisConfig(
+        domain=INSTALL_HOST,
+        ports=PortsConfig(http=http_port, https=port),
+        rate_limits=TEST_RATE_LIMITS,
+    )
     conf_dir = base / "conf"
     for relative, text in render_stack(cfg).items():
         if relative.parts[0] == "nginx":

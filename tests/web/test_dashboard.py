@@ -281,3 +281,28 @@ def test_the_demo_page_embeds_the_widget_for_an_agent(
     expect(host).to_have_attribute("data-orbis-config", "loaded")
     expect(host.locator(".launcher")).to_have_attribute("aria-label", "Talk to Demo desk")
     expect(page.locator("#demo-snippet")).to_contain_text(f'data-agent="{agent["public_id"]}"')
+
+
+def test_an_expired_session_returns_to_the_login_with_the_reason_and_logout_forgets_it(
+    page: Page, stack: Stack, tenant_login: dict[str, str]
+) -> None:
+    log_in(page, stack, tenant_login)
+    # Both tokens no longer accepted, as after a long absence.
+    page.evaluate(
+        """() => {
+            const key = 'orbis.dashboard.auth';
+            const tokens = JSON.parse(sessionStorage.getItem(key));
+            tokens.access_token = 'expired';
+            tokens.refresh_token = 'revoked';
+            sessionStorage.setItem(key, JSON.stringify(tokens));
+        }"""
+    )
+    page.get_by_role("link", name="API keys").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.locator("#notice")).to_have_text("Your session has expired. Please log in again.")
+
+    log_in(page, stack, tenant_login)
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('orbis.dashboard.auth')") is None
+    expect(page.locator("#nav")).to_be_hidden()

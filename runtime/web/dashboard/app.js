@@ -57,6 +57,7 @@ async function request(method, path, body, { retry = true, anonymous = false } =
       return request(method, path, body, { retry: false });
     }
     signOut("Your session has expired. Please log in again.");
+    throw new Superseded();
   }
   if (response.status === 204) return null;
   let payload = null;
@@ -112,6 +113,11 @@ function notify(message, kind = "error") {
   box.hidden = !message;
 }
 
+// Shows what went wrong; a view given up on (signed out, superseded) has nothing to show.
+function report(err) {
+  if (!(err instanceof Superseded)) notify(describe(err));
+}
+
 function describe(err) {
   if (err instanceof ApiError) return err.field ? `${err.message} (${err.field})` : err.message;
   console.error(err);
@@ -162,13 +168,21 @@ function snippetFor(agent) {
 
 // --- session ------------------------------------------------------------------------------
 
+// A notice that must survive the navigation that follows it (a navigation clears notices).
+let noticeForNextView = "";
+
 function signOut(message) {
   const tokens = auth.get();
   auth.set(null);
   if (tokens && tokens.refresh_token) api.logout(tokens.refresh_token).catch(() => {});
   removeTestWidget();
-  go("#/login");
-  if (message) notify(message, "info");
+  if (location.hash === "#/login") {
+    render();
+    notify(message, "info");
+  } else {
+    noticeForNextView = message;
+    location.hash = "#/login";
+  }
 }
 
 // Navigates, re-rendering even when the hash is already there (no hashchange then).
@@ -202,7 +216,8 @@ async function loginView(mount) {
     try {
       finish(await api.login(formData(event.target)));
     } catch (err) {
-      notify(err instanceof ApiError && err.status === 401 ? "Wrong email or password." : describe(err));
+      if (err instanceof ApiError && err.status === 401) notify("Wrong email or password.");
+      else report(err);
     }
   });
   $("#signup-form", view).addEventListener("submit", async (event) => {
@@ -210,7 +225,7 @@ async function loginView(mount) {
     try {
       finish(await api.signup(formData(event.target)));
     } catch (err) {
-      notify(describe(err));
+      report(err);
     }
   });
 }
@@ -299,7 +314,7 @@ async function agentView(mount, id) {
       }
       show();
     } catch (err) {
-      notify(describe(err));
+      report(err);
     }
   });
   $("#copy-snippet", view).addEventListener("click", async () => {
@@ -320,7 +335,7 @@ async function agentView(mount, id) {
       });
       show();
     } catch (err) {
-      notify(describe(err));
+      report(err);
     }
   });
   $("#test-call", view).addEventListener("click", () => startTestWidget(agent));
@@ -394,9 +409,9 @@ async function transcriptsView(mount) {
   };
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    load(false).catch((err) => notify(describe(err)));
+    load(false).catch((err) => report(err));
   });
-  more.addEventListener("click", () => load(true).catch((err) => notify(describe(err))));
+  more.addEventListener("click", () => load(true).catch((err) => report(err)));
   await load(false);
 }
 
@@ -463,7 +478,7 @@ async function keysView(mount) {
             await api.revokeApiKey(key.id);
             await list();
           } catch (err) {
-            notify(describe(err));
+            report(err);
           }
         });
         actions.append(revoke);
@@ -480,7 +495,7 @@ async function keysView(mount) {
       event.target.reset();
       await list();
     } catch (err) {
-      notify(describe(err));
+      report(err);
     }
   });
   await list();
@@ -511,7 +526,7 @@ function privacyView(mount) {
         result.textContent = `Exported ${plural(data.sessions.length, "call")} of ${data.end_user_id}.`;
       }
     } catch (err) {
-      notify(describe(err));
+      report(err);
     }
   });
 }
@@ -546,12 +561,13 @@ async function render() {
   try {
     await route[1](mount, hash.match(route[0]));
   } catch (err) {
-    if (!(err instanceof Superseded)) notify(describe(err));
+    report(err);
   }
 }
 
 window.addEventListener("hashchange", () => {
-  notify("");
+  notify(noticeForNextView, "info");
+  noticeForNextView = "";
   render();
 });
 $("#logout").addEventListener("click", () => signOut(""));
