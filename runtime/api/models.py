@@ -8,7 +8,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 # An origin as browsers send it: scheme, host, optional port; no path.
 ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
@@ -45,7 +52,8 @@ class Out(BaseModel):
 
 Origin = Annotated[str, Field(pattern=ORIGIN_PATTERN, max_length=300)]
 Email = Annotated[str, Field(min_length=3, max_length=254)]
-Password = Annotated[str, Field(min_length=10, max_length=200)]
+# Passwords are taken exactly as typed (the models strip other text).
+Password = Annotated[str, StringConstraints(strip_whitespace=False, min_length=10, max_length=200)]
 
 
 def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
@@ -100,7 +108,9 @@ class SignupIn(In):
 
 class LoginIn(In):
     email: Email
-    password: str = Field(min_length=1, max_length=200)
+    password: Annotated[
+        str, StringConstraints(strip_whitespace=False, min_length=1, max_length=200)
+    ]
 
     _email = field_validator("email")(_check_email)
 

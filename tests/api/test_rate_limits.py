@@ -58,3 +58,19 @@ async def test_limits_hit_and_recover(api: ApiHarness) -> None:
         async with limited.http.get(limited.url + "/metrics") as resp:
             text = await resp.text()
         assert 'orbis_api_rate_limit_hits_total{scope="public"}' in text
+
+
+async def test_login_is_limited_per_account_across_addresses(api: ApiHarness) -> None:
+    limits = RateLimits(login_per_minute=3, window_seconds=60)
+    async with start_api(replace(api.settings, rate_limits=limits)) as limited:
+        tenant = await limited.signup(email="target@example.com")
+        statuses = []
+        for attempt in range(4):
+            status, _ = await limited.call(
+                "POST",
+                "/api/v1/auth/login",
+                json={"email": tenant.email, "password": "wrong password!"},
+                headers={"X-Real-IP": f"198.51.100.{attempt}"},
+            )
+            statuses.append(status)
+        assert statuses == [401, 401, 401, 429]

@@ -139,6 +139,11 @@ async def signup(request: web.Request) -> web.Response:
 
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginIn)
+    # Per account as well as per IP (the route's limit): guessing one account's password
+    # from many addresses is limited too.
+    await request.app[keys.LIMITER].check(
+        "login-account", body.email, request.app[keys.SETTINGS].rate_limits.login_per_minute
+    )
     async with request.app[keys.DB].transaction() as tx:
         user = await tx.one(
             "SELECT id, org_id, email, role, created_at, password_hash FROM users "
