@@ -250,8 +250,8 @@ class Call:
         The model connection is closed first (a resumption can be refused while the old socket
         is open), the transcript so far is flushed, and everything the next instance needs
         (agent, origin, resumption handle, next transcript number, usage) goes to Redis under
-        a single-use token sent in the `reconnect` event. False when the call cannot move
-        (not started, or Redis unavailable); the widget then gets a plain reconnect hint.
+        a single-use token sent in the `reconnect` event. False when the call has not started
+        (nothing to move): the caller then sends a plain reconnect hint.
         """
         if self.ended or not self._ready or self._handoff_token is not None:
             return False
@@ -271,9 +271,11 @@ class Call:
         try:
             self._handoff_token = await offer_handoff(self._deps.state.client, offer)
         except REDIS_ERRORS:
+            # The model session is already closed: the widget moves to a fresh call instead.
             self._deps.metrics.redis_errors.labels(operation="handoff").inc()
-            self.fail(ErrorCode.SERVICE_UNAVAILABLE)
-            return False
+            self.hint_reconnect("draining", retry_after_ms=0)
+            self.end(EndReason.DRAIN.value, close_code=CloseCode.GOING_AWAY)
+            return True
         self.send_event(
             event(
                 "reconnect",

@@ -19,7 +19,6 @@ class GatewaySettings:
     internal_token: str
     redis_url: str
     redis_password: str | None = None
-    public_url: str = ""
     log_level: str = "info"
     gemini_api_key: str
     gemini_model: str = "gemini-2.0-flash"
@@ -52,7 +51,6 @@ class GatewaySettings:
             redis_password=env_settings.secret(
                 env, "ORBIS_REDIS_PASSWORD_FILE", required_file=False
             ),
-            public_url=env_settings.optional(env, "ORBIS_PUBLIC_URL", ""),
             log_level=env_settings.optional(env, "ORBIS_LOG_LEVEL", "info"),
             gemini_api_key=_required_secret(env, "ORBIS_GEMINI_API_KEY_FILE"),
             gemini_model=env_settings.optional(env, "ORBIS_GEMINI_MODEL", "gemini-2.0-flash"),
