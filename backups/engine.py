@@ -487,6 +487,24 @@ def _decrypted(
             raise _refuse(path, str(exc)) from None
 
 
+def _open(path: Path, ring: BackupKeyRing, passphrase: str | None, progress: Progress) -> Verified:
+    """Everything but the dump's chunks: sizes and SHA-256 (no key needed), the data key
+    (key ring or passphrase), the manifest MAC, and the small components decrypted."""
+    progress.step(STEP_VERIFY)
+    loaded = manifest.load(path / manifest.MANIFEST_FILE)
+    info = loaded.manifest
+    _check_files(path, info, progress)
+    data_key, opened_with = _unwrap(path, info, ring, passphrase)
+    if not crypto.manifest_mac_ok(data_key, loaded.body_bytes, loaded.mac):
+        raise _refuse(path, "manifest.json fails authentication (tampered)")
+    for name in (COMPONENT_REDIS, COMPONENT_CONFIG):
+        component = info.components[name]
+        progress.step(f"decrypt {name}", component.plain_size)
+        for _ in _decrypted(path, component, data_key, name, progress):
+            pass
+    return Verified(path, info, data_key, opened_with)
+
+
 def open_backup(
     path: Path,
     ring: BackupKeyRing,
@@ -497,27 +515,14 @@ def open_backup(
 ) -> Verified:
     """Check everything that can be checked without a database server being changed.
 
-    Sizes and SHA-256 (no key needed), the data key (key ring or passphrase), the manifest
-    MAC, every chunk's authentication, and that pg_restore can read the dump's table of
-    contents (when an executor is given).
+    `_open`'s checks, every chunk of the dump authenticated, and (when an executor is
+    given) `pg_restore --list` reading the dump's table of contents.
     """
     progress = progress or NullProgress()
-    progress.step(STEP_VERIFY)
-    loaded = manifest.load(path / manifest.MANIFEST_FILE)
-    info = loaded.manifest
-    _check_files(path, info, progress)
-    data_key, opened_with = _unwrap(path, info, ring, passphrase)
-    if not crypto.manifest_mac_ok(data_key, loaded.body_bytes, loaded.mac):
-        raise _refuse(path, "manifest.json fails authentication (tampered)")
-    result = Verified(path, info, data_key, opened_with)
-    for name in (COMPONENT_REDIS, COMPONENT_CONFIG):
-        component = info.components[name]
-        progress.step(f"decrypt {name}", component.plain_size)
-        for _ in _decrypted(path, component, data_key, name, progress):
-            pass
-    database = info.components[COMPONENT_DATABASE]
+    result = _open(path, ring, passphrase, progress)
+    database = result.manifest.components[COMPONENT_DATABASE]
     progress.step(f"decrypt {COMPONENT_DATABASE}", database.plain_size)
-    pieces = _decrypted(path, database, data_key, COMPONENT_DATABASE, progress)
+    pieces = _decrypted(path, database, result.data_key, COMPONENT_DATABASE, progress)
     if executor is None:
         for _ in pieces:
             pass
@@ -776,9 +781,10 @@ def restore_backup(
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
     live = executor.database
     with restore_lock(install.repository, ref_path.name):
-        verified = open_backup(
-            ref_path, ring, passphrase=passphrase, executor=executor, progress=progress
-        )
+        # The dump's chunks authenticate as they stream into the new database: a bad chunk
+        # stops pg_restore there, and the new database is dropped, so a separate pass over
+        # the largest component would only add time.
+        verified = _open(ref_path, ring, passphrase, progress)
         _check_schema(verified)
         live_exists = _database_exists(executor, live)
         safety_id = None
@@ -854,7 +860,7 @@ def restore_config_only(
     """
     progress = progress or NullProgress()
     with restore_lock(install.repository, ref_path.name):
-        verified = open_backup(ref_path, ring, passphrase=passphrase, progress=progress)
+        verified = _open(ref_path, ring, passphrase, progress)
         install.root.mkdir(parents=True, exist_ok=True)
         _restore_config(verified, install, progress)
     return verified.manifest

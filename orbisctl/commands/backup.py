@@ -283,21 +283,21 @@ def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = Fal
     if not entries:
         output.info(f"no backups in {escape(str(ctx.install.repository))}")
         return
-    table = Table("id", "created", "size", "schema", "key", "escrow", "label")
+    # The id is the creation time (UTC), so no separate time column: room for the label.
+    table = Table("id (UTC time)", "size", "schema", "opens with", "label")
+    for column in table.columns[:4]:
+        column.no_wrap = True
     for entry in entries:
         info = entry.manifest
         if info is None:
-            table.add_row(
-                escape(entry.path.name), "", "", "", "", "", f"[red]{escape(entry.problem)}[/]"
-            )
+            table.add_row(escape(entry.path.name), "", "", "", f"[red]{escape(entry.problem)}[/]")
             continue
+        opens_with = ", ".join(info.key_ids) + (" + passphrase" if info.has_escrow else "")
         table.add_row(
             escape(info.backup_id),
-            info.created_at.strftime("%Y-%m-%d %H:%M:%S %Z"),
             _size(entry.size),
             str(info.schema_version or "-"),
-            ", ".join(info.key_ids),
-            "yes" if info.has_escrow else "no",
+            escape(opens_with),
             escape(info.label),
         )
     output.console.print(table)

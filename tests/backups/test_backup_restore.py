@@ -142,6 +142,35 @@ def test_flipped_byte_with_a_forged_checksum_fails_authentication(stack: Stack) 
     _refused(stack, path, "manifest.json fails authentication")
 
 
+def test_chunk_failing_authentication_mid_restore_changes_nothing(stack: Stack) -> None:
+    """A corrupted chunk whose checksum and MAC were re-made with the key (bit rot before the
+    checksum, or a key holder's forgery) is caught while it streams into the new database."""
+    with stack.connect() as conn:  # several chunks, so pg_restore has started when it fails
+        conn.execute(
+            "INSERT INTO transcripts (agent_id, seq, text) "
+            "SELECT 1, g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) "
+            "FROM generate_series(1, 40000) g"
+        )
+    path = _backup(stack)
+    data_key = open_backup(path, stack.ring()).data_key
+    component = path / manifest.COMPONENT_FILES["database"]
+    _flip_byte(component, component.stat().st_size - 100)  # inside the last chunk
+    data = json.loads((path / "manifest.json").read_text())
+    data["components"]["database"]["sha256"] = hashlib.sha256(component.read_bytes()).hexdigest()
+    del data["mac"]
+    data["mac"] = crypto.manifest_mac(data_key, manifest.canonical(data))
+    (path / "manifest.json").write_text(json.dumps(data))
+    _destroy(stack)
+    live_state = (stack.count("transcripts"), stack.count("agents"))
+
+    _refused(stack, path, "database: chunk [0-9]+ failed authentication", safety_backup=False)
+
+    assert (stack.count("transcripts"), stack.count("agents")) == live_state
+    with stack.connect("postgres") as conn:
+        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
+    assert not [name for name in names if name.startswith(f"{stack.executor.database}_restore_")]
+
+
 def test_tampered_row_counts_fail_authentication(stack: Stack) -> None:
     path = _backup(stack)
     data = json.loads((path / "manifest.json").read_text())

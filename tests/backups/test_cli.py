@@ -37,6 +37,9 @@ def test_backup_list_verify_restore(cli: CliRunner, stack: Stack) -> None:
     assert isinstance(listed, list)
     assert [entry["id"] for entry in listed] == [created["id"]]
     assert listed[0]["label"] == "before upgrade"
+    table = cli.invoke(app, ["backup", "list"], catch_exceptions=False)
+    assert created["id"] in table.stdout
+    assert "before" in table.stdout and "upgrade" in table.stdout  # 80 columns: it wraps
     verified = _json(cli, "backup", "verify", "--deep", "--json")
     assert isinstance(verified, dict)
     assert verified["deep_row_counts"] == created["row_counts"]
