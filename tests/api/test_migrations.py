@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -98,3 +99,27 @@ def test_missing_setting_is_one_clean_line() -> None:
     assert result.stderr.strip() == (
         "orbis api: ORBIS_PUBLIC_URL is not set; set it in the service's environment"
     )
+
+
+def test_migrate_command_refuses_a_newer_schema_in_one_line(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    asyncio.run(migrate(database_url, load_migrations(MIGRATIONS_DIR)))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'future', 'x')"
+        )
+    token = tmp_path / "internal_token"
+    token.write_text("t\n")
+    env = {
+        "ORBIS_DATABASE_URL": database_url,
+        "ORBIS_REDIS_URL": redis_url,
+        "ORBIS_JWT_KEYS_FILE": str(tmp_path / "unused.json"),
+        "ORBIS_INTERNAL_TOKEN_FILE": str(token),
+        "ORBIS_PUBLIC_URL": "https://voice.test",
+    }
+    result = _run_module(["migrate"], env)
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1
+    assert "schema is at version 999" in result.stderr
+    assert "Traceback" not in result.stderr

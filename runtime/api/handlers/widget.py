@@ -122,7 +122,8 @@ ROUTES = [
         "POST",
         _AGENT + "/sessions",
         create_widget_session,
-        "A single-use widget session token (2 minutes, bound to agent and origin)",
+        "A single-use widget session token (2 minutes, bound to agent and origin); "
+        "the JSON body may also come as text/plain (a CORS simple request)",
         Auth.PUBLIC,
         "widget",
         {201: WidgetSessionOut},
