@@ -37,7 +37,7 @@ def _security(auth: Auth) -> list[dict[str, list[str]]]:
     return []
 
 
-def _parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
+def _parameters(route: Route) -> list[dict[str, Any]]:
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in _PATH_PARAM.findall(route.path)
@@ -86,7 +86,7 @@ def build_document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
             "security": _security(route.auth),
             "responses": _responses(route, schemas),
         }
-        parameters = _parameters(route, schemas)
+        parameters = _parameters(route)
         if parameters:
             operation["parameters"] = parameters
         if route.body is not None:

@@ -13,11 +13,7 @@ class Principal:
 
     @property
     def actor(self) -> str:
-        """How the audit log names this caller."""
+        """How the audit log and the rate limiter name this caller."""
         if self.user_id is not None:
             return f"user:{self.user_id}"
         return f"api_key:{self.api_key_id}"
-
-    @property
-    def rate_limit_identity(self) -> str:
-        return self.actor

@@ -81,7 +81,7 @@ async def _authorised_call(request: web.Request, route: Route) -> web.StreamResp
         principal = await authenticate_tenant(request)
         request[keys.PRINCIPAL] = principal
         await limiter.check(
-            "authenticated", principal.rate_limit_identity, limits.authenticated_per_minute
+            "authenticated", principal.actor, limits.authenticated_per_minute
         )
     elif route.auth is Auth.INTERNAL:
         authenticate_internal(request)
