@@ -80,9 +80,7 @@ async def _authorised_call(request: web.Request, route: Route) -> web.StreamResp
     elif route.auth is Auth.TENANT:
         principal = await authenticate_tenant(request)
         request[keys.PRINCIPAL] = principal
-        await limiter.check(
-            "authenticated", principal.actor, limits.authenticated_per_minute
-        )
+        await limiter.check("authenticated", principal.actor, limits.authenticated_per_minute)
     elif route.auth is Auth.INTERNAL:
         authenticate_internal(request)
     return await route.handler(request)
