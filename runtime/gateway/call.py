@@ -52,6 +52,8 @@ from runtime.gateway.upstream import LiveUpstream, UpstreamFailed, live_config
 
 log = logging.getLogger(__name__)
 
+# Queued caller frames are coalesced up to this (100 ms: the top of the range Gemini advises).
+MAX_UPSTREAM_CHUNK_BYTES = 2 * INPUT_RATE // 10
 INBOUND_QUEUE_FRAMES = 256  # about 5 s of 20 ms frames: enough to ride out a resumption
 OUTBOUND_QUEUE_ITEMS = 512
 # Caller audio louder than this peak (of 32767) counts as speech for the latency metric.
@@ -542,9 +544,15 @@ class Call:
     async def _send_upstream(self) -> None:
         try:
             while True:
-                pcm = await self._inbound.get()
-                await self._upstream.send_audio(pcm)
-                self._metrics.audio_frames.labels(direction="in").inc()
+                frames = [await self._inbound.get()]
+                # Frames that piled up while the last send ran go as one message: no delay
+                # when the gateway keeps up, far fewer (costly) SDK messages when it does not.
+                size = len(frames[0])
+                while size < MAX_UPSTREAM_CHUNK_BYTES and not self._inbound.empty():
+                    frames.append(self._inbound.get_nowait())
+                    size += len(frames[-1])
+                await self._upstream.send_audio(frames[0] if len(frames) == 1 else b"".join(frames))
+                self._metrics.audio_frames.labels(direction="in").inc(len(frames))
         except UpstreamFailed as exc:
             self.fail(exc.code)
 
