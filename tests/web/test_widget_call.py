@@ -212,12 +212,13 @@ def test_an_interruption_silences_the_agent_at_once(
     tenant_pages: Path,
     tenant_login: dict[str, str],
 ) -> None:
-    # The emulator's control keyword: every reply is interrupted part-way (barge-in).
+    # The emulator's control keyword: each reply is interrupted (barge-in) as it ends, with
+    # most of its audio still queued in the browser.
     agent = create_agent(
         stack,
         tenant_login["token"],
         [tenant_site.origin(TENANT_HOST)],
-        instructions="Be brief. [[emulator interrupt=before_turn_complete]]",
+        instructions="Be brief. [[emulator interrupt=after_turn_complete]]",
     )
     name = embed_page(tenant_pages, "barge-in.html", stack=stack, agent=agent["public_id"])
     goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
