@@ -96,16 +96,6 @@ def test_every_service_is_healthy_and_status_json_says_so(stack: Stack) -> None:
     assert rows["api"][0]["image"] == "orbisvoice/runtime:0.1.0"
 
 
-def test_a_second_image_build_with_nothing_changed_is_all_cached(stack: Stack) -> None:
-    started = time.monotonic()
-    result = stack.cli("images", "build")
-    assert result.exit_code == 0, result.output
-    steps = [line for line in result.output.splitlines() if line.startswith("· ")]
-    assert len(steps) == 8, steps  # base, python, 2 wheelhouse parts, 4 images
-    assert all(line.endswith("cached") or "cached (" in line for line in steps), steps
-    assert time.monotonic() - started < 30
-
-
 def test_up_again_is_idempotent(stack: Stack) -> None:
     before = {c.name: c.id for c in stack.containers() if c.status == "running"}
     result = stack.cli("up")
@@ -374,3 +364,13 @@ def test_images_save_and_load_round_trip(stack: Stack, tmp_path: Path) -> None:
         for ref in refs:
             with contextlib.suppress(docker.errors.ImageNotFound):
                 stack.client.images.remove(ref)
+
+
+def test_a_second_image_build_with_nothing_changed_is_all_cached(stack: Stack) -> None:
+    started = time.monotonic()
+    result = stack.cli("images", "build")
+    assert result.exit_code == 0, result.output
+    steps = [line for line in result.output.splitlines() if line.startswith("· ")]
+    assert len(steps) == 8, steps  # base, python, 2 wheelhouse parts, 4 images
+    assert all(line.endswith("cached") or "cached (" in line for line in steps), steps
+    assert time.monotonic() - started < 30
