@@ -43,14 +43,14 @@ def _uptime(seconds: int | None) -> str:
 
 def _status_table(rows: list[core.ServiceStatus], project: str, title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("container", "state", "health", "uptime", "restarts"):
+    for column in ("service", "state", "health", "uptime", "restarts"):
         table.add_column(column, no_wrap=True)
     table.add_column("image", no_wrap=True)
     for row in rows:
         health_style = _HEALTH_STYLE.get(row.health, "")
         state = row.state if row.state != "exited" else f"exited ({row.exit_code})"
         table.add_row(
-            row.container.removeprefix(f"{project}-"),
+            row.container.removeprefix(f"{project}-"),  # service-N: replicas stay apart
             state,
             f"[{health_style}]{row.health}[/]" if health_style else row.health,
             _uptime(row.uptime_seconds),
