@@ -25,13 +25,14 @@ class RateLimits:
 
 @dataclass(frozen=True)
 class ApiSettings:
-    database_conninfo: str
+    # Secrets stay out of repr(), so settings can be logged or shown in a failing test.
+    database_conninfo: str = field(repr=False)
     redis_url: str
     jwt_keys_file: Path
     # Every listed token is accepted; during rotation the file holds the new and the old one.
-    internal_tokens: tuple[str, ...]
+    internal_tokens: tuple[str, ...] = field(repr=False)
     public_url: str
-    redis_password: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
     log_level: str = "info"
     host: str = "0.0.0.0"  # noqa: S104 - the API listens inside its container network
     port: int = 3000
