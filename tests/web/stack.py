@@ -88,6 +88,12 @@ class Gateway:
         self.process.terminate()
         return self.process.wait(timeout=timeout)
 
+    def crash(self) -> None:
+        """SIGKILL: its sockets drop with no goodbye, as when a host dies."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
 
 def _write_secret(path: Path, value: str) -> Path:
     path.write_text(value)

@@ -236,3 +236,40 @@ def test_an_interruption_silences_the_agent_at_once(
     expect(host).to_have_attribute("data-orbis-state", "live")
     host.locator(".action").click()
     expect(host).to_have_attribute("data-orbis-state", "ended")
+
+
+def test_a_dropped_connection_reconnects_and_gives_up_clearly_when_nothing_answers(
+    page: Page,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
+    name = embed_page(tenant_pages, "crash.html", stack=stack, agent=agent["public_id"])
+    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
+    host = widget(page)
+    host.locator(".launcher").click()
+    wait_for(page, "w.dataset.orbisState === 'live'")
+    first_call = host.get_attribute("data-orbis-call-id")
+    with psycopg.connect(stack.database_conninfo) as conn:
+        row = conn.execute("SELECT instance_id FROM calls WHERE id = %s", (first_call,)).fetchone()
+    assert row is not None
+    serving = stack.gateways[row[0]]
+    (other,) = (gateway for gateway in stack.gateways.values() if gateway is not serving)
+    try:
+        serving.crash()
+        # The socket dropped without a word: a fresh session, on the replica still up.
+        wait_for(
+            page, f"w.dataset.orbisState === 'live' && w.dataset.orbisCallId !== '{first_call}'"
+        )
+        other.crash()
+        # Nothing answers any more: a few retries, then a clear message.
+        expect(host).to_have_attribute("data-orbis-state", "network-lost", timeout=CALL_TIMEOUT_MS)
+        expect(host.locator(".status")).to_have_text(
+            "The connection was lost. Check your network and try again."
+        )
+        expect(host.locator(".action")).to_have_text("Call again")
+    finally:
+        serving.start()
+        other.start()
