@@ -44,7 +44,8 @@ def test_reads_secrets_from_files(tmp_path: Path) -> None:
     assert settings.rate_limits.login_per_minute == 5
     assert settings.gateway_url == "wss://voice.example.com/ws/call"
     assert settings.tool_allow_private_networks is False
-    assert "secret" not in repr(settings) and "token" not in repr(settings)
+    for secret in ("pg-secret", "redis-secret", "new-token", "old-token"):
+        assert secret not in repr(settings)
 
 
 @pytest.mark.parametrize(
