@@ -278,7 +278,7 @@ async def run_load(
 
 
 def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> dict[str, Any]:
-    latencies = sorted(latency for row in rows for latency in row["latencies"])
+    latencies: list[float] = sorted(latency for row in rows for latency in row["latencies"])
     held = sum(row["held"] for row in rows)
     errors: dict[str, int] = {}
     for row in rows:
