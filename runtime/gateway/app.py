@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import ssl
 import time
@@ -31,7 +32,9 @@ from runtime.gateway.redis_state import (
     CallState,
     LeaseOutcome,
     claim_handoff,
+    list_live_calls,
     peek_handoff,
+    request_call_end,
 )
 from runtime.gateway.settings import GatewaySettings
 from runtime.gateway.upstream import make_client
@@ -53,6 +56,9 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    # Operators' view of every instance's calls (not routed publicly; internal token).
+    app.router.add_get("/admin/calls", list_calls)
+    app.router.add_post("/admin/calls/{call_id}/end", end_call)
     return app
 
 
@@ -71,7 +77,7 @@ def _gateway_ctx(
                 api=InternalApi(
                     http,
                     settings.api_url,
-                    settings.internal_token,
+                    settings.internal_tokens[0],
                     timeout=settings.api_timeout_seconds,
                 ),
                 genai_client=make_client(
@@ -279,6 +285,51 @@ async def _refuse_call(
             "refused call end not recorded",
             extra={"fields": {"call_id": grant.call_id, "error": str(exc)}},
         )
+
+
+def _authorised(request: web.Request) -> bool:
+    presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
+    return any(
+        hmac.compare_digest(presented, token.encode())
+        for token in request.app[SETTINGS].internal_tokens
+    )
+
+
+def _unauthorised() -> web.Response:
+    return web.json_response(
+        {"error": {"code": "unauthorized", "message": "send the internal token as a Bearer"}},
+        status=401,
+    )
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    """Live calls of every instance (from the Redis registry)."""
+    if not _authorised(request):
+        return _unauthorised()
+    try:
+        calls = await list_live_calls(request.app[GATEWAY].state.client)
+    except REDIS_ERRORS:
+        return _reject(ErrorCode.SERVICE_UNAVAILABLE)
+    return web.json_response({"calls": calls})
+
+
+async def end_call(request: web.Request) -> web.Response:
+    """End a live call, whichever instance holds it."""
+    if not _authorised(request):
+        return _unauthorised()
+    call_id = request.match_info["call_id"]
+    client = request.app[GATEWAY].state.client
+    try:
+        live = {call["call_id"] for call in await list_live_calls(client)}
+        if call_id not in live:
+            return web.json_response(
+                {"error": {"code": "call_not_found", "message": "no live call with this id"}},
+                status=404,
+            )
+        await request_call_end(client, call_id, reason="operator")
+    except REDIS_ERRORS:
+        return _reject(ErrorCode.SERVICE_UNAVAILABLE)
+    return web.json_response({"call_id": call_id, "status": "ending"}, status=202)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -16,7 +16,9 @@ class GatewaySettings:
     host: str = "0.0.0.0"  # noqa: S104 - the gateway listens on its container network
     instance_id: str
     api_url: str
-    internal_token: str
+    # The first is sent to the API; all are accepted on the gateway's admin routes (a second
+    # line in the token file is the next token during a rotation).
+    internal_tokens: tuple[str, ...]
     redis_url: str
     redis_password: str | None = None
     log_level: str = "info"
@@ -46,7 +48,7 @@ class GatewaySettings:
             port=env_settings.integer(env, "ORBIS_GATEWAY_PORT", 4001, minimum=1),
             instance_id=env_settings.optional(env, "ORBIS_INSTANCE_ID", socket.gethostname()),
             api_url=env_settings.required(env, "ORBIS_API_URL").rstrip("/"),
-            internal_token=_required_secret(env, "ORBIS_INTERNAL_TOKEN_FILE"),
+            internal_tokens=tuple(env_settings.secret_lines(env, "ORBIS_INTERNAL_TOKEN_FILE")),
             redis_url=env_settings.required(env, "ORBIS_REDIS_URL"),
             redis_password=env_settings.secret(
                 env, "ORBIS_REDIS_PASSWORD_FILE", required_file=False

@@ -138,7 +138,7 @@ def gateway_settings(
     values: dict[str, Any] = {
         "instance_id": "gw-test",
         "api_url": api_url,
-        "internal_token": internal_token,
+        "internal_tokens": (internal_token,),
         "redis_url": redis_url,
         "gemini_api_key": emulator.api_key,
         "gemini_model": "gemini-live-test",

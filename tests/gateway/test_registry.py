@@ -3,6 +3,8 @@ Redis restart."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import aiohttp
 import redis.asyncio as aioredis
 
@@ -103,3 +105,31 @@ async def test_a_crashed_instance_frees_its_slots_when_its_leases_lapse(redis_ur
     await eventually(slot_free, within=5)
     assert [call["call_id"] for call in await list_live_calls(client)] == ["b"]
     await client.aclose()
+
+
+async def test_admin_routes_list_and_end_calls_of_any_instance(
+    settings: GatewaySettings,
+    emulator: EmulatorHandle,
+    agents: Agents,
+    http: aiohttp.ClientSession,
+) -> None:
+    trust = emulator.ssl_context()
+    headers = {"Authorization": f"Bearer {agents.api.internal_token}"}
+    async with (
+        running_gateway(replace(settings, instance_id="gw-a"), gemini_ssl_context=trust) as a,
+        running_gateway(replace(settings, instance_id="gw-b"), gemini_ssl_context=trust) as b,
+        widget_call(http, b, await agents.token()) as call,
+    ):
+        started = await call.wait_for("session.started")
+        async with http.get(f"{a.url}/admin/calls") as response:
+            assert response.status == 401
+        async with http.get(f"{a.url}/admin/calls", headers=headers) as response:
+            (live,) = (await response.json())["calls"]
+        assert (live["call_id"], live["instance_id"]) == (started["call_id"], "gw-b")
+        missing = f"{a.url}/admin/calls/00000000-0000-0000-0000-000000000000/end"
+        async with http.post(missing, headers=headers) as response:
+            assert response.status == 404
+        end = f"{a.url}/admin/calls/{started['call_id']}/end"
+        async with http.post(end, headers=headers) as response:
+            assert response.status == 202
+        assert (await call.wait_for("session.ended"))["reason"] == "ended_remotely"
