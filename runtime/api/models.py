@@ -278,6 +278,9 @@ class AgentOut(Out):
     max_concurrent_calls: int
     tools: list[ToolOut]
     allowed_origins: list[str]
+    webhook_secret: str = Field(
+        description="signs this agent's tool webhook calls (X-Orbis-Signature, HMAC-SHA256)"
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -1,7 +1,9 @@
 """Running a tenant's tool: POST the arguments to its HTTP webhook and return a clean result.
 
 The webhook gets `{"call_id", "agent_id", "tool", "arguments"}` and answers with any JSON
-value, which becomes the tool's result. Every failure (timeout, error status, oversize or
+value, which becomes the tool's result. The call is signed: `X-Orbis-Timestamp: <unix
+seconds>` and `X-Orbis-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>." + body, keyed by
+the agent's webhook secret>`, so the webhook can refuse forged and replayed calls. Every failure (timeout, error status, oversize or
 non-JSON answer, unreachable or forbidden address) becomes `{"ok": false, "error": …}` for
 the model; none is an API error.
 
@@ -13,9 +15,12 @@ name cannot pass the check and then resolve elsewhere).
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ipaddress
 import json
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -63,6 +68,12 @@ def webhook_session(*, allow_private_networks: bool) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
+def signature_headers(secret: str, body: bytes, *, timestamp: int) -> dict[str, str]:
+    signed = f"{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return {"X-Orbis-Timestamp": str(timestamp), "X-Orbis-Signature": f"sha256={digest}"}
+
+
 def _failure(code: str, message: str) -> ToolResultOut:
     return ToolResultOut(ok=False, error=ToolError(code=code, message=message))
 
@@ -73,6 +84,7 @@ async def call_webhook(
     *,
     call_id: str,
     agent_id: str,
+    webhook_secret: str,
     arguments: dict[str, Any],
     max_response_bytes: int,
     allow_private_networks: bool,
@@ -87,10 +99,16 @@ async def call_webhook(
         "tool": tool["name"],
         "arguments": arguments,
     }
+    request_body = json.dumps(payload).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Orbis-Call-Id": call_id,
+        **signature_headers(webhook_secret, request_body, timestamp=int(time.time())),
+    }
     try:
         async with asyncio.timeout(float(tool.get("timeout_seconds", 10.0))):
             async with session.post(
-                url, json=payload, headers={"X-Orbis-Call-Id": call_id}, allow_redirects=False
+                url, data=request_body, headers=headers, allow_redirects=False
             ) as response:
                 if response.status >= 300:
                     return _failure(

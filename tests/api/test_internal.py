@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,14 +23,22 @@ pytestmark = pytest.mark.integration
 SHOP = "https://shop.example"
 
 
+@dataclass
+class Webhook:
+    url: str
+    # (headers, raw body) of each call to /ok
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+
 @pytest.fixture
-async def webhook_url() -> AsyncIterator[str]:
-    """A tenant's webhook server: each path misbehaves in one way."""
-    received: list[Any] = []
+async def webhook() -> AsyncIterator[Webhook]:
+    """A tenant's webhook server: /ok answers; each other path misbehaves in one way."""
+    hook = Webhook(url="")
 
     async def ok(request: web.Request) -> web.Response:
-        payload = await request.json()
-        received.append(payload)
+        raw = await request.read()
+        hook.received.append((dict(request.headers), raw))
+        payload = json.loads(raw)
         return web.json_response({"forecast": "sunny", "echo": payload["arguments"]})
 
     async def slow(request: web.Request) -> web.Response:
@@ -52,9 +64,9 @@ async def webhook_url() -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = runner.addresses[0][1]
+    hook.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield hook
     finally:
         await runner.cleanup()
 
@@ -69,14 +81,19 @@ def _tool(name: str, url: str, timeout: float = 2.0) -> dict[str, Any]:
     }
 
 
-async def _call_with_tools(api: ApiHarness, tools: list[dict[str, Any]]) -> str:
+async def _call_with_tools(
+    api: ApiHarness, tools: list[dict[str, Any]]
+) -> tuple[str, dict[str, Any]]:
+    """Start a call on a new agent with these tools; returns (call id, agent)."""
     tenant = await api.signup()
     agent = await api.create_agent(tenant, allowed_origins=[SHOP], tools=tools)
     session = await api.widget_session(agent["public_id"], origin=SHOP)
     started = await api.start_call(session["token"], origin=SHOP)
     assert [t["name"] for t in started["agent"]["tools"]] == [t["name"] for t in tools]
-    assert all("url" not in t for t in started["agent"]["tools"])  # URLs stay in the api
-    return str(started["call_id"])
+    # Webhook URLs and the signing secret stay in the api.
+    assert all("url" not in t for t in started["agent"]["tools"])
+    assert "webhook_secret" not in started["agent"]
+    return str(started["call_id"]), agent
 
 
 async def _execute(api: ApiHarness, call_id: str, name: str) -> dict[str, Any]:
@@ -91,8 +108,9 @@ async def _execute(api: ApiHarness, call_id: str, name: str) -> dict[str, Any]:
     return body
 
 
-async def test_tool_webhook_outcomes(api: ApiHarness, webhook_url: str) -> None:
-    call_id = await _call_with_tools(
+async def test_tool_webhook_outcomes(api: ApiHarness, webhook: Webhook) -> None:
+    webhook_url = webhook.url
+    call_id, agent = await _call_with_tools(
         api,
         [
             _tool("ok", webhook_url + "/ok"),
@@ -109,6 +127,13 @@ async def test_tool_webhook_outcomes(api: ApiHarness, webhook_url: str) -> None:
         "result": {"forecast": "sunny", "echo": {"city": "Oslo"}},
         "error": None,
     }
+    # The call is signed with the agent's webhook secret over "<timestamp>." + body.
+    ((headers, raw),) = webhook.received
+    signed = headers["X-Orbis-Timestamp"].encode() + b"." + raw
+    signature = hmac.new(agent["webhook_secret"].encode(), signed, hashlib.sha256).hexdigest()
+    assert headers["X-Orbis-Signature"] == f"sha256={signature}"
+    assert abs(int(headers["X-Orbis-Timestamp"]) - time.time()) < 60
+    assert json.loads(raw)["call_id"] == call_id
     expected = {
         "slow": "tool_timeout",
         "error": "tool_http_error",
@@ -134,22 +159,24 @@ async def test_unknown_call_is_404(api: ApiHarness) -> None:
 
 
 async def test_private_webhook_addresses_are_refused_by_default(
-    api: ApiHarness, webhook_url: str
+    api: ApiHarness, webhook: Webhook
 ) -> None:
+    webhook_url = webhook.url
     port = webhook_url.rsplit(":", 1)[1]
     strict = replace(api.settings, tool_allow_private_networks=False)
     async with start_api(strict) as strict_api:
-        call_id = await _call_with_tools(
+        call_id, _ = await _call_with_tools(
             strict_api,
             [_tool("literal", webhook_url + "/ok"), _tool("named", f"http://localhost:{port}/ok")],
         )
         for name in ("literal", "named"):
             result = await _execute(strict_api, call_id, name)
             assert result["error"]["code"] == "tool_forbidden_address", result
+    assert webhook.received == []
 
 
 async def test_transcript_is_idempotent_and_call_end_recorded(api: ApiHarness) -> None:
-    call_id = await _call_with_tools(api, [])
+    call_id, _ = await _call_with_tools(api, [])
     at = datetime.now(UTC).isoformat()
     batch = {
         "segments": [

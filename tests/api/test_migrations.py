@@ -87,7 +87,7 @@ def test_migrate_command_reads_password_file(
     }
     first = _run_module(["migrate"], env)
     assert first.returncode == 0, first.stderr
-    assert '"applied": ["0001_initial"' in first.stderr
+    assert '"applied": ["0001_initial", "0002_webhook_secret"]' in first.stderr
     again = _run_module(["migrate"], env)
     assert again.returncode == 0, again.stderr
     assert "schema up to date" in again.stderr
@@ -123,3 +123,24 @@ def test_migrate_command_refuses_a_newer_schema_in_one_line(
     assert result.stderr.count("\n") == 1
     assert "schema is at version 999" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_webhook_secrets_are_backfilled_per_agent(database_url: str) -> None:
+    migrations = load_migrations(MIGRATIONS_DIR)
+    await migrate(database_url, migrations[:1])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO orgs (id, name, referral_code) VALUES (gen_random_uuid(), 'o', 'C')"
+        )
+        for public_id in ("agt_a", "agt_b"):
+            conn.execute(
+                "INSERT INTO agents (org_id, public_id, name, instructions, voice, language, "
+                "greeting, max_session_seconds, max_concurrent_calls) "
+                "SELECT id, %s, 'n', 'i', 'Puck', 'en-US', '', 600, 10 FROM orgs",
+                (public_id,),
+            )
+    await migrate(database_url, migrations)
+    with psycopg.connect(database_url) as conn:
+        secrets = [row[0] for row in conn.execute("SELECT webhook_secret FROM agents")]
+    assert len(set(secrets)) == 2
+    assert all(len(secret) == 64 and int(secret, 16) for secret in secrets)

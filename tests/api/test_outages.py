@@ -95,6 +95,6 @@ async def test_unmigrated_database_is_not_ready(
         ):
             assert resp.status == 503
             body = await resp.json()
-        assert body["checks"] == {"database": "migrations pending: [1]", "redis": "ok"}
+        assert body["checks"] == {"database": "migrations pending: [1, 2]", "redis": "ok"}
     finally:
         await runner.cleanup()

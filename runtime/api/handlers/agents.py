@@ -19,7 +19,8 @@ from runtime.common.db import Queries, Row
 
 AGENT_COLUMNS: LiteralString = (
     "id, org_id, public_id, name, instructions, voice, language, model, greeting, "
-    "max_session_seconds, max_concurrent_calls, tools, allowed_origins, created_at, updated_at"
+    "max_session_seconds, max_concurrent_calls, tools, allowed_origins, webhook_secret, "
+    "created_at, updated_at"
 )
 _EDITABLE = (
     "name",

@@ -94,7 +94,8 @@ async def execute_tool(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     async with request.app[keys.DB].transaction() as tx:
         call = await tx.one(
-            "SELECT c.agent_id, a.tools FROM calls c JOIN agents a ON a.id = c.agent_id "
+            "SELECT c.agent_id, a.tools, a.webhook_secret FROM calls c "
+            "JOIN agents a ON a.id = c.agent_id "
             "WHERE c.id = %s",
             (body.call_id,),
         )
@@ -117,6 +118,7 @@ async def execute_tool(request: web.Request) -> web.Response:
         tool,
         call_id=str(body.call_id),
         agent_id=str(call["agent_id"]),
+        webhook_secret=str(call["webhook_secret"]),
         arguments=body.arguments,
         max_response_bytes=settings.tool_max_response_bytes,
         allow_private_networks=settings.tool_allow_private_networks,
