@@ -47,6 +47,11 @@ async def test_crud_roundtrip(api: ApiHarness) -> None:
     )
     _, listed = await api.call("GET", "/api/v1/agents", headers=tenant.headers, expect=200)
     assert [item["id"] for item in listed["items"]] == [agent["id"]]
+    _, rotated = await api.call(
+        "POST", path + "/webhook-secret", headers=tenant.headers, expect=200
+    )
+    assert len(rotated["webhook_secret"]) == 64
+    assert rotated["webhook_secret"] != agent["webhook_secret"]
     await api.call("DELETE", path, headers=tenant.headers, expect=204)
     status, body = await api.call("GET", path, headers=tenant.headers)
     assert (status, body["error"]["code"]) == (404, "agent_not_found")
@@ -90,10 +95,15 @@ async def test_tenants_cannot_touch_each_others_agents(api: ApiHarness) -> None:
     alice, mallory = await api.signup(), await api.signup()
     agent = await api.create_agent(alice)
     path = f"/api/v1/agents/{agent['id']}"
-    for method, payload in (("GET", None), ("PATCH", {"name": "pwned"}), ("DELETE", None)):
-        status, body = await api.call(method, path, json=payload, headers=mallory.headers)
+    for method, suffix, payload in (
+        ("GET", "", None),
+        ("PATCH", "", {"name": "pwned"}),
+        ("DELETE", "", None),
+        ("POST", "/webhook-secret", None),
+    ):
+        status, body = await api.call(method, path + suffix, json=payload, headers=mallory.headers)
         assert (status, body["error"]["code"]) == (404, "agent_not_found")
     _, listed = await api.call("GET", "/api/v1/agents", headers=mallory.headers, expect=200)
     assert listed["items"] == []
     _, still = await api.call("GET", path, headers=alice.headers, expect=200)
-    assert still["name"] == agent["name"]
+    assert (still["name"], still["webhook_secret"]) == (agent["name"], agent["webhook_secret"])

@@ -155,6 +155,29 @@ async def delete_agent(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def rotate_webhook_secret(request: web.Request) -> web.Response:
+    """A new webhook signing secret; calls are signed with it from now on."""
+    principal = request[keys.PRINCIPAL]
+    agent_id = uuid_param(request, "agent_id", "agent")
+    async with request.app[keys.DB].transaction() as tx:
+        await _load(tx, principal, agent_id, lock=True)
+        row = await tx.one(
+            "UPDATE agents SET webhook_secret = %s, updated_at = now() "
+            f"WHERE id = %s AND org_id = %s RETURNING {AGENT_COLUMNS}",
+            (secrets.token_hex(32), agent_id, principal.org_id),
+        )
+        assert row is not None
+        await audit.append(
+            tx,
+            chain=audit.org_chain(principal.org_id),
+            org_id=principal.org_id,
+            actor=principal.actor,
+            action="agent.webhook_secret.rotate",
+            target=f"agent:{agent_id}",
+        )
+    return json_response(AgentOut.model_validate(row))
+
+
 _ONE = "/api/v1/agents/{agent_id}"
 ROUTES = [
     Route(
@@ -195,5 +218,14 @@ ROUTES = [
         Auth.TENANT,
         "agents",
         {204: None},
+    ),
+    Route(
+        "POST",
+        _ONE + "/webhook-secret",
+        rotate_webhook_secret,
+        "Replace the agent's webhook signing secret",
+        Auth.TENANT,
+        "agents",
+        {200: AgentOut},
     ),
 ]
