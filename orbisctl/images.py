@@ -318,6 +318,12 @@ def _target_environment(python_version: str) -> dict[str, str]:
     return env
 
 
+def project_sources(root: Path) -> dict[str, Path]:
+    """What the orbisvoice wheel (and so the runtime image) is built from."""
+    names = ("orbisctl", "runtime", "backups", "healthchecks", "templates", "pyproject.toml")
+    return {name: root / name for name in names if (root / name).exists()}
+
+
 def wheelhouse(root: Path, target_python: str, progress: Progress = quiet) -> tuple[Path, Path]:
     """(dependency wheels, project wheel) directories in the cache, built when missing.
 
@@ -341,9 +347,7 @@ def wheelhouse(root: Path, target_python: str, progress: Progress = quiet) -> tu
     else:
         progress("dependency wheels: pip wheel")
         _build_deps(requirements, deps, _target_environment(target_python))
-    source = {name: root / name for name in ("orbisctl", "runtime", "backups", "healthchecks")}
-    source |= {"templates": root / "templates", "pyproject.toml": root / "pyproject.toml"}
-    project_key = hash_inputs([platform_tag], {k: v for k, v in source.items() if v.exists()})
+    project_key = hash_inputs([platform_tag], project_sources(root))
     project = cache_dir() / "wheelhouse" / f"project-{project_key[:16]}"
     if (project / COMPLETE_MARKER).is_file():
         progress(f"orbisvoice wheel: cached ({project.name})")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from orbisctl import engine
+from orbisctl import engine, images
 from orbisctl.cli import app
 from tests.services import free_port
 
@@ -40,6 +40,7 @@ class Stack:
     http_port: int
     client: docker.DockerClient
     timings: dict[str, float] = field(default_factory=dict)
+    source_key: str = ""  # the source tree the images were built from
 
     @property
     def url(self) -> str:
@@ -82,6 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     running = Stack(root, project, https_port, http_port, client)
+    running.source_key = images.hash_inputs([], images.project_sources(images.source_root()))
     try:
         started = time.monotonic()
         result = running.cli("images", "build")

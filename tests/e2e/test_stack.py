@@ -367,6 +367,8 @@ def test_images_save_and_load_round_trip(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_a_second_image_build_with_nothing_changed_is_all_cached(stack: Stack) -> None:
+    if images.hash_inputs([], images.project_sources(images.source_root())) != stack.source_key:
+        pytest.skip("the source tree changed during the run (someone is editing it)")
     started = time.monotonic()
     result = stack.cli("images", "build")
     assert result.exit_code == 0, result.output
