@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import aiohttp
+import pytest
 
 from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.settings import GatewaySettings
@@ -19,6 +20,8 @@ from tests.gateway.support import (
     speech_then_silence,
     widget_call,
 )
+
+pytestmark = pytest.mark.integration  # real PostgreSQL and Redis (the API)
 
 
 async def refused(

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.settings import GatewaySettings
 from tests.gateway.support import Agents, running_gateway, speech_then_silence, widget_call
+
+pytestmark = pytest.mark.integration  # real PostgreSQL and Redis (the API)
 
 OUTPUT_BYTES_PER_MS = 48  # 24 kHz PCM16
 

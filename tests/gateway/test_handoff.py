@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import replace
 
 import aiohttp
+import pytest
 
 from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.settings import GatewaySettings
@@ -17,6 +18,8 @@ from tests.gateway.support import (
     speech_then_silence,
     widget_call,
 )
+
+pytestmark = pytest.mark.integration  # real PostgreSQL and Redis (the API)
 
 
 async def test_drained_call_moves_to_another_instance_with_its_model_session(

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from runtime.emulator.testing import EmulatorHandle
 from tests.api.fixtures import ApiHarness
@@ -78,6 +79,7 @@ async def gateway_process(
         await process.wait()
 
 
+@pytest.mark.integration
 async def test_sigterm_drains_calls_with_a_reconnect_hint_then_going_away(
     api: ApiHarness,
     agents: Agents,
@@ -108,6 +110,7 @@ async def test_sigterm_drains_calls_with_a_reconnect_hint_then_going_away(
     assert len(await agents.transcript(started["call_id"])) == 2
 
 
+@pytest.mark.integration
 async def test_probes_and_metrics(
     api: ApiHarness,
     agents: Agents,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import aiohttp
+import pytest
 import redis.asyncio as aioredis
 
 from runtime.emulator.testing import EmulatorHandle
@@ -25,6 +26,8 @@ from tests.gateway.support import (
     widget_call,
 )
 from tests.services import RedisServer
+
+pytestmark = pytest.mark.integration  # real PostgreSQL and Redis (the API)
 
 
 async def test_any_instance_lists_live_calls_and_ends_one(

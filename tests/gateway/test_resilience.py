@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from runtime.emulator.testing import EmulatorHandle, emulator_process
@@ -19,6 +20,8 @@ from tests.gateway.support import (
     speech_then_silence,
     widget_call,
 )
+
+pytestmark = pytest.mark.integration  # real PostgreSQL and Redis (the API)
 
 
 async def emulator_resumed(emulator: EmulatorHandle) -> bool:
