@@ -294,8 +294,10 @@ def up(
 
 
 def down(install: Install, *, volumes: bool) -> None:
+    compose = install.compose()
+    engine.connect()  # the same one-line error as every other verb when the engine is away
     args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
-    install.compose().run(*args, timeout=300)
+    compose.run(*args, timeout=300)
 
 
 def logs(install: Install, *, services: list[str], follow: bool, tail: int | None) -> int:
@@ -304,7 +306,9 @@ def logs(install: Install, *, services: list[str], follow: bool, tail: int | Non
         args.append("--follow")
     if tail is not None:
         args += ["--tail", str(tail)]
-    return install.compose().stream(*args, *services)
+    compose = install.compose()
+    engine.connect()
+    return compose.stream(*args, *services)
 
 
 def parse_scale(spec: str) -> tuple[str, int]:
