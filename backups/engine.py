@@ -17,6 +17,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,19 +278,23 @@ def create_backup(
             snapshot = session.scalar("SELECT pg_export_snapshot()")
             postgres_version = session.scalar("SHOW server_version")
             schema_version = database_schema_version(session)
-            progress.step("count rows")
-            row_counts = _count_rows(session, [row[0] for row in session.query(_table_list_sql())])
-            progress.step("dump database")
+            tables = [row[0] for row in session.query(_table_list_sql())]
+            progress.step("dump database and count rows")
             dump = executor.postgres(
                 "pg_dump", ["--format=custom", f"--snapshot={snapshot}"], dbname=executor.database
             )
-            components[COMPONENT_DATABASE] = _component(
-                workdir,
-                COMPONENT_DATABASE,
-                data_key,
-                progress,
-                lambda sink: stream_out(dump, sink.write, what="pg_dump"),
-            )
+            # The counts scan every table in the same snapshot while pg_dump reads it: run
+            # side by side, the counting costs almost no wall time.
+            with ThreadPoolExecutor(max_workers=1) as counter:
+                counting = counter.submit(_count_rows, session, tables)
+                components[COMPONENT_DATABASE] = _component(
+                    workdir,
+                    COMPONENT_DATABASE,
+                    data_key,
+                    progress,
+                    lambda sink: stream_out(dump, sink.write, what="pg_dump"),
+                )
+                row_counts = counting.result()
             session.query("COMMIT")
         progress.step("dump redis")
         rdb = executor.redis_cli(["--rdb", "-"])
