@@ -103,17 +103,22 @@ def _write_secret(path: Path, value: str) -> Path:
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], name: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    last_answer = "no answer"
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{name} exited with {process.returncode}:\n{log.read_text()}")
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url, timeout=2) as response,  # noqa: S310
-        ):
-            if response.status == 200:
-                return
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
+                return  # 200: urlopen raises HTTPError for anything else
+        except urllib.error.HTTPError as exc:
+            # Not ready yet: its readiness report says which dependency is missing.
+            last_answer = f"{exc.code} {exc.read().decode(errors='replace')}"
+        except (urllib.error.URLError, OSError):
+            pass
         time.sleep(0.1)
-    raise RuntimeError(f"{name} not ready at {url} after {START_TIMEOUT_SECONDS}s")
+    raise RuntimeError(
+        f"{name} not ready at {url} after {START_TIMEOUT_SECONDS}s; last answer: {last_answer}"
+    )
 
 
 class _Processes:
