@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,12 +224,26 @@ def run_healthcheck(container: Any) -> ExecResult | None:
     return exec_in(container, command)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def stream_json(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
-    """Lines of a decoded build stream; raises EngineError on the engine's error message."""
+    """Lines of a decoded build stream; raises EngineError on the engine's error message,
+    naming the build's own last error line (`E: Unable to locate package …`) when it printed one."""
+    recent: deque[str] = deque(maxlen=30)
     for chunk in chunks:
         if "error" in chunk:
-            detail = chunk.get("errorDetail", {}).get("message") or chunk["error"]
-            raise EngineError(f"image build failed: {str(detail).strip().splitlines()[-1]}")
+            detail = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
+            printed = [line for line in recent if re.match(r"^(E:|ERROR|error|fatal)", line)]
+            reason = printed[-1] if printed else detail.splitlines()[-1]
+            raise EngineError(
+                f"image build failed: {reason}",
+                hint="`orbisctl -v images build` shows the whole build output",
+            )
         text = chunk.get("stream") or chunk.get("status")
         if text:
+            # The classic builder paints a step's stderr red with ANSI escapes.
+            for line in _ANSI.sub("", str(text)).splitlines():
+                if line.strip():
+                    recent.append(line.strip())
             yield str(text).rstrip("\n")

@@ -125,11 +125,6 @@ def source_root() -> Path:
 # --- image references --------------------------------------------------------------------------
 
 
-def image_set(config: OrbisConfig) -> ImageRefs:
-    """The images the rendered compose file runs (render.py is the one place naming them)."""
-    return image_refs(config)
-
-
 def all_refs(refs: ImageRefs) -> list[str]:
     return [refs.runtime, refs.nginx, refs.postgres, refs.redis]
 
@@ -547,8 +542,8 @@ def missing_images(client: docker.DockerClient, refs: ImageRefs) -> list[str]:
 def save_bundle(config: OrbisConfig, output: Path) -> list[str]:
     """Write every image of the stack into one tar (gzip when the name ends in .gz)."""
     client = engine.connect()
-    refs = all_refs(image_set(config))
-    absent = missing_images(client, image_set(config))
+    refs = all_refs(image_refs(config))
+    absent = missing_images(client, image_refs(config))
     if absent:
         raise UserError(
             f"cannot save: image(s) {', '.join(absent)} not present",

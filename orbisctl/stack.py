@@ -21,6 +21,7 @@ import requests.exceptions
 from orbisctl import engine, images
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, InstallDirError, UnhealthyError, UserError
+from orbisctl.render import image_refs
 
 COMPOSE_FILENAME = "compose.yaml"
 DEFAULT_UP_TIMEOUT = 300.0
@@ -270,7 +271,7 @@ def up(
     client = engine.connect()
     compose = install.compose()
     model = compose_model(compose)
-    wanted = images.image_set(install.config)
+    wanted = image_refs(install.config)
     missing = images.missing_images(client, wanted)
     if build or missing:
         if missing:

@@ -1,0 +1,30 @@
+"""A failing image build names the build's own error line, on a real engine."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from orbisctl import engine, images
+from orbisctl.errors import EngineError
+
+pytestmark = pytest.mark.docker
+
+
+def test_a_failing_build_names_apts_own_error() -> None:
+    client = engine.connect()
+    base = images.ensure_debian_base(client)
+    dockerfile = (
+        f"FROM {base}\nRUN apt-get install -y --no-install-recommends no-such-package-xyz\n"
+    )
+    stream = client.api.build(
+        fileobj=io.BytesIO(dockerfile.encode()), rm=True, forcerm=True, decode=True
+    )
+    with pytest.raises(EngineError) as failed:
+        list(engine.stream_json(stream))
+    assert (
+        failed.value.message
+        == "image build failed: E: Unable to locate package no-such-package-xyz"
+    )
+    assert failed.value.hint is not None
