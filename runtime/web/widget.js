@@ -180,8 +180,13 @@
         if (ACTIVE.has(this.state)) this.hangUp();
         else this.start();
       });
-      $(".close").addEventListener("click", () => {
-        this.el.panel.hidden = true;
+      const minimise = () => {
+        this.el.panel.hidden = true; // the call, if any, goes on
+        this.el.launcher.focus();
+      };
+      $(".close").addEventListener("click", minimise);
+      this.el.panel.addEventListener("keydown", (event) => {
+        if (event.key === "Escape") minimise();
       });
       this.showName();
     }
