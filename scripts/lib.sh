@@ -9,6 +9,7 @@ DEBIAN_PACKAGES=(
   debootstrap                          # the offline Debian base image (`images.source: local`)
   chromium                             # widget and dashboard browser tests
   espeak-ng sox                        # speech WAVs for the browser's fake microphone
+  libnss3-tools                        # certutil: Chromium trusts the test CA through an NSS database
   openssl ca-certificates curl iproute2 procps
 )
 
