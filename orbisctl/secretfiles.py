@@ -11,6 +11,8 @@ from runtime.common.keyring import new_keyring
 
 # File names, not values.
 POSTGRES_PASSWORD = "postgres_password"  # noqa: S105
+# The login role the services use; `rotate-keys --db-password` alternates it (orbis_a/orbis_b).
+POSTGRES_USER = "postgres_user"
 REDIS_PASSWORD = "redis_password"  # noqa: S105
 JWT_KEYS = "jwt_keys.json"
 INTERNAL_TOKEN = "internal_token"  # noqa: S105
@@ -18,6 +20,7 @@ BACKUP_KEY = "backup_key"
 GEMINI_API_KEY = "gemini_api_key"
 
 SECRET_NAMES = (
+    POSTGRES_USER,
     POSTGRES_PASSWORD,
     REDIS_PASSWORD,
     JWT_KEYS,
@@ -29,10 +32,12 @@ SECRET_NAMES = (
 # Mounted into containers (Compose `secrets:`), so owned by the containers' uid. The others
 # are read only by orbisctl on the host.
 MOUNTED_SECRETS = frozenset(
-    {POSTGRES_PASSWORD, REDIS_PASSWORD, JWT_KEYS, INTERNAL_TOKEN, GEMINI_API_KEY}
+    {POSTGRES_USER, POSTGRES_PASSWORD, REDIS_PASSWORD, JWT_KEYS, INTERNAL_TOKEN, GEMINI_API_KEY}
 )
 
 _TOKEN_BYTES = 32
+# The database owner role, the first login role of a fresh install.
+POSTGRES_OWNER_ROLE = "orbis"
 # Marks the Gemini key `init` generated for the emulator: only the emulator accepts it.
 EMULATOR_KEY_PREFIX = "emulator-"
 
@@ -43,6 +48,8 @@ def generate_secret(name: str) -> str:
     `gemini_api_key` generated here is a key only the emulator accepts; a real Gemini key
     comes from the operator (`read_gemini_key`).
     """
+    if name == POSTGRES_USER:
+        return f"{POSTGRES_OWNER_ROLE}\n"
     if name == JWT_KEYS:
         return new_keyring().dumps()
     if name == BACKUP_KEY:

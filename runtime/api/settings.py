@@ -73,6 +73,7 @@ class ApiSettings:
             database_conninfo=read.postgres_conninfo(
                 read.required(env, "ORBIS_DATABASE_URL"),
                 read.secret(env, "ORBIS_DATABASE_PASSWORD_FILE", required_file=False),
+                user=read.secret(env, "ORBIS_DATABASE_USER_FILE", required_file=False),
             ),
             redis_url=read.required(env, "ORBIS_REDIS_URL"),
             redis_password=read.secret(env, "ORBIS_REDIS_PASSWORD_FILE", required_file=False),

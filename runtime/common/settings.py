@@ -81,11 +81,12 @@ def secret(env: Mapping[str, str], name: str, *, required_file: bool = True) -> 
     return lines[0] if lines else None
 
 
-def postgres_conninfo(url: str, password: str | None) -> str:
-    """A libpq connection string from a password-less URL plus the password from its file."""
+def postgres_conninfo(url: str, password: str | None, *, user: str | None = None) -> str:
+    """A libpq connection string from a password-less URL plus the password from its file;
+    `user` (from ORBIS_DATABASE_USER_FILE) replaces the URL's user: key rotation alternates
+    between login roles."""
+    overrides = {name: value for name, value in (("password", password), ("user", user)) if value}
     try:
-        if password is None:
-            return psycopg.conninfo.make_conninfo(url)
-        return psycopg.conninfo.make_conninfo(url, password=password)
+        return psycopg.conninfo.make_conninfo(url, **overrides)
     except psycopg.ProgrammingError as exc:
         raise SettingsError(f"database URL is malformed: {exc}") from None

@@ -3,9 +3,12 @@ one clear line for each mistake."""
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from runtime.api.settings import ApiSettings
 from runtime.common.settings import SettingsError
@@ -65,3 +68,30 @@ def test_mistakes_are_one_clear_line(
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")) as caught:
         ApiSettings.from_env(_env(tmp_path, **overrides))
     assert "\n" not in str(caught.value)
+
+
+def test_the_user_file_replaces_the_url_user(tmp_path: Path) -> None:
+    (tmp_path / "user").write_text("orbis_b\n")
+    settings = ApiSettings.from_env(_env(tmp_path, ORBIS_DATABASE_USER_FILE=str(tmp_path / "user")))
+    assert "user=orbis_b" in settings.database_conninfo
+    assert "user=orbis " not in settings.database_conninfo + " "
+    assert "password=pg-secret" in settings.database_conninfo
+
+
+@pytest.mark.integration
+def test_the_alternating_login_role_connects(tmp_path: Path, database_url: str) -> None:
+    """Rotation's standby role (a member of the owner) logs in through the user file."""
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        role = f"orbis_rot_{secrets.token_hex(3)}"
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'standby-pw'").format(sql.Identifier(role))
+        )
+    (tmp_path / "user").write_text(f"{role}\n")
+    env = _env(
+        tmp_path, ORBIS_DATABASE_URL=database_url, ORBIS_DATABASE_USER_FILE=str(tmp_path / "user")
+    )
+    (tmp_path / "pg").write_text("standby-pw\n")
+    settings = ApiSettings.from_env(env)
+    with psycopg.connect(settings.database_conninfo) as conn:
+        row = conn.execute("SELECT session_user").fetchone()
+    assert row is not None and row[0] == role

@@ -19,6 +19,7 @@ from tests.install.conftest import DOMAIN
 from tests.install.helpers import Chain, invoke, secret_values, snapshot
 
 SECRETS = {
+    "postgres_user",
     "postgres_password",
     "redis_password",
     "jwt_keys.json",

@@ -109,9 +109,18 @@ def test_the_password_is_in_no_process_arguments(rendered_redis: tuple[int, Path
 
 
 def test_the_healthcheck_passes_and_can_fail(rendered_redis: tuple[int, Path, str]) -> None:
-    _, work, healthcheck = rendered_redis
+    port, _, healthcheck = rendered_redis
     ok = subprocess.run(["sh", "-c", healthcheck], capture_output=True, timeout=20, check=False)
     assert ok.returncode == 0, ok.stderr
-    (work / "redis_password").write_text("wrong-password\n")
+    # After a password rotation the container's password file is stale: still healthy.
+    client = redis.Redis(port=port, username="orbis", password=PASSWORD)
+    client.acl_setuser("orbis", enabled=True, passwords=["+rotated-password", "-" + PASSWORD])
+    client.close()
+    rotated = subprocess.run(
+        ["sh", "-c", healthcheck], capture_output=True, timeout=20, check=False
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    client = redis.Redis(port=port, username="orbis", password="rotated-password")
+    client.shutdown(nosave=True)
     bad = subprocess.run(["sh", "-c", healthcheck], capture_output=True, timeout=20, check=False)
     assert bad.returncode != 0
