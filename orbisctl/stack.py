@@ -289,6 +289,10 @@ def up(
     statuses = wait_healthy(
         install, model, timeout=remaining, client=client, on_status=on_status, running=process
     )
+    # Compose may have recreated api or gateway containers (new addresses) without touching
+    # nginx, which resolved their names when it loaded its config: have it resolve them again.
+    on_step("nginx: config test and reload")
+    reload_nginx(install, client)
     return UpResult(
         statuses, urls(install.config), bool(build or missing), time.monotonic() - started
     )
