@@ -36,6 +36,7 @@ from backups.engine import (
     create_backup,
     latest_backup,
     list_backups,
+    open_backup,
     resolve,
     restore_backup,
     restore_config_only,
@@ -104,6 +105,10 @@ class _Context:
                 hint="give both to use servers outside the stack, or neither",
             )
         return ComposeExecutor(self._stack().compose())
+
+    def offline(self) -> bool:
+        """No database to reach: neither URLs nor a rendered stack in this directory."""
+        return not (self.database_url or self.redis_url) and not self._stack().compose_file.exists()
 
     def app_control(self) -> AppControl:
         if self.database_url:
@@ -320,15 +325,21 @@ def verify_command(
     """Check a backup: checksums, decryption and authentication, dump readable (--deep: restore)."""
     ctx = _Context(directory, database_url, redis_url)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
+    passphrase = _read_passphrase(passphrase_file)
+    offline = not deep and ctx.offline()
     with _RichProgress() as progress:
-        verified = verify_backup(
-            path,
-            ctx.ring(),
-            ctx.executor(),
-            passphrase=_read_passphrase(passphrase_file),
-            deep=deep,
-            progress=progress,
-        )
+        if offline:
+            # A backup copied to a machine without the stack: everything but pg_restore --list.
+            verified = open_backup(path, ctx.ring(), passphrase=passphrase, progress=progress)
+        else:
+            verified = verify_backup(
+                path,
+                ctx.ring(),
+                ctx.executor(),
+                passphrase=passphrase,
+                deep=deep,
+                progress=progress,
+            )
     if as_json:
         output.print_json(
             {
@@ -345,9 +356,12 @@ def verify_command(
         if deep
         else ""
     )
+    listing = (
+        "dump not listed (no stack here)" if offline else f"{verified.archive_entries} dump entries"
+    )
     output.info(
         f"[green]ok[/] {escape(verified.manifest.backup_id)}: checksums, authentication "
-        f"({escape(verified.opened_with)}), {verified.archive_entries} dump entries{depth}"
+        f"({escape(verified.opened_with)}), {listing}{depth}"
     )
 
 

@@ -171,3 +171,18 @@ def test_schedule_writes_a_cron_entry(cli: CliRunner, stack: Stack, tmp_path: Pa
     line = entry.read_text().splitlines()[-1]
     assert line.startswith("0 3 * * * root ") and line.endswith(" 2>&1")
     assert "backup create" in line and "backup prune" in line
+
+
+@pytest.mark.integration
+def test_verify_a_copied_backup_without_any_stack(
+    cli: CliRunner, stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    monkeypatch.delenv("ORBIS_BACKUP_DATABASE_URL")
+    monkeypatch.delenv("ORBIS_BACKUP_REDIS_URL")
+    result = cli.invoke(app, ["backup", "verify", created["id"]], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "dump not listed (no stack here)" in result.stdout
+    deep = cli.invoke(app, ["backup", "verify", created["id"], "--deep"])
+    assert deep.exit_code == 3 and "compose.yaml does not exist" in deep.stderr
