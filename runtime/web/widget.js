@@ -335,8 +335,13 @@
     async connect() {
       const session = await this.newSession();
       if (this.ended) return; // hung up while waiting
+      this.gatewayUrl = session.gateway_url;
       const url = new URL(session.gateway_url);
       url.searchParams.set("token", session.token);
+      this.openSocket(url);
+    }
+
+    openSocket(url) {
       const ws = new WebSocket(url.href);
       ws.binaryType = "arraybuffer";
       this.ws = ws;
@@ -388,6 +393,9 @@
         case "session.started":
           this.live = true;
           this.retries = 0;
+          // A moved call runs on the new socket now: let go of the draining one.
+          this.resuming = false;
+          this.dropPrevious();
           this.host.dataset.orbisCallId = event.call_id || "";
           this.setState("live");
           break;
@@ -409,15 +417,19 @@
             this.terminal = { state: stateForCode(event.code || ""), code: event.code || "error" };
           }
           break;
-        case "reconnect":
-          // This gateway is draining: move the call to a fresh session (another instance).
+        case "reconnect": {
+          // This gateway is draining: continue the same call on another instance with the
+          // resume token (the model keeps the conversation), else start a fresh session.
+          const token = typeof event.resume_token === "string" ? event.resume_token : "";
           this.setState("reconnecting");
+          this.finishCaptions(); // the turn in progress was stored as it stood
           clearTimeout(this.reconnectTimer);
           this.reconnectTimer = setTimeout(
-            () => this.moveCall(),
+            () => (token && this.gatewayUrl ? this.resumeCall(token) : this.moveCall()),
             Math.min(Math.max(Number(event.retry_after_ms) || 0, 0), 10000),
           );
           break;
+        }
         case "session.ended":
           this.sessionEnded = event.reason || "ended";
           this.host.dataset.orbisEndReason = this.sessionEnded;
@@ -432,7 +444,13 @@
       this.ws = null;
       clearInterval(this.pinger);
       if (this.ended) return;
-      if (this.sessionEnded === "drain") {
+      if (this.resuming) {
+        // The move was refused (token used or expired, no room) or failed: start afresh.
+        this.resuming = false;
+        this.dropPrevious();
+        this.setState("reconnecting");
+        this.scheduleReconnect(0);
+      } else if (this.sessionEnded === "drain") {
         // The draining gateway ended the call before it was moved: move it now.
         this.setState("reconnecting");
         this.scheduleReconnect(0);
@@ -447,6 +465,27 @@
       } else {
         this.fail(new CallError("network-lost"));
       }
+    }
+
+    // Opens the same call on another instance; the draining socket stays open until the new
+    // one has started (the old instance ends the call if the move never happens).
+    resumeCall(token) {
+      const old = this.ws;
+      if (!old || this.ended) return;
+      this.live = false; // caller audio sent to the draining instance would be dropped
+      this.previous = old;
+      this.resuming = true;
+      const url = new URL(this.gatewayUrl);
+      url.searchParams.set("resume", token);
+      this.openSocket(url);
+    }
+
+    dropPrevious() {
+      const old = this.previous;
+      this.previous = null;
+      if (!old) return;
+      if (old.readyState === WebSocket.OPEN) old.send(JSON.stringify({ type: "end" }));
+      old.close(1000);
     }
 
     // Hangs up the current socket (its close is then ignored) and connects afresh.
@@ -494,6 +533,8 @@
       this.live = false;
       clearTimeout(this.reconnectTimer);
       clearInterval(this.pinger);
+      this.resuming = false;
+      this.dropPrevious();
       const ws = this.ws;
       this.ws = null;
       // Let the gateway see "end" before the socket goes; it ends the call either way.
