@@ -33,13 +33,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def http(url: str, *, timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = None) -> ProbeResult:
     """GET `url`: healthy on a 2xx status. HTTPS is verified, against `ca_file` when given."""
+    if not url.startswith(("http://", "https://")):
+        return ProbeResult(False, f"{url}: not an http(s) URL")
     context = ssl.create_default_context(cafile=ca_file) if url.startswith("https:") else None
     opener = urllib.request.build_opener(
         _NoRedirect(), urllib.request.HTTPSHandler(context=context)
     )
-    request = urllib.request.Request(url, headers={"User-Agent": "orbis-healthcheck"})  # noqa: S310 - http(s) only, checked below
-    if not url.startswith(("http://", "https://")):
-        return ProbeResult(False, f"{url}: not an http(s) URL")
+    # The scheme is checked above: only http(s) reaches urllib.
+    request = urllib.request.Request(url, headers={"User-Agent": "orbis-healthcheck"})  # noqa: S310
     try:
         with opener.open(request, timeout=timeout) as response:
             return ProbeResult(True, f"{url}: {response.status}")
