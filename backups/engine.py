@@ -197,18 +197,18 @@ _EOF_MARK_BYTES = 40
 _HEX = frozenset(b"0123456789abcdef")
 
 
-class _RdbTail:
+class RdbTail:
     """Passes an RDB stream through, holding back its last bytes to cut a diskless EOF mark."""
 
-    def __init__(self, sink: _Sink) -> None:
-        self._sink = sink
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
         self._held = b""
 
     def write(self, data: bytes) -> None:
         data = self._held + data
         keep = _EOF_MARK_BYTES + 9
         if len(data) > keep:
-            self._sink.write(data[:-keep])
+            self._write(data[:-keep])
             data = data[-keep:]
         self._held = data
 
@@ -220,11 +220,11 @@ class _RdbTail:
             and set(tail[-_EOF_MARK_BYTES:]) <= _HEX
         ):
             tail = tail[:-_EOF_MARK_BYTES]
-        self._sink.write(tail)
+        self._write(tail)
 
 
 def _stream_rdb(command: Command, sink: _Sink) -> None:
-    tail = _RdbTail(sink)
+    tail = RdbTail(sink.write)
     stream_out(command, tail.write, what="redis-cli --rdb")
     tail.finish()
 
