@@ -42,11 +42,24 @@ def _context(install_dir: Path) -> RotationContext:
     )
 
 
-def _connect_stack(rotation: RotationContext, kinds: list[str]) -> None:
+def _host_only_audit(rotation: RotationContext) -> core.AuditSink | None:
+    """The API's audit log for a rotation that needs no stack: used when the stack runs,
+    else the rotation is recorded in rotation/history.jsonl only."""
+    try:
+        roller = compose_ports.ComposeRoller(
+            stack.open_install(rotation.install_dir), engine.connect()
+        )
+        return compose_ports.ExecApiAudit(roller) if roller.running("api") else None
+    except (EngineError, InstallDirError):
+        return None
+
+
+def _connect_stack(rotation: RotationContext, kinds: list[str]) -> core.AuditSink | None:
     """Attach the running Compose stack to `rotation` when `kinds` need services restarted
-    or data stores administered; refuse rotations the rendered stack cannot follow."""
+    or data stores administered; refuse rotations the rendered stack cannot follow.
+    Returns where the rotation's audit entries go besides rotation/history.jsonl."""
     if set(kinds) <= _HOST_ONLY:
-        return
+        return _host_only_audit(rotation)
     install = stack.open_install(rotation.install_dir)
     problems = compose_ports.unsupported(install.compose().config(), kinds)
     if problems:
@@ -61,6 +74,7 @@ def _connect_stack(rotation: RotationContext, kinds: list[str]) -> None:
     rotation.postgres = compose_ports.ExecPostgresAdmin(roller)
     rotation.redis = compose_ports.ExecRedisAdmin(roller)
     rotation.gemini = compose_ports.ExecGeminiProbe(roller)
+    return compose_ports.ExecApiAudit(roller)
 
 
 @app.callback()
@@ -129,8 +143,8 @@ def rotate_keys(
     if resume or abort:
         journal = JournalStore.of_install(rotation.install_dir).load()
         due = [SecretKind.JWT_RETIRE.value] if jwt_keys_due(rotation) else []
-        _connect_stack(rotation, journal.kinds if journal else due)
-        outcome = (core.abort if abort else core.resume)(rotation)
+        audit = _connect_stack(rotation, journal.kinds if journal else due)
+        outcome = (core.abort if abort else core.resume)(rotation, audit=audit)
         _print_outcome(outcome, json_output)
         return
     kinds = core.choose_kinds(
@@ -139,8 +153,8 @@ def rotate_keys(
     if dry_run:
         _print_plan(core.plan(rotation, kinds, gemini_key_file=gemini_key_file), json_output)
         return
-    _connect_stack(rotation, [kind.value for kind in kinds])
-    outcome = core.rotate(rotation, kinds, gemini_key_file=gemini_key_file)
+    audit = _connect_stack(rotation, [kind.value for kind in kinds])
+    outcome = core.rotate(rotation, kinds, gemini_key_file=gemini_key_file, audit=audit)
     _print_outcome(outcome, json_output)
 
 

@@ -16,6 +16,7 @@ The service never has fewer healthy replicas than before the roll.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from orbisctl import engine
 from orbisctl import stack as stack_core
 from orbisctl.errors import EngineError, UnhealthyError
 from orbisctl.rotation.direct import scram_sha256_verifier
+from orbisctl.rotation.journal import HistoryEntry
 
 POLL_SECONDS = 0.5
 # Time a stopping replica gets beyond the gateway's own drain timeout before SIGKILL.
@@ -336,6 +338,56 @@ class ExecGeminiProbe:
         if last == "accepted":
             return None
         return last or f"the probe failed (exit {result.exit_code})"
+
+
+# Run inside an api container: its own internal token file (every line of it is accepted by
+# that very container) and its own port; the token never leaves the container.
+_AUDIT_SCRIPT = """
+import os, sys, urllib.request
+token = open("/run/secrets/internal_token").read().split()[0]
+request = urllib.request.Request(
+    "http://127.0.0.1:" + os.environ.get("ORBIS_API_PORT", "3000") + "/internal/audit",
+    data=os.environ["BODY"].encode(), method="POST",
+    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+)
+try:
+    print(urllib.request.urlopen(request, timeout=10).status)
+except Exception as exc:
+    print("failed", getattr(exc, "code", type(exc).__name__))
+"""
+AUDIT_ACTION = "secret.rotate"
+
+
+@dataclass
+class ExecApiAudit:
+    """`AuditSink` through the API's `POST /internal/audit`, asked inside an api container
+    (the API is not published, and /internal is never proxied by nginx): one entry per
+    rotated kind in the `system` audit chain, with who, when and the outcome, never a value."""
+
+    roller: ComposeRoller
+
+    def record(self, entry: HistoryEntry) -> None:
+        container = _ServiceContainer(self.roller, "api").one()
+        for kind in entry.kinds:
+            body = {
+                "action": AUDIT_ACTION,
+                "actor": entry.actor,
+                "detail": {
+                    "kind": kind,
+                    "rotation_id": entry.id,
+                    "outcome": entry.outcome,
+                    "started_at": entry.started_at,
+                    "finished_at": entry.finished_at,
+                },
+            }
+            result = _exec(container, ["python", "-c", _AUDIT_SCRIPT], {"BODY": json.dumps(body)})
+            if result.output.splitlines()[-1:] != ["204"]:
+                raise EngineError(
+                    f"the api did not record the audit entry of rotation {entry.id} "
+                    f"({result.output[-200:] or f'exit {result.exit_code}'})",
+                    hint="check `orbisctl status` and `orbisctl logs api`, then "
+                    "`orbisctl rotate-keys --resume` writes it",
+                )
 
 
 # --- what the rendered stack must offer for each rotation -------------------------------------

@@ -198,9 +198,11 @@ def _close(
             for kind, facts in journal.facts.items()
         },
     )
-    runner.store.append_history(entry)
+    # The audit entry first: when it cannot be written, the journal stays and `--resume`
+    # (no step left to run) writes it, without a second history line.
     if audit is not None:
         audit.record(entry)
+    runner.store.append_history(entry)
     runner.store.remove()
 
 
@@ -241,8 +243,8 @@ def rotate(
     gemini_key_file: Path | None = None,
     audit: AuditSink | None = None,
 ) -> Outcome:
-    """Run a new rotation to its end. The history file is the audit trail; `audit` is an
-    additional sink (e.g. the API's audit log once it accepts operator entries)."""
+    """Run a new rotation to its end. The history file is the local record; `audit` is the
+    API's audit log (`compose.ExecApiAudit`) when the stack runs."""
     with _locked(ctx) as store:
         journal = begin(ctx, kinds, gemini_key_file=gemini_key_file)
         return finish_forward(_runner(ctx, store, journal), audit)

@@ -61,6 +61,8 @@ POSTGRES_LOGIN_ROLES = ("orbis_a", "orbis_b")
 REDIS_USER = "orbis"
 
 API = "api"
+# The API with referrals on (an optional profile): the same database and Redis logins.
+REFERRALS = "referrals"
 GATEWAY = "gateway"
 EMULATOR = "emulator"
 
@@ -159,7 +161,7 @@ def _generated(kind: SecretKind) -> Callable[[StepEnv], str]:
 
 def redis_steps(ctx: RotationContext) -> list[Step]:
     secret = SECRET_FILES[SecretKind.REDIS_PASSWORD]
-    consumers = (API, GATEWAY)
+    consumers = (API, REFERRALS, GATEWAY)
 
     def add_new(env: StepEnv) -> None:
         env.ctx.need_redis().add_password(REDIS_USER, _new(env, secret), auth=_old(env, secret))
@@ -209,7 +211,8 @@ def _current_login_role(env: StepEnv) -> str:
 
 def postgres_steps(ctx: RotationContext) -> list[Step]:
     secret = SECRET_FILES[SecretKind.POSTGRES_PASSWORD]
-    consumers = (API,)
+    # `migrate` is one-shot: it reads the new login when it next runs.
+    consumers = (API, REFERRALS)
 
     def make_password(env: StepEnv) -> str:
         old_role = _current_login_role(env)

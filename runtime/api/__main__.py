@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 from aiohttp import web
 
+from runtime.api import keys
 from runtime.api.app import create_app
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
 from runtime.common.db import MigrationError, load_migrations, migrate
@@ -33,15 +35,32 @@ def _migrate(settings: ApiSettings) -> None:
     )
 
 
-def _serve(settings: ApiSettings) -> None:
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=10.0,
+# How long in-flight requests get to finish once the drain is over.
+SHUTDOWN_TIMEOUT_SECONDS = 10.0
+
+
+async def _serve(settings: ApiSettings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain: keep accepting and answering for
+    `drain_seconds`, every answer closing its connection, then stop listening and let
+    in-flight requests finish. A proxy's requests during a rolling restart are all answered:
+    they arrive on connections that get an answer, or are refused before being sent."""
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
     )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("draining", extra={"fields": {"seconds": settings.drain_seconds}})
+        app[keys.DRAINING].set()
+        await asyncio.sleep(settings.drain_seconds)
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: list[str]) -> int:
@@ -55,7 +74,7 @@ def main(argv: list[str]) -> int:
         if command == "migrate":
             _migrate(settings)
         else:
-            _serve(settings)
+            asyncio.run(_serve(settings))
     except (SettingsError, KeyRingError) as exc:
         print(f"orbis api: {exc}", file=sys.stderr)
         return 2

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from runtime.api import keys
 from runtime.api.errors import error_middleware
@@ -86,6 +87,16 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, answer with `Connection: close`: a proxy then drops its keep-alive
+    connection after the answer instead of sending the next request on a connection this
+    process is about to close (nginx does not retry a POST that hit a closed connection)."""
+    if request.app[keys.DRAINING].is_set():
+        response.force_close()
+        # The hook runs after aiohttp chose the Connection header from the keep-alive flag.
+        response.headers[hdrs.CONNECTION] = "close"
+
+
 def create_app(settings: ApiSettings) -> web.Application:
     metrics = ApiMetrics()
     app = web.Application(
@@ -96,6 +107,8 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[keys.METRICS] = metrics
     app[keys.MIGRATIONS] = tuple(load_migrations(MIGRATIONS_DIR))
     app[keys.KEYRING] = KeyRingSource(settings.jwt_keys_file)
+    app[keys.DRAINING] = asyncio.Event()
+    app.on_response_prepare.append(_close_when_draining)
     app[keys.OPENAPI] = json.dumps(build_document(ALL_ROUTES, version=_package_version())).encode()
     app.cleanup_ctx.extend([_database, _redis, _http_client, housekeeping_task])
     register(app, ALL_ROUTES)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -22,5 +24,7 @@ REDIS = web.AppKey("redis", aioredis.Redis)
 LIMITER = web.AppKey("limiter", RateLimiter)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", bytes)
+# Set on SIGTERM: every response from then on closes its connection (see runtime.api.serve).
+DRAINING = web.AppKey("draining", asyncio.Event)
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -50,6 +50,9 @@ class ApiSettings:
     db_pool_max_size: int = 10
     db_pool_timeout_seconds: float = 5.0
     purge_interval_seconds: float = 600.0
+    # After SIGTERM, how long the API keeps answering (each response closing its connection)
+    # before it stops listening: a rolling restart must not drop a proxied request.
+    drain_seconds: int = 3
 
     @property
     def gateway_url(self) -> str:
@@ -82,6 +85,7 @@ class ApiSettings:
             public_url=public_url,
             log_level=log_level,
             port=read.integer(env, "ORBIS_API_PORT", 3000, minimum=1),
+            drain_seconds=read.integer(env, "ORBIS_API_DRAIN_SECONDS", 3),
             referrals_enabled=read.boolean(env, "ORBIS_REFERRALS_ENABLED", False),
             allowed_origins=read.csv_list(env, "ORBIS_ALLOWED_ORIGINS"),
             tool_allow_private_networks=read.boolean(
