@@ -21,6 +21,7 @@ from cryptography import x509
 
 from orbisctl import engine, preflight, stack
 from orbisctl.errors import EngineError
+from orbisctl.rotation import core as rotation_core
 
 CERT_WARN_DAYS = 21
 CERT_FAIL_DAYS = 3
@@ -246,6 +247,38 @@ def check_secret_modes(ctx: DoctorContext) -> list[Check]:
     return [Check("secret modes", Verdict.FAIL, p.message, p.hint) for p in problems]
 
 
+def check_secret_ages(ctx: DoctorContext) -> list[Check]:
+    """Secrets older than rotation.max_age_days, and a rotation left unfinished."""
+    report = rotation_core.status(
+        rotation_core.install_context(ctx.install.root, ctx.install.config)
+    )
+    overdue = [row for row in report.secrets if row.overdue]
+    checks = []
+    if overdue:
+        names = ", ".join(f"{row.kind} ({row.age_days} days)" for row in overdue)
+        checks.append(
+            Check(
+                "secret ages",
+                Verdict.WARN,
+                f"older than {overdue[0].max_age_days} days: {names}",
+                "`orbisctl rotate-keys --all` (or the secrets named); "
+                "`orbisctl rotate-keys status` shows every age",
+            )
+        )
+    else:
+        checks.append(Check("secret ages", Verdict.PASS, "no secret is overdue for rotation"))
+    if report.in_progress is not None:
+        checks.append(
+            Check(
+                "rotation",
+                Verdict.WARN,
+                f"rotation {report.in_progress.id} is unfinished",
+                "`orbisctl rotate-keys --resume` finishes it, --abort rolls it back",
+            )
+        )
+    return checks
+
+
 CheckFunction = Callable[[DoctorContext], list[Check]]
 
 # Order matters: check_engine fills the context the container checks read.
@@ -257,6 +290,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_certificate,
     check_disk,
     check_secret_modes,
+    check_secret_ages,
 )
 
 

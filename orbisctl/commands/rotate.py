@@ -35,11 +35,7 @@ _HOST_ONLY = {SecretKind.BACKUP_KEY.value}
 def _context(install_dir: Path) -> RotationContext:
     """A context that can plan, report and rotate host-only secrets (no engine needed)."""
     root = install_dir.resolve()
-    return RotationContext(
-        install_dir=root,
-        config=load_config(root / CONFIG_FILENAME),
-        jwt_max_token_lifetime=core.default_jwt_lifetime(),
-    )
+    return core.install_context(root, load_config(root / CONFIG_FILENAME))
 
 
 def _host_only_audit(rotation: RotationContext) -> core.AuditSink | None:

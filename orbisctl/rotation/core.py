@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
-from orbisctl.config import ModelProvider
+from orbisctl.config import ModelProvider, OrbisConfig
 from orbisctl.errors import InstallDirError, UserError
 from orbisctl.rotation.journal import (
     HistoryEntry,
@@ -61,6 +61,15 @@ class Outcome:
     result: Literal["completed", "aborted"]
     kinds: list[str]
     steps_run: int
+
+
+def install_context(install_dir: Path, config: OrbisConfig) -> RotationContext:
+    """A context that can plan and report (and rotate host-only secrets): no stack ports."""
+    return RotationContext(
+        install_dir=install_dir.resolve(),
+        config=config,
+        jwt_max_token_lifetime=default_jwt_lifetime(),
+    )
 
 
 def actor() -> str:

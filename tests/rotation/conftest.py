@@ -39,6 +39,7 @@ def make_install(root: Path, *, config: OrbisConfig | None = None) -> Path:
     secrets_dir = root / "secrets"
     secrets_dir.mkdir(mode=0o700)
     values = {
+        "postgres_user": "orbis\n",
         "postgres_password": secrets.token_urlsafe(32) + "\n",
         "redis_password": secrets.token_urlsafe(32) + "\n",
         "jwt_keys.json": new_keyring(now=datetime.now(UTC) - timedelta(days=1)).dumps(),
