@@ -133,6 +133,8 @@ class Compose:
     file: Path
     project_name: str
     profiles: tuple[str, ...] = ()
+    # Override files merged over `file`, in order (the recovery drill's isolation).
+    overrides: tuple[Path, ...] = ()
 
     def env(self) -> dict[str, str]:
         """Our environment plus the profiles orbis.yaml enables."""
@@ -148,6 +150,7 @@ class Compose:
             str(self.file.parent),
             "--file",
             str(self.file),
+            *(arg for override in self.overrides for arg in ("--file", str(override))),
             *args,
         ]
 
