@@ -60,7 +60,7 @@ def _field(text: str, low: int, high: int, what: str, expression: str) -> frozen
 
 def _unsupported(expression: str, problem: str) -> UserError:
     return UserError(
-        f"backup.schedule {expression!r}: {problem}",
+        f"schedule {expression!r}: {problem}",
         hint="use a form like '*-*-* 03:00:00', '*-*-01 04:00', 'daily' (docs/operations.md)",
     )
 
@@ -132,31 +132,49 @@ def orbisctl_command() -> str:
     return str(beside) if beside.exists() else "orbisctl"
 
 
-def unit_name(project: str) -> str:
-    return f"orbis-backup-{project}"
+@dataclass(frozen=True)
+class Job:
+    """A scheduled orbisctl run: its unit name part, what it is, the verbs it runs in order."""
+
+    name: str
+    description: str
+    commands: tuple[tuple[str, ...], ...]
+
+
+BACKUP_JOB = Job("backup", "backup", (("backup", "create"), ("backup", "prune")))
+DRILL_JOB = Job("drill", "recovery drill", (("drill", "run"),))
+
+
+def unit_name(project: str, job: Job = BACKUP_JOB) -> str:
+    return f"orbis-{job.name}-{project}"
+
+
+def _argvs(job: Job, install_root: Path, orbisctl: str) -> list[list[str]]:
+    return [[orbisctl, "--quiet", "--dir", str(install_root), *command] for command in job.commands]
 
 
 def systemd_units(
-    *, project: str, install_root: Path, expression: str, orbisctl: str
+    *, project: str, install_root: Path, expression: str, orbisctl: str, job: Job = BACKUP_JOB
 ) -> dict[str, str]:
     """`{file name: text}` of the service and timer (pure: nothing is written)."""
     parse_calendar(expression)  # refuse what we cannot show a next run for
-    base = [orbisctl, "--quiet", "--dir", str(install_root), "backup"]
-    name = unit_name(project)
+    name = unit_name(project, job)
+    exec_lines = "".join(
+        f"ExecStart={shlex.join(argv)}\n" for argv in _argvs(job, install_root, orbisctl)
+    )
     service = (
         "[Unit]\n"
-        f"Description=OrbisVoice backup of {install_root}\n"
+        f"Description=OrbisVoice {job.description} of {install_root}\n"
         "After=docker.service\n"
         "\n"
         "[Service]\n"
         "Type=oneshot\n"
         f"WorkingDirectory={install_root}\n"
-        f"ExecStart={shlex.join([*base, 'create'])}\n"
-        f"ExecStart={shlex.join([*base, 'prune'])}\n"
+        f"{exec_lines}"
     )
     timer = (
         "[Unit]\n"
-        f"Description=Scheduled OrbisVoice backup of {install_root}\n"
+        f"Description=Scheduled OrbisVoice {job.description} of {install_root}\n"
         "\n"
         "[Timer]\n"
         f"OnCalendar={expression}\n"
@@ -170,17 +188,17 @@ def systemd_units(
 
 
 def cron_entry(
-    *, project: str, install_root: Path, expression: str, orbisctl: str
+    *, project: str, install_root: Path, expression: str, orbisctl: str, job: Job = BACKUP_JOB
 ) -> dict[str, str]:
     fields = cron_fields(parse_calendar(expression), expression)
-    base = [orbisctl, "--quiet", "--dir", str(install_root), "backup"]
     log = shlex.quote(str(install_root / "backups" / "cron.log"))
-    command = f"{shlex.join([*base, 'create'])} && {shlex.join([*base, 'prune'])}"
+    command = " && ".join(shlex.join(argv) for argv in _argvs(job, install_root, orbisctl))
     text = (
-        f"# OrbisVoice backup of {install_root} (written by `orbisctl backup schedule`)\n"
+        f"# OrbisVoice {job.description} of {install_root} "
+        f"(written by `orbisctl {job.name} schedule`)\n"
         f"{fields} root {command} >>{log} 2>&1\n"
     )
-    return {unit_name(project): text}
+    return {unit_name(project, job): text}
 
 
 def systemd_running() -> bool:

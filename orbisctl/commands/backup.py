@@ -397,29 +397,35 @@ def prune_command(
     output.info(f"kept {len(plan.keep)} backup(s), {verb} {len(plan.delete)}")
 
 
-@app.command("schedule")
-def schedule_command(
-    directory: InstallDirOption = Path(),
-    print_only: Annotated[
-        bool, typer.Option("--print", help="Print the files instead of installing them.")
-    ] = False,
-    cron: Annotated[
-        bool, typer.Option("--cron", help="Write a cron entry even where systemd runs.")
-    ] = False,
-    unit_dir: Annotated[
-        Path, typer.Option(help="Where systemd units go.")
-    ] = schedule.SYSTEMD_UNIT_DIR,
-    cron_dir: Annotated[Path, typer.Option(help="Where the cron entry goes.")] = schedule.CRON_DIR,
+ScheduleDirOption = Annotated[Path, typer.Option(help="Where systemd units go.")]
+CronDirOption = Annotated[Path, typer.Option(help="Where the cron entry goes.")]
+PrintOnlyOption = Annotated[
+    bool, typer.Option("--print", help="Print the files instead of installing them.")
+]
+CronOption = Annotated[
+    bool, typer.Option("--cron", help="Write a cron entry even where systemd runs.")
+]
+
+
+def install_schedule(
+    directory: Path,
+    job: schedule.Job,
+    expression: str,
+    *,
+    print_only: bool,
+    cron: bool,
+    unit_dir: Path,
+    cron_dir: Path,
 ) -> None:
-    """Run `backup create` + `backup prune` at backup.schedule (systemd timer, else cron)."""
+    """Write (or print) the systemd timer or cron entry running `job` at `expression`."""
     ctx = _Context(directory, None, None)
-    expression = ctx.config.backup.schedule
     use_systemd = not cron and schedule.systemd_running()
     kwargs: dict[str, Any] = {
         "project": ctx.config.project_name,
         "install_root": ctx.root,
         "expression": expression,
         "orbisctl": schedule.orbisctl_command(),
+        "job": job,
     }
     files = schedule.systemd_units(**kwargs) if use_systemd else schedule.cron_entry(**kwargs)
     target = unit_dir if use_systemd else cron_dir
@@ -432,13 +438,34 @@ def schedule_command(
             atomic_write(target / name, text.encode(), mode=0o644)
             output.info(f"wrote {escape(str(target / name))}")
         if use_systemd:
-            timer = f"{schedule.unit_name(ctx.config.project_name)}.timer"
+            timer = f"{schedule.unit_name(ctx.config.project_name, job)}.timer"
             for argv in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", timer]):
                 result = subprocess.run(argv, capture_output=True, text=True, check=False)
                 if result.returncode != 0:
                     raise EngineError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
     when = upcoming.strftime("%Y-%m-%d %H:%M:%S %Z") if upcoming else "never"
-    output.info(f"schedule {escape(expression)!r}: next run {when}")
+    output.info(f"{job.name} schedule {escape(expression)!r}: next run {when}")
+
+
+@app.command("schedule")
+def schedule_command(
+    directory: InstallDirOption = Path(),
+    print_only: PrintOnlyOption = False,
+    cron: CronOption = False,
+    unit_dir: ScheduleDirOption = schedule.SYSTEMD_UNIT_DIR,
+    cron_dir: CronDirOption = schedule.CRON_DIR,
+) -> None:
+    """Run `backup create` + `backup prune` at backup.schedule (systemd timer, else cron)."""
+    expression = _Context(directory, None, None).config.backup.schedule
+    install_schedule(
+        directory,
+        schedule.BACKUP_JOB,
+        expression,
+        print_only=print_only,
+        cron=cron,
+        unit_dir=unit_dir,
+        cron_dir=cron_dir,
+    )
 
 
 @app.command("escrow")

@@ -39,7 +39,7 @@ def test_a_date_in_the_past_never_runs() -> None:
     "expression", ["Mon *-*-* 03:00", "*-*-* 25:00:00", "sometimes", "*-13-* 1:00"]
 )
 def test_unsupported_expressions_are_one_clear_error(expression: str) -> None:
-    with pytest.raises(UserError, match=r"backup\.schedule") as info:
+    with pytest.raises(UserError, match=r"^schedule ") as info:
         schedule.parse_calendar(expression)
     assert info.value.hint
 
@@ -64,3 +64,25 @@ def test_systemd_units_run_create_then_prune() -> None:
     assert service.index("backup create") < service.index("backup prune")
     assert "Type=oneshot" in service
     assert "OnCalendar=*-*-* 03:00:00\n" in timer and "Persistent=true" in timer
+
+
+def test_the_drill_job_gets_its_own_units_and_cron_entry() -> None:
+    units = schedule.systemd_units(
+        project="shop",
+        install_root=Path("/srv/orbis"),
+        expression="*-*-01 04:00:00",
+        orbisctl="/usr/bin/orbisctl",
+        job=schedule.DRILL_JOB,
+    )
+    assert sorted(units) == ["orbis-drill-shop.service", "orbis-drill-shop.timer"]
+    service = units["orbis-drill-shop.service"]
+    assert "ExecStart=/usr/bin/orbisctl --quiet --dir /srv/orbis drill run\n" in service
+    assert "OnCalendar=*-*-01 04:00:00" in units["orbis-drill-shop.timer"]
+    (entry,) = schedule.cron_entry(
+        project="shop",
+        install_root=Path("/srv/orbis"),
+        expression="*-*-01 04:00:00",
+        orbisctl="/usr/bin/orbisctl",
+        job=schedule.DRILL_JOB,
+    ).values()
+    assert "0 4 1 * * root /usr/bin/orbisctl --quiet --dir /srv/orbis drill run >>" in entry
