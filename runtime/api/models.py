@@ -434,6 +434,13 @@ class SessionQuery(In):
     status: Literal["active", "ended"] | None = None
     started_after: datetime | None = None
     started_before: datetime | None = None
+    q: str | None = Field(
+        default=None,
+        min_length=3,
+        max_length=200,
+        description="only calls whose transcript contains this text (case-insensitive, "
+        "at least 3 characters); each item then carries the first matching line as `match`",
+    )
     limit: int = Field(default=50, ge=1, le=200)
     cursor: str | None = Field(default=None, max_length=200)
 
@@ -457,8 +464,14 @@ class SessionOut(Out):
     usage: UsageOut
 
 
+class SessionListItem(SessionOut):
+    match: str | None = Field(
+        default=None, description="with `q`: the first transcript line containing it"
+    )
+
+
 class SessionList(Out):
-    items: list[SessionOut]
+    items: list[SessionListItem]
     next_cursor: str | None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -87,7 +88,8 @@ def test_migrate_command_reads_password_file(
     }
     first = _run_module(["migrate"], env)
     assert first.returncode == 0, first.stderr
-    assert '"applied": ["0001_initial", "0002_webhook_secret"]' in first.stderr
+    names = [f"{m.version:04d}_{m.name}" for m in load_migrations(MIGRATIONS_DIR)]
+    assert f'"applied": {json.dumps(names)}' in first.stderr
     again = _run_module(["migrate"], env)
     assert again.returncode == 0, again.stderr
     assert "schema up to date" in again.stderr

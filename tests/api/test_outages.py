@@ -14,6 +14,8 @@ import pytest
 from aiohttp import web
 
 from runtime.api.app import create_app
+from runtime.api.settings import MIGRATIONS_DIR
+from runtime.common.db import load_migrations
 from tests.api.fixtures import ApiHarness, api_settings, start_api, write_keyring
 from tests.services import PostgresServer, RedisServer
 
@@ -95,6 +97,7 @@ async def test_unmigrated_database_is_not_ready(
         ):
             assert resp.status == 503
             body = await resp.json()
-        assert body["checks"] == {"database": "migrations pending: [1, 2]", "redis": "ok"}
+        versions = [migration.version for migration in load_migrations(MIGRATIONS_DIR)]
+        assert body["checks"] == {"database": f"migrations pending: {versions}", "redis": "ok"}
     finally:
         await runner.cleanup()

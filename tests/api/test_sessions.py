@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from runtime.api import keys
 from tests.api.fixtures import ApiHarness, Tenant
 
 pytestmark = pytest.mark.integration
@@ -112,3 +113,48 @@ async def test_sessions_and_gdpr_are_tenant_isolated(api: ApiHarness) -> None:
     assert export["sessions"] == []
     _, erased = await api.call("DELETE", "/api/v1/end-users/visitor-1", headers=h, expect=200)
     assert (erased["sessions_erased"], erased["segments_erased"]) == (0, 0)
+
+
+async def test_search_finds_calls_by_transcript_text_within_the_tenant(api: ApiHarness) -> None:
+    tenant, _, calls = await _setup(api)
+    h = tenant.headers
+    _, card = await api.call("GET", "/api/v1/sessions?q=CARD%20is", headers=h, expect=200)
+    assert [(s["id"], s["match"]) for s in card["items"]] == [(calls[0], "My card is 1234")]
+    # Substrings of words match; % and _ are plain characters, not wildcards.
+    _, again = await api.call("GET", "/api/v1/sessions?q=gai", headers=h, expect=200)
+    assert [s["id"] for s in again["items"]] == [calls[2]]
+    _, wildcard = await api.call("GET", "/api/v1/sessions?q=%25%25%25", headers=h, expect=200)
+    assert wildcard["items"] == []
+    # Combined with the other filters and paging; without q there is no match.
+    _, visitor = await api.call(
+        "GET", "/api/v1/sessions?q=ello&end_user_id=visitor-2", headers=h, expect=200
+    )
+    assert visitor["items"] == []
+    status, short = await api.call("GET", "/api/v1/sessions?q=ab", headers=h)
+    assert (status, short["error"]["field"]) == (
+        422,
+        "q",
+    )  # too short to search (and to use the index)
+    _, plain = await api.call("GET", "/api/v1/sessions", headers=h, expect=200)
+    assert {s["match"] for s in plain["items"]} == {None}
+    # Another tenant with the same words finds only its own call.
+    mallory = await api.signup()
+    agent = await api.create_agent(mallory, allowed_origins=[SHOP])
+    theirs = await _call(api, agent, end_user_id=None, words=["My card is 9999"])
+    _, found = await api.call("GET", "/api/v1/sessions?q=card", headers=mallory.headers, expect=200)
+    assert [s["id"] for s in found["items"]] == [theirs]
+    _, ours = await api.call("GET", "/api/v1/sessions?q=card", headers=h, expect=200)
+    assert [s["id"] for s in ours["items"]] == [calls[0]]
+
+
+async def test_search_is_documented_and_uses_the_trigram_index(api: ApiHarness) -> None:
+    _, document = await api.call("GET", "/openapi.json", expect=200)
+    parameters = {p["name"]: p for p in document["paths"]["/api/v1/sessions"]["get"]["parameters"]}
+    assert "transcript" in parameters["q"]["schema"]["description"]
+    async with api.app[keys.DB].transaction() as tx:
+        await tx.execute("SET LOCAL enable_seqscan = off")
+        plan = await tx.all(
+            "EXPLAIN SELECT call_id FROM transcript_segments WHERE org_id = gen_random_uuid() "
+            "AND text ILIKE '%card is%'"
+        )
+    assert "transcript_segments_text_trgm" in str(plan)

@@ -21,7 +21,7 @@ from runtime.api.models import (
     SegmentOut,
     SessionDetail,
     SessionList,
-    SessionOut,
+    SessionListItem,
     SessionQuery,
 )
 from runtime.api.principal import Principal
@@ -59,13 +59,26 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise Invalid("cursor: not a cursor from a previous page", field="cursor") from None
 
 
+def _contains_pattern(text: str) -> str:
+    """An ILIKE pattern matching `text` anywhere, its own % and _ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 async def list_sessions(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
     query = read_query(request, SessionQuery)
     after_started, after_id = _decode_cursor(query.cursor) if query.cursor else (None, None)
     async with request.app[keys.DB].transaction() as tx:
         rows = await tx.all(
-            f"SELECT {_COLUMNS} FROM calls WHERE org_id = %(org)s "  # noqa: S608 - constant columns
+            f"SELECT {_COLUMNS}, "  # noqa: S608 - constant columns
+            # The first matching line (none without q: ILIKE NULL is folded to no rows).
+            "(SELECT text FROM transcript_segments s WHERE s.call_id = calls.id "
+            "AND s.org_id = %(org)s AND s.text ILIKE %(pattern)s ORDER BY s.seq LIMIT 1) AS match "
+            "FROM calls WHERE org_id = %(org)s "
+            # Searched through the trigram index (migration 0003), within the tenant's rows.
+            "AND (%(pattern)s::text IS NULL OR id IN (SELECT call_id FROM transcript_segments "
+            "WHERE org_id = %(org)s AND text ILIKE %(pattern)s)) "
             "AND (%(agent)s::uuid IS NULL OR agent_id = %(agent)s) "
             "AND (%(user)s::text IS NULL OR end_user_id = %(user)s) "
             "AND (%(status)s::text IS NULL OR (%(status)s = 'active') = (ended_at IS NULL)) "
@@ -82,6 +95,7 @@ async def list_sessions(request: web.Request) -> web.Response:
                 "before": query.started_before,
                 "c_at": after_started,
                 "c_id": after_id,
+                "pattern": _contains_pattern(query.q) if query.q else None,
                 "limit": query.limit + 1,
             },
         )
@@ -89,7 +103,8 @@ async def list_sessions(request: web.Request) -> web.Response:
     next_cursor = _encode_cursor(page[-1]) if len(rows) > query.limit else None
     return json_response(
         SessionList(
-            items=[SessionOut.model_validate(_session(r)) for r in page], next_cursor=next_cursor
+            items=[SessionListItem.model_validate(_session(r)) for r in page],
+            next_cursor=next_cursor,
         )
     )
 
