@@ -190,11 +190,19 @@ class Compose:
 def project_containers(
     client: docker.DockerClient, project: str, *, include_oneoff: bool = False
 ) -> list[Any]:
-    """Every container of a compose project, stopped ones included, ordered by service."""
+    """Every container of a compose project, stopped ones included, ordered by service.
+
+    Compose may remove a container between the listing and its inspection (`up` replacing
+    it): such a container is skipped, not an error.
+    """
+    containers = []
     try:
-        containers = client.containers.list(
-            all=True, filters={"label": f"{PROJECT_LABEL}={project}"}
-        )
+        listed = client.api.containers(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+        for entry in listed:
+            try:
+                containers.append(client.containers.get(entry["Id"]))
+            except docker.errors.NotFound:
+                continue
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise api_error("listing containers", exc) from None
     if not include_oneoff:
