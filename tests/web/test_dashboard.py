@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect
 
@@ -175,21 +176,43 @@ def test_a_test_call_from_the_dashboard_then_its_transcript_found_by_search(
     expect(host).to_have_attribute("data-orbis-state", "ended")
     assert wait_until_ended(stack, token, call_id)["end_reason"] == "hangup"
 
+    # A full page (50) of newer calls of another agent pushes the test call off the first
+    # page: the search must find it through the API, not among the calls listed.
+    busy = stack.api(
+        "POST",
+        "/api/v1/agents",
+        {"name": "Busy line", "instructions": "Be brief.", "allowed_origins": []},
+        token=token,
+    )
+    with psycopg.connect(stack.database_conninfo) as conn:
+        conn.execute(
+            "INSERT INTO calls (org_id, agent_id, origin, instance_id, started_at, ended_at,"
+            " end_reason) SELECT org_id, id, 'https://busy.example', 'seed',"
+            " now() + make_interval(secs => n), now() + make_interval(secs => n), 'hangup'"
+            " FROM agents, generate_series(1, 50) AS n WHERE id = %s",
+            (busy["id"],),
+        )
+
     page.get_by_role("link", name="Transcripts").click()
+    expect(page.locator("#sessions-body tr", has_text="Busy line")).to_have_count(50)
     row = page.locator("#sessions-body tr", has_text="Test line")
-    expect(row).to_contain_text("hangup")
-    expect(row).to_contain_text(stack.public_url)
+    expect(row).to_have_count(0)
     search = page.locator("#transcript-filter")
     search.get_by_label("Search words").fill("how can I HELP")
-    search.get_by_role("button", name="Search").click()
-    expect(row).to_contain_text("Hi! How can I help?")
+    with page.expect_request(re.compile(r"/api/v1/sessions\?.*q=how")):
+        search.get_by_role("button", name="Search").click()
+    expect(row).to_contain_text("Hi! How can I help?")  # the matching line
+    expect(row).to_contain_text("hangup")
+    expect(row).to_contain_text(stack.public_url)
+    expect(page.locator("#sessions-body tr")).to_have_count(1)
     search.get_by_label("Search words").fill("weather in Paris")
     search.get_by_role("button", name="Search").click()
     expect(page.locator("#sessions-empty")).to_be_visible()
     expect(row).to_have_count(0)
 
-    search.get_by_label("Search words").fill("")
+    search.get_by_label("Search words").fill("hello THERE")
     search.get_by_role("button", name="Search").click()
+    expect(row).to_contain_text("Hello there.")
     row.get_by_role("link").click()
     segments = page.locator("#segments li")
     expect(segments.filter(has_text="Hello there.")).to_contain_text("Visitor")

@@ -372,25 +372,12 @@ async function transcriptsView(mount) {
   const more = $("#sessions-more", view);
   let cursor = null;
   const load = async (append) => {
-    const { q, ...filters } = formData(form);
-    const query = Object.fromEntries(Object.entries(filters).filter(([, v]) => v));
+    // The API searches every transcript of the organisation (q) along with the other filters.
+    const query = Object.fromEntries(Object.entries(formData(form)).filter(([, v]) => v.trim()));
     if (append && cursor) query.cursor = cursor;
     const page = await api.sessions(query);
-    // The API filters by agent and end-user; words are searched here, in the transcripts of
-    // the calls of this page.
-    const words = (q || "").trim().toLowerCase();
-    let calls = page.items.map((call) => ({ call, excerpt: "" }));
-    if (words) {
-      const details = await Promise.all(page.items.map((call) => api.session(call.id)));
-      calls = details
-        .map((call) => {
-          const hit = call.transcript.find((s) => s.text.toLowerCase().includes(words));
-          return { call, excerpt: hit ? hit.text : null };
-        })
-        .filter((entry) => entry.excerpt !== null);
-    }
     if (!append) body.replaceChildren();
-    for (const { call, excerpt } of calls) {
+    for (const call of page.items) {
       const row = document.createElement("tr");
       const link = document.createElement("a");
       link.href = `#/transcripts/${call.id}`;
@@ -400,7 +387,7 @@ async function transcriptsView(mount) {
       cell(row, call.origin);
       cell(row, seconds(call.duration_ms));
       cell(row, call.end_reason || (call.ended_at ? "" : "in progress"));
-      cell(row, excerpt);
+      cell(row, call.match); // the first line containing the searched words
       body.append(row);
     }
     cursor = page.next_cursor;
