@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from orbisctl import stack
 from orbisctl.cli import app
 from orbisctl.config import ModelConfig, ModelProvider, OrbisConfig
 from orbisctl.errors import ExitCode
 from orbisctl.rotation.compose import unsupported
+from orbisctl.rotation.strategies import ROTATION_ORDER
 from tests.rotation.conftest import make_install, secret_values
 
 
@@ -113,3 +116,15 @@ def test_all_with_google_gemini_needs_the_new_key_file(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.USAGE
     assert "--gemini-key-file" in result.output
     assert not (install / "rotation").exists()
+
+
+@pytest.mark.integration
+def test_the_stack_init_renders_can_follow_every_rotation(tmp_path: Path) -> None:
+    root = tmp_path / "orbis"
+    init = CliRunner().invoke(
+        app, ["init", "--dir", str(root), "--non-interactive", "--model", "emulator"]
+    )
+    assert init.exit_code == 0, init.output
+    assert (root / "secrets" / "postgres_user").read_text() == "orbis\n"
+    model = stack.open_install(root).compose().config()
+    assert unsupported(model, [kind.value for kind in ROTATION_ORDER]) == []
