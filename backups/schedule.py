@@ -150,7 +150,8 @@ def unit_name(project: str, job: Job = BACKUP_JOB) -> str:
 
 
 def _argvs(job: Job, install_root: Path, orbisctl: str) -> list[list[str]]:
-    return [[orbisctl, "--quiet", "--dir", str(install_root), *command] for command in job.commands]
+    # `--dir` belongs to each verb (the root command has no such option).
+    return [[orbisctl, "--quiet", *command, "--dir", str(install_root)] for command in job.commands]
 
 
 def systemd_units(

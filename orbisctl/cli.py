@@ -75,11 +75,12 @@ def _mount() -> None:
     Groups mounted without a name add their commands at the top level (`orbisctl init`).
     """
     # One import and one add_typer line per verb group.
-    from orbisctl.commands import backup, images, install, rotate, stack
+    from orbisctl.commands import backup, drill, images, install, rotate, stack
 
     app.add_typer(install.app)
     app.add_typer(backup.app, name="backup")
     app.add_typer(backup.restore_app)
+    app.add_typer(drill.app, name="drill")
     app.add_typer(stack.app)
     app.add_typer(images.app, name="images")
     app.add_typer(rotate.app, name="rotate-keys")

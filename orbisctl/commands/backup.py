@@ -77,7 +77,7 @@ PassphraseFileOption = Annotated[
 ]
 
 
-class _Context:
+class BackupContext:
     """What every backup command needs, resolved once from --dir and the URL options."""
 
     def __init__(self, directory: Path, database_url: str | None, redis_url: str | None) -> None:
@@ -198,7 +198,7 @@ def _size(nbytes: int) -> str:
 def _create(
     directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
 ) -> None:
-    ctx = _Context(directory, database_url, redis_url)
+    ctx = BackupContext(directory, database_url, redis_url)
     started = time.monotonic()
     with _RichProgress() as progress:
         result = create_backup(
@@ -265,7 +265,7 @@ def create_command(
 @app.command("list")
 def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """List the backups in the repository, oldest first."""
-    ctx = _Context(directory, None, None)
+    ctx = BackupContext(directory, None, None)
     entries = list_backups(ctx.install.repository)
     if as_json:
         output.print_json(
@@ -323,7 +323,7 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check a backup: checksums, decryption and authentication, dump readable (--deep: restore)."""
-    ctx = _Context(directory, database_url, redis_url)
+    ctx = BackupContext(directory, database_url, redis_url)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
     passphrase = _read_passphrase(passphrase_file)
     offline = not deep and ctx.offline()
@@ -372,7 +372,7 @@ def prune_command(
     as_json: JsonOption = False,
 ) -> None:
     """Delete backups outside backup.retention (keep-daily/weekly/monthly; never the newest)."""
-    ctx = _Context(directory, None, None)
+    ctx = BackupContext(directory, None, None)
     plan = retention.plan_prune(ctx.install.repository, ctx.config.backup.retention)
     if not dry_run:
         retention.apply_prune(ctx.install.repository, plan)
@@ -418,7 +418,7 @@ def install_schedule(
     cron_dir: Path,
 ) -> None:
     """Write (or print) the systemd timer or cron entry running `job` at `expression`."""
-    ctx = _Context(directory, None, None)
+    ctx = BackupContext(directory, None, None)
     use_systemd = not cron and schedule.systemd_running()
     kwargs: dict[str, Any] = {
         "project": ctx.config.project_name,
@@ -456,7 +456,7 @@ def schedule_command(
     cron_dir: CronDirOption = schedule.CRON_DIR,
 ) -> None:
     """Run `backup create` + `backup prune` at backup.schedule (systemd timer, else cron)."""
-    expression = _Context(directory, None, None).config.backup.schedule
+    expression = BackupContext(directory, None, None).config.backup.schedule
     install_schedule(
         directory,
         schedule.BACKUP_JOB,
@@ -477,7 +477,7 @@ def escrow_command(
 
     Only a public key derived from it is stored; keep the passphrase itself offline.
     """
-    ctx = _Context(directory, None, None)
+    ctx = BackupContext(directory, None, None)
     passphrase = _read_passphrase(passphrase_file)
     if passphrase is None:
         if not sys.stdin.isatty():
@@ -502,7 +502,7 @@ def _confirm(question: str, *, yes: bool) -> None:
 
 
 def _restore_secrets_only(
-    ctx: _Context, path: Path, *, yes: bool, passphrase_file: Path | None
+    ctx: BackupContext, path: Path, *, yes: bool, passphrase_file: Path | None
 ) -> None:
     _confirm(f"Replace orbis.yaml, secrets/ and tls/ in {ctx.root} from {path.name}?", yes=yes)
     with _RichProgress() as progress:
@@ -544,7 +544,7 @@ def restore_command(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup; the current data keeps serving unless every step succeeds."""
-    ctx = _Context(directory, database_url, redis_url)
+    ctx = BackupContext(directory, database_url, redis_url)
     path = resolve(ctx.install, backup)
     if secrets_only:
         _restore_secrets_only(ctx, path, yes=yes, passphrase_file=passphrase_file)

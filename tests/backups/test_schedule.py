@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from backups import schedule
+from orbisctl.cli import app
 from orbisctl.errors import UserError
 
 NOW = datetime(2026, 11, 27, 5, 0, 0, tzinfo=UTC)
@@ -60,7 +63,7 @@ def test_systemd_units_run_create_then_prune() -> None:
     )
     service = files["orbis-backup-orbisvoice.service"]
     timer = files["orbis-backup-orbisvoice.timer"]
-    assert "ExecStart=/opt/orbis/bin/orbisctl --quiet --dir /srv/orbis backup create\n" in service
+    assert "ExecStart=/opt/orbis/bin/orbisctl --quiet backup create --dir /srv/orbis\n" in service
     assert service.index("backup create") < service.index("backup prune")
     assert "Type=oneshot" in service
     assert "OnCalendar=*-*-* 03:00:00\n" in timer and "Persistent=true" in timer
@@ -76,7 +79,7 @@ def test_the_drill_job_gets_its_own_units_and_cron_entry() -> None:
     )
     assert sorted(units) == ["orbis-drill-shop.service", "orbis-drill-shop.timer"]
     service = units["orbis-drill-shop.service"]
-    assert "ExecStart=/usr/bin/orbisctl --quiet --dir /srv/orbis drill run\n" in service
+    assert "ExecStart=/usr/bin/orbisctl --quiet drill run --dir /srv/orbis\n" in service
     assert "OnCalendar=*-*-01 04:00:00" in units["orbis-drill-shop.timer"]
     (entry,) = schedule.cron_entry(
         project="shop",
@@ -85,4 +88,22 @@ def test_the_drill_job_gets_its_own_units_and_cron_entry() -> None:
         orbisctl="/usr/bin/orbisctl",
         job=schedule.DRILL_JOB,
     ).values()
-    assert "0 4 1 * * root /usr/bin/orbisctl --quiet --dir /srv/orbis drill run >>" in entry
+    assert "0 4 1 * * root /usr/bin/orbisctl --quiet drill run --dir /srv/orbis >>" in entry
+
+
+@pytest.mark.parametrize("job", [schedule.BACKUP_JOB, schedule.DRILL_JOB])
+def test_every_scheduled_command_line_parses_with_the_real_cli(job: schedule.Job) -> None:
+    service = schedule.systemd_units(
+        project="shop",
+        install_root=Path("/srv/orbis"),
+        expression="daily",
+        orbisctl="orbisctl",
+        job=job,
+    )[f"orbis-{job.name}-shop.service"]
+    lines = [line for line in service.splitlines() if line.startswith("ExecStart=")]
+    assert len(lines) == len(job.commands)
+    for line in lines:
+        argv = shlex.split(line.removeprefix("ExecStart="))
+        # --help after every option: exit 0 only when each option sits where it is accepted.
+        result = CliRunner().invoke(app, [*argv[1:], "--help"])
+        assert result.exit_code == 0, result.output
