@@ -1,9 +1,8 @@
 """`orbisctl doctor`: each check says pass, warn or fail, what it saw and how to fix it.
 
 A check is a plain function `(DoctorContext) -> list[Check]`; `checks()` lists them in order.
-Backup age and drill age are the next checks to join: once the backup engine can say when the
-last backup and drill ran, a `check_backup_age` here (warn past the RPO, fail past twice it)
-is added to `CHECKS`, and nothing else changes.
+`check_backup_age` reads the backup repository: the newest backup (warn past the RPO, fail
+past twice it) and the last passed recovery drill (warn past DRILL_WARN_DAYS, or never).
 """
 
 from __future__ import annotations
@@ -19,6 +18,8 @@ from typing import Any
 import docker
 from cryptography import x509
 
+from backups import drill as backup_drill
+from backups import engine as backup_engine
 from orbisctl import engine, preflight, stack
 from orbisctl.errors import EngineError
 from orbisctl.rotation import core as rotation_core
@@ -27,6 +28,8 @@ CERT_WARN_DAYS = 21
 CERT_FAIL_DAYS = 3
 DISK_WARN_GIB = 5.0
 DISK_FAIL_GIB = 1.0
+# Drills run monthly (backup.drill_schedule): a few days of slack before warning.
+DRILL_WARN_DAYS = 35
 
 
 class Verdict(StrEnum):
@@ -279,6 +282,52 @@ def check_secret_ages(ctx: DoctorContext) -> list[Check]:
     return checks
 
 
+def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Check]:
+    """The newest backup against the RPO objective, and the last passed recovery drill."""
+    now = now or datetime.now(UTC)
+    config = ctx.install.config
+    location = config.backup.location
+    repository = location if location.is_absolute() else ctx.install.root / location
+    rpo_hours = config.backup.objectives.rpo_hours
+    backups = [e.manifest for e in backup_engine.list_backups(repository) if e.manifest]
+    if not backups:
+        backup = Check(
+            "backup age", Verdict.WARN, "no backup yet", "`orbisctl backup` takes one now"
+        )
+    else:
+        newest = max(backups, key=lambda m: m.created_at)
+        hours = (now - newest.created_at).total_seconds() / 3600
+        verdict = (
+            Verdict.PASS
+            if hours <= rpo_hours
+            else Verdict.WARN
+            if hours <= 2 * rpo_hours
+            else Verdict.FAIL
+        )
+        backup = Check(
+            "backup age",
+            verdict,
+            f"newest backup {newest.backup_id} is {hours:.1f} h old (RPO {rpo_hours} h)",
+            ""
+            if verdict is Verdict.PASS
+            else "`orbisctl backup` now; `orbisctl backup schedule` runs it daily",
+        )
+    install = backup_engine.Install(root=ctx.install.root, repository=repository)
+    passed = backup_drill.last_successful(install)
+    fix = "`orbisctl drill` runs one; `orbisctl drill schedule` runs it monthly"
+    if passed is None:
+        drill = Check("drill age", Verdict.WARN, "no recovery drill has passed yet", fix)
+    else:
+        days = (now - datetime.fromisoformat(passed.started_at)).total_seconds() / 86400
+        drill = Check(
+            "drill age",
+            Verdict.PASS if days <= DRILL_WARN_DAYS else Verdict.WARN,
+            f"last passed drill {passed.drill_id} was {days:.0f} days ago",
+            "" if days <= DRILL_WARN_DAYS else fix,
+        )
+    return [backup, drill]
+
+
 CheckFunction = Callable[[DoctorContext], list[Check]]
 
 # Order matters: check_engine fills the context the container checks read.
@@ -291,6 +340,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_disk,
     check_secret_modes,
     check_secret_ages,
+    check_backup_age,
 )
 
 

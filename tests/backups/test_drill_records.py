@@ -1,0 +1,98 @@
+"""Drill reports (JSON + Markdown, history) and doctor's backup and drill age checks.
+
+The drill itself needs Docker: tests/e2e/test_backup.py runs it on a real stack.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backups.drill import DrillCheck, DrillReport, history, last_successful, write_report
+from backups.engine import create_backup
+from orbisctl import doctor
+from orbisctl import stack as orbis_stack
+from orbisctl.config import OrbisConfig
+from tests.backups.conftest import Stack
+
+NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+
+
+def _report(drill_id: str, started: datetime, *, ok: bool) -> DrillReport:
+    report = DrillReport(
+        drill_id=drill_id,
+        backup_id="20261126T030000Z-abcdef",
+        backup_created_at="2026-11-26T03:00:00+00:00",
+        started_at=started.isoformat(),
+        finished_at=(started + timedelta(minutes=2)).isoformat(),
+        rto_seconds=95.0,
+        rpo_seconds=3600.0 * 27,
+        rto_objective_seconds=30 * 60,
+        rpo_objective_seconds=48 * 3600,
+        checks=[
+            DrillCheck("row counts", True, "2005 rows in 3 tables match the manifest", 1.0),
+            DrillCheck("api login", ok, "restored user logged in" if ok else "401", 0.2),
+            DrillCheck("call through the gateway", None, "model.provider is gemini", 0.0),
+        ],
+        steps={"restore data": 12.5},
+    )
+    report.conclude()
+    return report
+
+
+def test_a_report_is_written_as_json_and_markdown_and_read_back(stack: Stack) -> None:
+    passed = _report("20261101T040000Z-aaaaaa", NOW - timedelta(days=26), ok=True)
+    failed = _report("20261127T040000Z-bbbbbb", NOW - timedelta(hours=2), ok=False)
+    assert passed.ok and not failed.ok  # a failed check fails the drill; a skipped one does not
+    for report in (failed, passed):
+        write_report(stack.install, report)
+    drills = stack.install.repository / "drills"
+    data = json.loads((drills / f"{passed.drill_id}.json").read_text())
+    assert data["rto_met"] is True and data["rpo_met"] is True
+    assert (drills / f"{passed.drill_id}.json").stat().st_mode & 0o777 == 0o600
+    markdown = (drills / f"{failed.drill_id}.md").read_text()
+    assert markdown.startswith(f"# Recovery drill {failed.drill_id}: FAILED")
+    assert "| api login | FAIL | 401 |" in markdown
+    assert "| call through the gateway | skipped | model.provider is gemini |" in markdown
+    assert [r.drill_id for r in history(stack.install)] == [passed.drill_id, failed.drill_id]
+    found = last_successful(stack.install)
+    assert found is not None and found.drill_id == passed.drill_id
+
+
+def test_a_missed_objective_fails_the_drill_even_when_every_check_passed() -> None:
+    report = _report("20261127T040000Z-cccccc", NOW, ok=True)
+    report.rpo_seconds = report.rpo_objective_seconds + 1.0
+    report.conclude()
+    assert not report.ok and not report.rpo_met and report.rto_met
+
+
+def _checks(stack: Stack, now: datetime) -> dict[str, doctor.Check]:
+    config = OrbisConfig.model_validate({"backup": {"objectives": {"rpo_hours": 24}}})
+    context = doctor.DoctorContext(orbis_stack.Install(stack.install.root, config))
+    return {check.name: check for check in doctor.check_backup_age(context, now=now)}
+
+
+@pytest.mark.integration
+def test_doctor_warns_past_the_rpo_fails_past_twice_it_and_wants_a_recent_drill(
+    stack: Stack,
+) -> None:
+    before = _checks(stack, NOW)
+    assert before["backup age"].verdict is doctor.Verdict.WARN
+    assert before["backup age"].detail == "no backup yet"
+    assert before["drill age"].verdict is doctor.Verdict.WARN
+
+    taken = create_backup(stack.install, stack.executor, stack.ring(), now=NOW)
+    write_report(stack.install, _report("20261120T040000Z-dddddd", NOW, ok=True))
+    fresh = _checks(stack, NOW + timedelta(hours=3))
+    assert fresh["backup age"].verdict is doctor.Verdict.PASS
+    assert taken.backup_id in fresh["backup age"].detail
+    assert fresh["drill age"].verdict is doctor.Verdict.PASS
+
+    assert _checks(stack, NOW + timedelta(hours=30))["backup age"].verdict is doctor.Verdict.WARN
+    late = _checks(stack, NOW + timedelta(hours=49))
+    assert late["backup age"].verdict is doctor.Verdict.FAIL
+    assert "orbisctl backup" in late["backup age"].fix
+    stale = _checks(stack, NOW + timedelta(days=doctor.DRILL_WARN_DAYS + 1))["drill age"]
+    assert stale.verdict is doctor.Verdict.WARN and "drill schedule" in stale.fix
