@@ -117,9 +117,11 @@ class BackupContext:
         compose = install.compose()
 
         def wait_ready() -> None:
-            stack.wait_healthy(
-                install, stack.compose_model(compose), timeout=300, client=engine.connect()
-            )
+            client = engine.connect()
+            stack.wait_healthy(install, stack.compose_model(compose), timeout=300, client=client)
+            # Restarted api/gateway containers may have new addresses; nginx resolves
+            # upstream names only when it loads its config.
+            stack.reload_nginx(install, client)
 
         return ComposeAppControl(compose, wait_ready=wait_ready)
 
