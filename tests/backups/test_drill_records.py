@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from backups.drill import DrillCheck, DrillReport, history, last_successful, write_report
 from backups.engine import create_backup
 from orbisctl import doctor
 from orbisctl import stack as orbis_stack
+from orbisctl.cli import app
 from orbisctl.config import OrbisConfig
-from tests.backups.conftest import Stack
+from orbisctl.errors import ExitCode
+from tests.backups.conftest import Stack, make_install
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 
@@ -96,3 +100,27 @@ def test_doctor_warns_past_the_rpo_fails_past_twice_it_and_wants_a_recent_drill(
     assert "orbisctl backup" in late["backup age"].fix
     stale = _checks(stack, NOW + timedelta(days=doctor.DRILL_WARN_DAYS + 1))["drill age"]
     assert stale.verdict is doctor.Verdict.WARN and "drill schedule" in stale.fix
+
+
+def test_plain_drill_means_drill_run_and_history_starts_empty(tmp_path: Path) -> None:
+    install = make_install(tmp_path / "install")
+    runner = CliRunner()
+    result = runner.invoke(app, ["drill", "--dir", str(install.root)])
+    assert result.exit_code == ExitCode.USAGE
+    assert "there is no backup in" in result.stderr
+    by_id = runner.invoke(app, ["drill", "20990101T000000Z", "--dir", str(install.root)])
+    assert by_id.exit_code == ExitCode.USAGE and "no backup '20990101T000000Z'" in by_id.stderr
+    listed = runner.invoke(app, ["drill", "history", "--json", "--dir", str(install.root)])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+
+
+def test_drill_schedule_prints_a_monthly_cron_entry(tmp_path: Path) -> None:
+    install = make_install(tmp_path / "install")
+    result = CliRunner().invoke(
+        app, ["drill", "schedule", "--cron", "--print", "--dir", str(install.root)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "orbis-drill-orbisvoice" in result.stdout
+    assert "0 4 1 * * root " in result.stdout
+    assert f"drill run --dir {install.root}" in result.stdout
