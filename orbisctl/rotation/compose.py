@@ -8,8 +8,9 @@ replaced secret is invisible to running containers). So a roll replaces containe
 
     for each old replica:  scale up by one (the new container mounts the new files)
                            → wait until it is healthy → nginx reloads (routes to it)
-                           → stop the old one (SIGTERM: the gateway drains, the api finishes
-                             its requests) → remove it → nginx reloads (forgets it)
+                           → stop the old one (SIGTERM: the gateway moves its calls, the api
+                             answers with `Connection: close` for a few seconds, then stops
+                             listening) → remove it → nginx reloads (forgets it)
 
 The service never has fewer healthy replicas than before the roll.
 """
