@@ -1,0 +1,236 @@
+"""Backup, restore and the recovery drill on a real stack (the e2e `stack` fixture: its own
+compose project for this module).
+
+The tests share the stack and run in file order: data made through the API is backed up,
+destroyed and restored; the drill restores that backup into its scratch stack; a tampered
+backup is refused with the data still serving; a backup runs while a call is in progress.
+Durations go to test-artifacts/e2e-backup-timings.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from backups.manifest import COMPONENT_FILES
+from orbisctl import engine
+from orbisctl.errors import ExitCode
+from tests.e2e.conftest import ARTIFACTS, Stack
+from tests.e2e.test_stack import _agent, _call, _session
+from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
+
+pytestmark = pytest.mark.docker
+
+PASSWORD = "correct horse battery staple"
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _timings() -> Iterator[None]:
+    yield
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "e2e-backup-timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
+
+
+def _timed(name: str, stack: Stack, *args: str) -> Any:
+    started = time.monotonic()
+    result = stack.cli(*args)
+    TIMINGS[name] = round(time.monotonic() - started, 1)
+    return result
+
+
+class Owner:
+    """A tenant made through the API, whose password the test knows."""
+
+    def __init__(self, email: str) -> None:
+        self.email = email
+        self.auth: dict[str, str] = {}
+        self.agent_public_id = ""
+        self.call_id = ""
+        self.backup_id = ""
+
+
+@pytest.fixture(scope="module")
+def owner() -> Owner:
+    return Owner(f"owner-{time.time_ns()}@example.com")
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(ssl=stack.ssl_context())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+async def _login(http: aiohttp.ClientSession, stack: Stack, email: str) -> int:
+    async with http.post(
+        f"{stack.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+    ) as response:
+        return response.status
+
+
+def _psql(stack: Stack, sql: str) -> str:
+    result = subprocess.run(
+        ["docker", "compose", "--project-name", stack.project, "exec", "-T", "postgres",
+         "psql", "-U", "orbis", "-d", "orbis", "-At", "-c", sql],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def _json(result: Any) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+async def test_data_made_through_the_api_survives_backup_destruction_and_restore(
+    stack: Stack, http: aiohttp.ClientSession, owner: Owner
+) -> None:
+    async with http.post(
+        f"{stack.url}/api/v1/auth/signup",
+        json={"org_name": "Shop", "email": owner.email, "password": PASSWORD},
+    ) as response:
+        body = await response.json()
+        assert response.status == 201, body
+    owner.auth = {"Authorization": f"Bearer {body['access_token']}"}
+    owner.agent_public_id = await _agent(http, stack, owner.auth)
+    owner.call_id = await _call(http, stack, owner.agent_public_id)
+    before = await _session(http, stack, owner.auth, owner.call_id)
+
+    backup = _json(_timed("backup_seconds", stack, "backup", "create", "--json"))
+    owner.backup_id = backup["id"]
+    assert backup["row_counts"]["public.transcript_segments"] >= 2
+
+    _psql(stack, "TRUNCATE orgs CASCADE")  # every tenant, agent, call and transcript
+    assert await _login(http, stack, owner.email) == 401
+
+    restored = _timed("restore_seconds", stack, "restore", backup["id"], "--yes")
+    assert restored.exit_code == 0, restored.output
+    assert "rows match the manifest" in restored.stdout
+
+    async with http.post(
+        f"{stack.url}/api/v1/auth/login", json={"email": owner.email, "password": PASSWORD}
+    ) as response:
+        login = await response.json()
+        assert response.status == 200, login
+    owner.auth = {"Authorization": f"Bearer {login['access_token']}"}
+    async with http.get(f"{stack.url}/api/v1/agents", headers=owner.auth) as response:
+        agents = await response.json()
+        assert response.status == 200, agents
+    assert [a["public_id"] for a in agents["items"]] == [owner.agent_public_id]
+    after = await _session(http, stack, owner.auth, owner.call_id)
+    assert after["transcript"] == before["transcript"]
+    # The restored service takes new calls, and stores them.
+    new_call = await _call(http, stack, owner.agent_public_id)
+    assert (await _session(http, stack, owner.auth, new_call))["end_reason"] == "hangup"
+
+
+def _project_resources(project: str) -> list[str]:
+    """Containers, networks and volumes Docker still has for a compose project."""
+    label = f"label={engine.PROJECT_LABEL}={project}"
+    found = []
+    for kind in ("container", "network", "volume"):
+        listing = subprocess.run(
+            ["docker", kind, "ls", *(["--all"] if kind == "container" else []),
+             "--quiet", "--filter", label],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout.split()  # fmt: skip
+        found += [f"{kind} {name}" for name in listing]
+    return found
+
+
+def test_drill_restores_the_newest_backup_into_a_scratch_stack_that_serves(
+    stack: Stack, owner: Owner
+) -> None:
+    assert owner.backup_id, "the round-trip test made the backup the drill restores"
+    # By id: the newest backup now is restore's safety backup of the destroyed data.
+    result = _timed("drill_seconds", stack, "drill", owner.backup_id, "--json")
+    report = _json(result)
+    assert report["ok"] is True, report
+    checks = {check["name"]: check for check in report["checks"]}
+    assert set(checks) == {
+        "isolation",
+        "row counts",
+        "api ready",
+        "gateway ready",
+        "api login",
+        "agent read",
+        "call through the gateway",
+    }
+    assert all(check["ok"] is True for check in checks.values()), checks
+    assert report["rto_met"] and report["rpo_met"]
+    assert 0 < report["rto_seconds"] <= report["rto_objective_seconds"]
+    TIMINGS["drill_rto_seconds"] = report["rto_seconds"]
+    drills = stack.root / "backups" / "drills"
+    assert (drills / f"{report['drill_id']}.json").is_file()
+    markdown = (drills / f"{report['drill_id']}.md").read_text()
+    assert markdown.startswith(f"# Recovery drill {report['drill_id']}: PASSED")
+    # Torn down: no scratch directory, and Docker has nothing left of any drill project.
+    assert not list(drills.glob(".scratch-*"))
+    projects = subprocess.run(
+        ["docker", "compose", "ls", "--all", "--format", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    drill_projects = [p["Name"] for p in json.loads(projects) if "-drill-" in p["Name"]]
+    assert not [r for name in drill_projects for r in _project_resources(name)]
+    history = _json(stack.cli("drill", "history", "--json"))
+    assert [entry["drill_id"] for entry in history] == [report["drill_id"]]
+
+
+async def test_a_tampered_backup_is_refused_and_the_data_keeps_serving(
+    stack: Stack, http: aiohttp.ClientSession, owner: Owner, tmp_path: Path
+) -> None:
+    backups = [e for e in (stack.root / "backups").iterdir() if e.name[0].isdigit()]
+    newest = max(backups)
+    tampered = tmp_path / newest.name
+    shutil.copytree(newest, tampered)
+    component = tampered / COMPONENT_FILES["database"]
+    data = bytearray(component.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    component.write_bytes(bytes(data))
+    result = stack.cli("restore", str(tampered), "--yes")
+    assert result.exit_code == ExitCode.DATA, result.output
+    assert newest.name in result.stderr
+    assert await _login(http, stack, owner.email) == 200
+    async with http.get(f"{stack.url}/api/v1/sessions/{owner.call_id}", headers=owner.auth) as r:
+        assert r.status == 200
+
+
+async def test_backup_while_a_call_is_in_progress(
+    stack: Stack, http: aiohttp.ClientSession, owner: Owner
+) -> None:
+    calls_before = int(_psql(stack, "SELECT count(*) FROM calls"))
+    async with http.post(
+        f"{stack.url}/api/v1/widget/agents/{owner.agent_public_id}/sessions",
+        json={},
+        headers={"Origin": ORIGIN},
+    ) as response:
+        session = await response.json()
+        assert response.status == 201, session
+    async with http.ws_connect(
+        f"{session['gateway_url']}?token={session['token']}", headers={"Origin": ORIGIN}
+    ) as ws:
+        call = WidgetCall(ws=ws)
+        call.start()
+        await call.wait_for("session.started", within=30)
+        result = await asyncio.to_thread(stack.cli, "backup", "create", "--json")
+        backup = _json(result)
+        # The call goes on during and after the backup.
+        await call.send_frames(speech_then_silence())
+        await call.wait_for("turn.complete", within=30)
+        await ws.send_str('{"type": "end"}')
+        assert (await call.wait_for("session.ended", within=30))["reason"] == "hangup"
+    # The backup holds the call that was in progress when it was taken.
+    assert backup["row_counts"]["public.calls"] == calls_before + 1
+    verified = stack.cli("backup", "verify", backup["id"])
+    assert verified.exit_code == 0, verified.output
