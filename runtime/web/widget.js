@@ -344,6 +344,10 @@
     openSocket(url) {
       const ws = new WebSocket(url.href);
       ws.binaryType = "arraybuffer";
+      this.opened = false;
+      ws.onopen = () => {
+        if (ws === this.ws) this.opened = true;
+      };
       this.ws = ws;
       this.live = false;
       this.terminal = null;
@@ -418,8 +422,8 @@
           }
           break;
         case "reconnect": {
-          // This gateway is draining: continue the same call on another instance with the
-          // resume token (the model keeps the conversation), else start a fresh session.
+          // This gateway is draining: move the call with its resume token (the model keeps
+          // the conversation), else start a fresh session.
           const token = typeof event.resume_token === "string" ? event.resume_token : "";
           this.setState("reconnecting");
           this.finishCaptions(); // the turn in progress was stored as it stood
@@ -444,14 +448,16 @@
       this.ws = null;
       clearInterval(this.pinger);
       if (this.ended) return;
-      if (this.resuming) {
-        // The move was refused (token used or expired, no room) or failed: start afresh.
+      if (this.resuming && !this.opened && this.resumeTries < MAX_RETRIES) {
+        // Refused before the upgrade: likely the load balancer picked the draining instance
+        // (503 server_busy, token unused); another try lands elsewhere.
+        this.resumeTries += 1;
+        clearTimeout(this.reconnectTimer);
+        this.reconnectTimer = setTimeout(() => this.openResume(), 250 * 2 ** this.resumeTries);
+      } else if (this.resuming || this.sessionEnded === "drain") {
+        // The move failed, or the draining gateway ended the call first: start afresh.
         this.resuming = false;
         this.dropPrevious();
-        this.setState("reconnecting");
-        this.scheduleReconnect(0);
-      } else if (this.sessionEnded === "drain") {
-        // The draining gateway ended the call before it was moved: move it now.
         this.setState("reconnecting");
         this.scheduleReconnect(0);
       } else if (this.terminal) {
@@ -467,16 +473,21 @@
       }
     }
 
-    // Opens the same call on another instance; the draining socket stays open until the new
-    // one has started (the old instance ends the call if the move never happens).
+    // The same call on another instance; the draining socket stays open until it has started.
     resumeCall(token) {
-      const old = this.ws;
-      if (!old || this.ended) return;
-      this.live = false; // caller audio sent to the draining instance would be dropped
-      this.previous = old;
+      if (!this.ws || this.ended) return;
+      this.live = false; // the draining instance drops caller audio
+      this.previous = this.ws;
       this.resuming = true;
+      this.resumeToken = token;
+      this.resumeTries = 0;
+      this.openResume();
+    }
+
+    openResume() {
+      if (this.ended) return;
       const url = new URL(this.gatewayUrl);
-      url.searchParams.set("resume", token);
+      url.searchParams.set("resume", this.resumeToken);
       this.openSocket(url);
     }
 
@@ -490,13 +501,12 @@
 
     // Hangs up the current socket (its close is then ignored) and connects afresh.
     moveCall() {
-      const old = this.ws;
-      if (!old || this.ended) return;
+      if (!this.ws || this.ended) return;
+      this.previous = this.ws;
       this.ws = null;
       this.live = false;
       clearInterval(this.pinger);
-      if (old.readyState === WebSocket.OPEN) old.send(JSON.stringify({ type: "end" }));
-      old.close(1000);
+      this.dropPrevious();
       this.scheduleReconnect(0);
     }
 

@@ -134,21 +134,35 @@ def test_a_second_call_over_the_agents_limit_is_told_the_lines_are_busy(
     expect(widget(page)).to_have_attribute("data-orbis-state", "ended")
 
 
-def test_a_draining_gateway_moves_the_same_call_to_another_replica(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
-) -> None:
-    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
-    name = embed_page(tenant_pages, "deploy.html", stack=stack, agent=agent["public_id"])
-    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
+# Sends the page's first `count` resume handshakes to a path nginx answers 404, so they are
+# refused before the upgrade, as a draining instance picked by the load balancer refuses them.
+REFUSE_RESUMES = """(count) => {
+    const Real = window.WebSocket;
+    window.refusedResumes = 0;
+    window.WebSocket = class extends Real {
+        constructor(url, protocols) {
+            const refuse = String(url).includes('resume=') && window.refusedResumes < count;
+            if (refuse) window.refusedResumes += 1;
+            super(refuse ? String(url).replace('/ws/call', '/ws/refused') : url, protocols);
+        }
+    };
+}"""
+
+
+def _drain_mid_call(
+    page: Page, stack: Stack, site: Nginx, pages: Path, agent: dict[str, str], refused: int
+) -> tuple[str, list[str]]:
+    """A call whose gateway drains (a deploy); the visitor talks on, then hangs up.
+    Returns the first call id and every call id the widget showed."""
+    page.add_init_script(script=f"({REFUSE_RESUMES})({refused})")
+    name = embed_page(pages, "deploy.html", stack=stack, agent=agent["public_id"])
+    goto(page, site.url(TENANT_HOST, f"/{name}"))
     host = widget(page)
     host.locator(".launcher").click()
     agent_lines = host.locator(".captions li[data-role=agent]", has_text="Hi! How can I help?")
     expect(agent_lines.first).to_be_visible(timeout=CALL_TIMEOUT_MS)
     call_id = host.get_attribute("data-orbis-call-id")
+    assert call_id
     with psycopg.connect(stack.database_conninfo) as conn:
         row = conn.execute("SELECT instance_id FROM calls WHERE id = %s", (call_id,)).fetchone()
     assert row is not None
@@ -165,15 +179,13 @@ def test_a_draining_gateway_moves_the_same_call_to_another_replica(
         }"""
     )
     answers_before = agent_lines.count()
-
     try:
-        # A deploy: SIGTERM drains the replica, which hands the call (with its model session)
-        # to the other replica through a resume token; it exits once its call has moved.
+        # SIGTERM drains the replica, which offers the call (with its model session) to the
+        # other replica through a resume token; it exits once its call has moved or ended.
         assert draining.stop() == 0
         wait_for(
             page, "window.seenStates.includes('reconnecting') && w.dataset.orbisState === 'live'"
         )
-        assert page.evaluate("[...window.seenCallIds]") == [call_id]
         # The conversation goes on in the same caption list: the model answers again, and the
         # captions from before the move are still there.
         wait_for(
@@ -181,13 +193,16 @@ def test_a_draining_gateway_moves_the_same_call_to_another_replica(
             "[...w.shadowRoot.querySelectorAll('.captions li[data-role=agent]')]"
             f".filter((li) => li.textContent === 'Hi! How can I help?').length > {answers_before}",
         )
+        assert page.evaluate("window.refusedResumes") == refused
         host.locator(".action").click()
         expect(host).to_have_attribute("data-orbis-state", "ended")
     finally:
         draining.start()
+    return call_id, page.evaluate("[...window.seenCallIds]")
 
-    # One call in the database, ended by the visitor's hang-up on the replica it moved to, with
-    # one transcript numbered on from where the drained replica stopped.
+
+def _ended_calls(page: Page, stack: Stack, agent: dict[str, str]) -> dict[str, str]:
+    """The agent's calls and their end reasons, once every one has ended."""
     with psycopg.connect(stack.database_conninfo) as conn:
         calls: list[tuple[str, str | None]] = []
         for _ in range(100):
@@ -199,16 +214,47 @@ def test_a_draining_gateway_moves_the_same_call_to_another_replica(
             if calls and all(reason for _, reason in calls):
                 break
             page.wait_for_timeout(100)
+    return {call_id: str(reason) for call_id, reason in calls}
+
+
+def test_a_draining_gateway_moves_the_same_call_to_another_replica(
+    page: Page,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
+    # The first resume handshake is refused; the widget tries the same token again.
+    call_id, shown = _drain_mid_call(page, stack, tenant_site, tenant_pages, agent, refused=1)
+    assert shown == [call_id]
+    # One call, ended by the visitor's hang-up on the replica it moved to, with one transcript
+    # numbered on from where the drained replica stopped.
+    assert _ended_calls(page, stack, agent) == {call_id: "hangup"}
+    with psycopg.connect(stack.database_conninfo) as conn:
         segments = conn.execute(
             "SELECT seq, role, text FROM transcript_segments WHERE call_id = %s ORDER BY seq",
             (call_id,),
         ).fetchall()
-    assert calls == [(call_id, "hangup")]
     assert [seq for seq, _, _ in segments] == list(range(1, len(segments) + 1))
     answers = [
         seq for seq, role, text in segments if (role, text) == ("agent", "Hi! How can I help?")
     ]
     assert len(answers) >= 2, segments
+
+
+def test_a_call_that_cannot_be_moved_goes_on_as_a_fresh_call(
+    page: Page,
+    stack: Stack,
+    tenant_site: Nginx,
+    tenant_pages: Path,
+    tenant_login: dict[str, str],
+) -> None:
+    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
+    # Every resume handshake is refused: after its retries the widget takes a fresh session.
+    call_id, shown = _drain_mid_call(page, stack, tenant_site, tenant_pages, agent, refused=4)
+    assert shown[0] == call_id and len(shown) == 2
+    assert _ended_calls(page, stack, agent) == {call_id: "drain", shown[1]: "hangup"}
 
 
 def test_an_unknown_agent_says_it_is_not_available(
