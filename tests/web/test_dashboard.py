@@ -282,17 +282,93 @@ def test_agent_form_errors_say_what_to_fix(
     form = page.locator("#agent-form")
     form.get_by_label("Name", exact=True).fill("Broken")
     form.get_by_label("Instructions").fill("Anything.")
-    form.get_by_label("Tools").fill("[{not json")
-    form.get_by_role("button", name="Save agent").click()
-    expect(page.locator("#notice")).to_have_text(
-        "Tools must be valid JSON (a list of tool objects). (tools)"
-    )
-    form.get_by_label("Tools").fill("[]")
     form.get_by_label("Allowed origins").fill("shop.example.com")
     form.get_by_role("button", name="Save agent").click()
     # The API's validation message, naming the field.
     expect(page.locator("#notice")).to_contain_text("allowed_origins.0")
     expect(page.get_by_role("heading", name="New agent")).to_be_visible()
+
+
+def test_agent_tools_are_edited_one_by_one_with_errors_beside_the_field(
+    page: Page, stack: Stack, tenant_login: dict[str, str]
+) -> None:
+    log_in(page, stack, tenant_login)
+    page.get_by_role("link", name="New agent").click()
+    form = page.locator("#agent-form")
+    form.get_by_label("Name", exact=True).fill("Order desk")
+    form.get_by_label("Instructions").fill("Look orders up.")
+    form.get_by_role("button", name="Add a tool").click()
+    tool = form.locator("fieldset.tool").nth(0)
+    expect(tool.locator("legend")).to_have_text("Tool 1")
+    expect(tool.get_by_label("Tool name")).to_be_focused()
+    tool.get_by_label("Tool name").fill("order_status")
+    tool.get_by_label("What it does").fill("The status of an order, by its number.")
+    tool.get_by_label("Webhook URL").fill("https://shop.example/hooks/orders")
+    parameters = tool.get_by_label("Parameters")
+    parameters_error = tool.locator('[data-error="parameters"]')
+
+    # Checked in the browser as it is typed: not JSON, then not an object schema.
+    parameters.fill('{"type": "object", "properties": {')
+    expect(parameters_error).to_contain_text("Not valid JSON")
+    expect(parameters).to_have_attribute("aria-invalid", "true")
+    parameters.fill('["order"]')
+    expect(parameters_error).to_contain_text('{"type": "object"')
+    form.get_by_role("button", name="Save agent").click()
+    expect(page.locator("#notice")).to_contain_text("(tools.0.parameters)")
+    expect(page.get_by_role("heading", name="New agent")).to_be_visible()
+
+    # Valid JSON the server refuses (a type Gemini does not know): its message, beside the field.
+    parameters.fill(
+        '{"type": "object", "properties": {"number": {"type": "strng"}}, "required": ["number"]}'
+    )
+    expect(parameters_error).to_be_hidden()
+    form.get_by_role("button", name="Save agent").click()
+    expect(parameters_error).to_contain_text("parameters.properties.number.type")
+    expect(parameters).to_be_focused()
+    expect(page.get_by_role("heading", name="New agent")).to_be_visible()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "dashboard-agent-tool-error.png", full_page=True)
+
+    parameters.fill(
+        '{"type": "object", "properties": {"number": {"type": "string"}}, "required": ["number"]}'
+    )
+    form.get_by_role("button", name="Save agent").click()
+    expect(page.get_by_role("heading", name="Order desk")).to_be_visible()
+    expect(parameters_error).to_be_hidden()
+    agents = stack.api("GET", "/api/v1/agents", token=tenant_login["token"])["items"]
+    (saved,) = [agent for agent in agents if agent["name"] == "Order desk"]
+    assert saved["tools"] == [
+        {
+            "name": "order_status",
+            "description": "The status of an order, by its number.",
+            "url": "https://shop.example/hooks/orders",
+            "parameters": {
+                "type": "object",
+                "properties": {"number": {"type": "string"}},
+                "required": ["number"],
+            },
+            "timeout_seconds": 10.0,
+        }
+    ]
+
+    # A second tool with the same name: the list-wide error goes under the list.
+    page.reload()
+    expect(form.locator("fieldset.tool")).to_have_count(1)
+    expect(tool.get_by_label("Tool name")).to_have_value("order_status")
+    form.get_by_role("button", name="Add a tool").click()
+    second = form.locator("fieldset.tool").nth(1)
+    expect(second.locator("legend")).to_have_text("Tool 2")
+    second.get_by_label("Tool name").fill("order_status")
+    second.get_by_label("What it does").fill("Again.")
+    second.get_by_label("Webhook URL").fill("https://shop.example/hooks/again")
+    form.get_by_role("button", name="Save agent").click()
+    expect(form.locator("#tools-error")).to_contain_text("unique")
+    second.get_by_role("button", name="Remove this tool").click()
+    tool.get_by_role("button", name="Remove this tool").click()
+    form.get_by_role("button", name="Save agent").click()
+    expect(page.locator("#notice")).to_have_text("Agent saved.")
+    agent = stack.api("GET", f"/api/v1/agents/{saved['id']}", token=tenant_login["token"])
+    assert agent["tools"] == []
 
 
 def test_the_demo_page_embeds_the_widget_for_an_agent(

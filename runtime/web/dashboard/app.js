@@ -258,17 +258,104 @@ function fillAgentForm(form, agent) {
   form.elements.max_session_seconds.value = agent.max_session_seconds;
   form.elements.max_concurrent_calls.value = agent.max_concurrent_calls;
   form.elements.allowed_origins.value = agent.allowed_origins.join("\n");
-  form.elements.tools.value = JSON.stringify(agent.tools, null, 2);
+  const list = $("#tools-list", form);
+  list.replaceChildren();
+  for (const tool of agent.tools) addTool(list, tool);
+}
+
+// --- the agent's tools: one small form per tool ---------------------------------------------
+
+const TOOL_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const NO_PARAMETERS = { type: "object", properties: {} };
+
+function addTool(list, tool = {}) {
+  const row = $("#tpl-tool").content.firstElementChild.cloneNode(true);
+  const field = (name) => $(`[data-field="${name}"]`, row);
+  for (const name of ["name", "description", "url"]) field(name).value = tool[name] ?? "";
+  field("timeout_seconds").value = tool.timeout_seconds ?? 10;
+  field("parameters").value = JSON.stringify(tool.parameters ?? NO_PARAMETERS, null, 2);
+  // The schema is checked as it is typed; the server checks the rest on save.
+  field("parameters").addEventListener("input", () => {
+    const problem = parametersProblem(field("parameters").value);
+    showFieldError(row, "parameters", problem);
+  });
+  $(".remove-tool", row).addEventListener("click", () => {
+    row.remove();
+    numberTools(list);
+  });
+  list.append(row);
+  numberTools(list);
+  return row;
+}
+
+function numberTools(list) {
+  [...list.children].forEach((row, index) => {
+    $("legend", row).textContent = `Tool ${index + 1}`;
+  });
+}
+
+// Why a parameters text is not a usable schema ("" when it is); the server checks the details.
+function parametersProblem(text) {
+  let schema;
+  try {
+    schema = JSON.parse(text.trim() || JSON.stringify(NO_PARAMETERS));
+  } catch (err) {
+    return `Not valid JSON: ${err.message}`;
+  }
+  const isObject = schema && typeof schema === "object" && !Array.isArray(schema);
+  return isObject && schema.type === "object"
+    ? ""
+    : 'The parameters must be a JSON Schema object: {"type": "object", "properties": {…}}.';
+}
+
+function readTools(list) {
+  return [...list.children].map((row, index) => {
+    const value = (name) => $(`[data-field="${name}"]`, row).value.trim();
+    const invalid = (name, message) => new ApiError(0, "invalid_tool", message, `tools.${index}.${name}`);
+    if (!TOOL_NAME.test(value("name"))) {
+      throw invalid("name", "Use letters, digits and _ (not starting with a digit), at most 64.");
+    }
+    const problem = parametersProblem(value("parameters"));
+    if (problem) throw invalid("parameters", problem);
+    return {
+      name: value("name"),
+      description: value("description"),
+      url: value("url"),
+      parameters: JSON.parse(value("parameters") || JSON.stringify(NO_PARAMETERS)),
+      timeout_seconds: Number(value("timeout_seconds")),
+    };
+  });
+}
+
+function showFieldError(row, name, message) {
+  const box = $(`[data-error="${name}"]`, row);
+  box.textContent = message;
+  box.hidden = !message;
+  const input = $(`[data-field="${name}"]`, row);
+  if (message) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
+// Puts an error about a tool (the form's own or the API's: field "tools.<n>.<field>…") next
+// to that field; errors about the list as a whole (such as duplicate names) under the list.
+function showToolError(form, err) {
+  for (const box of form.querySelectorAll(".field-error")) box.hidden = true;
+  for (const input of form.querySelectorAll("[aria-invalid]")) input.removeAttribute("aria-invalid");
+  const match = err instanceof ApiError && /^tools(?:\.(\d+)\.(\w+))?/.exec(err.field || "");
+  if (!match) return;
+  const row = match[1] === undefined ? null : $("#tools-list", form).children[Number(match[1])];
+  if (row && $(`[data-error="${match[2]}"]`, row)) {
+    showFieldError(row, match[2], err.message.replace(`${err.field}: `, ""));
+    $(`[data-field="${match[2]}"]`, row).focus();
+  } else {
+    $("#tools-error", form).textContent = err.message;
+    $("#tools-error", form).hidden = false;
+  }
 }
 
 function readAgentForm(form) {
   const values = formData(form);
-  let tools;
-  try {
-    tools = JSON.parse(values.tools || "[]");
-  } catch {
-    throw new ApiError(0, "invalid_tools", "Tools must be valid JSON (a list of tool objects).", "tools");
-  }
+  const tools = readTools($("#tools-list", form));
   return {
     name: values.name,
     instructions: values.instructions,
@@ -306,6 +393,7 @@ async function agentView(mount, id) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     try {
+      showToolError(form, null);
       const body = readAgentForm(form);
       agent = agent ? await api.updateAgent(agent.id, body) : await api.createAgent(body);
       notify("Agent saved.", "info");
@@ -315,7 +403,11 @@ async function agentView(mount, id) {
       show();
     } catch (err) {
       report(err);
+      showToolError(form, err);
     }
+  });
+  $("#add-tool", view).addEventListener("click", () => {
+    $('[data-field="name"]', addTool($("#tools-list", form))).focus();
   });
   $("#copy-snippet", view).addEventListener("click", async () => {
     const text = $("#snippet", view).textContent;
