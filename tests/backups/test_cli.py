@@ -112,7 +112,7 @@ def test_prune_dry_run_and_schedule_print(cli: CliRunner, stack: Stack) -> None:
     result = cli.invoke(app, ["backup", "schedule", "--print", "--cron"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "0 3 * * * root " in result.stdout
-    assert f"--dir {stack.install.root} backup create" in result.stdout
+    assert f"backup create --dir {stack.install.root}" in result.stdout
     assert "next run 20" in result.stdout
     assert not list(Path("/etc/cron.d").glob("orbis-backup-*"))
 
