@@ -44,7 +44,8 @@ def test_round_trip(size: int) -> None:
     plain = os.urandom(size)
     data = _encrypt(plain)
     assert _decrypt(data) == plain
-    assert plain[:64] not in data or size == 0
+    # Only long enough plaintexts: a 1-byte one stands somewhere in any ciphertext by chance.
+    assert size < 16 or plain[:64] not in data
 
 
 def test_same_plaintext_encrypts_differently() -> None:
