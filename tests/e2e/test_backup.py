@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,7 +24,6 @@ import aiohttp
 import pytest
 
 from backups.manifest import COMPONENT_FILES
-from orbisctl import engine
 from orbisctl.errors import ExitCode
 from tests.e2e.conftest import ARTIFACTS, Stack
 from tests.e2e.test_stack import _agent, _call, _session
@@ -135,24 +136,18 @@ async def test_data_made_through_the_api_survives_backup_destruction_and_restore
     assert (await _session(http, stack, owner.auth, new_call))["end_reason"] == "hangup"
 
 
-def _project_resources(project: str) -> list[str]:
-    """Containers, networks and volumes Docker still has for a compose project."""
-    label = f"label={engine.PROJECT_LABEL}={project}"
-    found = []
-    for kind in ("container", "network", "volume"):
-        listing = subprocess.run(
-            ["docker", kind, "ls", *(["--all"] if kind == "container" else []),
-             "--quiet", "--filter", label],
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout.split()  # fmt: skip
-        found += [f"{kind} {name}" for name in listing]
-    return found
+def _volume_names() -> list[str]:
+    return subprocess.run(
+        ["docker", "volume", "ls", "--quiet"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
 
 
 def test_drill_restores_the_newest_backup_into_a_scratch_stack_that_serves(
     stack: Stack, owner: Owner
 ) -> None:
     assert owner.backup_id, "the round-trip test made the backup the drill restores"
+    production_before = _started(stack)
     # By id: the newest backup now is restore's safety backup of the destroyed data.
     result = _timed("drill_seconds", stack, "drill", owner.backup_id, "--json")
     report = _json(result)
@@ -175,16 +170,55 @@ def test_drill_restores_the_newest_backup_into_a_scratch_stack_that_serves(
     assert (drills / f"{report['drill_id']}.json").is_file()
     markdown = (drills / f"{report['drill_id']}.md").read_text()
     assert markdown.startswith(f"# Recovery drill {report['drill_id']}: PASSED")
-    # Torn down: no scratch directory, and Docker has nothing left of any drill project.
+    # Torn down: no scratch directory, and Docker has nothing left of the drill's project.
     assert not list(drills.glob(".scratch-*"))
-    projects = subprocess.run(
+    assert not _drill_projects()
+    scratch = [name for name in _volume_names() if "-drill-" in name]
+    assert not scratch, scratch
+    history = _json(stack.cli("drill", "history", "--json"))
+    assert [entry["drill_id"] for entry in history] == [report["drill_id"]]
+    # Production was not stopped, restarted or recreated by the drill.
+    assert _started(stack) == production_before
+
+
+def _started(stack: Stack) -> dict[str, str]:
+    return {
+        c.name: c.attrs["State"]["StartedAt"] for c in stack.containers() if c.status == "running"
+    }
+
+
+def _drill_projects() -> list[str]:
+    listing = subprocess.run(
         ["docker", "compose", "ls", "--all", "--format", "json"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
-    drill_projects = [p["Name"] for p in json.loads(projects) if "-drill-" in p["Name"]]
-    assert not [r for name in drill_projects for r in _project_resources(name)]
+    return [p["Name"] for p in json.loads(listing) if "-drill-" in p["Name"]]
+
+
+def test_an_interrupted_drill_still_tears_its_scratch_stack_down(
+    stack: Stack, owner: Owner
+) -> None:
+    drill = subprocess.Popen(
+        [str(Path(sys.executable).parent / "orbisctl"), "drill", owner.backup_id,
+         "--dir", str(stack.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _drill_projects():  # interrupt once the scratch stack exists
+            assert drill.poll() is None, drill.communicate()
+            assert time.monotonic() < deadline, "the drill never started its scratch stack"
+            time.sleep(0.5)
+        drill.send_signal(signal.SIGTERM)  # what systemd sends to stop a unit
+        _, stderr = drill.communicate(timeout=300)
+    finally:
+        if drill.poll() is None:
+            drill.kill()
+    assert drill.returncode != 0
+    assert not _drill_projects(), stderr
+    assert not list((stack.root / "backups" / "drills").glob(".scratch-*"))
     history = _json(stack.cli("drill", "history", "--json"))
-    assert [entry["drill_id"] for entry in history] == [report["drill_id"]]
+    assert history[-1]["ok"] is False and history[-1]["error"] == "interrupted"
 
 
 async def test_a_tampered_backup_is_refused_and_the_data_keeps_serving(
