@@ -211,11 +211,18 @@ class Traffic:
             await ws.close()
 
     async def _run(self) -> None:
-        connector = aiohttp.TCPConnector(ssl=self.stack.ssl_context())
-        async with aiohttp.ClientSession(connector=connector) as http:
+        context = self.stack.ssl_context()
+        # A new connection per request, as the requests are counted: a request written on a
+        # kept-alive client connection just as an old nginx worker closes it (nginx reloads
+        # during a roll) gets no answer; browsers retry such a request, aiohttp does not.
+        per_request = aiohttp.TCPConnector(ssl=context, force_close=True)
+        async with (
+            aiohttp.ClientSession(connector=per_request) as requests,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as http,
+        ):
             tasks = [
-                asyncio.create_task(self._requests(http, "GET")),
-                asyncio.create_task(self._requests(http, "POST")),
+                asyncio.create_task(self._requests(requests, "GET")),
+                asyncio.create_task(self._requests(requests, "POST")),
                 *(asyncio.create_task(self._held_call(http, n)) for n in range(self.calls)),
             ]
             async with asyncio.timeout(LOAD_DEADLINE_SECONDS):
