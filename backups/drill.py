@@ -43,6 +43,7 @@ from orbisctl.config import CONFIG_FILENAME, ModelProvider, OrbisConfig, load_co
 from orbisctl.errors import DataError, EngineError, OrbisError
 from orbisctl.fsutil import write_tree
 from orbisctl.render import render_stack
+from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin
 
 DRILLS_DIR = "drills"
 SCRATCH_PREFIX = ".scratch-"
@@ -50,6 +51,7 @@ OVERRIDE_FILE = "compose.drill.yaml"
 REPORT_FORMAT = 1
 START_TIMEOUT_SECONDS = 300.0
 PROBE_TIMEOUT_SECONDS = 300.0
+OWNER_ROLE = "orbis"  # POSTGRES_USER in the compose template: owns the database
 _PROJECT_BASE_MAX = 50  # compose project names stop at 63 characters
 
 # `!reset` (Compose 2.24+) empties a list the base file sets: nginx keeps running, unpublished.
@@ -431,6 +433,7 @@ def run_drill(
             scratch.compose.run(
                 "up", "--detach", "--wait", "postgres", "redis", timeout=START_TIMEOUT_SECONDS
             )
+            _create_login_role(scratch)
         with _timed(report, "restore data", on_step):
             try:
                 result = restore_backup(
@@ -476,6 +479,24 @@ def run_drill(
             report.conclude()
             write_report(install, report)
     return report
+
+
+def _create_login_role(scratch: _Scratch) -> None:
+    """The login role the restored secrets name, made in the scratch cluster as rotate-keys
+    makes it.
+
+    Roles live in the cluster, not in a database dump: a fresh cluster (the scratch one, or a
+    new host's) has only the owner, which its image creates from the restored password. After
+    `rotate-keys --db-password` the services log in as `orbis_a`/`orbis_b` instead.
+    """
+    role_file = scratch.root / "secrets" / "postgres_user"
+    role = role_file.read_text().strip() if role_file.is_file() else ""
+    if not role or role == OWNER_ROLE:
+        return
+    password_file = scratch.root / "secrets" / "postgres_password"
+    password = password_file.read_text().splitlines()[0]
+    admin = ExecPostgresAdmin(ComposeRoller(scratch.stack, engine.connect()))
+    admin.enable_login(role, password, owner=OWNER_ROLE)
 
 
 def _start(scratch: _Scratch) -> None:

@@ -268,3 +268,15 @@ async def test_backup_while_a_call_is_in_progress(
     assert backup["row_counts"]["public.calls"] == calls_before + 1
     verified = stack.cli("backup", "verify", backup["id"])
     assert verified.exit_code == 0, verified.output
+
+
+def test_drill_after_a_database_password_rotation(stack: Stack) -> None:
+    """The services log in as orbis_a/orbis_b after a rotation; roles are not in the dump, so
+    the drill's fresh cluster must be given the login role the restored secrets name."""
+    rotated = _timed("rotate_db_password_seconds", stack, "rotate-keys", "--db-password")
+    assert rotated.exit_code == 0, rotated.output
+    assert (stack.root / "secrets" / "postgres_user").read_text().strip() != "orbis"
+    _json(stack.cli("backup", "create", "--json"))
+    report = _json(_timed("drill_after_rotation_seconds", stack, "drill", "--json"))
+    assert report["ok"] is True, report
+    assert {c["name"] for c in report["checks"] if c["ok"] is True} >= {"api login", "agent read"}
