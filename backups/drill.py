@@ -20,6 +20,7 @@ down (also on failure or Ctrl-C) and a report is written to `<repository>/drills
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from backups import drill_probe
-from backups.engine import Install, NoAppControl, restore_backup, restore_config_only
+from backups.engine import Install, NoAppControl, pid_alive, restore_backup, restore_config_only
 from backups.executor import ComposeExecutor
 from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
@@ -48,6 +49,7 @@ from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin
 DRILLS_DIR = "drills"
 SCRATCH_PREFIX = ".scratch-"
 OVERRIDE_FILE = "compose.drill.yaml"
+DRILL_PID_FILE = "drill.pid"  # a scratch directory whose drill is alive is not a leftover
 REPORT_FORMAT = 1
 START_TIMEOUT_SECONDS = 300.0
 PROBE_TIMEOUT_SECONDS = 300.0
@@ -219,6 +221,12 @@ def remove_leftovers(install: Install) -> list[str]:
     if not directory.is_dir():
         return removed
     for root in sorted(directory.glob(f"{SCRATCH_PREFIX}*")):
+        try:
+            owner = int((root / DRILL_PID_FILE).read_text())
+        except (OSError, ValueError):
+            owner = None
+        if owner is not None and pid_alive(owner):
+            continue  # another drill, still running
         project = root.name.removeprefix(SCRATCH_PREFIX)
         if (root / stack.COMPOSE_FILENAME).is_file() and (root / OVERRIDE_FILE).is_file():
             _scratch_compose(root, project, ()).run(
@@ -409,6 +417,7 @@ def run_drill(
     project = _project_name(production)
     root = drills_dir(install) / f"{SCRATCH_PREFIX}{project}"
     root.mkdir(parents=True, mode=0o700)
+    (root / DRILL_PID_FILE).write_text(str(os.getpid()))
     scratch: _Scratch | None = None
     try:
         scratch_install = Install(root=root, repository=root / "backups")

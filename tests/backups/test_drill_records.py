@@ -6,13 +6,22 @@ The drill itself needs Docker: tests/e2e/test_backup.py runs it on a real stack.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from backups.drill import DrillCheck, DrillReport, history, last_successful, write_report
+from backups.drill import (
+    DrillCheck,
+    DrillReport,
+    history,
+    last_successful,
+    remove_leftovers,
+    write_report,
+)
 from backups.engine import create_backup
 from orbisctl import doctor
 from orbisctl import stack as orbis_stack
@@ -124,3 +133,18 @@ def test_drill_schedule_prints_a_monthly_cron_entry(tmp_path: Path) -> None:
     assert "orbis-drill-orbisvoice" in result.stdout
     assert "0 4 1 * * root " in result.stdout
     assert f"drill run --dir {install.root}" in result.stdout
+
+
+def test_leftovers_of_dead_drills_are_removed_and_a_running_drill_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    install = make_install(tmp_path / "install")
+    drills = install.repository / "drills"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name, pid in (("orbisvoice-drill-dead01", dead.pid), ("orbisvoice-drill-live01", None)):
+        scratch = drills / f".scratch-{name}"
+        scratch.mkdir(parents=True)
+        (scratch / "drill.pid").write_text(str(pid or os.getpid()))
+    assert remove_leftovers(install) == ["orbisvoice-drill-dead01"]
+    assert [p.name for p in drills.iterdir()] == [".scratch-orbisvoice-drill-live01"]
