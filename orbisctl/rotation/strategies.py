@@ -65,6 +65,8 @@ API = "api"
 REFERRALS = "referrals"
 GATEWAY = "gateway"
 EMULATOR = "emulator"
+# Services that verify access tokens with the JWT key ring.
+JWT_VERIFIERS = (API, REFERRALS)
 
 
 def _roll(service: str, *, name: str | None = None) -> Step:
@@ -77,6 +79,13 @@ def _roll(service: str, *, name: str | None = None) -> Step:
 def _roll_all(env: StepEnv, services: tuple[str, ...]) -> None:
     for service in services:
         env.ctx.need_roller().roll(service)
+
+
+def _roll_jwt_verifiers(name: str) -> Step:
+    def apply(env: StepEnv) -> None:
+        _roll_all(env, JWT_VERIFIERS)
+
+    return Step(name, "restart api (and referrals), one replica at a time", apply)
 
 
 def _stage(secret: str, make_value: Callable[[StepEnv], str], summary: str) -> Step:
@@ -431,7 +440,7 @@ def jwt_steps(ctx: RotationContext) -> list[Step]:
         # A key that has signed tokens stays (verify-only) so those tokens keep working.
         if key is not None and key.use == "verify" and key.retired_at is None:
             _save_ring(env, KeyRing.of(item for item in ring.keys if item.kid != key.kid))
-            env.ctx.need_roller().roll(API)
+            _roll_all(env, JWT_VERIFIERS)
 
     def promote(env: StepEnv) -> None:
         ring = _load_ring(env)
@@ -443,13 +452,13 @@ def jwt_steps(ctx: RotationContext) -> list[Step]:
         if ring.signing_key.kid == env.facts["new_kid"]:
             restored = _with_signer(ring, env.facts["old_kid"], now_retired=True, env=env)
             _save_ring(env, restored)
-            env.ctx.need_roller().roll(API)
+            _roll_all(env, JWT_VERIFIERS)
 
     return [
         Step("publish", "add a new verify-only key to the JWT key ring", publish, unpublish),
-        _roll(API, name="roll_api_publish"),
+        _roll_jwt_verifiers("roll_api_publish"),
         Step("promote", "the new key signs; the old one becomes verify-only", promote, demote),
-        _roll(API, name="roll_api_promote"),
+        _roll_jwt_verifiers("roll_api_promote"),
     ]
 
 
@@ -471,7 +480,7 @@ def jwt_retire_steps(ctx: RotationContext) -> list[Step]:
             prune,
             reversible=False,
         ),
-        _roll(API),
+        _roll_jwt_verifiers("roll_api"),
     ]
 
 
