@@ -25,7 +25,6 @@ from typing import IO, Protocol
 
 from backups import crypto, manifest
 from backups.executor import MAINTENANCE_DATABASE, Command, Executor
-from backups.fs import fsync_dir
 from backups.keys import BackupKeyRing, load_escrow
 from backups.manifest import (
     COMPONENT_CONFIG,
@@ -46,6 +45,7 @@ from backups.process import (
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl import __version__
 from orbisctl.errors import DataError, UserError
+from orbisctl.fsutil import fsync_dir
 
 PARTIAL_PREFIX = ".partial-"
 RESTORE_LOCK = ".restore-lock"
