@@ -10,10 +10,11 @@ import secrets
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import docker
 import pytest
 import yaml
@@ -122,3 +123,11 @@ def _logs(stack: Stack) -> str:
         check=False,
         timeout=60,
     ).stdout
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client that trusts the stack's own CA."""
+    connector = aiohttp.TCPConnector(ssl=stack.ssl_context())
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session

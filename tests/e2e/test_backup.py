@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,18 @@ import pytest
 from backups.manifest import COMPONENT_FILES
 from orbisctl.errors import ExitCode
 from tests.e2e.conftest import ARTIFACTS, Stack
-from tests.e2e.test_stack import _agent, _call, _session
+from tests.e2e.support import (
+    PASSWORD,
+    create_agent,
+    ended_session,
+    signup,
+    widget_call,
+    widget_session,
+)
 from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
 
 pytestmark = pytest.mark.docker
 
-PASSWORD = "correct horse battery staple"
 TIMINGS: dict[str, float] = {}
 
 
@@ -65,13 +71,6 @@ def owner() -> Owner:
     return Owner(f"owner-{time.time_ns()}@example.com")
 
 
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(ssl=stack.ssl_context())
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
-
-
 async def _login(http: aiohttp.ClientSession, stack: Stack, email: str) -> int:
     async with http.post(
         f"{stack.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
@@ -97,16 +96,10 @@ def _json(result: Any) -> Any:
 async def test_data_made_through_the_api_survives_backup_destruction_and_restore(
     stack: Stack, http: aiohttp.ClientSession, owner: Owner
 ) -> None:
-    async with http.post(
-        f"{stack.url}/api/v1/auth/signup",
-        json={"org_name": "Shop", "email": owner.email, "password": PASSWORD},
-    ) as response:
-        body = await response.json()
-        assert response.status == 201, body
-    owner.auth = {"Authorization": f"Bearer {body['access_token']}"}
-    owner.agent_public_id = await _agent(http, stack, owner.auth)
-    owner.call_id = await _call(http, stack, owner.agent_public_id)
-    before = await _session(http, stack, owner.auth, owner.call_id)
+    owner.auth = await signup(http, stack, owner.email)
+    owner.agent_public_id = await create_agent(http, stack, owner.auth)
+    owner.call_id = await widget_call(http, stack, owner.agent_public_id)
+    before = await ended_session(http, stack, owner.auth, owner.call_id)
 
     backup = _json(_timed("backup_seconds", stack, "backup", "create", "--json"))
     owner.backup_id = backup["id"]
@@ -129,11 +122,11 @@ async def test_data_made_through_the_api_survives_backup_destruction_and_restore
         agents = await response.json()
         assert response.status == 200, agents
     assert [a["public_id"] for a in agents["items"]] == [owner.agent_public_id]
-    after = await _session(http, stack, owner.auth, owner.call_id)
+    after = await ended_session(http, stack, owner.auth, owner.call_id)
     assert after["transcript"] == before["transcript"]
     # The restored service takes new calls, and stores them.
-    new_call = await _call(http, stack, owner.agent_public_id)
-    assert (await _session(http, stack, owner.auth, new_call))["end_reason"] == "hangup"
+    new_call = await widget_call(http, stack, owner.agent_public_id)
+    assert (await ended_session(http, stack, owner.auth, new_call))["end_reason"] == "hangup"
 
 
 def _volume_names() -> list[str]:
@@ -244,13 +237,7 @@ async def test_backup_while_a_call_is_in_progress(
     stack: Stack, http: aiohttp.ClientSession, owner: Owner
 ) -> None:
     calls_before = int(_psql(stack, "SELECT count(*) FROM calls"))
-    async with http.post(
-        f"{stack.url}/api/v1/widget/agents/{owner.agent_public_id}/sessions",
-        json={},
-        headers={"Origin": ORIGIN},
-    ) as response:
-        session = await response.json()
-        assert response.status == 201, session
+    session = await widget_session(http, stack, owner.agent_public_id)
     async with http.ws_connect(
         f"{session['gateway_url']}?token={session['token']}", headers={"Origin": ORIGIN}
     ) as ws:

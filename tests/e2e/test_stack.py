@@ -7,7 +7,6 @@ The tests share one stack and run in file order: each leaves it healthy for the 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -18,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from orbisctl.config import parse_config
 from orbisctl.errors import ExitCode
 from orbisctl.render import image_refs
 from tests.e2e.conftest import Stack, orbisctl
-from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
+from tests.e2e.support import create_agent, ended_session, signup, widget_call
 
 pytestmark = pytest.mark.docker
 
@@ -166,81 +165,13 @@ def test_hardening_read_back_with_docker_inspect(stack: Stack) -> None:
         assert engine.exec_in(container, ["id", "-u"]).output == "10001"
 
 
-async def _signup(http: aiohttp.ClientSession, stack: Stack) -> dict[str, str]:
-    email = f"owner-{os.urandom(4).hex()}@example.com"
-    async with http.post(
-        f"{stack.url}/api/v1/auth/signup",
-        json={"org_name": "Shop", "email": email, "password": "correct horse battery staple"},
-    ) as response:
-        body = await response.json()
-        assert response.status == 201, body
-    return {"Authorization": f"Bearer {body['access_token']}"}
-
-
-async def _agent(http: aiohttp.ClientSession, stack: Stack, auth: dict[str, str]) -> str:
-    async with http.post(
-        f"{stack.url}/api/v1/agents",
-        json={"name": "Front desk", "instructions": "Be helpful.", "allowed_origins": [ORIGIN]},
-        headers=auth,
-    ) as response:
-        body = await response.json()
-        assert response.status == 201, body
-    return str(body["public_id"])
-
-
-async def _call(http: aiohttp.ClientSession, stack: Stack, public_id: str) -> str:
-    """One widget call through nginx: session token, wss, speech, answer, hang-up."""
-    async with http.post(
-        f"{stack.url}/api/v1/widget/agents/{public_id}/sessions",
-        json={},
-        headers={"Origin": ORIGIN},
-    ) as response:
-        session = await response.json()
-        assert response.status == 201, session
-    assert session["gateway_url"] == f"wss://localhost:{stack.https_port}/ws/call"
-    async with http.ws_connect(
-        f"{session['gateway_url']}?token={session['token']}", headers={"Origin": ORIGIN}
-    ) as ws:
-        call = WidgetCall(ws=ws)
-        call.start()
-        started = await call.wait_for("session.started", within=30)
-        await call.send_frames(speech_then_silence())
-        await call.wait_for("turn.complete", within=30)
-        finals = [(e["role"], e["text"]) for e in call.of_type("transcript") if e["final"]]
-        assert finals == [("user", "Hello there."), ("agent", "Hi! How can I help?")]
-        assert len(call.audio) > 0
-        await ws.send_str('{"type": "end"}')
-        assert (await call.wait_for("session.ended", within=30))["reason"] == "hangup"
-    return str(started["call_id"])
-
-
-async def _session(
-    http: aiohttp.ClientSession, stack: Stack, auth: dict[str, str], call_id: str
-) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while True:  # the gateway posts the transcript and the call's end just after hang-up
-        async with http.get(f"{stack.url}/api/v1/sessions/{call_id}", headers=auth) as response:
-            body: dict[str, Any] = await response.json()
-        if response.status == 200 and body["end_reason"] is not None:
-            return body
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.5)
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(ssl=stack.ssl_context())
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
-
-
 async def test_voice_call_through_nginx_gateway_and_emulator_stores_the_transcript(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    auth = await _signup(http, stack)
-    public_id = await _agent(http, stack, auth)
-    call_id = await _call(http, stack, public_id)
-    session = await _session(http, stack, auth, call_id)
+    auth = await signup(http, stack, f"owner-{os.urandom(4).hex()}@example.com")
+    public_id = await create_agent(http, stack, auth)
+    call_id = await widget_call(http, stack, public_id)
+    session = await ended_session(http, stack, auth, call_id)
     assert session["end_reason"] == "hangup"
     assert [(s["seq"], s["role"], s["text"]) for s in session["transcript"]] == [
         (1, "user", "Hello there."),
@@ -256,12 +187,12 @@ async def test_scale_gateway_to_two_and_calls_reach_both(
     gateways = _status(stack)["gateway"]
     assert len(gateways) == 2
     assert {(g["state"], g["health"]) for g in gateways} == {("running", "healthy")}
-    auth = await _signup(http, stack)
-    public_id = await _agent(http, stack, auth)
+    auth = await signup(http, stack, f"owner-{os.urandom(4).hex()}@example.com")
+    public_id = await create_agent(http, stack, auth)
     instances = set()
     for _ in range(6):  # nginx round-robins; two replicas show up within a few calls
-        call_id = await _call(http, stack, public_id)
-        instances.add((await _session(http, stack, auth, call_id))["instance_id"])
+        call_id = await widget_call(http, stack, public_id)
+        instances.add((await ended_session(http, stack, auth, call_id))["instance_id"])
         if len(instances) == 2:
             break
     assert len(instances) == 2, instances
