@@ -6,7 +6,6 @@ Everything here returns PEM bytes or raises; writing files is the installer's jo
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 from orbisctl.errors import UserError
+from runtime.common.certs import BACKDATE, key_pem, new_key, self_signed_ca, subject_alt_names
 
 CA_DAYS = 3650
 # Browsers refuse leaf certificates valid for longer than 825 days even from private CAs.
@@ -27,8 +27,6 @@ LEAF_DAYS = 825
 # `doctor` reach it on the loopback.
 EMULATOR_NAMES = ["emulator", "localhost", "127.0.0.1"]
 
-SigningKey = ec.EllipticCurvePrivateKey
-
 
 @dataclass(frozen=True)
 class Pem:
@@ -36,18 +34,6 @@ class Pem:
 
     cert: bytes
     key: bytes
-
-
-def _new_key() -> SigningKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _key_pem(key: SigningKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 def _name(common_name: str) -> x509.Name:
@@ -65,46 +51,9 @@ def _now() -> datetime:
 
 def new_ca(domain: str) -> Pem:
     """A self-signed CA for this install; it signs nginx's and the emulator's certificates."""
-    key = _new_key()
-    name = _name(f"OrbisVoice CA {domain}")
-    now = _now()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return Pem(cert=cert.public_bytes(serialization.Encoding.PEM), key=_key_pem(key))
-
-
-def _subject_alt_names(names: list[str]) -> x509.SubjectAlternativeName:
-    general: list[x509.GeneralName] = []
-    for name in dict.fromkeys(names):  # keep order, drop repeats
-        try:
-            general.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            general.append(x509.DNSName(name))
-    return x509.SubjectAlternativeName(general)
+    key = new_key()
+    cert = self_signed_ca(key, _name(f"OrbisVoice CA {domain}"), days=CA_DAYS)
+    return Pem(cert=cert.public_bytes(serialization.Encoding.PEM), key=key_pem(key))
 
 
 def issue_server_cert(ca: Pem, names: list[str]) -> Pem:
@@ -113,7 +62,7 @@ def issue_server_cert(ca: Pem, names: list[str]) -> Pem:
     ca_key = serialization.load_pem_private_key(ca.key, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise UserError("the install CA key (tls/ca.key) is not the EC key `init` made")
-    key = _new_key()
+    key = new_key()
     now = _now()
     cert = (
         x509.CertificateBuilder()
@@ -121,10 +70,10 @@ def issue_server_cert(ca: Pem, names: list[str]) -> Pem:
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + timedelta(days=LEAF_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_subject_alt_names(names), critical=False)
+        .add_extension(subject_alt_names(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
@@ -133,7 +82,7 @@ def issue_server_cert(ca: Pem, names: list[str]) -> Pem:
         .sign(ca_key, hashes.SHA256())
     )
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert
-    return Pem(cert=chain, key=_key_pem(key))
+    return Pem(cert=chain, key=key_pem(key))
 
 
 def server_names(domain: str) -> list[str]:

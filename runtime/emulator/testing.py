@@ -14,8 +14,6 @@ overrides use the names of `EmulatorSettings` fields (e.g. `connection_cap_secon
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import json
 import os
 import signal
@@ -32,12 +30,12 @@ import aiohttp
 import yaml
 from aiohttp import web
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 from google import genai
 from google.genai import types
 
+from runtime.common.certs import key_pem, new_key, self_signed_ca
 from runtime.emulator.app import create_app, server_ssl_context
 from runtime.emulator.settings import EmulatorSettings
 
@@ -70,50 +68,12 @@ def generate_self_signed_cert(
 ) -> CertPair:
     """A self-signed certificate (its own trust anchor) for the given host names / IPs."""
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
+    key = new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orbis emulator (test)")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed_ca(key, subject, days=days, names=hosts)
     pair = CertPair(directory / "emulator.crt", directory / "emulator.key")
     write_atomic(pair.cert_file, cert.public_bytes(serialization.Encoding.PEM).decode(), mode=0o644)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    write_atomic(pair.key_file, key_pem.decode())
+    write_atomic(pair.key_file, key_pem(key).decode())
     return pair
 
 

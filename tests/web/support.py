@@ -11,8 +11,6 @@ nginx's own port. Chromium maps every `*.orbis.test` name to 127.0.0.1 with
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import ipaddress
 import os
 import shutil
 import subprocess
@@ -21,16 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page
 
 from orbisctl.config import OrbisConfig, PortsConfig, RateLimitsConfig
 from orbisctl.render import API_PORT, GATEWAY_PORT, NGINX_HTTP_PORT, NGINX_HTTPS_PORT, render_stack
 from orbisctl.render import WEB_ROOT as RENDER_WEB_ROOT
+from orbisctl.tls import issue_server_cert, new_ca
 from tests.services import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,69 +45,14 @@ class TlsFiles:
 
 
 def make_tls(directory: Path) -> TlsFiles:
-    """A throw-away CA and a server certificate for *.orbis.test, localhost and 127.0.0.1."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "OrbisVoice browser-test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.DNSName(INSTALL_HOST),
-        x509.DNSName("*.orbis.test"),
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-    ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, INSTALL_HOST)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
+    """A throw-away install CA and its server certificate for *.orbis.test, localhost and
+    127.0.0.1, made the way `orbisctl init` makes them (orbisctl.tls)."""
+    ca = new_ca(INSTALL_HOST)
+    server = issue_server_cert(ca, [INSTALL_HOST, "*.orbis.test", "localhost", "127.0.0.1"])
     tls = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
-    tls.ca_cert.write_bytes(ca_cert.public_bytes(pem))
-    tls.server_cert.write_bytes(cert.public_bytes(pem) + ca_cert.public_bytes(pem))
-    tls.server_key.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    tls.ca_cert.write_bytes(ca.cert)
+    tls.server_cert.write_bytes(server.cert)
+    tls.server_key.write_bytes(server.key)
     tls.server_key.chmod(0o600)
     return tls
 
