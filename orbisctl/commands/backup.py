@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 import typer
 from rich.markup import escape
@@ -28,26 +28,22 @@ from rich.progress import (
 from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
-from backups import keys, retention, schedule
-from backups.engine import (
-    AppControl,
-    Install,
-    NoAppControl,
-    create_backup,
-    latest_backup,
-    list_backups,
-    open_backup,
-    resolve,
-    restore_backup,
-    restore_config_only,
-    verify_backup,
-)
-from backups.executor import ComposeAppControl, ComposeExecutor, Executor, LocalExecutor
+from backups import schedule
 from backups.fs import atomic_write
-from orbisctl import engine, output, stack
+from orbisctl import output
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, UserError
+
+if TYPE_CHECKING:
+    from backups.engine import AppControl
+    from backups.executor import Executor
+    from backups.keys import BackupKeyRing
+    from orbisctl.stack import Install as StackInstall
+
+# The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
+# and the Docker client are imported inside the commands that use them: `orbisctl --help` must
+# not pay for them.
 
 app = typer.Typer(help="Take, list, verify, prune and schedule backups.")
 restore_app = typer.Typer()
@@ -81,6 +77,8 @@ class BackupContext:
     """What every backup command needs, resolved once from --dir and the URL options."""
 
     def __init__(self, directory: Path, database_url: str | None, redis_url: str | None) -> None:
+        from backups.engine import Install
+
         self.root = directory.resolve()
         self.config = self._config()
         location = self.config.backup.location
@@ -97,6 +95,8 @@ class BackupContext:
         return load_config(path)
 
     def executor(self) -> Executor:
+        from backups.executor import ComposeExecutor, LocalExecutor
+
         if self.database_url and self.redis_url:
             return LocalExecutor(database_url=self.database_url, redis_url=self.redis_url)
         if self.database_url or self.redis_url:
@@ -111,6 +111,10 @@ class BackupContext:
         return not (self.database_url or self.redis_url) and not self._stack().compose_file.exists()
 
     def app_control(self) -> AppControl:
+        from backups.engine import NoAppControl
+        from backups.executor import ComposeAppControl
+        from orbisctl import engine, stack
+
         if self.database_url:
             return NoAppControl()
         install = self._stack()
@@ -125,10 +129,14 @@ class BackupContext:
 
         return ComposeAppControl(compose, wait_ready=wait_ready)
 
-    def _stack(self) -> stack.Install:
+    def _stack(self) -> StackInstall:
+        from orbisctl import stack
+
         return stack.Install(self.root, self.config)
 
-    def ring(self) -> keys.BackupKeyRing:
+    def ring(self) -> BackupKeyRing:
+        from backups import keys
+
         return keys.load_key_ring(self.install.secrets_dir)
 
 
@@ -200,6 +208,8 @@ def _size(nbytes: int) -> str:
 def _create(
     directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
 ) -> None:
+    from backups.engine import create_backup
+
     ctx = BackupContext(directory, database_url, redis_url)
     started = time.monotonic()
     with _RichProgress() as progress:
@@ -267,6 +277,8 @@ def create_command(
 @app.command("list")
 def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """List the backups in the repository, oldest first."""
+    from backups.engine import list_backups
+
     ctx = BackupContext(directory, None, None)
     entries = list_backups(ctx.install.repository)
     if as_json:
@@ -325,6 +337,8 @@ def verify_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check a backup: checksums, decryption and authentication, dump readable (--deep: restore)."""
+    from backups.engine import latest_backup, open_backup, resolve, verify_backup
+
     ctx = BackupContext(directory, database_url, redis_url)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
     passphrase = _read_passphrase(passphrase_file)
@@ -374,6 +388,8 @@ def prune_command(
     as_json: JsonOption = False,
 ) -> None:
     """Delete backups outside backup.retention (keep-daily/weekly/monthly; never the newest)."""
+    from backups import retention
+
     ctx = BackupContext(directory, None, None)
     plan = retention.plan_prune(ctx.install.repository, ctx.config.backup.retention)
     if not dry_run:
@@ -479,6 +495,8 @@ def escrow_command(
 
     Only a public key derived from it is stored; keep the passphrase itself offline.
     """
+    from backups import keys
+
     ctx = BackupContext(directory, None, None)
     passphrase = _read_passphrase(passphrase_file)
     if passphrase is None:
@@ -506,6 +524,8 @@ def _confirm(question: str, *, yes: bool) -> None:
 def _restore_secrets_only(
     ctx: BackupContext, path: Path, *, yes: bool, passphrase_file: Path | None
 ) -> None:
+    from backups.engine import restore_config_only
+
     _confirm(f"Replace orbis.yaml, secrets/ and tls/ in {ctx.root} from {path.name}?", yes=yes)
     with _RichProgress() as progress:
         restored = restore_config_only(
@@ -546,6 +566,8 @@ def restore_command(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup; the current data keeps serving unless every step succeeds."""
+    from backups.engine import resolve, restore_backup
+
     ctx = BackupContext(directory, database_url, redis_url)
     path = resolve(ctx.install, backup)
     if secrets_only:

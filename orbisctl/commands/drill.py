@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -18,8 +18,6 @@ from typer._click import Context
 from typer.core import TyperGroup
 
 from backups import schedule
-from backups.drill import DrillReport, history, run_drill
-from backups.engine import latest_backup, resolve
 from orbisctl import output
 from orbisctl.commands.backup import (
     BackupContext,
@@ -31,6 +29,9 @@ from orbisctl.commands.backup import (
 )
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.errors import CheckFailed
+
+if TYPE_CHECKING:
+    from backups.drill import DrillReport
 
 
 class _RunByDefault(TyperGroup):
@@ -80,6 +81,9 @@ def run_command(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup into an isolated scratch stack, check it serves, measure RTO/RPO."""
+    from backups.drill import run_drill
+    from backups.engine import latest_backup, resolve
+
     ctx = BackupContext(directory, None, None)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
     # systemd stops a unit with SIGTERM: the scratch stack must still be torn down.
@@ -118,6 +122,8 @@ def run_command(
 @app.command("history")
 def history_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """Past drills, oldest first: verdict, RTO, RPO, failed checks."""
+    from backups.drill import history
+
     ctx = BackupContext(directory, None, None)
     reports = history(ctx.install)
     if as_json:
