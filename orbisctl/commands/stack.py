@@ -11,7 +11,6 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from orbisctl import doctor as doctor_core
 from orbisctl import output, preflight
 from orbisctl import stack as core
 from orbisctl.commands.options import InstallDirOption, JsonOption
@@ -199,6 +198,10 @@ def scale(
 @app.command()
 def doctor(directory: InstallDirOption = Path(), json: JsonOption = False) -> None:
     """Check the engine, containers, nginx config, certificate, disk and secrets; say how to fix."""
+    # Imported here: doctor's backup and drill checks load the backups engine, which
+    # `orbisctl --help` and the other commands do not need.
+    from orbisctl import doctor as doctor_core
+
     install = core.open_install(directory)
     results = doctor_core.run(install)
     failed = [c for c in results if c.verdict is doctor_core.Verdict.FAIL]
