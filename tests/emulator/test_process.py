@@ -50,9 +50,9 @@ async def test_sigterm_closes_live_sessions_with_going_away(
     assert isinstance(closed, errors.APIError)
 
 
-def test_missing_settings_are_one_clear_line() -> None:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ORBIS_")}
-    result = subprocess.run(
+def _run_emulator(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m runtime.emulator` with `env`, for settings it refuses before listening."""
+    return subprocess.run(
         [sys.executable, "-m", "runtime.emulator"],
         cwd=REPO_ROOT,
         env=env,
@@ -61,6 +61,11 @@ def test_missing_settings_are_one_clear_line() -> None:
         timeout=30,
         check=False,
     )
+
+
+def test_missing_settings_are_one_clear_line() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ORBIS_")}
+    result = _run_emulator(env)
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "emulator: invalid or missing settings: ORBIS_EMULATOR_CERT_FILE, ORBIS_EMULATOR_KEY_FILE"
@@ -77,15 +82,7 @@ def test_bad_scenario_file_is_one_clear_line(tmp_path: Path, emulator_cert: Cert
         "ORBIS_EMULATOR_KEY_FILE": str(emulator_cert.key_file),
         "ORBIS_EMULATOR_SCENARIO_FILE": str(scenario),
     }
-    result = subprocess.run(
-        [sys.executable, "-m", "runtime.emulator"],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = _run_emulator(env)
     assert result.returncode == 1
     assert result.stderr.startswith(f"emulator: {scenario}: turns:")
     assert "Traceback" not in result.stderr
