@@ -31,7 +31,7 @@ from rich.table import Table
 from backups import schedule
 from backups.fs import atomic_write
 from orbisctl import output
-from orbisctl.commands.options import InstallDirOption, JsonOption
+from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, UserError
 
@@ -545,7 +545,7 @@ def _restore_secrets_only(
 def restore_command(
     backup: Annotated[str, typer.Argument(help="Backup id (see `backup list`) or a path.")],
     directory: InstallDirOption = Path(),
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
     with_secrets: Annotated[
         bool, typer.Option("--with-secrets", help="Also restore orbis.yaml, secrets/ and tls/.")
     ] = False,

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from orbisctl import output, preflight
 from orbisctl import stack as core
-from orbisctl.commands.options import InstallDirOption, JsonOption
+from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.errors import CheckFailed, ExitCode, UserError
 
 app = typer.Typer()
@@ -124,7 +124,7 @@ def down(
         bool,
         typer.Option("--volumes", help="Also delete the data volumes (the database!)."),
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOption = False,
 ) -> None:
     """Stop and remove the containers; data volumes are kept unless --volumes."""
     install = core.open_install(directory)
@@ -143,11 +143,11 @@ def down(
 
 
 @app.command()
-def status(directory: InstallDirOption = Path(), json: JsonOption = False) -> None:
+def status(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """One row per container: state, health, uptime, restarts, image."""
     install = core.open_install(directory)
     rows = core.status(install)
-    if json:
+    if as_json:
         output.print_json(
             {"project": install.config.project_name, "services": [r.as_json() for r in rows]}
         )
@@ -196,7 +196,7 @@ def scale(
 
 
 @app.command()
-def doctor(directory: InstallDirOption = Path(), json: JsonOption = False) -> None:
+def doctor(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """Check the engine, containers, nginx config, certificate, disk and secrets; say how to fix."""
     # Imported here: doctor's backup and drill checks load the backups engine, which
     # `orbisctl --help` and the other commands do not need.
@@ -205,7 +205,7 @@ def doctor(directory: InstallDirOption = Path(), json: JsonOption = False) -> No
     install = core.open_install(directory)
     results = doctor_core.run(install)
     failed = [c for c in results if c.verdict is doctor_core.Verdict.FAIL]
-    if json:
+    if as_json:
         output.print_json({"checks": [c.as_json() for c in results], "ok": not failed})
     else:
         for check in results:
