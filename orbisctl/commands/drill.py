@@ -81,7 +81,7 @@ def run_command(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup into an isolated scratch stack, check it serves, measure RTO/RPO."""
-    from backups.drill import run_drill
+    from backups.drill import drills_dir, run_drill
     from backups.engine import latest_backup, resolve
 
     ctx = BackupContext(directory, None, None)
@@ -98,7 +98,7 @@ def run_command(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
-    report_path = ctx.install.repository / "drills" / f"{report.drill_id}.md"
+    report_path = drills_dir(ctx.install) / f"{report.drill_id}.md"
     if as_json:
         output.print_json(report.as_json())
     else:
