@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from runtime.api.principal import Principal
 from runtime.common.db import Queries, Row
 
 GENESIS_HASH = "0" * 64
@@ -97,6 +98,26 @@ async def append(
             prev_hash,
             digest,
         ),
+    )
+
+
+async def append_by(
+    tx: Queries,
+    principal: Principal,
+    *,
+    action: str,
+    target: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append what a signed-in user or API key did to its own org's chain."""
+    await append(
+        tx,
+        chain=org_chain(principal.org_id),
+        org_id=principal.org_id,
+        actor=principal.actor,
+        action=action,
+        target=target,
+        detail=detail,
     )
 
 

@@ -88,11 +88,9 @@ async def create_agent(request: web.Request) -> web.Response:
             (principal.org_id, _public_id(), *_values(body.model_dump())),
         )
         assert row is not None
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="agent.create",
             target=f"agent:{row['id']}",
             detail={"name": body.name},
@@ -123,11 +121,9 @@ async def update_agent(request: web.Request) -> web.Response:
             (*_values(merged), agent_id, principal.org_id),
         )
         assert row is not None
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="agent.update",
             target=f"agent:{agent_id}",
             detail={"fields": sorted(changes)},
@@ -144,11 +140,9 @@ async def delete_agent(request: web.Request) -> web.Response:
             "UPDATE agents SET deleted_at = now() WHERE id = %s AND org_id = %s",
             (agent_id, principal.org_id),
         )
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="agent.delete",
             target=f"agent:{agent_id}",
         )
@@ -167,11 +161,9 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
             (secrets.token_hex(32), agent_id, principal.org_id),
         )
         assert row is not None
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="agent.webhook_secret.rotate",
             target=f"agent:{agent_id}",
         )

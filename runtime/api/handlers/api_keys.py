@@ -46,11 +46,9 @@ async def create_api_key(request: web.Request) -> web.Response:
             (principal.org_id, body.name, prefix, token_digest(key), principal.actor, expires_at),
         )
         assert row is not None
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="api_key.create",
             target=f"api_key:{row['id']}",
             detail={"name": body.name, "prefix": prefix},
@@ -69,11 +67,9 @@ async def revoke_api_key(request: web.Request) -> web.Response:
         )
         if row is None:
             raise NotFound("no such API key", code="api_key_not_found")
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="api_key.revoke",
             target=f"api_key:{key_id}",
             detail={"prefix": row["prefix"]},

@@ -62,11 +62,9 @@ async def create_payout(request: web.Request) -> web.Response:
             "UPDATE referral_rewards SET payout_id = %s WHERE id = ANY(%s)",
             (payout["id"], [row["id"] for row in unpaid]),
         )
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="referral.payout",
             target=f"payout:{payout['id']}",
             detail={"amount_cents": total, "rewards": len(unpaid)},

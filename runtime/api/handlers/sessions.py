@@ -153,11 +153,9 @@ async def export_end_user(request: web.Request) -> web.Response:
             (principal.org_id, end_user_id),
         )
         details = await _details(tx, principal, calls)
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="gdpr.export",
             target=f"end_user_sha256:{_subject_digest(end_user_id)}",
             detail={"sessions": len(details)},
@@ -186,11 +184,9 @@ async def erase_end_user(request: web.Request) -> web.Response:
             "UPDATE widget_sessions SET end_user_id = NULL WHERE org_id = %s AND end_user_id = %s",
             (principal.org_id, end_user_id),
         )
-        await audit.append(
+        await audit.append_by(
             tx,
-            chain=audit.org_chain(principal.org_id),
-            org_id=principal.org_id,
-            actor=principal.actor,
+            principal,
             action="gdpr.erase",
             target=f"end_user_sha256:{_subject_digest(end_user_id)}",
             detail={"sessions": sessions, "segments": segments},
