@@ -19,9 +19,6 @@ from typing import Any
 
 import psycopg
 import redis
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types as genai_types
 from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -175,6 +172,12 @@ class SdkGeminiProbe:
         return asyncio.run(self._check(api_key))
 
     async def _check(self, api_key: str) -> str | None:
+        # Imported here: google-genai takes ~0.5 s to import and every `orbisctl` start-up
+        # loads this module through `rotate-keys`.
+        from google import genai
+        from google.genai import errors as genai_errors
+        from google.genai import types as genai_types
+
         client_args: dict[str, Any] = {}
         if self.ca_file is not None:
             client_args["ssl"] = ssl.create_default_context(cafile=str(self.ca_file))
