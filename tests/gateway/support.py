@@ -272,6 +272,31 @@ async def widget_call(
                 call._reader.cancel()
 
 
+@asynccontextmanager
+async def call_through_gateway(
+    settings: GatewaySettings,
+    emulator: EmulatorHandle,
+    http: aiohttp.ClientSession,
+    token: str,
+) -> AsyncIterator[WidgetCall]:
+    """One widget call to a gateway of its own that trusts the emulator's certificate."""
+    async with (
+        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
+        widget_call(http, gw, token) as call,
+    ):
+        yield call
+
+
+async def speak_one_turn(call: WidgetCall) -> dict[str, Any]:
+    """Wait for the call to start, say one utterance and wait for the whole reply.
+
+    Returns the session.started event (it carries the call id)."""
+    started = await call.wait_for("session.started")
+    await call.send_frames(speech_then_silence())
+    await call.wait_for("turn.complete")
+    return started
+
+
 async def handshake_error(
     http: aiohttp.ClientSession,
     gateway: GatewayAddress,

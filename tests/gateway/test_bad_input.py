@@ -15,6 +15,7 @@ from runtime.gateway.settings import GatewaySettings
 from tests.gateway.support import (
     FRAME_BYTES,
     Agents,
+    call_through_gateway,
     handshake_error,
     running_gateway,
     speech_then_silence,
@@ -32,10 +33,7 @@ async def refused(
     frame: bytes | str,
 ) -> tuple[dict[str, object], int | None]:
     """Send one bad frame after session.started; the error event and the close code."""
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, await agents.token()) as call,
-    ):
+    async with call_through_gateway(settings, emulator, http, await agents.token()) as call:
         await call.wait_for("session.started")
         if isinstance(frame, bytes):
             await call.ws.send_bytes(frame)
@@ -72,10 +70,7 @@ async def test_text_that_is_not_a_json_event_is_bad_json(
 async def test_unknown_event_is_reported_and_the_call_goes_on(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, await agents.token()) as call,
-    ):
+    async with call_through_gateway(settings, emulator, http, await agents.token()) as call:
         await call.wait_for("session.started")
         await call.ws.send_str('{"type": "dance"}')
         assert (await call.wait_for("error"))["code"] == "unknown_event"
@@ -240,10 +235,7 @@ async def test_silent_client_is_idle_timeout_and_long_call_is_max_duration(
 async def test_backlog_after_a_network_stall_is_not_a_flood(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, await agents.token()) as call,
-    ):
+    async with call_through_gateway(settings, emulator, http, await agents.token()) as call:
         await call.wait_for("session.started")
         # 3 s of a caller's audio arriving at once, as after a stalled mobile connection.
         backlog = speech_then_silence() * 3

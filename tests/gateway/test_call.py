@@ -11,7 +11,14 @@ from aiohttp import web
 
 from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.settings import GatewaySettings
-from tests.gateway.support import Agents, running_gateway, speech_then_silence, widget_call
+from tests.gateway.support import (
+    Agents,
+    call_through_gateway,
+    running_gateway,
+    speak_one_turn,
+    speech_then_silence,
+    widget_call,
+)
 
 pytestmark = pytest.mark.integration  # real PostgreSQL and Redis (the API)
 
@@ -22,10 +29,7 @@ async def test_call_relays_audio_and_transcripts_and_the_api_stores_them(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     token = await agents.token(voice="Kore")
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, token) as call,
-    ):
+    async with call_through_gateway(settings, emulator, http, token) as call:
         started = await call.wait_for("session.started")
         assert (started["input_rate"], started["output_rate"]) == (16_000, 24_000)
         await call.send_frames(speech_then_silence())
@@ -56,13 +60,8 @@ async def test_tool_call_reaches_the_webhook_and_its_result_reaches_the_model(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     token = await agents.token(instructions="[[emulator scenario=weather]]", weather_tool=True)
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, token) as call,
-    ):
-        started = await call.wait_for("session.started")
-        await call.send_frames(speech_then_silence())
-        await call.wait_for("turn.complete")
+    async with call_through_gateway(settings, emulator, http, token) as call:
+        started = await speak_one_turn(call)
         statuses = [(e["name"], e["status"]) for e in call.of_type("tool")]
         assert statuses == [("get_weather", "started"), ("get_weather", "succeeded")]
         agent_final = [e["text"] for e in call.of_type("transcript") if e["role"] == "agent"]
@@ -84,9 +83,7 @@ async def test_duplicate_and_idless_tool_calls_run_once_and_are_answered(
     )
     async with running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw:
         async with widget_call(http, gw, token) as call:
-            await call.wait_for("session.started")
-            await call.send_frames(speech_then_silence())
-            await call.wait_for("turn.complete")
+            await speak_one_turn(call)
             assert [e["status"] for e in call.of_type("tool")] == ["started", "succeeded"]
         metrics = await (await http.get(f"{gw.url}/metrics")).text()
     assert len(agents.webhook.requests) == 1
@@ -109,10 +106,7 @@ async def test_cancelled_tool_call_is_not_answered(
     token = await agents.token(
         instructions="[[emulator scenario=weather cancel_tool_call]]", weather_tool=True
     )
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, token) as call,
-    ):
+    async with call_through_gateway(settings, emulator, http, token) as call:
         await call.wait_for("session.started")
         await call.send_frames(speech_then_silence())
         await call.wait_for("tool", status="cancelled")
@@ -129,13 +123,8 @@ async def test_interruption_tells_the_widget_to_flush(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     token = await agents.token(instructions="[[emulator interrupt=before_turn_complete]]")
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, token) as call,
-    ):
-        await call.wait_for("session.started")
-        await call.send_frames(speech_then_silence())
-        await call.wait_for("turn.complete")
+    async with call_through_gateway(settings, emulator, http, token) as call:
+        await speak_one_turn(call)
         types_ = [e["type"] for e in call.events]
         assert types_.index("interrupted") < types_.index("turn.complete")
         # Half the reply was spoken before the barge-in.
@@ -146,13 +135,8 @@ async def test_fragmented_transcriptions_are_stitched_per_turn(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     token = await agents.token(instructions="[[emulator fragment_transcriptions]]")
-    async with (
-        running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, token) as call,
-    ):
-        await call.wait_for("session.started")
-        await call.send_frames(speech_then_silence())
-        await call.wait_for("turn.complete")
+    async with call_through_gateway(settings, emulator, http, token) as call:
+        await speak_one_turn(call)
         partial = [e for e in call.of_type("transcript") if not e["final"]]
         final = [(e["role"], e["text"]) for e in call.of_type("transcript") if e["final"]]
     assert len(partial) > 2  # the fragments arrived one by one

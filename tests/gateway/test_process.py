@@ -20,7 +20,7 @@ from tests.gateway.support import (
     Agents,
     GatewayAddress,
     eventually,
-    speech_then_silence,
+    speak_one_turn,
     widget_call,
 )
 from tests.services import free_port
@@ -49,6 +49,14 @@ def gateway_env(
         "ORBIS_GEMINI_MODEL": "gemini-live-test",
         "ORBIS_DRAIN_TIMEOUT_SECONDS": "1",
     }
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, api: ApiHarness, redis_url: str, emulator: EmulatorHandle
+) -> dict[str, str]:
+    """The environment of a gateway process wired to this test's API, Redis and emulator."""
+    return gateway_env(tmp_path, api=api, redis_url=redis_url, emulator=emulator, port=free_port())
 
 
 @asynccontextmanager
@@ -81,22 +89,14 @@ async def gateway_process(
 
 @pytest.mark.integration
 async def test_sigterm_drains_calls_with_a_reconnect_hint_then_going_away(
-    api: ApiHarness,
-    agents: Agents,
-    redis_url: str,
-    emulator: EmulatorHandle,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
+    env: dict[str, str], agents: Agents, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    env = gateway_env(tmp_path, api=api, redis_url=redis_url, emulator=emulator, port=free_port())
     async with gateway_process(env, http, tmp_path / "gateway.log") as (process, url):
         async with http.get(f"{url}/readyz") as response:
             assert response.status == 200
         gateway = GatewayAddress(url)
         async with widget_call(http, gateway, await agents.token()) as call:
-            started = await call.wait_for("session.started")
-            await call.send_frames(speech_then_silence())
-            await call.wait_for("turn.complete")
+            started = await speak_one_turn(call)
             process.send_signal(signal.SIGTERM)
             hint = await call.wait_for("reconnect")
             assert hint["reason"] == "draining"
@@ -112,20 +112,12 @@ async def test_sigterm_drains_calls_with_a_reconnect_hint_then_going_away(
 
 @pytest.mark.integration
 async def test_probes_and_metrics(
-    api: ApiHarness,
-    agents: Agents,
-    redis_url: str,
-    emulator: EmulatorHandle,
-    http: aiohttp.ClientSession,
-    tmp_path: Path,
+    env: dict[str, str], agents: Agents, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    env = gateway_env(tmp_path, api=api, redis_url=redis_url, emulator=emulator, port=free_port())
     async with gateway_process(env, http, tmp_path / "gateway.log") as (_, url):
         gateway = GatewayAddress(url)
         async with widget_call(http, gateway, await agents.token()) as call:
-            await call.wait_for("session.started")
-            await call.send_frames(speech_then_silence())
-            await call.wait_for("turn.complete")
+            await speak_one_turn(call)
             async with http.get(f"{url}/metrics") as response:
                 live = await response.text()
         async with http.get(f"{url}/ws/call") as response:

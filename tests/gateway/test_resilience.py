@@ -14,9 +14,11 @@ from runtime.emulator.testing import EmulatorHandle, emulator_process
 from runtime.gateway.settings import GatewaySettings
 from tests.gateway.support import (
     Agents,
+    call_through_gateway,
     delaying_proxy,
     eventually,
     running_gateway,
+    speak_one_turn,
     speech_then_silence,
     widget_call,
 )
@@ -76,10 +78,7 @@ async def test_refused_api_key_is_a_clean_upstream_rejected_error(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     bad_key = replace(settings, gemini_api_key="revoked-key")
-    async with (
-        running_gateway(bad_key, gemini_ssl_context=emulator.ssl_context()) as gw,
-        widget_call(http, gw, await agents.token()) as call,
-    ):
+    async with call_through_gateway(bad_key, emulator, http, await agents.token()) as call:
         error = await call.wait_for("error")
         assert error["code"] == "upstream_rejected"
         assert await call.wait_closed() == 1011
@@ -102,9 +101,7 @@ async def test_emulator_killed_mid_call_ends_the_call_with_upstream_unavailable(
             running_gateway(process_settings, gemini_ssl_context=emulator.ssl_context()) as gw,
             widget_call(http, gw, token) as call,
         ):
-            started = await call.wait_for("session.started")
-            await call.send_frames(speech_then_silence())
-            await call.wait_for("turn.complete")
+            started = await speak_one_turn(call)
             emulator.kill()
             error = await call.wait_for("error", within=15)
             assert error["code"] == "upstream_unavailable"
@@ -130,9 +127,7 @@ async def test_slow_tool_webhook_is_a_clean_tool_error_and_the_call_goes_on(
     )
     async with running_gateway(settings, gemini_ssl_context=emulator.ssl_context()) as gw:
         async with widget_call(http, gw, token) as call:
-            await call.wait_for("session.started")
-            await call.send_frames(speech_then_silence())
-            await call.wait_for("turn.complete")
+            await speak_one_turn(call)
             assert [e["status"] for e in call.of_type("tool")] == ["started", "failed"]
             agent_text = [e["text"] for e in call.of_type("transcript") if e["role"] == "agent"]
             assert '"error":{"code":"tool_timeout"' in agent_text[-1]
