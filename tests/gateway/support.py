@@ -52,6 +52,16 @@ async def _weather(body: dict[str, Any]) -> web.StreamResponse:
     return web.json_response({"city": body["arguments"].get("city"), "sky": "sunny"})
 
 
+def held_tool(release: asyncio.Event, answer: dict[str, Any]) -> WebhookHandler:
+    """A tool webhook that answers only once `release` is set: a tool slower than the call."""
+
+    async def handler(body: dict[str, Any]) -> web.StreamResponse:
+        await release.wait()
+        return web.json_response(answer)
+
+    return handler
+
+
 @dataclass
 class Webhook:
     """A tenant's tool webhook, served by the test on loopback; records what the API sends."""

@@ -7,13 +7,13 @@ import asyncio
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.settings import GatewaySettings
 from tests.gateway.support import (
     Agents,
     call_through_gateway,
+    held_tool,
     running_gateway,
     speak_one_turn,
     speech_then_silence,
@@ -97,12 +97,7 @@ async def test_cancelled_tool_call_is_not_answered(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     release = asyncio.Event()
-
-    async def slow_tool(body: dict[str, object]) -> web.StreamResponse:
-        await release.wait()
-        return web.json_response({"late": True})
-
-    agents.webhook.handler = slow_tool
+    agents.webhook.handler = held_tool(release, {"late": True})
     token = await agents.token(
         instructions="[[emulator scenario=weather cancel_tool_call]]", weather_tool=True
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from runtime.emulator.testing import EmulatorHandle, emulator_process
 from runtime.gateway.settings import GatewaySettings
@@ -17,6 +16,7 @@ from tests.gateway.support import (
     call_through_gateway,
     delaying_proxy,
     eventually,
+    held_tool,
     running_gateway,
     speak_one_turn,
     speech_then_silence,
@@ -116,12 +116,7 @@ async def test_slow_tool_webhook_is_a_clean_tool_error_and_the_call_goes_on(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     release = asyncio.Event()
-
-    async def hanging_tool(body: dict[str, object]) -> web.StreamResponse:
-        await release.wait()
-        return web.json_response({"too": "late"})
-
-    agents.webhook.handler = hanging_tool
+    agents.webhook.handler = held_tool(release, {"too": "late"})
     token = await agents.token(
         instructions="[[emulator scenario=weather]]", weather_tool=True, tool_timeout_seconds=0.5
     )
