@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 
 from tests.services import PostgresServer, RedisServer
 from tests.web import netns
+from tests.web.flows import TenantShop
 from tests.web.netns import CHROMIUM, BrowserNetwork
 from tests.web.stack import Stack, running_stack
 from tests.web.support import (
@@ -106,6 +107,14 @@ def tenant_login(stack: Stack) -> dict[str, str]:
         {"org_name": "Shop Example", "email": email, "password": password},
     )
     return {"email": email, "password": password, "token": result["access_token"]}
+
+
+@pytest.fixture(scope="session")
+def shop(
+    stack: Stack, tenant_site: Nginx, tenant_pages: Path, tenant_login: dict[str, str]
+) -> TenantShop:
+    """The signed-up tenant's website, where the tests embed the widget."""
+    return TenantShop(stack, tenant_site, tenant_pages, tenant_login["token"])
 
 
 @pytest.fixture(scope="session")

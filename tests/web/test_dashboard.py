@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from playwright.sync_api import BrowserContext, ConsoleMessage, Page, expect
+from playwright.sync_api import BrowserContext, ConsoleMessage, Locator, Page, expect
 
-from tests.web.flows import CALL_TIMEOUT_MS, create_agent, embed_page, widget
+from tests.web.flows import CALL_TIMEOUT_MS, TenantShop, create_agent, end_call, widget
 from tests.web.stack import Stack
 from tests.web.support import ARTIFACTS, TENANT_HOST, Nginx, goto
 
@@ -172,8 +172,7 @@ def test_a_test_call_from_the_dashboard_then_its_transcript_found_by_search(
     )
     call_id = host.get_attribute("data-orbis-call-id")
     assert call_id
-    host.locator(".action").click()
-    expect(host).to_have_attribute("data-orbis-state", "ended")
+    end_call(host)
     assert wait_until_ended(stack, token, call_id)["end_reason"] == "hangup"
 
     # A full page (50) of newer calls of another agent pushes the test call off the first
@@ -227,27 +226,21 @@ def test_gdpr_export_then_erase_an_end_users_calls(
     page: Page,
     context: BrowserContext,
     stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
+    shop: TenantShop,
     tenant_login: dict[str, str],
 ) -> None:
     token = tenant_login["token"]
-    agent = create_agent(stack, token, [tenant_site.origin(TENANT_HOST)])
+    agent = shop.create_agent()
     # A visitor the tenant's site knows as "visitor-42" makes a call.
-    name = embed_page(
-        tenant_pages, "account.html", stack=stack, agent=agent["public_id"], user="visitor-42"
-    )
     visitor = context.new_page()
-    goto(visitor, tenant_site.url(TENANT_HOST, f"/{name}"))
-    host = widget(visitor)
+    host = shop.open_embed(visitor, "account.html", agent["public_id"], user="visitor-42")
     host.locator(".launcher").click()
     expect(host.locator(".captions li[data-role=agent]")).to_have_text(
         "Hi! How can I help?", timeout=CALL_TIMEOUT_MS
     )
     call_id = host.get_attribute("data-orbis-call-id")
     assert call_id
-    host.locator(".action").click()
-    expect(host).to_have_attribute("data-orbis-state", "ended")
+    end_call(host)
     visitor.close()
     assert wait_until_ended(stack, token, call_id)["end_user_id"] == "visitor-42"
 
@@ -274,14 +267,22 @@ def test_gdpr_export_then_erase_an_end_users_calls(
     assert remaining["items"] == []
 
 
+def open_new_agent_form(
+    page: Page, stack: Stack, login: dict[str, str], *, name: str, instructions: str
+) -> Locator:
+    """Logs in, opens "New agent" and fills in its name and instructions; returns the form."""
+    log_in(page, stack, login)
+    page.get_by_role("link", name="New agent").click()
+    form = page.locator("#agent-form")
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_label("Instructions").fill(instructions)
+    return form
+
+
 def test_agent_form_errors_say_what_to_fix(
     page: Page, stack: Stack, tenant_login: dict[str, str]
 ) -> None:
-    log_in(page, stack, tenant_login)
-    page.get_by_role("link", name="New agent").click()
-    form = page.locator("#agent-form")
-    form.get_by_label("Name", exact=True).fill("Broken")
-    form.get_by_label("Instructions").fill("Anything.")
+    form = open_new_agent_form(page, stack, tenant_login, name="Broken", instructions="Anything.")
     form.get_by_label("Allowed origins").fill("shop.example.com")
     form.get_by_role("button", name="Save agent").click()
     # The API's validation message, naming the field.
@@ -292,11 +293,9 @@ def test_agent_form_errors_say_what_to_fix(
 def test_agent_tools_are_edited_one_by_one_with_errors_beside_the_field(
     page: Page, stack: Stack, tenant_login: dict[str, str]
 ) -> None:
-    log_in(page, stack, tenant_login)
-    page.get_by_role("link", name="New agent").click()
-    form = page.locator("#agent-form")
-    form.get_by_label("Name", exact=True).fill("Order desk")
-    form.get_by_label("Instructions").fill("Look orders up.")
+    form = open_new_agent_form(
+        page, stack, tenant_login, name="Order desk", instructions="Look orders up."
+    )
     form.get_by_role("button", name="Add a tool").click()
     tool = form.locator("fieldset.tool").nth(0)
     expect(tool.locator("legend")).to_have_text("Tool 1")

@@ -4,45 +4,40 @@ page -> nginx TLS -> API (session) -> gateway (WebSocket) -> emulator (Gemini Li
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import psycopg
 import pytest
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page, expect
 
-from tests.web.flows import CALL_TIMEOUT_MS, create_agent, embed_page, wait_for, widget
+from tests.web.flows import (
+    CALL_TIMEOUT_MS,
+    TenantShop,
+    end_call,
+    serving_instance,
+    start_call,
+    wait_for,
+)
 from tests.web.stack import Stack
-from tests.web.support import ARTIFACTS, STRANGER_HOST, TENANT_HOST, Nginx, goto
+from tests.web.support import ARTIFACTS, STRANGER_HOST
 
 pytestmark = pytest.mark.browser
 
 
 def test_call_on_an_allowed_origin_plays_audio_shows_captions_and_stores_the_transcript(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
+    page: Page, stack: Stack, shop: TenantShop
 ) -> None:
-    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
-    name = embed_page(tenant_pages, "shop.html", stack=stack, agent=agent["public_id"])
-    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
+    agent = shop.create_agent()
+    host = shop.open_embed(page, "shop.html", agent["public_id"])
 
     # The page really is strict: it refuses innerHTML (Trusted Types), which the widget avoids.
     with pytest.raises(PlaywrightError, match="TrustedHTML"):
         page.evaluate("document.body.innerHTML = '<b>x</b>'")
-    host = widget(page)
     expect(host).to_have_attribute("data-orbis-config", "loaded")
     launcher = host.locator(".launcher")
     # The page's hostile CSS (hiding every button, red everything) does not reach the widget.
     expect(launcher).to_be_visible()
     expect(launcher).to_have_attribute("aria-label", "Talk to Shop helper")
-    launcher.click()
-
-    wait_for(page, "w.dataset.orbisState === 'live'")
-    call_id = host.get_attribute("data-orbis-call-id")
-    assert call_id
+    call_id = start_call(page, host)
     # The emulator hears the speech WAV, answers with 1.2 s of audio and transcriptions.
     wait_for(page, "Number(w.dataset.orbisBytesPlayed || 0) >= 24000 * 2 * 0.5")
     captions = host.locator(".captions li")
@@ -52,8 +47,7 @@ def test_call_on_an_allowed_origin_plays_audio_shows_captions_and_stores_the_tra
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=ARTIFACTS / "widget-live-call.png")
 
-    host.locator(".action").click()  # "End call"
-    expect(host).to_have_attribute("data-orbis-state", "ended")
+    end_call(host)
     expect(host.locator(".status")).to_have_text("Call ended")
 
     # The gateway stores the transcript through the API as the call ends.
@@ -77,17 +71,10 @@ def test_call_on_an_allowed_origin_plays_audio_shows_captions_and_stores_the_tra
 
 
 def test_a_page_on_an_origin_the_agent_does_not_allow_gets_a_clear_refusal(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
+    page: Page, stack: Stack, shop: TenantShop
 ) -> None:
-    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
-    name = embed_page(tenant_pages, "elsewhere.html", stack=stack, agent=agent["public_id"])
-    goto(page, tenant_site.url(STRANGER_HOST, f"/{name}"))
-
-    host = widget(page)
+    agent = shop.create_agent()
+    host = shop.open_embed(page, "elsewhere.html", agent["public_id"], host=STRANGER_HOST)
     host.locator(".launcher").click()
     expect(host).to_have_attribute("data-orbis-state", "origin-not-allowed")
     expect(host).to_have_attribute("data-orbis-error", "origin_not_allowed")
@@ -102,23 +89,14 @@ def test_a_page_on_an_origin_the_agent_does_not_allow_gets_a_clear_refusal(
 
 
 def test_a_second_call_over_the_agents_limit_is_told_the_lines_are_busy(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
+    page: Page, stack: Stack, shop: TenantShop
 ) -> None:
-    agent = create_agent(
-        stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)], max_concurrent_calls=1
-    )
-    name = embed_page(tenant_pages, "busy.html", stack=stack, agent=agent["public_id"])
-    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
-    widget(page).locator(".launcher").click()
-    wait_for(page, "w.dataset.orbisState === 'live'")
+    agent = shop.create_agent(max_concurrent_calls=1)
+    first = shop.open_embed(page, "busy.html", agent["public_id"])
+    start_call(page, first)
 
     second = page.context.new_page()
-    goto(second, tenant_site.url(TENANT_HOST, f"/{name}"))
-    host = widget(second)
+    host = shop.visit(second, "busy.html")
     host.locator(".launcher").click()
     expect(host).to_have_attribute("data-orbis-state", "limit-reached", timeout=CALL_TIMEOUT_MS)
     expect(host).to_have_attribute("data-orbis-error", "call_limit_reached")
@@ -129,9 +107,8 @@ def test_a_second_call_over_the_agents_limit_is_told_the_lines_are_busy(
     second.screenshot(path=ARTIFACTS / "widget-limit-reached.png")
     second.close()
     # The first call was not disturbed.
-    expect(widget(page)).to_have_attribute("data-orbis-state", "live")
-    widget(page).locator(".action").click()
-    expect(widget(page)).to_have_attribute("data-orbis-state", "ended")
+    expect(first).to_have_attribute("data-orbis-state", "live")
+    end_call(first)
 
 
 # Sends the page's first `count` resume handshakes to a path nginx answers 404, so they are
@@ -150,23 +127,18 @@ REFUSE_RESUMES = """(count) => {
 
 
 def _drain_mid_call(
-    page: Page, stack: Stack, site: Nginx, pages: Path, agent: dict[str, str], refused: int
+    page: Page, stack: Stack, shop: TenantShop, agent: dict[str, str], refused: int
 ) -> tuple[str, list[str]]:
     """A call whose gateway drains (a deploy); the visitor talks on, then hangs up.
     Returns the first call id and every call id the widget showed."""
     page.add_init_script(script=f"({REFUSE_RESUMES})({refused})")
-    name = embed_page(pages, "deploy.html", stack=stack, agent=agent["public_id"])
-    goto(page, site.url(TENANT_HOST, f"/{name}"))
-    host = widget(page)
+    host = shop.open_embed(page, "deploy.html", agent["public_id"])
     host.locator(".launcher").click()
     agent_lines = host.locator(".captions li[data-role=agent]", has_text="Hi! How can I help?")
     expect(agent_lines.first).to_be_visible(timeout=CALL_TIMEOUT_MS)
     call_id = host.get_attribute("data-orbis-call-id")
     assert call_id
-    with psycopg.connect(stack.database_conninfo) as conn:
-        row = conn.execute("SELECT instance_id FROM calls WHERE id = %s", (call_id,)).fetchone()
-    assert row is not None
-    draining = stack.gateways[row[0]]
+    draining = stack.gateways[serving_instance(stack, call_id)]
     page.evaluate(
         """() => {
             const w = document.querySelector('orbis-voice-widget');
@@ -194,8 +166,7 @@ def _drain_mid_call(
             f".filter((li) => li.textContent === 'Hi! How can I help?').length > {answers_before}",
         )
         assert page.evaluate("window.refusedResumes") == refused
-        host.locator(".action").click()
-        expect(host).to_have_attribute("data-orbis-state", "ended")
+        end_call(host)
     finally:
         draining.start()
     return call_id, page.evaluate("[...window.seenCallIds]")
@@ -218,15 +189,11 @@ def _ended_calls(page: Page, stack: Stack, agent: dict[str, str]) -> dict[str, s
 
 
 def test_a_draining_gateway_moves_the_same_call_to_another_replica(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
+    page: Page, stack: Stack, shop: TenantShop
 ) -> None:
-    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
+    agent = shop.create_agent()
     # The first resume handshake is refused; the widget tries the same token again.
-    call_id, shown = _drain_mid_call(page, stack, tenant_site, tenant_pages, agent, refused=1)
+    call_id, shown = _drain_mid_call(page, stack, shop, agent, refused=1)
     assert shown == [call_id]
     # One call, ended by the visitor's hang-up on the replica it moved to, with one transcript
     # numbered on from where the drained replica stopped.
@@ -244,25 +211,17 @@ def test_a_draining_gateway_moves_the_same_call_to_another_replica(
 
 
 def test_a_call_that_cannot_be_moved_goes_on_as_a_fresh_call(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
+    page: Page, stack: Stack, shop: TenantShop
 ) -> None:
-    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
+    agent = shop.create_agent()
     # Every resume handshake is refused: after its retries the widget takes a fresh session.
-    call_id, shown = _drain_mid_call(page, stack, tenant_site, tenant_pages, agent, refused=4)
+    call_id, shown = _drain_mid_call(page, stack, shop, agent, refused=4)
     assert shown[0] == call_id and len(shown) == 2
     assert _ended_calls(page, stack, agent) == {call_id: "drain", shown[1]: "hangup"}
 
 
-def test_an_unknown_agent_says_it_is_not_available(
-    page: Page, stack: Stack, tenant_site: Nginx, tenant_pages: Path
-) -> None:
-    name = embed_page(tenant_pages, "stale.html", stack=stack, agent="agt_deleted_long_ago")
-    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
-    host = widget(page)
+def test_an_unknown_agent_says_it_is_not_available(page: Page, shop: TenantShop) -> None:
+    host = shop.open_embed(page, "stale.html", "agt_deleted_long_ago")
     # The config endpoint shares nothing with a page it cannot vouch for; the session
     # endpoint says why.
     expect(host).to_have_attribute("data-orbis-config", "failed")
@@ -273,23 +232,12 @@ def test_an_unknown_agent_says_it_is_not_available(
 
 
 def test_an_interruption_silences_the_agent_at_once(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
+    page: Page, stack: Stack, shop: TenantShop
 ) -> None:
     # The emulator's control keyword: each reply is interrupted (barge-in) as it ends, with
     # most of its audio still queued in the browser.
-    agent = create_agent(
-        stack,
-        tenant_login["token"],
-        [tenant_site.origin(TENANT_HOST)],
-        instructions="Be brief. [[emulator interrupt=after_turn_complete]]",
-    )
-    name = embed_page(tenant_pages, "barge-in.html", stack=stack, agent=agent["public_id"])
-    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
-    host = widget(page)
+    agent = shop.create_agent(instructions="Be brief. [[emulator interrupt=after_turn_complete]]")
+    host = shop.open_embed(page, "barge-in.html", agent["public_id"])
     host.locator(".launcher").click()
 
     wait_for(page, "Number(w.dataset.orbisInterruptions || 0) >= 1")
@@ -301,28 +249,16 @@ def test_an_interruption_silences_the_agent_at_once(
     flushed = int(host.get_attribute("data-orbis-bytes-flushed") or 0)
     assert played + flushed <= received
     expect(host).to_have_attribute("data-orbis-state", "live")
-    host.locator(".action").click()
-    expect(host).to_have_attribute("data-orbis-state", "ended")
+    end_call(host)
 
 
 def test_a_dropped_connection_reconnects_and_gives_up_clearly_when_nothing_answers(
-    page: Page,
-    stack: Stack,
-    tenant_site: Nginx,
-    tenant_pages: Path,
-    tenant_login: dict[str, str],
+    page: Page, stack: Stack, shop: TenantShop
 ) -> None:
-    agent = create_agent(stack, tenant_login["token"], [tenant_site.origin(TENANT_HOST)])
-    name = embed_page(tenant_pages, "crash.html", stack=stack, agent=agent["public_id"])
-    goto(page, tenant_site.url(TENANT_HOST, f"/{name}"))
-    host = widget(page)
-    host.locator(".launcher").click()
-    wait_for(page, "w.dataset.orbisState === 'live'")
-    first_call = host.get_attribute("data-orbis-call-id")
-    with psycopg.connect(stack.database_conninfo) as conn:
-        row = conn.execute("SELECT instance_id FROM calls WHERE id = %s", (first_call,)).fetchone()
-    assert row is not None
-    serving = stack.gateways[row[0]]
+    agent = shop.create_agent()
+    host = shop.open_embed(page, "crash.html", agent["public_id"])
+    first_call = start_call(page, host)
+    serving = stack.gateways[serving_instance(stack, first_call)]
     (other,) = (gateway for gateway in stack.gateways.values() if gateway is not serving)
     try:
         serving.crash()
