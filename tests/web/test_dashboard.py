@@ -135,6 +135,19 @@ def test_keys_are_shown_once_and_can_be_revoked(
     assert violations == []
 
 
+def call_until_greeted(host: Locator) -> str:
+    """Starts a call and waits until the emulated agent has answered the visitor's greeting
+    (its only agent caption); returns the call id."""
+    host.locator(".launcher").click()
+    expect(host).to_have_attribute("data-orbis-state", "live", timeout=CALL_TIMEOUT_MS)
+    expect(host.locator(".captions li[data-role=agent]")).to_have_text(
+        "Hi! How can I help?", timeout=CALL_TIMEOUT_MS
+    )
+    call_id = host.get_attribute("data-orbis-call-id")
+    assert call_id
+    return call_id
+
+
 def wait_until_ended(stack: Stack, token: str, call_id: str) -> dict[str, object]:
     """The gateway records the end of a call just after the socket closes."""
     for _ in range(100):
@@ -164,14 +177,8 @@ def test_a_test_call_from_the_dashboard_then_its_transcript_found_by_search(
     expect(hint).to_be_hidden()
     page.get_by_role("button", name="Start a test call").click()
 
-    host = page.locator("orbis-voice-widget")
-    host.locator(".launcher").click()
-    expect(host).to_have_attribute("data-orbis-state", "live", timeout=CALL_TIMEOUT_MS)
-    expect(host.locator(".captions li[data-role=agent]")).to_have_text(
-        "Hi! How can I help?", timeout=CALL_TIMEOUT_MS
-    )
-    call_id = host.get_attribute("data-orbis-call-id")
-    assert call_id
+    host = widget(page)
+    call_id = call_until_greeted(host)
     end_call(host)
     assert wait_until_ended(stack, token, call_id)["end_reason"] == "hangup"
 
@@ -234,12 +241,7 @@ def test_gdpr_export_then_erase_an_end_users_calls(
     # A visitor the tenant's site knows as "visitor-42" makes a call.
     visitor = context.new_page()
     host = shop.open_embed(visitor, "account.html", agent["public_id"], user="visitor-42")
-    host.locator(".launcher").click()
-    expect(host.locator(".captions li[data-role=agent]")).to_have_text(
-        "Hi! How can I help?", timeout=CALL_TIMEOUT_MS
-    )
-    call_id = host.get_attribute("data-orbis-call-id")
-    assert call_id
+    call_id = call_until_greeted(host)
     end_call(host)
     visitor.close()
     assert wait_until_ended(stack, token, call_id)["end_user_id"] == "visitor-42"
