@@ -15,6 +15,7 @@ from aiohttp import web
 
 from runtime.api.app import create_app
 from runtime.api.settings import MIGRATIONS_DIR
+from healthchecks.probes import DEFAULT_TIMEOUT as PROBE_TIMEOUT
 from runtime.common.db import load_migrations
 from tests.api.fixtures import ApiHarness, api_settings, start_api, write_keyring
 from tests.services import PostgresServer, RedisServer
@@ -79,6 +80,31 @@ async def test_database_down_is_a_clean_503_and_recovers(
             return status == 200
 
         assert await _eventually(serving)
+
+
+async def test_readiness_with_everything_down_answers_within_the_health_probe_timeout(
+    api: ApiHarness, pg_server: PostgresServer, redis_srv: RedisServer
+) -> None:
+    """The container probe gives /readyz 3 s; a slower answer would show as a probe timeout
+    instead of naming the dependency that is down."""
+    pg_server.stop()
+    redis_srv.stop()
+    try:
+        async with api.http.get(
+            api.url + "/readyz", timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)
+        ) as resp:
+            assert resp.status == 503
+            checks = (await resp.json())["checks"]
+        assert checks["database"].startswith("unavailable")
+        assert checks["redis"].startswith("unavailable")
+    finally:
+        pg_server.start()
+        redis_srv.start()
+
+    async def ready() -> bool:
+        return (await api.call("GET", "/readyz"))[0] == 200
+
+    assert await _eventually(ready)
 
 
 async def test_unmigrated_database_is_not_ready(
