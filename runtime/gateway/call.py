@@ -26,6 +26,7 @@ from google import genai
 from google.genai import types
 
 from runtime.gateway.internal_api import ApiRejected, ApiUnavailable, CallGrant, InternalApi
+from runtime.gateway.live_wire import ModelAudio, ServerMessage
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.protocol import (
     INPUT_RATE,
@@ -556,7 +557,11 @@ class Call:
         except UpstreamFailed as exc:
             self.fail(exc.code)
 
-    async def _on_model_message(self, message: types.LiveServerMessage) -> None:
+    async def _on_model_message(self, message: ServerMessage) -> None:
+        if isinstance(message, ModelAudio):
+            for pcm in message.chunks:
+                await self._on_model_audio(pcm)
+            return
         if message.usage_metadata is not None:
             self._usage.add(message.usage_metadata)
         content = message.server_content
@@ -569,6 +574,14 @@ class Call:
             for tool_id in message.tool_call_cancellation.ids or []:
                 self._cancel_tool(tool_id)
 
+    async def _on_model_audio(self, pcm: bytes) -> None:
+        if not self._model_speaking:
+            self._model_speaking = True
+            if self._last_speech_at is not None:
+                self._metrics.response_latency.observe(time.monotonic() - self._last_speech_at)
+                self._last_speech_at = None
+        await self._to_client_audio(pcm)
+
     async def _on_server_content(self, content: types.LiveServerContent) -> None:
         if content.input_transcription is not None and content.input_transcription.text:
             text = self._stitcher.add(USER, content.input_transcription.text)
@@ -576,14 +589,7 @@ class Call:
         if content.model_turn is not None:
             for part in content.model_turn.parts or []:
                 if part.inline_data is not None and part.inline_data.data:
-                    if not self._model_speaking:
-                        self._model_speaking = True
-                        if self._last_speech_at is not None:
-                            self._metrics.response_latency.observe(
-                                time.monotonic() - self._last_speech_at
-                            )
-                            self._last_speech_at = None
-                    await self._to_client_audio(part.inline_data.data)
+                    await self._on_model_audio(part.inline_data.data)
         if content.output_transcription is not None and content.output_transcription.text:
             text = self._stitcher.add(AGENT, content.output_transcription.text)
             self.send_event(event("transcript", role=AGENT, text=text, final=False))

@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import cast
 
 import websockets
 from google import genai
@@ -23,6 +22,7 @@ from google.genai import live as genai_live
 from google.genai import types
 
 from runtime.gateway.internal_api import AgentRuntime
+from runtime.gateway.live_wire import LiveWire, ModelAudio, ServerMessage
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.protocol import INPUT_MIME_TYPE, ErrorCode
 
@@ -120,6 +120,7 @@ def _seconds(time_left: str | None) -> float:
 @dataclass
 class _Connection:
     session: genai_live.AsyncSession
+    wire: LiveWire  # the lean audio paths of `session` (live_wire.py)
     stack: contextlib.AsyncExitStack
 
 
@@ -205,7 +206,7 @@ class LiveUpstream:
                 self._metrics.gemini_errors.labels(code=kind).inc()
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
-                self._connection = _Connection(session=session, stack=stack)
+                self._connection = _Connection(session=session, wire=LiveWire(session), stack=stack)
                 self._resume_after_turn = False
                 if self._go_away_timer is not None:
                     self._go_away_timer.cancel()
@@ -250,25 +251,28 @@ class LiveUpstream:
         )
         await self._open(cause=cause, attempts=self._resume_attempts)
 
-    async def messages(self) -> AsyncIterator[types.LiveServerMessage]:
-        """Every server message of the call, across resumptions; raises UpstreamFailed."""
+    async def messages(self) -> AsyncIterator[ServerMessage]:
+        """Every server message of the call, across resumptions; raises UpstreamFailed.
+
+        Plain model audio comes as `ModelAudio` (the lean path), everything else as the SDK's
+        `LiveServerMessage`.
+        """
         while not self._closed:
             connection = self._connection
             if connection is None:
                 await self._resume("dropped")
                 continue
             try:
-                turn = cast(
-                    AsyncGenerator[types.LiveServerMessage, None], connection.session.receive()
-                )
-                async with contextlib.aclosing(turn):
-                    async for message in turn:
-                        self._track(message)
+                while True:
+                    message = await connection.wire.receive()
+                    if isinstance(message, ModelAudio):
                         yield message
-                        if self._resume_after_turn and _turn_complete(message):
-                            break
-                if self._resume_after_turn:
-                    await self._resume("go_away")
+                        continue
+                    self._track(message)
+                    yield message
+                    if self._resume_after_turn and _turn_complete(message):
+                        break
+                await self._resume("go_away")
             except genai_errors.APIError as exc:
                 if self._closed:
                     return
@@ -309,7 +313,7 @@ class LiveUpstream:
             with contextlib.suppress(Exception):
                 await connection.session.close()
 
-    async def _send(self, send: Callable[[genai_live.AsyncSession], Awaitable[None]]) -> None:
+    async def _send(self, send: Callable[[_Connection], Awaitable[None]]) -> None:
         """Send on the current session, waiting through a resumption instead of losing data."""
         for _ in range(self._resume_attempts + 2):
             await self._ready.wait()
@@ -317,7 +321,7 @@ class LiveUpstream:
             if connection is None:
                 continue
             try:
-                await send(connection.session)
+                await send(connection)
                 return
             except websockets.exceptions.ConnectionClosed:
                 # The receive side sees the same close and resumes; wait for the new session.
@@ -326,14 +330,12 @@ class LiveUpstream:
         raise UpstreamFailed(ErrorCode.UPSTREAM_UNAVAILABLE, "could not send to gemini")
 
     async def send_audio(self, pcm: bytes) -> None:
-        await self._send(
-            lambda session: session.send_realtime_input(
-                audio=types.Blob(data=pcm, mime_type=INPUT_MIME_TYPE)
-            )
-        )
+        await self._send(lambda connection: connection.wire.send_audio(pcm, INPUT_MIME_TYPE))
 
     async def send_tool_response(self, response: types.FunctionResponse) -> None:
-        await self._send(lambda session: session.send_tool_response(function_responses=[response]))
+        await self._send(
+            lambda connection: connection.session.send_tool_response(function_responses=[response])
+        )
 
     async def close(self) -> None:
         self._closed = True
