@@ -25,7 +25,11 @@ async def serve(settings: EmulatorSettings) -> None:
     runner = web.AppRunner(app, shutdown_timeout=5.0, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(
-        runner, settings.host, settings.port, ssl_context=server_ssl_context(settings)
+        runner,
+        settings.host,
+        settings.port,
+        ssl_context=server_ssl_context(settings),
+        reuse_port=settings.reuse_port or None,
     )
     await site.start()
     port = runner.addresses[0][1]

@@ -15,6 +15,9 @@ class EmulatorSettings(BaseSettings):
     # Inside its container the emulator must be reachable from the gateway's network.
     host: str = "0.0.0.0"  # noqa: S104
     port: int = Field(default=9443, ge=0, le=65535)  # 0: any free port (tests)
+    # Several emulator processes may listen on one port (SO_REUSEPORT; the kernel spreads
+    # connections). For load rigs only: resumption handles live in each process's memory.
+    reuse_port: bool = False
     cert_file: Path
     key_file: Path
     # Accepted API keys, one per line, re-read when the file changes; unset: any key accepted.

@@ -11,7 +11,13 @@ from pathlib import Path
 from google.genai import errors
 
 from runtime.emulator.testing import REPO_ROOT, CertPair, emulator_process
-from tests.emulator.conftest import MODEL, receive_until, receive_until_closed, text
+from tests.emulator.conftest import (
+    MODEL,
+    receive_turn,
+    receive_until,
+    receive_until_closed,
+    text,
+)
 
 
 async def test_killed_mid_call_surfaces_as_abnormal_closure(
@@ -48,6 +54,29 @@ async def test_sigterm_closes_live_sessions_with_going_away(
         assert await stopping == 0
     assert closed.code == 1001
     assert isinstance(closed, errors.APIError)
+
+
+async def test_several_processes_share_one_port_with_reuse_port(
+    tmp_path: Path, emulator_cert: CertPair
+) -> None:
+    """The load rig's `--emulators N`: a second process on the first one's port serves alone
+    once the first has stopped."""
+    shared = {"reuse_port": "true"}
+    async with emulator_process(tmp_path / "a", cert=emulator_cert, settings=shared) as first:
+        second_settings = {**shared, "port": first.port}
+        async with emulator_process(
+            tmp_path / "b", cert=emulator_cert, settings=second_settings
+        ) as second:
+            assert second.port == first.port
+            assert await first.stop() == 0
+            async with (
+                asyncio.timeout(15),
+                second.client().aio.live.connect(model=MODEL) as session,
+            ):
+                await session.send_client_content(turns=text("hello"))
+                summary = await receive_turn(session)
+            assert summary.audio and summary.turn_complete
+            assert (await second.get_json("/stats"))["sessions_total"] == 1
 
 
 def _run_emulator(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
