@@ -476,7 +476,7 @@ class Call:
                 return
         else:
             self._outbound.put_nowait(pcm)
-        self._metrics.audio_frames.labels(direction="out").inc()
+        self._metrics.audio_frames_out.inc()
 
     def _flush_client_audio(self) -> None:
         """Drop model audio not yet sent (barge-in); keep queued events in order."""
@@ -553,7 +553,7 @@ class Call:
                     frames.append(self._inbound.get_nowait())
                     size += len(frames[-1])
                 await self._upstream.send_audio(frames[0] if len(frames) == 1 else b"".join(frames))
-                self._metrics.audio_frames.labels(direction="in").inc(len(frames))
+                self._metrics.audio_frames_in.inc(len(frames))
         except UpstreamFailed as exc:
             self.fail(exc.code)
 

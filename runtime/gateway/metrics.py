@@ -61,6 +61,9 @@ class GatewayMetrics:
             ["direction"],
             registry=self.registry,
         )
+        # Counted for every frame of every call: the label lookup is done once, not per frame.
+        self.audio_frames_in = self.audio_frames.labels(direction="in")
+        self.audio_frames_out = self.audio_frames.labels(direction="out")
         self.dropped_frames = Counter(
             "orbis_gateway_dropped_audio_frames",
             "Caller audio frames dropped because the upstream queue was full",
