@@ -1,8 +1,9 @@
 """Gateway benchmark: N simulated callers streaming real-time audio through the gateway.
 
 Starts real PostgreSQL and Redis (tests/services.py), the API (in this process: it only
-serves call starts, transcripts and call ends), the Gemini Live emulator (its own process,
-replies paced in real time), and then, one after the other, two relays in their own processes:
+serves call starts, transcripts and call ends), `--emulators` Gemini Live emulator processes
+sharing one port (SO_REUSEPORT: the kernel spreads sessions over them; replies paced in real
+time), and two relays in their own processes, loaded at the same time with the same load:
 
 - **bare relay**: a minimal aiohttp WebSocket relay (raw JSON to the emulator, no SDK, no
   limits, no transcripts, no Redis), the floor any relay pays;
@@ -13,10 +14,18 @@ Each caller connects, waits for `session.started`, then streams 16 kHz PCM16 in 
 run, and receives the model's 24 kHz audio. Per turn it measures the response latency: from
 sending the frame that completes the 500 ms of silence to the first byte of model audio. The
 gateway's *added* latency is its latency minus the bare relay's in the same run (both include
-the emulator's own processing). CPU is the relay process's user+system time over the run.
+the emulator's own processing). CPU is the relay process's user+system time over the run;
+the rig's own CPU (emulators, load processes) and the host's are reported beside it, so a run
+where the rig or the host saturated is visible as such.
 
     .venv/bin/python bench/gateway.py [--calls 50] [--seconds 20] [--frame-ms 40]
-        [--workers 2] [--json bench/results/gateway.json]
+        [--workers 2] [--emulators 2] [--profile DIR] [--gateway-tree DIR]
+        [--json bench/results/gateway.json]
+    .venv/bin/python bench/gateway.py --codec     # µs per audio message: SDK vs lean path
+
+`--profile DIR` runs the gateway under cProfile (DIR/gateway.prof); `--gateway-tree DIR` runs
+the gateway from another source tree (e.g. `git archive <commit> runtime | tar -x -C DIR`),
+to compare versions on the same rig.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
+import functools
 import json
 import os
 import secrets
@@ -186,6 +197,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def host_busy_seconds() -> float:
+    """CPU seconds all cores spent busy (not idle, not waiting on I/O) since boot."""
+    ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 async def wait_listening(http: aiohttp.ClientSession, url: str, process: Any) -> None:
     async with asyncio.timeout(30):
         while True:
@@ -200,7 +218,7 @@ async def wait_listening(http: aiohttp.ClientSession, url: str, process: Any) ->
             await asyncio.sleep(0.1)
 
 
-async def load_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
+async def load_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Run some of the callers (a worker process of its own: the load must not be the limit)."""
     calls: list[list[str]] = config["calls"]
     seconds, frame_ms = float(config["seconds"]), int(config["frame_ms"])
@@ -219,10 +237,11 @@ async def load_worker(config: dict[str, Any]) -> list[dict[str, Any]]:
             await asyncio.sleep(ramp / len(calls) if index < len(calls) - 1 else 0)
         async with asyncio.timeout(seconds + ramp + 60):
             await asyncio.gather(*tasks)
-    return [
+    rows = [
         {"relay": relay, **vars(caller_stats)}
         for (relay, _), caller_stats in zip(calls, stats, strict=True)
     ]
+    return {"rows": rows, "cpu_seconds": time.process_time()}
 
 
 async def run_load(
@@ -231,8 +250,12 @@ async def run_load(
     workers: int,
     frame_ms: int,
     seconds: float,
-) -> list[dict[str, Any]]:
-    """All relays under load at the same time, from `workers` load processes."""
+    emulator_pids: list[int],
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """All relays under load at the same time, from `workers` load processes.
+
+    Returns a row per relay and what the rig itself used (emulators, load processes, host).
+    """
     async with aiohttp.ClientSession() as http:
         for process, urls in relays.values():
             base = urls[0].split("/ws/")[0].replace("ws://", "http://")
@@ -247,6 +270,8 @@ async def run_load(
     ]
     shares = [calls[index::workers] for index in range(workers)]
     cpu_before = {name: cpu_seconds(process.pid) for name, (process, _) in relays.items()}
+    emulators_before = sum(map(cpu_seconds, emulator_pids))
+    host_before = host_busy_seconds()
     wall_before = time.perf_counter()
     processes = []
     for share in shares:
@@ -267,14 +292,27 @@ async def run_load(
         )
     )
     wall = time.perf_counter() - wall_before
+    host = host_busy_seconds() - host_before
     cpu = {
         name: cpu_seconds(process.pid) - cpu_before[name] for name, (process, _) in relays.items()
     }
-    per_call = [row for stdout, _ in outputs for row in json.loads(stdout)]
-    return [
+    emulators = sum(map(cpu_seconds, emulator_pids)) - emulators_before
+    reports = [json.loads(stdout) for stdout, _ in outputs]
+    per_call = [row for report in reports for row in report["rows"]]
+    rig = {
+        "wall_seconds": round(wall, 1),
+        "host_cores": os.cpu_count(),
+        "host_busy_percent_of_all_cores": round(100 * host / wall / (os.cpu_count() or 1), 1),
+        "emulators_percent_of_core": round(100 * emulators / wall, 1),
+        "load_processes_percent_of_core": round(
+            100 * sum(report["cpu_seconds"] for report in reports) / wall, 1
+        ),
+    }
+    rows = [
         _summary(name, [row for row in per_call if row["relay"] == name], cpu[name], wall)
         for name in relays
     ]
+    return rows, rig
 
 
 def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> dict[str, Any]:
@@ -311,6 +349,8 @@ def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> 
         "latency_ms_p99": percentile(0.99),
         "cpu_percent_of_core": round(100 * cpu / wall, 1),
         "cpu_ms_per_call_second": round(1000 * cpu / wall / max(1, held), 3),
+        # One core is 1000 ms of CPU per second: how many such calls it could carry.
+        "calls_per_core": round(wall * max(1, held) / cpu) if cpu else None,
     }
 
 
@@ -324,14 +364,27 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     with postgres_server() as pg, redis_server() as redis_srv:
         database = pg.create_database()
         settings = api_settings(pg.url(database), redis_srv.url(1), write_keyring(work))
-        async with (
-            start_api(settings) as api,
-            emulator_process(
-                work / "emulator",
-                scenario=SCENARIO,
-                settings={"max_sessions": args.calls * 3 + 10},
-            ) as emulator,
-        ):
+        async with start_api(settings) as api, contextlib.AsyncExitStack() as emulators:
+            # Both relays' sessions, spread by the kernel over processes sharing one port.
+            emulator_settings: dict[str, object] = {
+                "max_sessions": args.calls * 3 + 10,
+                "reuse_port": "true",
+                "log_level": "warning",
+            }
+            emulator = await emulators.enter_async_context(
+                emulator_process(work / "emulator-0", scenario=SCENARIO, settings=emulator_settings)
+            )
+            emulator_pids = [_pid(emulator.process)]
+            for index in range(1, args.emulators):
+                more = await emulators.enter_async_context(
+                    emulator_process(
+                        work / f"emulator-{index}",
+                        scenario=SCENARIO,
+                        cert=emulator.cert,
+                        settings={**emulator_settings, "port": emulator.port},
+                    )
+                )
+                emulator_pids.append(_pid(more.process))
             tenant = await api.signup(email=f"bench-{secrets.token_hex(4)}@example.com")
             agent = await api.create_agent(
                 tenant, allowed_origins=[ORIGIN], max_concurrent_calls=1000
@@ -347,15 +400,21 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 str(emulator.cert.cert_file),
                 emulator.api_key,
             )
+            tree = args.gateway_tree or REPO
             env = _gateway_env(
-                work, api.url, api.internal_token, redis_srv.url(2), emulator, gateway_port
+                work, api.url, api.internal_token, redis_srv.url(2), emulator, gateway_port, tree
             )
+            profiler: list[str] = []
+            if args.profile:
+                args.profile.mkdir(parents=True, exist_ok=True)
+                profiler = ["-m", "cProfile", "-o", str(args.profile.resolve() / "gateway.prof")]
             gateway = await asyncio.create_subprocess_exec(
                 sys.executable,
+                *profiler,
                 "-m",
                 "runtime.gateway",
                 env=env,
-                cwd=REPO,
+                cwd=tree,
                 stderr=(work / "gateway.log").open("wb"),
             )
             try:
@@ -369,7 +428,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 bare_urls = [f"ws://127.0.0.1:{bare_port}/ws/call"] * args.calls
                 # Both relays carry the same load at the same time, so the machine's other
                 # work (a shared, noisy host) weighs on both alike.
-                results = await run_load(
+                results, rig = await run_load(
                     {
                         "bare aiohttp relay": (bare, bare_urls),
                         "gateway (google-genai)": (gateway, gateway_urls),
@@ -377,11 +436,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     workers=args.workers,
                     frame_ms=args.frame_ms,
                     seconds=args.seconds,
+                    emulator_pids=emulator_pids,
                 )
             finally:
                 for process in (bare, gateway):
                     process.terminate()
-                    await process.wait()
+                    # Bounded: the gateway drains (ORBIS_DRAIN_TIMEOUT_SECONDS) then exits.
+                    async with asyncio.timeout(60):
+                        await process.wait()
     bare_row, gateway_row = results
     added = {
         key: (
@@ -395,7 +457,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["bench/gateway.py", *sys.argv[1:]]),
         "frame_ms": args.frame_ms,
         "seconds": args.seconds,
+        "emulators": args.emulators,
+        "workers": args.workers,
+        "profiled": bool(args.profile),
         "results": results,
+        "rig": rig,
         "gateway_added_latency_ms": added,
         "cpu_ratio_gateway_to_bare": (
             round(gateway_row["cpu_percent_of_core"] / bare_row["cpu_percent_of_core"], 2)
@@ -412,15 +478,27 @@ async def _raise_org_limit(database_url: str) -> None:
         await conn.execute("UPDATE orgs SET max_concurrent_calls = 100000")
 
 
+def _pid(process: asyncio.subprocess.Process | None) -> int:
+    assert process is not None
+    return process.pid
+
+
 def _gateway_env(
-    work: Path, api_url: str, internal_token: str, redis_url: str, emulator: Any, port: int
+    work: Path,
+    api_url: str,
+    internal_token: str,
+    redis_url: str,
+    emulator: Any,
+    port: int,
+    tree: Path,
 ) -> dict[str, str]:
     (work / "internal_token").write_text(internal_token + "\n")
     (work / "gemini_api_key").write_text(emulator.api_key + "\n")
     return {
         "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(REPO),
+        "PYTHONPATH": str(tree),
         "ORBIS_GATEWAY_PORT": str(port),
+        "ORBIS_DRAIN_TIMEOUT_SECONDS": "5",
         "ORBIS_INSTANCE_ID": "bench",
         "ORBIS_API_URL": api_url,
         "ORBIS_INTERNAL_TOKEN_FILE": str(work / "internal_token"),
@@ -443,6 +521,7 @@ def print_table(report: dict[str, Any]) -> None:
         ("latency_ms_p99", 15),
         ("cpu_percent_of_core", 20),
         ("cpu_ms_per_call_second", 23),
+        ("calls_per_core", 15),
     ]
     print("".join(name.ljust(width) for name, width in columns))
     for row in report["results"]:
@@ -454,8 +533,79 @@ def print_table(report: dict[str, Any]) -> None:
         print("".join(cells))
         if row["errors"]:
             print(f"    errors: {row['errors']}")
+    print(f"rig: {report['rig']}")
+    if report["profiled"]:
+        print("(gateway ran under cProfile: its CPU figures are inflated)")
     print(f"gateway added latency (ms): {report['gateway_added_latency_ms']}")
     print(f"gateway CPU / bare relay CPU: {report['cpu_ratio_gateway_to_bare']}")
+
+
+class _FrameSocket:
+    """Stands in for the SDK's websocket when timing its per-message code: `send` drops the
+    frame, `recv` hands back one fixed frame. Only the codec work is left to measure."""
+
+    def __init__(self, frame: bytes) -> None:
+        self.frame = frame
+
+    async def send(self, message: str) -> None:
+        return None
+
+    async def recv(self, decode: bool | None = None) -> bytes:
+        return self.frame
+
+
+def codec_bench(repeats: int = 2000) -> list[dict[str, Any]]:
+    """µs per audio message, the SDK's own methods against the lean ones, same process."""
+    from google import genai
+    from google.genai import live as genai_live
+    from google.genai import types
+
+    from runtime.gateway.live_wire import LiveWire
+
+    client = genai.Client(api_key="codec-bench")
+    rows = []
+    for frame_ms in (20, 40, 100):
+        pcm_in = synthetic_speech(frame_ms, "tone", 300.0, rate=INPUT_RATE)
+        pcm_out = synthetic_speech(frame_ms, "tone", 440.0)
+        blob = {"mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(pcm_out).decode()}
+        frame = json.dumps({"serverContent": {"modelTurn": {"parts": [{"inlineData": blob}]}}})
+        socket = _FrameSocket(frame.encode())
+        session = genai_live.AsyncSession(
+            api_client=client._api_client,
+            websocket=socket,  # type: ignore[arg-type]
+        )
+        wire = LiveWire(session)
+        audio = types.Blob(data=pcm_in, mime_type="audio/pcm;rate=16000")
+        paths = {
+            "send: SDK send_realtime_input": functools.partial(
+                session.send_realtime_input, audio=audio
+            ),
+            "send: lean": functools.partial(wire.send_audio, pcm_in, "audio/pcm;rate=16000"),
+            "receive: SDK _receive": session._receive,
+            "receive: lean": wire.receive,
+        }
+
+        async def timed(step: Any) -> float:
+            for _ in range(50):  # warm-up: pydantic builds its validators on first use
+                await step()
+            best = float("inf")
+            for _ in range(5):
+                began = time.perf_counter()
+                for _ in range(repeats):
+                    await step()
+                best = min(best, time.perf_counter() - began)
+            return best / repeats * 1e6
+
+        for name, step in paths.items():
+            micros = asyncio.run(timed(step))
+            rows.append({"frame_ms": frame_ms, "path": name, "us_per_message": round(micros, 1)})
+    return rows
+
+
+def print_codec(rows: list[dict[str, Any]]) -> None:
+    print("frame_ms  path                              µs/message")
+    for row in rows:
+        print(f"{row['frame_ms']:<9} {row['path']:<33} {row['us_per_message']:>8.1f}")
 
 
 def main() -> int:
@@ -465,6 +615,10 @@ def main() -> int:
     parser.add_argument("--frame-ms", type=int, default=40, choices=(20, 40, 50, 100))
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "gateway.json")
     parser.add_argument("--workers", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--emulators", type=int, default=2, help="emulator processes")
+    parser.add_argument("--profile", type=Path, help="run the gateway under cProfile, into DIR")
+    parser.add_argument("--gateway-tree", type=Path, help="run the gateway from this source tree")
+    parser.add_argument("--codec", action="store_true", help="only time the audio messages")
     parser.add_argument("--bare-relay", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -476,8 +630,18 @@ def main() -> int:
         port, emulator_url, ca_file, api_key = args.bare_relay
         serve_bare_relay(int(port), emulator_url, ca_file, api_key)
         return 0
-    if not 1 <= args.calls <= 2000 or not 1 <= args.seconds <= 600 or not 1 <= args.workers <= 16:
-        parser.error("--calls 1-2000, --seconds 1-600, --workers 1-16 (bounded load)")
+    if args.codec:
+        print_codec(codec_bench())
+        return 0
+    if (
+        not 1 <= args.calls <= 2000
+        or not 1 <= args.seconds <= 600
+        or not 1 <= args.workers <= 16
+        or not 1 <= args.emulators <= 16
+    ):
+        parser.error(
+            "--calls 1-2000, --seconds 1-600, --workers 1-16, --emulators 1-16 (bounded load)"
+        )
     report = asyncio.run(bench(args))
     print_table(report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
