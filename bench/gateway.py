@@ -114,7 +114,8 @@ def serve_bare_relay(port: int, emulator_url: str, ca_file: str, api_key: str) -
         return ws
 
     async def http_ctx(app: web.Application) -> Any:
-        async with aiohttp.ClientSession() as session:
+        # No connection cap: aiohttp's default of 100 would hold calls 101+ back.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
             app[HTTP] = session
             yield
 
