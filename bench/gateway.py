@@ -60,6 +60,7 @@ INPUT_RATE = 16_000
 SPEECH_MS = 600
 SILENCE_MS = 1_900  # the VAD ends the turn after 500 ms; the rest covers the 1 s reply
 VAD_SILENCE_MS = 500
+MAX_START_SECONDS = 5.0  # a call that takes longer to start does not count as held
 SCENARIO = {
     "turns": [
         {
@@ -187,7 +188,10 @@ async def caller(
                 # An absolute schedule: no drift however long a send took.
                 await asyncio.sleep(max(0.0, start + index * frame_ms / 1000 - time.perf_counter()))
             stats.stream_seconds = time.perf_counter() - start
-            stats.held = not ws.closed and not stats.error
+            # A caller kept waiting for its call to start has not been served in real time.
+            stats.held = (
+                not ws.closed and not stats.error and stats.connect_seconds <= MAX_START_SECONDS
+            )
             receiver.cancel()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         stats.error = stats.error or type(exc).__name__
