@@ -25,7 +25,8 @@ where the rig or the host saturated is visible as such.
 
 `--profile DIR` runs the gateway under cProfile (DIR/gateway.prof); `--gateway-tree DIR` runs
 the gateway from another source tree (e.g. `git archive <commit> runtime | tar -x -C DIR`),
-to compare versions on the same rig.
+to compare versions on the same rig; `--uvloop` runs both relays on uvloop's event loop (an
+experiment: uvloop is not a dependency; put it on PYTHONPATH).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import asyncio
 import base64
 import contextlib
 import functools
+import importlib
+import importlib.util
 import json
 import os
 import secrets
@@ -72,6 +75,10 @@ SCENARIO = {
     "chunk_ms": 40,
     "pace": 1.0,
 }
+UVLOOP_GATEWAY = (
+    "import runpy, uvloop; uvloop.install(); "
+    "runpy.run_module('runtime.gateway', run_name='__main__', alter_sys=True)"
+)
 LIVE_PATH = "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent"
 
 
@@ -404,20 +411,22 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 emulator.base_url,
                 str(emulator.cert.cert_file),
                 emulator.api_key,
+                *(["--uvloop"] if args.uvloop else []),
             )
             tree = args.gateway_tree or REPO
             env = _gateway_env(
                 work, api.url, api.internal_token, redis_srv.url(2), emulator, gateway_port, tree
             )
-            profiler: list[str] = []
+            command = ["-m", "runtime.gateway"]
             if args.profile:
                 args.profile.mkdir(parents=True, exist_ok=True)
-                profiler = ["-m", "cProfile", "-o", str(args.profile.resolve() / "gateway.prof")]
+                profile = str(args.profile.resolve() / "gateway.prof")
+                command = ["-m", "cProfile", "-o", profile, *command]
+            elif args.uvloop:
+                command = ["-c", UVLOOP_GATEWAY]
             gateway = await asyncio.create_subprocess_exec(
                 sys.executable,
-                *profiler,
-                "-m",
-                "runtime.gateway",
+                *command,
                 env=env,
                 cwd=tree,
                 stderr=(work / "gateway.log").open("wb"),
@@ -501,7 +510,8 @@ def _gateway_env(
     (work / "gemini_api_key").write_text(emulator.api_key + "\n")
     return {
         "PATH": os.environ["PATH"],
-        "PYTHONPATH": str(tree),
+        # Keeps what the caller added (e.g. where uvloop is installed for --uvloop).
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
         "ORBIS_GATEWAY_PORT": str(port),
         "ORBIS_DRAIN_TIMEOUT_SECONDS": "5",
         "ORBIS_INSTANCE_ID": "bench",
@@ -624,6 +634,9 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="run the gateway under cProfile, into DIR")
     parser.add_argument("--gateway-tree", type=Path, help="run the gateway from this source tree")
     parser.add_argument("--codec", action="store_true", help="only time the audio messages")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run both relays on uvloop's event loop"
+    )
     parser.add_argument("--bare-relay", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -631,7 +644,11 @@ def main() -> int:
         rows = asyncio.run(load_worker(json.load(sys.stdin)))
         json.dump(rows, sys.stdout)
         return 0
+    if args.uvloop and importlib.util.find_spec("uvloop") is None:
+        parser.error("--uvloop needs uvloop importable (pip install uvloop, or on PYTHONPATH)")
     if args.bare_relay:
+        if args.uvloop:
+            importlib.import_module("uvloop").install()
         port, emulator_url, ca_file, api_key = args.bare_relay
         serve_bare_relay(int(port), emulator_url, ca_file, api_key)
         return 0
