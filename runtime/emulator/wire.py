@@ -177,6 +177,17 @@ def audio_chunk(pcm: bytes, rate: int) -> JsonObject:
     return {"serverContent": {"modelTurn": {"parts": [{"inlineData": blob}]}}}
 
 
+@functools.lru_cache(maxsize=512)
+def encoded_audio_chunk(pcm: bytes, rate: int) -> bytes:
+    """`audio_chunk` serialised as `LiveSession.send` does, cached by content.
+
+    Every session speaks the same synthetic audio (cut from one cached second per voice), so the
+    same chunks are encoded over and over; caching them saves a base64 and a JSON dump per
+    chunk per session. Bounded: 512 chunks of 40 ms is about 1 MB.
+    """
+    return json.dumps(audio_chunk(pcm, rate), separators=(",", ":")).encode()
+
+
 def generation_complete() -> JsonObject:
     return {"serverContent": {"generationComplete": True}}
 
