@@ -22,6 +22,7 @@ where the rig or the host saturated is visible as such.
         [--workers 2] [--emulators 2] [--profile DIR] [--gateway-tree DIR]
         [--json bench/results/gateway.json]
     .venv/bin/python bench/gateway.py --codec     # µs per audio message: SDK vs lean path
+    .venv/bin/python bench/gateway.py --heartbeat # event-loop stall of one Redis lease renewal
 
 `--profile DIR` runs the gateway under cProfile (DIR/gateway.prof); `--gateway-tree DIR` runs
 the gateway from another source tree (e.g. `git archive <commit> runtime | tar -x -C DIR`),
@@ -623,6 +624,55 @@ def print_codec(rows: list[dict[str, Any]]) -> None:
         print(f"{row['frame_ms']:<9} {row['path']:<33} {row['us_per_message']:>8.1f}")
 
 
+async def _loop_gaps(gaps: list[float], stop: asyncio.Event) -> None:
+    """Record how late a 1 ms timer fires, until `stop`: the event loop's stalls."""
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+
+
+async def heartbeat_bench() -> list[dict[str, Any]]:
+    """What one heartbeat (lease renewal of every local call in Redis) costs the event loop."""
+    import redis.asyncio as aioredis
+
+    from runtime.gateway.redis_state import CallRecord, CallState
+    from tests.services import redis_server
+
+    rows = []
+    with redis_server() as redis_srv:
+        client = aioredis.Redis.from_url(redis_srv.url(0))
+        state = CallState(client, lease_seconds=30)
+        for calls in (100, 1000):
+            records = [
+                CallRecord(f"call-{i}", "bench", f"agent-{i % 10}", "org", 0.0)
+                for i in range(calls)
+            ]
+            await state.renew(records)  # warm: scripts loaded, keys exist
+            gaps: list[float] = []
+            stop = asyncio.Event()
+            ticker = asyncio.create_task(_loop_gaps(gaps, stop))
+            await asyncio.sleep(0.05)
+            cpu, began = time.process_time(), time.perf_counter()
+            await state.renew(records)
+            wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+            await asyncio.sleep(0.05)
+            stop.set()
+            await ticker
+            rows.append(
+                {
+                    "calls": calls,
+                    "renew_ms": round(wall * 1000, 1),
+                    "cpu_ms": round(cpu * 1000, 1),
+                    "longest_loop_stall_ms": round(max(gaps) * 1000, 1),
+                }
+            )
+        await client.aclose()
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50)
@@ -634,6 +684,9 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="run the gateway under cProfile, into DIR")
     parser.add_argument("--gateway-tree", type=Path, help="run the gateway from this source tree")
     parser.add_argument("--codec", action="store_true", help="only time the audio messages")
+    parser.add_argument(
+        "--heartbeat", action="store_true", help="only time one Redis lease renewal of all calls"
+    )
     parser.add_argument(
         "--uvloop", action="store_true", help="run both relays on uvloop's event loop"
     )
@@ -654,6 +707,10 @@ def main() -> int:
         return 0
     if args.codec:
         print_codec(codec_bench())
+        return 0
+    if args.heartbeat:
+        for row in asyncio.run(heartbeat_bench()):
+            print(row)
         return 0
     if (
         not 1 <= args.calls <= 2000

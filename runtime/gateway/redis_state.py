@@ -116,6 +116,10 @@ class CallRecord:
         ]
 
 
+# Calls renewed per Redis pipeline by a heartbeat (~4 ms of event-loop time each).
+RENEW_BATCH = 100
+
+
 class CallState:
     def __init__(self, client: aioredis.Redis, *, lease_seconds: int) -> None:
         self.client = client
@@ -149,9 +153,17 @@ class CallState:
         return LeaseOutcome(outcome.decode() if isinstance(outcome, bytes) else outcome)
 
     async def renew(self, records: list[CallRecord]) -> set[str]:
-        """Renew the leases of live calls; returns the ids of those asked to end."""
-        if not records:
-            return set()
+        """Renew the leases of live calls; returns the ids of those asked to end.
+
+        In pipelines of RENEW_BATCH calls: one pipeline for 1000 calls held the event loop
+        ~20 ms (every call's audio waits meanwhile); batches give it back between round trips.
+        """
+        to_end: set[str] = set()
+        for start in range(0, len(records), RENEW_BATCH):
+            to_end |= await self._renew_batch(records[start : start + RENEW_BATCH])
+        return to_end
+
+    async def _renew_batch(self, records: list[CallRecord]) -> set[str]:
         async with self.client.pipeline(transaction=False) as pipe:
             for record in records:
                 await self._lease(

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.redis_state import (
+    RENEW_BATCH,
     CallRecord,
     CallState,
     LeaseOutcome,
@@ -107,6 +108,24 @@ async def test_a_crashed_instance_frees_its_slots_when_its_leases_lapse(redis_ur
     # "a"'s instance never renews: after the lease (1 s) its slot is someone else's.
     await eventually(slot_free, within=5)
     assert [call["call_id"] for call in await list_live_calls(client)] == ["b"]
+    await client.aclose()
+
+
+async def test_a_heartbeat_renews_every_batch_and_finds_end_requests_in_each(
+    redis_url: str,
+) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    state = CallState(client, lease_seconds=30)
+    records = [
+        CallRecord(f"call-{index}", "gw-1", "agent-1", "org-1", 0.0)
+        for index in range(2 * RENEW_BATCH + 5)
+    ]
+    # One end request in each of the three pipelines.
+    asked = {"call-0", f"call-{RENEW_BATCH + 1}", f"call-{2 * RENEW_BATCH + 4}"}
+    for call_id in asked:
+        await request_call_end(client, call_id, reason="test")
+    assert await state.renew(records) == asked
+    assert len(await list_live_calls(client)) == len(records)
     await client.aclose()
 
 
