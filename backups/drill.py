@@ -44,16 +44,17 @@ from orbisctl.config import CONFIG_FILENAME, ModelProvider, OrbisConfig, load_co
 from orbisctl.errors import DataError, EngineError, OrbisError
 from orbisctl.fsutil import write_tree
 from orbisctl.render import render_stack
-from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin
 
 DRILLS_DIR = "drills"
 SCRATCH_PREFIX = ".scratch-"
 OVERRIDE_FILE = "compose.drill.yaml"
 DRILL_PID_FILE = "drill.pid"  # a scratch directory whose drill is alive is not a leftover
+# The report as the drill began, in its scratch directory: a drill killed before writing its
+# own report (SIGKILL, power loss) still gets a history entry when its leftovers are removed.
+STARTED_REPORT_FILE = "report.json"
 REPORT_FORMAT = 1
 START_TIMEOUT_SECONDS = 300.0
 PROBE_TIMEOUT_SECONDS = 300.0
-OWNER_ROLE = "orbis"  # POSTGRES_USER in the compose template: owns the database
 _PROJECT_BASE_MAX = 50  # compose project names stop at 63 characters
 
 # `!reset` (Compose 2.24+) empties a list the base file sets: nginx keeps running, unpublished.
@@ -214,8 +215,26 @@ def _scratch_compose(root: Path, project: str, profiles: tuple[str, ...]) -> eng
     )
 
 
+def _record_killed(install: Install, root: Path) -> None:
+    """The history entry of a drill that died without writing its report: failed, saying so."""
+    try:
+        report = DrillReport.from_json(json.loads((root / STARTED_REPORT_FILE).read_text()))
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # killed before it wrote even this: nothing is known of it
+    if (drills_dir(install) / f"{report.drill_id}.json").exists():
+        return
+    report.finished_at = _utc(datetime.now(UTC))
+    report.error = (
+        "killed before it finished (no teardown, no report); its scratch stack was removed "
+        "later (finished_at) by the next drill or `orbisctl drill cleanup`"
+    )
+    report.conclude()
+    write_report(install, report)
+
+
 def remove_leftovers(install: Install) -> list[str]:
-    """Scratch stacks of drills that were killed before their own teardown (SIGKILL, reboot)."""
+    """Scratch stacks of drills that were killed before their own teardown (SIGKILL, reboot);
+    each such drill is recorded in the history as failed."""
     removed: list[str] = []
     directory = drills_dir(install)
     if not directory.is_dir():
@@ -232,6 +251,7 @@ def remove_leftovers(install: Install) -> list[str]:
             _scratch_compose(root, project, ()).run(
                 "down", "--volumes", "--remove-orphans", timeout=300
             )
+        _record_killed(install, root)
         shutil.rmtree(root, ignore_errors=True)
         removed.append(project)
     return removed
@@ -418,6 +438,7 @@ def run_drill(
     root = drills_dir(install) / f"{SCRATCH_PREFIX}{project}"
     root.mkdir(parents=True, mode=0o700)
     (root / DRILL_PID_FILE).write_text(str(os.getpid()))
+    atomic_write(root / STARTED_REPORT_FILE, json.dumps(report.as_json()).encode(), mode=0o600)
     scratch: _Scratch | None = None
     try:
         scratch_install = Install(root=root, repository=root / "backups")
@@ -437,12 +458,13 @@ def run_drill(
             report.checks.append(_isolation(scratch.compose))
         if report.failed_checks:
             raise DataError("the scratch stack would not be isolated: not started")
-        executor = ComposeExecutor(scratch.compose)
+        executor = ComposeExecutor(scratch.compose, scratch.root / "secrets")
         with _timed(report, "start postgres and redis", on_step):
             scratch.compose.run(
                 "up", "--detach", "--wait", "postgres", "redis", timeout=START_TIMEOUT_SECONDS
             )
-            _create_login_role(scratch)
+            # The login role the restored secrets name (orbis_a/orbis_b after a rotation).
+            stack.ensure_database_login(scratch.stack, engine.connect())
         with _timed(report, "restore data", on_step):
             try:
                 result = restore_backup(
@@ -488,24 +510,6 @@ def run_drill(
             report.conclude()
             write_report(install, report)
     return report
-
-
-def _create_login_role(scratch: _Scratch) -> None:
-    """The login role the restored secrets name, made in the scratch cluster as rotate-keys
-    makes it.
-
-    Roles live in the cluster, not in a database dump: a fresh cluster (the scratch one, or a
-    new host's) has only the owner, which its image creates from the restored password. After
-    `rotate-keys --db-password` the services log in as `orbis_a`/`orbis_b` instead.
-    """
-    role_file = scratch.root / "secrets" / "postgres_user"
-    role = role_file.read_text().strip() if role_file.is_file() else ""
-    if not role or role == OWNER_ROLE:
-        return
-    password_file = scratch.root / "secrets" / "postgres_password"
-    password = password_file.read_text().splitlines()[0]
-    admin = ExecPostgresAdmin(ComposeRoller(scratch.stack, engine.connect()))
-    admin.enable_login(role, password, owner=OWNER_ROLE)
 
 
 def _start(scratch: _Scratch) -> None:

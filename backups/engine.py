@@ -61,8 +61,8 @@ STEP_RESTORE_DATABASE = "restore database"
 STEP_CHECK_ROWS = "check row counts"
 STEP_STOP_APP = "stop api and gateway"
 STEP_SWITCH_DATABASE = "switch database"
-STEP_RESTORE_REDIS = "restore redis"
 STEP_RESTORE_CONFIG = "restore config and secrets"
+STEP_RESTORE_REDIS = "restore redis"
 STEP_START_APP = "start api and gateway"
 
 
@@ -834,9 +834,12 @@ def restore_backup(
         try:
             progress.step(STEP_SWITCH_DATABASE)
             _switch_databases(executor, live, restored, keep_as)
-            _restore_redis(verified, executor, progress)
+            # Secrets before Redis: the stack's Redis takes its password from the mounted
+            # secret file when the RDB install restarts it, and api and gateway start (below)
+            # with the restored password.
             if with_secrets:
                 _restore_config(verified, install, progress)
+            _restore_redis(verified, executor, progress)
         finally:
             progress.step(STEP_START_APP)
             app.start()

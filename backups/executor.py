@@ -29,6 +29,7 @@ import redis
 
 from orbisctl.engine import Compose
 from orbisctl.errors import DataError, EngineError
+from orbisctl.secretfiles import REDIS_PASSWORD
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 MAINTENANCE_DATABASE = "postgres"
@@ -229,11 +230,15 @@ class ComposeExecutor:
     """The tools inside the running stack: `docker compose exec -T <service> <tool>`.
 
     Inside the postgres container the tools connect over the local socket as the `orbis`
-    role (the official image trusts local connections); redis-cli reads its password from the
-    mounted secret, so no password crosses the host's process list.
+    role (the official image trusts local connections). redis-cli gets the password of the
+    install's `secrets/redis_password` through an environment variable that `docker compose
+    exec --env NAME` copies from ours, so no password crosses the host's process list. Not
+    the container's own mounted copy: a running container keeps the file it started with,
+    which `rotate-keys --redis-password` makes stale (the old password is then refused).
     """
 
     compose: Compose
+    secrets_dir: Path  # the install's secrets/ on the host
     database_name: str = "orbis"
     db_user: str = "orbis"
     redis_user: str = "orbis"
@@ -247,12 +252,19 @@ class ComposeExecutor:
         return Command([*argv, "--dbname", dbname, *args])
 
     def redis_cli(self, args: Sequence[str]) -> Command:
-        script = (
-            'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" '
-            'exec redis-cli --no-auth-warning --user "$0" "$@"'
-        )
-        argv = self.compose.command("exec", "-T", "redis", "sh", "-c", script, self.redis_user)
-        return Command([*argv, *args])
+        password_file = self.secrets_dir / REDIS_PASSWORD
+        try:
+            password = password_file.read_text().splitlines()[0]
+        except (OSError, IndexError):
+            raise DataError(
+                f"cannot read the Redis password from {password_file}",
+                hint="restore secrets/ (`orbisctl restore ID --secrets-only`) or run `orbisctl init`",
+            ) from None
+        argv = self.compose.command(
+            "exec", "-T", "--env", "REDISCLI_AUTH", "redis",
+            "redis-cli", "--no-auth-warning", "--user", self.redis_user,
+        )  # fmt: skip
+        return Command([*argv, *args], {"REDISCLI_AUTH": password})
 
     def load_redis(self, rdb: Path) -> None:
         """Stop Redis, install the RDB as its AOF base in the volume, start it again."""
@@ -289,7 +301,12 @@ class ComposeExecutor:
         deadline = time.monotonic() + timeout
         while True:
             result = subprocess.run(
-                command.argv, capture_output=True, text=True, timeout=30, check=False
+                command.argv,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+                env={**self.compose.env(), **command.env},
             )
             if result.stdout.strip() == "PONG":
                 return
@@ -311,12 +328,17 @@ class ComposeAppControl:
     compose: Compose
     # The stack's own readiness wait (`orbisctl.stack.wait_healthy`), run after the start.
     wait_ready: Callable[[], object] | None = None
+    # Run before the start: `orbisctl.stack.ensure_database_login`, since secrets restored
+    # with `--with-secrets` may name a login role or password this cluster does not have.
+    before_start: Callable[[], object] | None = None
     services: tuple[str, ...] = ("gateway", "api")
 
     def stop(self) -> None:
         self.compose.run("stop", *self.services, timeout=300)
 
     def start(self) -> None:
+        if self.before_start is not None:
+            self.before_start()
         self.compose.run("start", *reversed(self.services), timeout=300)
         if self.wait_ready is not None:
             self.wait_ready()

@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from orbisctl import engine, images
+from orbisctl import engine, images, secretfiles
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, InstallDirError, UnhealthyError, UserError
 from orbisctl.render import image_refs
@@ -29,8 +29,14 @@ POLL_SECONDS = 1.0
 # Stateless services that may run as several replicas behind nginx.
 SCALABLE = ("gateway", "api")
 NGINX_SERVICE = "nginx"
+POSTGRES_SERVICE = "postgres"
 # A container restarted this often is in a loop, not recovering.
 RESTART_LOOP_COUNT = 3
+NGINX_RELOAD_TIMEOUT_SECONDS = 30
+# "pid title" of every process in a container (nginx's image has no ps).
+_LIST_PROCESSES = (
+    'for p in /proc/[0-9]*; do printf "%s " "${p#/proc/}"; tr "\\0" " " < "$p/cmdline"; echo; done'
+)
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,12 @@ def up(
         if missing:
             on_step(f"images missing: {', '.join(missing)}")
         images.build_all(install.config, on_step)
+    if POSTGRES_SERVICE in model.services:
+        on_step("postgres: start, then give the login role in secrets/ its password")
+        left = max(1.0, timeout - (time.monotonic() - started))
+        compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=left)
+        # Before migrate and api first try to log in (see ensure_database_login).
+        ensure_database_login(install, client)
     on_step("docker compose up (migrations run first)")
     process = subprocess.Popen(
         compose.command("up", "--detach", "--remove-orphans"),
@@ -296,6 +308,41 @@ def up(
     return UpResult(
         statuses, urls(install.config), bool(build or missing), time.monotonic() - started
     )
+
+
+def ensure_database_login(install: Install, client: docker.DockerClient) -> str | None:
+    """Make the role `secrets/postgres_user` names log in with `secrets/postgres_password`, in
+    the running postgres container, the way `rotate-keys` makes it; return that role.
+
+    Roles live in the cluster, not in a dump nor in secrets/. A fresh cluster (a new host's
+    after `restore --secrets-only`, a drill's scratch one) holds only the owner, which the
+    image made from the password file, but after `rotate-keys --db-password` the services log
+    in as `orbis_a`/`orbis_b`; and `restore --with-secrets`, or secrets restored over an
+    existing cluster, bring a password the cluster has never seen. Idempotent. Skipped (None)
+    while a rotation journal exists: `rotate-keys --resume/--abort` owns the roles then, and
+    a rotation killed between writing the role and its password must not have that half
+    written pair made real.
+    """
+    # Imported here: the rotation ports import this module.
+    from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin
+    from orbisctl.rotation.journal import JournalStore
+
+    if JournalStore.of_install(install.root).journal_path.is_file():
+        return None
+    role_file = install.secrets_dir / secretfiles.POSTGRES_USER
+    role = role_file.read_text().strip() if role_file.is_file() else ""
+    role = role or secretfiles.POSTGRES_OWNER_ROLE
+    password_file = install.secrets_dir / secretfiles.POSTGRES_PASSWORD
+    try:
+        password = password_file.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        raise InstallDirError(
+            f"{password_file} is missing or empty",
+            hint="restore it (`orbisctl restore ID --secrets-only`) or run `orbisctl init`",
+        ) from None
+    admin = ExecPostgresAdmin(ComposeRoller(install, client))
+    admin.enable_login(role, password, owner=secretfiles.POSTGRES_OWNER_ROLE)
+    return role
 
 
 def down(install: Install, *, volumes: bool) -> None:
@@ -339,9 +386,26 @@ def nginx_test_command(container: Any) -> list[str]:
     return ["nginx", "-t", "-q"]
 
 
+def _accepting_workers(container: Any) -> set[str]:
+    """Pids of the nginx workers that take new connections (an old worker of a reload is
+    titled "nginx: worker process is shutting down" and takes none)."""
+    listing = engine.exec_in(container, ["sh", "-c", _LIST_PROCESSES])
+    workers = set()
+    for line in listing.output.splitlines():
+        pid, _, title = line.partition(" ")
+        if title.startswith("nginx: worker process") and "shutting down" not in title:
+            workers.add(pid)
+    return workers
+
+
 def reload_nginx(install: Install, client: docker.DockerClient) -> int:
     """Test then reload nginx's config in every nginx container, so upstream names are
-    re-resolved (nginx 1.22 resolves `server gateway:4001` only at load time)."""
+    re-resolved (nginx 1.22 resolves `server gateway:4001` only at load time); return once
+    only workers with the new config take connections.
+
+    SIGHUP returns before the old workers stop accepting: a request in that window would go
+    to the old addresses (502 once a restarted api has a new one, or another service's).
+    """
     containers = [
         c
         for c in engine.project_containers(client, install.config.project_name)
@@ -349,6 +413,7 @@ def reload_nginx(install: Install, client: docker.DockerClient) -> int:
     ]
     if not containers:
         raise EngineError("nginx is not running", hint="run `orbisctl up`")
+    old_workers = {}
     for container in containers:
         test = engine.exec_in(container, nginx_test_command(container))
         if test.exit_code != 0:
@@ -356,11 +421,25 @@ def reload_nginx(install: Install, client: docker.DockerClient) -> int:
                 f"nginx config test failed in {container.name}: {test.output.splitlines()[-1]}",
                 hint="run `orbisctl render`, then `orbisctl up`",
             )
+        old_workers[container.id] = _accepting_workers(container)
         # nginx is the container's main process: SIGHUP is its reload.
         try:
             container.kill(signal="SIGHUP")
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise engine.api_error(f"reloading nginx in {container.name}", exc) from None
+    deadline = time.monotonic() + NGINX_RELOAD_TIMEOUT_SECONDS
+    for container in containers:
+        while True:
+            current = _accepting_workers(container)
+            if current and not current & old_workers[container.id]:
+                break
+            if time.monotonic() > deadline:
+                raise UnhealthyError(
+                    f"nginx in {container.name} did not take its new configuration within "
+                    f"{NGINX_RELOAD_TIMEOUT_SECONDS} s",
+                    hint="`orbisctl logs nginx` shows why",
+                )
+            time.sleep(POLL_SECONDS / 10)
     return len(containers)
 
 

@@ -104,7 +104,7 @@ class BackupContext:
                 "--database-url and --redis-url go together",
                 hint="give both to use servers outside the stack, or neither",
             )
-        return ComposeExecutor(self._stack().compose())
+        return ComposeExecutor(self._stack().compose(), self.install.secrets_dir)
 
     def offline(self) -> bool:
         """No database to reach: neither URLs nor a rendered stack in this directory."""
@@ -127,7 +127,10 @@ class BackupContext:
             # upstream names only when it loads its config.
             stack.reload_nginx(install, client)
 
-        return ComposeAppControl(compose, wait_ready=wait_ready)
+        def before_start() -> None:
+            stack.ensure_database_login(install, engine.connect())
+
+        return ComposeAppControl(compose, wait_ready=wait_ready, before_start=before_start)
 
     def _stack(self) -> StackInstall:
         from orbisctl import stack

@@ -150,6 +150,24 @@ def history_command(directory: InstallDirOption = Path(), as_json: JsonOption = 
     output.console.print(table)
 
 
+@app.command("cleanup")
+def cleanup_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
+    """Remove what killed drills left (scratch stacks, volumes, directories); record them failed.
+
+    Every drill does this first; this runs it alone. Drills still running are left alone.
+    """
+    from backups.drill import remove_leftovers
+
+    ctx = BackupContext(directory, None, None)
+    removed = remove_leftovers(ctx.install)
+    if as_json:
+        output.print_json({"removed": removed})
+        return
+    for project in removed:
+        output.info(f"removed the scratch stack {escape(project)} of a killed drill")
+    output.info(f"{len(removed)} leftover drill(s) removed")
+
+
 @app.command("schedule")
 def schedule_command(
     directory: InstallDirOption = Path(),

@@ -142,9 +142,24 @@ def test_leftovers_of_dead_drills_are_removed_and_a_running_drill_is_left_alone(
     drills = install.repository / "drills"
     dead = subprocess.Popen(["true"])
     dead.wait()
+    # What a drill writes into its scratch directory as it begins.
+    started = DrillReport("20261127T050000Z-dead01", "20261127T030000Z-abcdef", "", NOW.isoformat())
     for name, pid in (("orbisvoice-drill-dead01", dead.pid), ("orbisvoice-drill-live01", None)):
         scratch = drills / f".scratch-{name}"
         scratch.mkdir(parents=True)
         (scratch / "drill.pid").write_text(str(pid or os.getpid()))
+        (scratch / "report.json").write_text(json.dumps(started.as_json()))
     assert remove_leftovers(install) == ["orbisvoice-drill-dead01"]
-    assert [p.name for p in drills.iterdir()] == [".scratch-orbisvoice-drill-live01"]
+    assert sorted(p.name for p in drills.iterdir()) == [
+        ".scratch-orbisvoice-drill-live01",
+        "20261127T050000Z-dead01.json",
+        "20261127T050000Z-dead01.md",
+    ]
+    # The killed drill is in the history, failed, saying why.
+    [killed] = history(install)
+    assert killed.drill_id == started.drill_id and not killed.ok and killed.rto_seconds is None
+    assert killed.error.startswith("killed before it finished")
+    # `drill cleanup` runs the same removal alone: nothing is left to remove now.
+    result = CliRunner().invoke(app, ["drill", "cleanup", "--json", "--dir", str(install.root)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"removed": []}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -22,10 +24,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from backups.manifest import COMPONENT_FILES
 from orbisctl.errors import ExitCode
-from tests.e2e.conftest import ARTIFACTS, Stack
+from tests.e2e.conftest import ARTIFACTS, Stack, orbisctl
 from tests.e2e.support import (
     PASSWORD,
     create_agent,
@@ -35,6 +38,7 @@ from tests.e2e.support import (
     widget_session,
 )
 from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
+from tests.services import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -214,6 +218,58 @@ def test_an_interrupted_drill_still_tears_its_scratch_stack_down(
     assert history[-1]["ok"] is False and history[-1]["error"] == "interrupted"
 
 
+def _labelled(stack: Stack, project: str) -> dict[str, list[str]]:
+    """What Docker still has of a compose project: containers, volumes, networks."""
+    label = {"label": f"com.docker.compose.project={project}"}
+    return {
+        "containers": [c.name for c in stack.client.containers.list(all=True, filters=label)],
+        "volumes": [v.name for v in stack.client.volumes.list(filters=label)],
+        "networks": [n.name for n in stack.client.networks.list(filters=label)],
+    }
+
+
+def test_a_sigkilled_drill_leaves_nothing_behind_after_drill_cleanup(
+    stack: Stack, owner: Owner
+) -> None:
+    """SIGKILL cannot be caught: the scratch stack survives the drill, and `drill cleanup`
+    (which every drill also runs first) removes it and records the drill as failed."""
+    drills = stack.root / "backups" / "drills"
+    history_before = _json(stack.cli("drill", "history", "--json"))
+    drill = subprocess.Popen(
+        [str(Path(sys.executable).parent / "orbisctl"), "drill", owner.backup_id,
+         "--dir", str(stack.root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _drill_projects():
+            assert drill.poll() is None, "the drill ended before its scratch stack started"
+            assert time.monotonic() < deadline, "the drill never started its scratch stack"
+            time.sleep(0.5)
+    finally:
+        # The drill and its `docker compose` children: a killed unit's whole control group.
+        if drill.poll() is None:
+            os.killpg(drill.pid, signal.SIGKILL)
+            drill.wait(timeout=60)
+    [project] = _drill_projects()
+    left = _labelled(stack, project)
+    assert left["containers"] and left["volumes"], left  # the kill did leave something
+    assert [p.name for p in drills.glob(".scratch-*")] == [f".scratch-{project}"]
+
+    result = _timed("drill_cleanup_seconds", stack, "drill", "cleanup", "--json")
+    assert _json(result) == {"removed": [project]}
+    assert not _drill_projects()
+    assert _labelled(stack, project) == {"containers": [], "volumes": [], "networks": []}
+    assert not list(drills.glob(".scratch-*"))
+    # History stays readable, with the killed drill as a failure; no half-written file.
+    history = _json(stack.cli("drill", "history", "--json"))
+    assert len(history) == len(history_before) + 1
+    assert history[-1]["ok"] is False
+    assert history[-1]["error"].startswith("killed before it finished"), history[-1]
+    assert history[-1]["backup_id"] == owner.backup_id
+    assert all(p.suffix in (".json", ".md") for p in drills.iterdir()), list(drills.iterdir())
+
+
 async def test_a_tampered_backup_is_refused_and_the_data_keeps_serving(
     stack: Stack, http: aiohttp.ClientSession, owner: Owner, tmp_path: Path
 ) -> None:
@@ -267,3 +323,84 @@ def test_drill_after_a_database_password_rotation(stack: Stack) -> None:
     report = _json(_timed("drill_after_rotation_seconds", stack, "drill", "--json"))
     assert report["ok"] is True, report
     assert {c["name"] for c in report["checks"] if c["ok"] is True} >= {"api login", "agent read"}
+
+
+async def _login_auth(http: aiohttp.ClientSession, stack: Stack, email: str) -> dict[str, str]:
+    async with http.post(
+        f"{stack.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+    ) as response:
+        body = await response.json()
+        assert response.status == 200, body
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+def _rotated_role(root: Path) -> str:
+    role = (root / "secrets" / "postgres_user").read_text().strip()
+    assert role in ("orbis_a", "orbis_b"), "a rotate-keys --db-password test ran before"
+    return role
+
+
+async def test_a_new_host_after_a_rotation_comes_up_and_gets_the_data_back(
+    stack: Stack, owner: Owner, tmp_path: Path
+) -> None:
+    """The runbook's "Restoring on a new host" with a backup taken after a rotation: the
+    restored secrets name orbis_a/orbis_b, which the new host's fresh cluster lacks until
+    `up` makes it; `up` then gets healthy and `restore` brings the owner's data back."""
+    role = _rotated_role(stack.root)
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("the escrow passphrase kept offline\n")
+    assert stack.cli("backup", "escrow", "--passphrase-file", str(passphrase)).exit_code == 0
+    backup = _json(stack.cli("backup", "create", "--json"))
+    carried = tmp_path / "carried" / backup["id"]  # copied off the old host
+    shutil.copytree(stack.root / "backups" / backup["id"], carried)
+
+    root = tmp_path / "new-host"
+    result = orbisctl(
+        "restore", str(carried), "--secrets-only", "--passphrase-file", str(passphrase),
+        "--dir", str(root), "--yes",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (root / "secrets" / "postgres_user").read_text().strip() == role
+    # Both hosts share one Docker engine here: the new one gets its own project and ports.
+    config = yaml.safe_load((root / "orbis.yaml").read_text())
+    project = f"orbis-newhost-{secrets.token_hex(3)}"
+    config["project_name"] = project
+    config["ports"] = {"http": free_port(), "https": free_port()}
+    (root / "orbis.yaml").write_text(yaml.safe_dump(config))
+    new_host = Stack(root, project, config["ports"]["https"], config["ports"]["http"], stack.client)
+    try:
+        assert new_host.cli("render").exit_code == 0
+        up = _timed("new_host_up_seconds", new_host, "up", "--timeout", "300")
+        assert up.exit_code == 0, up.output
+        restored = _timed("new_host_restore_seconds", new_host, "restore", str(carried), "--yes")
+        assert restored.exit_code == 0, restored.output
+        connector = aiohttp.TCPConnector(ssl=new_host.ssl_context())
+        async with aiohttp.ClientSession(connector=connector) as http:
+            auth = await _login_auth(http, new_host, owner.email)
+            async with http.get(f"{new_host.url}/api/v1/agents", headers=auth) as response:
+                agents = await response.json()
+        assert [a["public_id"] for a in agents["items"]] == [owner.agent_public_id]
+    finally:
+        new_host.cli("down", "--volumes", "--yes")
+    assert not new_host.containers()
+
+
+async def test_restore_with_secrets_from_before_the_last_rotation_logs_in_again(
+    stack: Stack, http: aiohttp.ClientSession, owner: Owner
+) -> None:
+    """A backup's secrets name a login role (and a Redis password) that a later rotation
+    disabled in the running cluster: `restore --with-secrets` must make them work again."""
+    role = _rotated_role(stack.root)
+    backup = _json(stack.cli("backup", "create", "--json"))
+    rotated = stack.cli("rotate-keys", "--db-password", "--redis-password")
+    assert rotated.exit_code == 0, rotated.output
+    assert _rotated_role(stack.root) != role
+    restored = _timed(
+        "restore_with_secrets_seconds", stack, "restore", backup["id"], "--with-secrets", "--yes"
+    )
+    assert restored.exit_code == 0, restored.output
+    assert _rotated_role(stack.root) == role
+    auth = await _login_auth(http, stack, owner.email)
+    # Redis took the restored password too: a widget call needs the gateway's Redis registry.
+    call_id = await widget_call(http, stack, owner.agent_public_id)
+    assert (await ended_session(http, stack, auth, call_id))["end_reason"] == "hangup"
