@@ -12,7 +12,8 @@ time), and two relays in their own processes, loaded at the same time with the s
 Each caller connects, waits for `session.started`, then streams 16 kHz PCM16 in real time
 (speech, then silence; the emulator's VAD ends the turn after 500 ms of silence) for the whole
 run, and receives the model's 24 kHz audio. Per turn it measures the response latency: from
-sending the frame that completes the 500 ms of silence to the first byte of model audio. The
+sending the frame that completes the 500 ms of silence to the first byte of model audio, for
+turns begun once every call of the load process is up (steady state, not the ramp). The
 gateway's *added* latency is its latency minus the bare relay's in the same run (both include
 the emulator's own processing). CPU is the relay process's user+system time over the run;
 the rig's own CPU (emulators, load processes) and the host's are reported beside it, so a run
@@ -149,7 +150,9 @@ class CallerStats:
     frames_out: int = 0
     connect_seconds: float = 0.0
     stream_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
+    started_at: float = 0.0  # perf_counter when session.started arrived
+    # (when the turn's wait began, latency): turns during the ramp are dropped afterwards
+    turns: list[tuple[float, float]] = field(default_factory=list)
 
 
 async def caller(
@@ -171,14 +174,16 @@ async def caller(
                 if json.loads(message.data)["type"] == "session.started":
                     break
             stats.connected = True
-            stats.connect_seconds = time.perf_counter() - began
+            stats.started_at = time.perf_counter()
+            stats.connect_seconds = stats.started_at - began
 
             async def receive() -> None:
                 async for message in ws:
                     if message.type is aiohttp.WSMsgType.BINARY:
                         stats.frames_out += 1
                         if waiting_since:
-                            stats.latencies.append(time.perf_counter() - waiting_since.pop())
+                            since = waiting_since.pop()
+                            stats.turns.append((since, time.perf_counter() - since))
                     elif message.type is aiohttp.WSMsgType.TEXT:
                         event = json.loads(message.data)
                         if event["type"] == "error":
@@ -250,10 +255,17 @@ async def load_worker(config: dict[str, Any]) -> dict[str, Any]:
             await asyncio.sleep(ramp / len(calls) if index < len(calls) - 1 else 0)
         async with asyncio.timeout(seconds + ramp + 60):
             await asyncio.gather(*tasks)
-    rows = [
-        {"relay": relay, **vars(caller_stats)}
-        for (relay, _), caller_stats in zip(calls, stats, strict=True)
-    ]
+    # Steady state: latency counts only for turns that began once every call was up (during
+    # the ramp, calls still connecting weigh on the relays' latency).
+    steady_from = max((caller_stats.started_at for caller_stats in stats), default=0.0)
+    rows = []
+    for (relay, _), caller_stats in zip(calls, stats, strict=True):
+        row = {"relay": relay, **vars(caller_stats)}
+        del row["turns"]
+        row["latencies"] = [
+            latency for since, latency in caller_stats.turns if since >= steady_from
+        ]
+        rows.append(row)
     return {"rows": rows, "cpu_seconds": time.process_time()}
 
 
