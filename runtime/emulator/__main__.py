@@ -25,8 +25,8 @@ async def serve(settings: EmulatorSettings) -> None:
     app = create_app(settings)
     runner = web.AppRunner(app, shutdown_timeout=5.0, handle_signals=False)
     await runner.setup()
-    # What start-up made (google-genai's types alone are ~100k objects) lives as long as the
-    # process: keep it out of the cyclic GC's full collections, each ~50 ms that stall every call.
+    # What start-up made lives as long as the process: keep it out of the cyclic GC's full
+    # collections (tens of ms each, stalling every session).
     gc.freeze()
     site = web.TCPSite(
         runner,
