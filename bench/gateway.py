@@ -19,7 +19,7 @@ the emulator's own processing). CPU is the relay process's user+system time over
 the rig's own CPU (emulators, load processes) and the host's are reported beside it, so a run
 where the rig or the host saturated is visible as such.
 
-    .venv/bin/python bench/gateway.py [--calls 50] [--seconds 20] [--frame-ms 40]
+    .venv/bin/python bench/gateway.py [--calls 50 | --calls 20,40,60] [--seconds 20] [--frame-ms 40]
         [--workers 2] [--emulators 2] [--profile DIR] [--gateway-tree DIR]
         [--json bench/results/gateway.json]
     .venv/bin/python bench/gateway.py --codec     # µs per audio message: SDK vs lean path
@@ -65,6 +65,7 @@ INPUT_RATE = 16_000
 SPEECH_MS = 600
 SILENCE_MS = 1_900  # the VAD ends the turn after 500 ms; the rest covers the 1 s reply
 VAD_SILENCE_MS = 500
+SATURATED_HOST_PERCENT = 95.0  # a sweep stops here: beyond it the box, not a relay, is measured
 MAX_START_SECONDS = 5.0  # a call that takes longer to start does not count as held
 SCENARIO = {
     "turns": [
@@ -379,7 +380,7 @@ def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> 
     }
 
 
-async def bench(args: argparse.Namespace) -> dict[str, Any]:
+async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
     # Imported here, not at the top: load workers start from this file and must start fast.
     from runtime.emulator.testing import emulator_process
     from tests.api.fixtures import api_settings, start_api, write_keyring
@@ -392,7 +393,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         async with start_api(settings) as api, contextlib.AsyncExitStack() as emulators:
             # Both relays' sessions, spread by the kernel over processes sharing one port.
             emulator_settings: dict[str, object] = {
-                "max_sessions": args.calls * 3 + 10,
+                "max_sessions": calls * 3 + 10,
                 "reuse_port": "true",
                 "log_level": "warning",
             }
@@ -447,12 +448,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 tokens = [
                     (await api.widget_session(agent["public_id"], origin=ORIGIN))["token"]
-                    for _ in range(args.calls)
+                    for _ in range(calls)
                 ]
                 gateway_urls = [
                     f"ws://127.0.0.1:{gateway_port}/ws/call?token={token}" for token in tokens
                 ]
-                bare_urls = [f"ws://127.0.0.1:{bare_port}/ws/call"] * args.calls
+                bare_urls = [f"ws://127.0.0.1:{bare_port}/ws/call"] * calls
                 # Both relays carry the same load at the same time, so the machine's other
                 # work (a shared, noisy host) weighs on both alike.
                 results, rig = await run_load(
@@ -685,9 +686,24 @@ async def heartbeat_bench() -> list[dict[str, Any]]:
     return rows
 
 
+def _call_counts(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "a number of calls, or a comma list such as 20,40,60"
+        ) from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument(
+        "--calls",
+        type=_call_counts,
+        default=[50],
+        help="calls per relay; a comma list (20,40,60) is a sweep that stops once the host "
+        "saturates",
+    )
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--frame-ms", type=int, default=40, choices=(20, 40, 50, 100))
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "gateway.json")
@@ -725,18 +741,29 @@ def main() -> int:
             print(row)
         return 0
     if (
-        not 1 <= args.calls <= 2000
+        not all(1 <= calls <= 2000 for calls in args.calls)
+        or len(args.calls) > 10
         or not 1 <= args.seconds <= 600
         or not 1 <= args.workers <= 16
         or not 1 <= args.emulators <= 16
     ):
         parser.error(
-            "--calls 1-2000, --seconds 1-600, --workers 1-16, --emulators 1-16 (bounded load)"
+            "--calls 1-2000 (at most 10 counts), --seconds 1-600, --workers 1-16, "
+            "--emulators 1-16 (bounded load)"
         )
-    report = asyncio.run(bench(args))
-    print_table(report)
+    reports = []
+    for calls in args.calls:
+        report = asyncio.run(bench(args, calls))
+        print(f"--- {calls} calls per relay, {args.frame_ms} ms frames")
+        print_table(report)
+        reports.append(report)
+        if report["rig"]["host_busy_percent_of_all_cores"] >= SATURATED_HOST_PERCENT:
+            print(f"host saturated ({report['rig']['host_busy_percent_of_all_cores']} % busy):")
+            print("larger counts would measure the box, not the relays; sweep stopped")
+            break
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    result = reports[0] if len(args.calls) == 1 else {"sweep": reports}
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 
