@@ -288,7 +288,8 @@ def up(
         left = max(1.0, timeout - (time.monotonic() - started))
         compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=left)
         # Before migrate and api first try to log in (see ensure_database_login).
-        ensure_database_login(install, client)
+        if ensure_database_login(install, client) is None:
+            on_step("a rotation is in progress: its --resume or --abort sets the login roles")
     on_step("docker compose up (migrations run first)")
     process = subprocess.Popen(
         compose.command("up", "--detach", "--remove-orphans"),
