@@ -40,24 +40,6 @@ STOP_GRACE_SECONDS = 15
 ROUTED_SERVICES = frozenset({"api", "gateway"})
 
 
-NGINX_RELOAD_TIMEOUT_SECONDS = 30
-# Lists nginx worker processes as "pid title"; old workers of a reload are titled
-# "nginx: worker process is shutting down" and accept no new connections.
-_LIST_WORKERS = (
-    'for p in /proc/[0-9]*; do printf "%s " "${p#/proc/}"; tr "\\0" " " < "$p/cmdline"; echo; done'
-)
-
-
-def _accepting_workers(proxy: Any) -> set[str]:
-    listing = engine.exec_in(proxy, ["sh", "-c", _LIST_WORKERS])
-    workers = set()
-    for line in listing.output.splitlines():
-        pid, _, title = line.partition(" ")
-        if title.startswith("nginx: worker process") and "shutting down" not in title:
-            workers.add(pid)
-    return workers
-
-
 @dataclass
 class ComposeRoller:
     install: stack_core.Install
@@ -106,27 +88,11 @@ class ComposeRoller:
             time.sleep(POLL_SECONDS)
 
     def _reload_routes(self, service: str) -> None:
-        """Reload nginx and wait until only workers with the new upstream list take
-        connections: `nginx -s reload` returns before the old workers stop accepting, and
-        a replica stopped in that window would still get new requests."""
-        proxies = self.running(stack_core.NGINX_SERVICE)
-        if service not in ROUTED_SERVICES or not proxies:
-            return
-        before = {proxy.id: _accepting_workers(proxy) for proxy in proxies}
-        stack_core.reload_nginx(self.install, self.client)
-        deadline = time.monotonic() + NGINX_RELOAD_TIMEOUT_SECONDS
-        for proxy in proxies:
-            while True:
-                current = _accepting_workers(proxy)
-                if current and not current & before[proxy.id]:
-                    break
-                if time.monotonic() > deadline:
-                    raise UnhealthyError(
-                        f"nginx in {proxy.name} did not take its new configuration within "
-                        f"{NGINX_RELOAD_TIMEOUT_SECONDS} s",
-                        hint="`orbisctl logs nginx` shows why",
-                    )
-                time.sleep(POLL_SECONDS / 5)
+        """Reload nginx so its upstream list names the current replicas; `reload_nginx`
+        returns only once the old workers stop accepting, so a replica stopped after this
+        gets no new requests."""
+        if service in ROUTED_SERVICES and self.running(stack_core.NGINX_SERVICE):
+            stack_core.reload_nginx(self.install, self.client)
 
     def roll(self, service: str) -> None:
         old = self.running(service)
