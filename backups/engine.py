@@ -16,7 +16,7 @@ import secrets
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,7 +87,9 @@ class AppControl(Protocol):
 
     def stop(self) -> None: ...
 
-    def start(self) -> None: ...
+    def start(self, restored: Collection[Path] = ()) -> None:
+        """Start again; `restored` are the install files `--with-secrets` changed, which
+        every running service that mounts one must now read."""
 
 
 class NoAppControl:
@@ -96,8 +98,8 @@ class NoAppControl:
     def stop(self) -> None:
         return None
 
-    def start(self) -> None:
-        return None
+    def start(self, restored: Collection[Path] = ()) -> None:
+        del restored
 
 
 @dataclass(frozen=True)
@@ -720,12 +722,14 @@ def _switch_databases(executor: Executor, live: str, restored: str, keep_as: str
         session.query("COMMIT")
 
 
-def _restore_config(verified: Verified, install: Install, progress: Progress) -> None:
-    """Unpack orbis.yaml, secrets/ and tls/ over the install, each file replaced atomically.
+def _restore_config(verified: Verified, install: Install, progress: Progress) -> list[Path]:
+    """Unpack orbis.yaml, secrets/ and tls/ over the install, each file replaced atomically;
+    return the files whose content changed.
 
     Modes are set, not copied: secrets and private keys 0600 (their directory 0700); owners
     are those recorded in the bundle (when running as root).
     """
+    changed = []
     component = verified.manifest.components[COMPONENT_CONFIG]
     progress.step(STEP_RESTORE_CONFIG, component.plain_size)
     with tempfile.TemporaryDirectory(prefix=".config-restore-", dir=install.root) as tmp:
@@ -753,6 +757,8 @@ def _restore_config(verified: Verified, install: Install, progress: Progress) ->
                 target.mkdir(exist_ok=True)
                 target.chmod(0o700 if secret else 0o755)
             else:
+                if not _same_content(source, target):
+                    changed.append(target)
                 tmp_target = target.with_name(f".{target.name}.restore-tmp")
                 shutil.copyfile(source, tmp_target)
                 tmp_target.chmod(0o600 if secret else 0o644)
@@ -761,6 +767,14 @@ def _restore_config(verified: Verified, install: Install, progress: Progress) ->
                 if owner is not None and os.geteuid() == 0:
                     os.chown(tmp_target, *owner)
                 tmp_target.replace(target)
+    return changed
+
+
+def _same_content(source: Path, target: Path) -> bool:
+    try:
+        return target.read_bytes() == source.read_bytes()
+    except FileNotFoundError:
+        return False
 
 
 def restore_backup(
@@ -831,18 +845,21 @@ def restore_backup(
         keep_as = f"{live}_pre_restore_{stamp}" if live_exists else None
         progress.step(STEP_STOP_APP)
         app.stop()
+        changed: list[Path] = []
         try:
             progress.step(STEP_SWITCH_DATABASE)
             _switch_databases(executor, live, restored, keep_as)
             # Secrets before Redis: the stack's Redis takes its password from the mounted
             # secret file when the RDB install restarts it, and api and gateway start (below)
             # with the restored password.
-            if with_secrets:
-                _restore_config(verified, install, progress)
+            written = _restore_config(verified, install, progress) if with_secrets else []
             _restore_redis(verified, executor, progress)
+            # Only a complete restore has the rest of the stack (nginx, the emulator) re-read
+            # its files; a failed one leaves those services as they were.
+            changed = written
         finally:
             progress.step(STEP_START_APP)
-            app.start()
+            app.start(changed)
     return RestoreResult(
         backup_id=verified.manifest.backup_id,
         database=live,

@@ -19,14 +19,16 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import redis
 
+from orbisctl import engine
 from orbisctl.engine import Compose
 from orbisctl.errors import DataError, EngineError
 from orbisctl.secretfiles import REDIS_PASSWORD
@@ -321,9 +323,44 @@ class ComposeExecutor:
         return f"compose project {self.compose.project_name}"
 
 
+# PostgreSQL reads its password file only when it creates its cluster: a restored password
+# reaches the running cluster through `before_start` (`ensure_database_login`), not a restart.
+READ_AT_INIT_ONLY = frozenset({"postgres"})
+
+
+def _started_at(container: Any) -> float:
+    started = str(container.attrs.get("State", {}).get("StartedAt", ""))
+    return datetime.fromisoformat(started).timestamp()
+
+
+def stale_services(containers: Collection[Any], files: Collection[Path]) -> list[str]:
+    """The services with a running container that mounts one of `files` and started before
+    that file was written.
+
+    Compose mounts each secret and tls/ file as a bind mount of that one file, and a bind
+    mount keeps the file it was made from: an atomically replaced file reaches a container
+    only when the container starts again. One started after the file was written (api and
+    gateway just started, Redis restarted by the Redis restore) already reads it.
+    """
+    written = {path.resolve(): path.stat().st_mtime for path in files}
+    stale = set()
+    for container in containers:
+        service = container.labels.get(engine.SERVICE_LABEL, "")
+        if container.status != "running" or service in READ_AT_INIT_ONLY:
+            continue
+        started = _started_at(container)
+        for mount in container.attrs.get("Mounts") or []:
+            mtime = written.get(Path(str(mount.get("Source", ""))))
+            if mtime is not None and started < mtime:
+                stale.add(service)
+    return sorted(stale)
+
+
 @dataclass(frozen=True)
 class ComposeAppControl:
-    """Stops and starts the services that write to the database, around a restore's switch."""
+    """Stops and starts the services that write to the database, around a restore's switch,
+    and restarts whichever other service still holds an older copy of a restored file
+    (nginx its certificate and key, the emulator its accepted Gemini keys and certificate)."""
 
     compose: Compose
     # The stack's own readiness wait (`orbisctl.stack.wait_healthy`), run after the start.
@@ -336,9 +373,15 @@ class ComposeAppControl:
     def stop(self) -> None:
         self.compose.run("stop", *self.services, timeout=300)
 
-    def start(self) -> None:
+    def start(self, restored: Collection[Path] = ()) -> None:
         if self.before_start is not None:
             self.before_start()
         self.compose.run("start", *reversed(self.services), timeout=300)
+        if restored:
+            # After api and gateway are up: nginx resolves their names when it starts.
+            containers = engine.project_containers(engine.connect(), self.compose.project_name)
+            stale = stale_services(containers, restored)
+            if stale:
+                self.compose.run("restart", "--no-deps", *stale, timeout=300)
         if self.wait_ready is not None:
             self.wait_ready()

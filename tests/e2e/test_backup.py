@@ -10,11 +10,13 @@ Durations go to test-artifacts/e2e-backup-timings.json.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -25,6 +27,8 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from backups.manifest import COMPONENT_FILES
 from orbisctl.errors import ExitCode
@@ -403,4 +407,62 @@ async def test_restore_with_secrets_from_before_the_last_rotation_logs_in_again(
     auth = await _login_auth(http, stack, owner.email)
     # Redis took the restored password too: a widget call needs the gateway's Redis registry.
     call_id = await widget_call(http, stack, owner.agent_public_id)
+    assert (await ended_session(http, stack, auth, call_id))["end_reason"] == "hangup"
+
+
+def _served_certificate(stack: Stack) -> str:
+    """SHA-256 of the leaf certificate nginx presents in a TLS handshake."""
+    pem = ssl.get_server_certificate(("localhost", stack.https_port), timeout=10)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def _file_certificate(stack: Stack) -> str:
+    """SHA-256 of the leaf certificate (the chain's first) in the install's tls/server.crt."""
+    leaf = x509.load_pem_x509_certificates((stack.root / "tls" / "server.crt").read_bytes())[0]
+    return hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+async def test_restore_with_secrets_has_nginx_and_the_emulator_read_the_restored_files(
+    stack: Stack, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """nginx and the emulator are not stopped by a restore, and a running container keeps
+    the files it mounted: after the backup the server certificate is re-issued and the
+    Gemini key rotated (the emulator then refuses the backup's key), so only restarting
+    them makes nginx serve the restored certificate and a call with the restored key work."""
+    auth = await signup(http, stack, f"secrets-{time.time_ns()}@example.com")
+    agent = await create_agent(http, stack, auth)
+    backup = _json(stack.cli("backup", "create", "--json"))
+    in_backup = _file_certificate(stack)
+    assert _served_certificate(stack) == in_backup
+
+    tls = stack.root / "tls"
+    (tls / "server.crt").unlink()
+    (tls / "server.key").unlink()
+    reissued = stack.cli("init", "--non-interactive")  # re-issues the missing server cert
+    assert reissued.exit_code == 0, reissued.output
+    assert _file_certificate(stack) != in_backup
+    [nginx] = stack.containers("nginx")
+    nginx.restart(timeout=10)
+    deadline = time.monotonic() + 60
+    while True:  # serving once the restarted nginx completes a handshake
+        try:
+            served = _served_certificate(stack)
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "nginx did not come back within 60 s"
+            await asyncio.sleep(0.5)
+    assert served == _file_certificate(stack)
+    new_key = tmp_path / "gemini_key"
+    new_key.write_text(secrets.token_urlsafe(32) + "\n")
+    rotated = stack.cli("rotate-keys", "--gemini-key-file", str(new_key))
+    assert rotated.exit_code == 0, rotated.output
+
+    restored = _timed(
+        "restore_tls_gemini_seconds", stack, "restore", backup["id"], "--with-secrets", "--yes"
+    )
+    assert restored.exit_code == 0, restored.output
+    assert _file_certificate(stack) == in_backup
+    assert _served_certificate(stack) == in_backup
+    # The gateway calls with the restored key, which the emulator accepts only if it re-read it.
+    call_id = await widget_call(http, stack, agent)
     assert (await ended_session(http, stack, auth, call_id))["end_reason"] == "hangup"
