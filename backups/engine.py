@@ -852,11 +852,12 @@ def restore_backup(
             # Secrets before Redis: the stack's Redis takes its password from the mounted
             # secret file when the RDB install restarts it, and api and gateway start (below)
             # with the restored password.
-            written = _restore_config(verified, install, progress) if with_secrets else []
+            if with_secrets:
+                # Once written, the restored files are what api and gateway start with (below),
+                # even if a later step fails: the rest of the stack (nginx, the emulator) must
+                # read the same ones, or calls fail on a key the emulator does not know.
+                changed = _restore_config(verified, install, progress)
             _restore_redis(verified, executor, progress)
-            # Only a complete restore has the rest of the stack (nginx, the emulator) re-read
-            # its files; a failed one leaves those services as they were.
-            changed = written
         finally:
             progress.step(STEP_START_APP)
             app.start(changed)
