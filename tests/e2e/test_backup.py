@@ -196,20 +196,29 @@ def _drill_projects() -> list[str]:
     return [p["Name"] for p in json.loads(listing) if "-drill-" in p["Name"]]
 
 
-def test_an_interrupted_drill_still_tears_its_scratch_stack_down(
-    stack: Stack, owner: Owner
-) -> None:
+def _start_drill(stack: Stack, owner: Owner, **popen: Any) -> subprocess.Popen[str]:
+    """`orbisctl drill` in the background, returned once its scratch compose project exists."""
     drill = subprocess.Popen(
         [str(Path(sys.executable).parent / "orbisctl"), "drill", owner.backup_id,
          "--dir", str(stack.root)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        text=True, **popen,
     )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not _drill_projects():
+        if drill.poll() is not None:
+            raise AssertionError(f"the drill ended (exit {drill.returncode}) before starting")
+        if time.monotonic() > deadline:
+            drill.kill()
+            raise AssertionError("the drill never started its scratch stack")
+        time.sleep(0.5)
+    return drill
+
+
+def test_an_interrupted_drill_still_tears_its_scratch_stack_down(
+    stack: Stack, owner: Owner
+) -> None:
+    drill = _start_drill(stack, owner, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while not _drill_projects():  # interrupt once the scratch stack exists
-            assert drill.poll() is None, drill.communicate()
-            assert time.monotonic() < deadline, "the drill never started its scratch stack"
-            time.sleep(0.5)
         drill.send_signal(signal.SIGTERM)  # what systemd sends to stop a unit
         _, stderr = drill.communicate(timeout=300)
     finally:
@@ -239,22 +248,12 @@ def test_a_sigkilled_drill_leaves_nothing_behind_after_drill_cleanup(
     (which every drill also runs first) removes it and records the drill as failed."""
     drills = stack.root / "backups" / "drills"
     history_before = _json(stack.cli("drill", "history", "--json"))
-    drill = subprocess.Popen(
-        [str(Path(sys.executable).parent / "orbisctl"), "drill", owner.backup_id,
-         "--dir", str(stack.root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not _drill_projects():
-            assert drill.poll() is None, "the drill ended before its scratch stack started"
-            assert time.monotonic() < deadline, "the drill never started its scratch stack"
-            time.sleep(0.5)
-    finally:
-        # The drill and its `docker compose` children: a killed unit's whole control group.
-        if drill.poll() is None:
-            os.killpg(drill.pid, signal.SIGKILL)
-            drill.wait(timeout=60)
+    drill = _start_drill(
+        stack, owner, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    # The drill and its `docker compose` children: a killed unit's whole control group.
+    os.killpg(drill.pid, signal.SIGKILL)
+    drill.wait(timeout=60)
     [project] = _drill_projects()
     left = _labelled(stack, project)
     assert left["containers"] and left["volumes"], left  # the kill did leave something
