@@ -132,6 +132,21 @@ class BackupContext:
 
         return ComposeAppControl(compose, wait_ready=wait_ready, before_start=before_start)
 
+    def running_services(self) -> list[str]:
+        """The services of this install's stack that have a running container; none when
+        nothing is rendered here or no engine answers (a new host)."""
+        from orbisctl import engine
+
+        if not self._stack().compose_file.exists():
+            return []
+        try:
+            containers = engine.project_containers(engine.connect(), self.config.project_name)
+        except EngineError:
+            return []
+        return sorted(
+            {c.labels.get(engine.SERVICE_LABEL, "") for c in containers if c.status == "running"}
+        )
+
     def _stack(self) -> StackInstall:
         from orbisctl import stack
 
@@ -529,6 +544,15 @@ def _restore_secrets_only(
 ) -> None:
     from backups.engine import restore_config_only
 
+    running = ctx.running_services()
+    if running:
+        # Running containers keep the files they mounted, and `up` would not recreate them:
+        # the stack would go on with the old secrets while secrets/ holds the restored ones.
+        raise UserError(
+            f"the stack is running ({', '.join(running)}); --secrets-only is for a new host, "
+            "before `orbisctl up`",
+            hint=f"on a running stack use `orbisctl restore {path.name} --with-secrets`",
+        )
     _confirm(f"Replace orbis.yaml, secrets/ and tls/ in {ctx.root} from {path.name}?", yes=yes)
     with _RichProgress() as progress:
         restored = restore_config_only(

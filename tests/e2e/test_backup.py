@@ -388,6 +388,16 @@ async def test_a_new_host_after_a_rotation_comes_up_and_gets_the_data_back(
     assert not new_host.containers()
 
 
+def test_secrets_only_restore_is_refused_while_the_stack_runs(stack: Stack, owner: Owner) -> None:
+    """Running containers keep the secret files they mounted and `up` would not recreate
+    them, so secrets/ would hold values the stack does not use."""
+    before = {p.name: p.read_bytes() for p in (stack.root / "secrets").iterdir()}
+    result = stack.cli("restore", owner.backup_id, "--secrets-only", "--yes")
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "the stack is running" in result.stderr and "--with-secrets" in result.stderr
+    assert {p.name: p.read_bytes() for p in (stack.root / "secrets").iterdir()} == before
+
+
 async def test_restore_with_secrets_from_before_the_last_rotation_logs_in_again(
     stack: Stack, http: aiohttp.ClientSession, owner: Owner
 ) -> None:
