@@ -31,7 +31,7 @@ import redis
 from orbisctl import engine
 from orbisctl.engine import Compose
 from orbisctl.errors import DataError, EngineError
-from orbisctl.secretfiles import REDIS_PASSWORD
+from orbisctl.secretfiles import REDIS_PASSWORD, current_value
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 MAINTENANCE_DATABASE = "postgres"
@@ -254,14 +254,7 @@ class ComposeExecutor:
         return Command([*argv, "--dbname", dbname, *args])
 
     def redis_cli(self, args: Sequence[str]) -> Command:
-        password_file = self.secrets_dir / REDIS_PASSWORD
-        try:
-            password = password_file.read_text().splitlines()[0]
-        except (OSError, IndexError):
-            raise DataError(
-                f"cannot read the Redis password from {password_file}",
-                hint="restore secrets/ (`orbisctl restore ID --secrets-only`) or run `orbisctl init`",
-            ) from None
+        password = current_value(self.secrets_dir / REDIS_PASSWORD)
         argv = self.compose.command(
             "exec", "-T", "--env", "REDISCLI_AUTH", "redis",
             "redis-cli", "--no-auth-warning", "--user", self.redis_user,

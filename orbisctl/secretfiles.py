@@ -6,7 +6,7 @@ import base64
 import secrets
 from pathlib import Path
 
-from orbisctl.errors import UserError
+from orbisctl.errors import InstallDirError, UserError
 from runtime.common.keyring import new_keyring
 
 # File names, not values.
@@ -40,6 +40,18 @@ _TOKEN_BYTES = 32
 POSTGRES_OWNER_ROLE = "orbis"
 # Marks the Gemini key `init` generated for the emulator: only the emulator accepts it.
 EMULATOR_KEY_PREFIX = "emulator-"
+
+
+def current_value(path: Path) -> str:
+    """The value in use of a secret file: its first line (during a rotation the file can hold
+    the new and the old value, one a line, the one in use first)."""
+    try:
+        return path.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        raise InstallDirError(
+            f"{path} is missing or empty",
+            hint="restore it (`orbisctl restore ID --secrets-only`) or run `orbisctl init`",
+        ) from None
 
 
 def generate_secret(name: str) -> str:

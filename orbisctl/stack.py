@@ -333,14 +333,7 @@ def ensure_database_login(install: Install, client: docker.DockerClient) -> str 
     role_file = install.secrets_dir / secretfiles.POSTGRES_USER
     role = role_file.read_text().strip() if role_file.is_file() else ""
     role = role or secretfiles.POSTGRES_OWNER_ROLE
-    password_file = install.secrets_dir / secretfiles.POSTGRES_PASSWORD
-    try:
-        password = password_file.read_text().splitlines()[0]
-    except (OSError, IndexError):
-        raise InstallDirError(
-            f"{password_file} is missing or empty",
-            hint="restore it (`orbisctl restore ID --secrets-only`) or run `orbisctl init`",
-        ) from None
+    password = secretfiles.current_value(install.secrets_dir / secretfiles.POSTGRES_PASSWORD)
     admin = ExecPostgresAdmin(ComposeRoller(install, client))
     admin.enable_login(role, password, owner=secretfiles.POSTGRES_OWNER_ROLE)
     return role
