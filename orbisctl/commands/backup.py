@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -446,15 +447,17 @@ CronOption = Annotated[
 def install_schedule(
     directory: Path,
     job: schedule.Job,
-    expression: str,
+    expression_of: Callable[[OrbisConfig], str],
     *,
     print_only: bool,
     cron: bool,
     unit_dir: Path,
     cron_dir: Path,
 ) -> None:
-    """Write (or print) the systemd timer or cron entry running `job` at `expression`."""
+    """Write (or print) the systemd timer or cron entry running `job` at the schedule
+    `expression_of` reads from orbis.yaml."""
     ctx = BackupContext(directory, None, None)
+    expression = expression_of(ctx.config)
     use_systemd = not cron and schedule.systemd_running()
     kwargs: dict[str, Any] = {
         "project": ctx.config.project_name,
@@ -483,25 +486,39 @@ def install_schedule(
     output.info(f"{job.name} schedule {escape(expression)!r}: next run {when}")
 
 
-@app.command("schedule")
 def schedule_command(
-    directory: InstallDirOption = Path(),
-    print_only: PrintOnlyOption = False,
-    cron: CronOption = False,
-    unit_dir: ScheduleDirOption = schedule.SYSTEMD_UNIT_DIR,
-    cron_dir: CronDirOption = schedule.CRON_DIR,
-) -> None:
-    """Run `backup create` + `backup prune` at backup.schedule (systemd timer, else cron)."""
-    expression = BackupContext(directory, None, None).config.backup.schedule
-    install_schedule(
-        directory,
+    job: schedule.Job, expression_of: Callable[[OrbisConfig], str], summary: str
+) -> Callable[..., None]:
+    """The `schedule` command of a verb group: installs `job` at the schedule in orbis.yaml."""
+
+    def command(
+        directory: InstallDirOption = Path(),
+        print_only: PrintOnlyOption = False,
+        cron: CronOption = False,
+        unit_dir: ScheduleDirOption = schedule.SYSTEMD_UNIT_DIR,
+        cron_dir: CronDirOption = schedule.CRON_DIR,
+    ) -> None:
+        install_schedule(
+            directory,
+            job,
+            expression_of,
+            print_only=print_only,
+            cron=cron,
+            unit_dir=unit_dir,
+            cron_dir=cron_dir,
+        )
+
+    command.__doc__ = summary
+    return command
+
+
+app.command("schedule")(
+    schedule_command(
         schedule.BACKUP_JOB,
-        expression,
-        print_only=print_only,
-        cron=cron,
-        unit_dir=unit_dir,
-        cron_dir=cron_dir,
+        lambda config: config.backup.schedule,
+        "Run `backup create` + `backup prune` at backup.schedule (systemd timer, else cron).",
     )
+)
 
 
 @app.command("escrow")

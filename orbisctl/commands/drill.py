@@ -19,14 +19,7 @@ from typer.core import TyperGroup
 
 from backups import schedule
 from orbisctl import output
-from orbisctl.commands.backup import (
-    BackupContext,
-    CronDirOption,
-    CronOption,
-    PrintOnlyOption,
-    ScheduleDirOption,
-    install_schedule,
-)
+from orbisctl.commands.backup import BackupContext, schedule_command
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.errors import CheckFailed
 
@@ -168,22 +161,10 @@ def cleanup_command(directory: InstallDirOption = Path(), as_json: JsonOption = 
     output.info(f"{len(removed)} leftover drill(s) removed")
 
 
-@app.command("schedule")
-def schedule_command(
-    directory: InstallDirOption = Path(),
-    print_only: PrintOnlyOption = False,
-    cron: CronOption = False,
-    unit_dir: ScheduleDirOption = schedule.SYSTEMD_UNIT_DIR,
-    cron_dir: CronDirOption = schedule.CRON_DIR,
-) -> None:
-    """Run `drill` at backup.drill_schedule (monthly by default; systemd timer, else cron)."""
-    expression = BackupContext(directory, None, None).config.backup.drill_schedule
-    install_schedule(
-        directory,
+app.command("schedule")(
+    schedule_command(
         schedule.DRILL_JOB,
-        expression,
-        print_only=print_only,
-        cron=cron,
-        unit_dir=unit_dir,
-        cron_dir=cron_dir,
+        lambda config: config.backup.drill_schedule,
+        "Run `drill` at backup.drill_schedule (monthly by default; systemd timer, else cron).",
     )
+)
