@@ -27,8 +27,8 @@ where the rig or the host saturated is visible as such.
 
 `--profile DIR` runs the gateway under cProfile (DIR/gateway.prof); `--gateway-tree DIR` runs
 the gateway from another source tree (e.g. `git archive <commit> runtime | tar -x -C DIR`),
-to compare versions on the same rig; `--uvloop` runs both relays on uvloop's event loop (an
-experiment: uvloop is not a dependency; put it on PYTHONPATH).
+to compare versions on the same rig. Every process of the rig runs on uvloop, as the gateway
+and the emulator do, so the bare relay pays what the gateway's event loop pays.
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ import asyncio
 import base64
 import contextlib
 import functools
-import importlib
-import importlib.util
 import json
 import os
 import secrets
@@ -53,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,10 +77,6 @@ SCENARIO = {
     "chunk_ms": 40,
     "pace": 1.0,
 }
-UVLOOP_GATEWAY = (
-    "import runpy, uvloop; uvloop.install(); "
-    "runpy.run_module('runtime.gateway', run_name='__main__', alter_sys=True)"
-)
 LIVE_PATH = "/ws/google.ai.generativelanguage.v1.GenerativeService.BidiGenerateContent"
 
 
@@ -133,7 +128,14 @@ def serve_bare_relay(port: int, emulator_url: str, ca_file: str, api_key: str) -
     app = web.Application()
     app.cleanup_ctx.append(http_ctx)
     app.router.add_get("/ws/call", relay)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
 
 
 HTTP = web.AppKey("http", aiohttp.ClientSession)
@@ -425,7 +427,6 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                 emulator.base_url,
                 str(emulator.cert.cert_file),
                 emulator.api_key,
-                *(["--uvloop"] if args.uvloop else []),
             )
             tree = args.gateway_tree or REPO
             env = _gateway_env(
@@ -436,8 +437,6 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                 args.profile.mkdir(parents=True, exist_ok=True)
                 profile = str(args.profile.resolve() / "gateway.prof")
                 command = ["-m", "cProfile", "-o", profile, *command]
-            elif args.uvloop:
-                command = ["-c", UVLOOP_GATEWAY]
             gateway = await asyncio.create_subprocess_exec(
                 sys.executable,
                 *command,
@@ -524,7 +523,6 @@ def _gateway_env(
     (work / "gemini_api_key").write_text(emulator.api_key + "\n")
     return {
         "PATH": os.environ["PATH"],
-        # Keeps what the caller added (e.g. where uvloop is installed for --uvloop).
         "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
         "ORBIS_GATEWAY_PORT": str(port),
         "ORBIS_DRAIN_TIMEOUT_SECONDS": "5",
@@ -626,7 +624,7 @@ def codec_bench(repeats: int = 2000) -> list[dict[str, Any]]:
             return best / repeats * 1e6
 
         for name, step in paths.items():
-            micros = asyncio.run(timed(step))
+            micros = uvloop.run(timed(step))
             rows.append({"frame_ms": frame_ms, "path": name, "us_per_message": round(micros, 1)})
     return rows
 
@@ -715,21 +713,14 @@ def main() -> int:
     parser.add_argument(
         "--heartbeat", action="store_true", help="only time one Redis lease renewal of all calls"
     )
-    parser.add_argument(
-        "--uvloop", action="store_true", help="run both relays on uvloop's event loop"
-    )
     parser.add_argument("--bare-relay", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_worker:
-        rows = asyncio.run(load_worker(json.load(sys.stdin)))
+        rows = uvloop.run(load_worker(json.load(sys.stdin)))
         json.dump(rows, sys.stdout)
         return 0
-    if args.uvloop and importlib.util.find_spec("uvloop") is None:
-        parser.error("--uvloop needs uvloop importable (pip install uvloop, or on PYTHONPATH)")
     if args.bare_relay:
-        if args.uvloop:
-            importlib.import_module("uvloop").install()
         port, emulator_url, ca_file, api_key = args.bare_relay
         serve_bare_relay(int(port), emulator_url, ca_file, api_key)
         return 0
@@ -737,7 +728,7 @@ def main() -> int:
         print_codec(codec_bench())
         return 0
     if args.heartbeat:
-        for row in asyncio.run(heartbeat_bench()):
+        for row in uvloop.run(heartbeat_bench()):
             print(row)
         return 0
     if (
@@ -753,7 +744,7 @@ def main() -> int:
         )
     reports = []
     for calls in args.calls:
-        report = asyncio.run(bench(args, calls))
+        report = uvloop.run(bench(args, calls))
         print(f"--- {calls} calls per relay, {args.frame_ms} ms frames")
         print_table(report)
         reports.append(report)

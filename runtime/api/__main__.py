@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+import uvloop
 from aiohttp import web
 
 from runtime.api import keys
@@ -28,7 +29,7 @@ USAGE = "usage: python -m runtime.api [serve|migrate]"
 
 
 def _migrate(settings: ApiSettings) -> None:
-    applied = asyncio.run(migrate(settings.database_conninfo, load_migrations(MIGRATIONS_DIR)))
+    applied = uvloop.run(migrate(settings.database_conninfo, load_migrations(MIGRATIONS_DIR)))
     names = [f"{migration.version:04d}_{migration.name}" for migration in applied]
     log.info(
         "migrations applied" if names else "schema up to date", extra={"fields": {"applied": names}}
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> int:
         if command == "migrate":
             _migrate(settings)
         else:
-            asyncio.run(_serve(settings))
+            uvloop.run(_serve(settings))
     except (SettingsError, KeyRingError) as exc:
         print(f"orbis api: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ import json
 import signal
 import sys
 
+import uvloop
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -59,7 +60,7 @@ def main() -> int:
         return 2
     configure_logging(settings.log_level, service="emulator")
     try:
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))
     except (ScenarioError, OSError, ValueError) as exc:
         print(f"emulator: {exc}", file=sys.stderr)
         return 1

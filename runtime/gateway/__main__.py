@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+import uvloop
 from aiohttp import web
 
 from runtime.common.logs import configure_logging
@@ -53,7 +54,7 @@ def main() -> None:
         print(f"gateway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level, service="gateway")
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))
 
 
 if __name__ == "__main__":
