@@ -211,6 +211,9 @@ async def caller(
                 not ws.closed and not stats.error and stats.connect_seconds <= MAX_START_SECONDS
             )
             receiver.cancel()
+    except aiohttp.WSServerHandshakeError as exc:
+        # 503: the gateway is full or overloaded and turned the call away (a widget retries).
+        stats.error = "refused (503)" if exc.status == 503 else f"handshake {exc.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         stats.error = stats.error or type(exc).__name__
 
@@ -384,6 +387,29 @@ def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> 
     }
 
 
+async def loop_lag_ms(gateway_port: int) -> dict[str, float | None]:
+    """p50 and p99 of the gateway's event-loop lag over the run, from its /metrics histogram
+    (each the upper bound of the bucket it falls in)."""
+    name = "orbis_gateway_event_loop_lag_seconds_bucket"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{gateway_port}/metrics") as response,
+    ):
+        text = await response.text()
+    buckets = [
+        (float(line.split('le="')[1].split('"')[0]), float(line.rsplit(" ", 1)[1]))
+        for line in text.splitlines()
+        if line.startswith(name)
+    ]
+    count = buckets[-1][1] if buckets else 0.0
+
+    def quantile(q: float) -> float | None:
+        bound = next((le for le, below in buckets if below >= q * count), None)
+        return None if bound is None or not count else round(1000 * bound, 1)
+
+    return {"p50": quantile(0.5), "p99": quantile(0.99)}
+
+
 async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
     # Imported here, not at the top: load workers start from this file and must start fast.
     from runtime.emulator.testing import emulator_process
@@ -484,6 +510,7 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                     # Both relays carry the same load at the same time, so the machine's other
                     # work (a shared, noisy host) weighs on both alike.
                     results, rig = await load(relays)
+                lag = await loop_lag_ms(gateway_port)
             finally:
                 for process in (bare, gateway):
                     process.terminate()
@@ -510,6 +537,7 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "results": results,
         "rig": rig,
         "gateway_added_latency_ms": added,
+        "gateway_loop_lag_ms": lag,
         "cpu_ratio_gateway_to_bare": (
             round(gateway_row["cpu_percent_of_core"] / bare_row["cpu_percent_of_core"], 2)
             if bare_row["cpu_percent_of_core"]
@@ -584,6 +612,7 @@ def print_table(report: dict[str, Any]) -> None:
     if report["profiled"]:
         print("(gateway ran under cProfile: its CPU figures are inflated)")
     print(f"gateway added latency (ms): {report['gateway_added_latency_ms']}")
+    print(f"gateway event-loop lag (ms, whole run): {report['gateway_loop_lag_ms']}")
     print(f"gateway CPU / bare relay CPU: {report['cpu_ratio_gateway_to_bare']}")
 
 

@@ -23,6 +23,7 @@ from runtime.gateway.internal_api import (
     InternalApi,
 )
 from runtime.gateway.keys import GATEWAY, SETTINGS
+from runtime.gateway.loop_lag import LoopLag
 from runtime.gateway.metrics import GatewayMetrics
 from runtime.gateway.process import Gateway
 from runtime.gateway.protocol import CloseCode, ErrorCode, error_event, event
@@ -89,9 +90,15 @@ def _gateway_ctx(
                 metrics=metrics_,
                 state=CallState(redis_client, lease_seconds=settings.slot_lease_seconds),
             )
-            gateway = Gateway(deps=deps)
+            loop_lag = LoopLag(
+                limit_seconds=settings.max_loop_lag_seconds,
+                histogram=metrics_.loop_lag,
+                overloaded=metrics_.overloaded,
+            )
+            gateway = Gateway(deps=deps, loop_lag=loop_lag)
             app[GATEWAY] = gateway
             loops = [
+                asyncio.create_task(loop_lag.run(), name="loop-lag"),
                 asyncio.create_task(gateway.heartbeat(), name="heartbeat"),
                 asyncio.create_task(gateway.listen_for_end_requests(), name="end-requests"),
             ]

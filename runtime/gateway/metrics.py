@@ -80,6 +80,17 @@ class GatewayMetrics:
             "Transcript batches the API did not accept on a try (retried later)",
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "orbis_gateway_event_loop_lag_seconds",
+            "How late the event loop ran a 100 ms timer: what every relayed frame waits",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.overloaded = Gauge(
+            "orbis_gateway_overloaded",
+            "1 while the event loop's lag is over ORBIS_MAX_LOOP_LAG_MS and new calls are refused",
+            registry=self.registry,
+        )
 
         self._current = 0
         self._peak = 0

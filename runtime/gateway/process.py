@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 
 from runtime.gateway.call import Call, CallDeps
+from runtime.gateway.loop_lag import LoopLag
 from runtime.gateway.protocol import CloseCode, EndReason
 from runtime.gateway.redis_state import END_CHANNEL, REDIS_ERRORS, CallState, parse_end_message
 
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Gateway:
     deps: CallDeps
+    loop_lag: LoopLag
     calls: dict[str, Call] = field(default_factory=dict)
     # Handshakes past the capacity check but not yet registered as calls.
     opening: int = 0
@@ -32,7 +34,12 @@ class Gateway:
 
     @property
     def busy(self) -> bool:
-        return self.draining or len(self.calls) + self.opening >= self.deps.settings.max_calls
+        """New calls are refused: draining, full, or the calls it has would suffer."""
+        return (
+            self.draining
+            or len(self.calls) + self.opening >= self.deps.settings.max_calls
+            or self.loop_lag.overloaded
+        )
 
     def add(self, call: Call) -> None:
         self.calls[call.call_id] = call
