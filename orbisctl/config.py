@@ -116,6 +116,8 @@ class GatewayConfig(_Model):
     max_call_seconds: int = Field(1800, ge=10, le=86_400)
     idle_timeout_seconds: int = Field(60, ge=5, le=3600)
     drain_timeout_seconds: int = Field(120, ge=0, le=3600)
+    # New calls are refused while the gateway's event loop runs this late (0: never).
+    max_loop_lag_ms: int = Field(10, ge=0, le=1000)
 
 
 class WidgetConfig(_Model):

@@ -82,7 +82,7 @@ class GatewayMetrics:
         )
         self.loop_lag = Histogram(
             "orbis_gateway_event_loop_lag_seconds",
-            "How late the event loop ran a 100 ms timer: what every relayed frame waits",
+            "How late the event loop ran a 25 ms timer: what every relayed frame waits",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )

@@ -72,7 +72,9 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
         "this page's origin is not allowed to call this agent", None, 403
     ),
     ErrorCode.SERVER_BUSY: ErrorSpec(
-        "this gateway is full or shutting down; retry shortly", CloseCode.TRY_AGAIN_LATER, 503
+        "this gateway is full, overloaded or shutting down; retry shortly",
+        CloseCode.TRY_AGAIN_LATER,
+        503,
     ),
     ErrorCode.SERVICE_UNAVAILABLE: ErrorSpec(
         "a backing service is unavailable; retry shortly", CloseCode.TRY_AGAIN_LATER, 503

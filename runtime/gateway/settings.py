@@ -31,7 +31,7 @@ class GatewaySettings:
     idle_timeout_seconds: float = 60.0
     drain_timeout_seconds: float = 120.0
     # New calls are refused while the event loop runs later than this (0: never).
-    max_loop_lag_seconds: float = 0.02
+    max_loop_lag_seconds: float = 0.01
     # Tuning knobs with safe defaults; not part of the documented environment contract.
     max_frame_bytes: int = 64 * 1024
     upstream_connect_timeout_seconds: float = 15.0
@@ -68,7 +68,7 @@ class GatewaySettings:
             drain_timeout_seconds=env_settings.integer(
                 env, "ORBIS_DRAIN_TIMEOUT_SECONDS", 120, minimum=0
             ),
-            max_loop_lag_seconds=env_settings.integer(env, "ORBIS_MAX_LOOP_LAG_MS", 20, minimum=0)
+            max_loop_lag_seconds=env_settings.integer(env, "ORBIS_MAX_LOOP_LAG_MS", 10, minimum=0)
             / 1000,
         )
 
