@@ -43,7 +43,9 @@ def http(url: str, *, timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = No
     request = urllib.request.Request(url, headers={"User-Agent": "orbis-healthcheck"})  # noqa: S310
     try:
         with opener.open(request, timeout=timeout) as response:
-            return ProbeResult(True, f"{url}: {response.status}")
+            # The body too: Docker's health log and `orbisctl doctor` read what it says.
+            body = response.read(_BODY_EXCERPT).decode("utf-8", "replace").strip()
+            return ProbeResult(True, f"{url}: {response.status}" + (f": {body}" if body else ""))
     except urllib.error.HTTPError as exc:
         body = exc.read(_BODY_EXCERPT).decode("utf-8", "replace").strip()
         return ProbeResult(False, f"{url}: HTTP {exc.code}" + (f": {body}" if body else ""))

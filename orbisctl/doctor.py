@@ -7,6 +7,7 @@ past twice it) and the last passed recovery drill (warn past DRILL_WARN_DAYS, or
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -192,6 +193,42 @@ def check_nginx_config(ctx: DoctorContext) -> list[Check]:
     ]
 
 
+def gateway_load_check(container: str, probe_output: str, replicas: int) -> Check:
+    """What a gateway's readiness probe said of its load (`URL: 200: {json}`), as a check."""
+    name = f"load {container}"
+    try:
+        said = json.loads(probe_output.split(": ", 2)[2])
+        calls, overloaded, refused = said["calls"], said["overloaded"], said["refused_calls"]
+    except (IndexError, ValueError, KeyError, TypeError):
+        return Check(name, Verdict.WARN, f"no load figures in its probe: {probe_output!r}")
+    fix = (
+        f"add a gateway: `orbisctl scale gateway={replicas + 1}`, and set gateway.replicas "
+        'in orbis.yaml to keep it (docs/operations.md, "Capacity")'
+    )
+    if overloaded:
+        detail = f"overloaded now: {calls} calls, new calls refused (event loop running late)"
+        return Check(name, Verdict.WARN, detail, fix)
+    if refused:
+        detail = f"{calls} calls; refused {refused} since it started (full or overloaded)"
+        return Check(name, Verdict.WARN, detail, fix)
+    return Check(name, Verdict.PASS, f"{calls} calls, taking new ones")
+
+
+def check_gateway_load(ctx: DoctorContext) -> list[Check]:
+    """Each running gateway's load, from its readiness probe run now."""
+    gateways = [
+        c
+        for c in ctx.containers
+        if c.labels.get(engine.SERVICE_LABEL) == stack.GATEWAY_SERVICE and c.status == "running"
+    ]
+    checks = []
+    for container in gateways:
+        probe = engine.run_healthcheck(container)
+        if probe is not None and probe.exit_code == 0:  # a failing probe: check_containers says
+            checks.append(gateway_load_check(container.name, probe.output, len(gateways)))
+    return checks
+
+
 def check_certificate(ctx: DoctorContext, now: datetime | None = None) -> list[Check]:
     path = ctx.install.tls_dir / "server.crt"
     try:
@@ -336,6 +373,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_containers,
     check_restart_loops,
     check_nginx_config,
+    check_gateway_load,
     check_certificate,
     check_disk,
     check_secret_modes,

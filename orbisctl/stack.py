@@ -26,8 +26,9 @@ from orbisctl.render import image_refs
 COMPOSE_FILENAME = "compose.yaml"
 DEFAULT_UP_TIMEOUT = 300.0
 POLL_SECONDS = 1.0
+GATEWAY_SERVICE = "gateway"
 # Stateless services that may run as several replicas behind nginx.
-SCALABLE = ("gateway", "api")
+SCALABLE = (GATEWAY_SERVICE, "api")
 NGINX_SERVICE = "nginx"
 POSTGRES_SERVICE = "postgres"
 # A container restarted this often is in a loop, not recovering.

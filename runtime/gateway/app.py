@@ -143,6 +143,8 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
         )
     if gateway.busy:
         metrics_.client_errors.labels(code=ErrorCode.SERVER_BUSY.value).inc()
+        if not gateway.draining:
+            gateway.refused_calls += 1
         return _reject(ErrorCode.SERVER_BUSY)
     origin = request.headers.get("Origin", "")
     token = request.query.get("token", "")
@@ -352,9 +354,17 @@ async def readyz(request: web.Request) -> web.Response:
             await gateway.state.client.ping()
     except (TimeoutError, *REDIS_ERRORS):
         return web.json_response({"status": "redis_unavailable"}, status=503)
-    # A full instance stays ready: its new calls get `server_busy` at the handshake, and the
-    # container healthcheck (this probe) must not make an orchestrator replace a busy gateway.
-    return web.json_response({"status": "ready", "calls": len(gateway.calls)})
+    # A full or overloaded instance stays ready: its new calls get `server_busy` at the
+    # handshake, and the container healthcheck (this probe) must not make an orchestrator
+    # replace a busy gateway. What it says of its load is for `orbisctl doctor`.
+    return web.json_response(
+        {
+            "status": "ready",
+            "calls": len(gateway.calls),
+            "overloaded": gateway.loop_lag.overloaded,
+            "refused_calls": gateway.refused_calls,
+        }
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -22,6 +22,8 @@ class Gateway:
     calls: dict[str, Call] = field(default_factory=dict)
     # Handshakes past the capacity check but not yet registered as calls.
     opening: int = 0
+    # Calls turned away since start because the instance was full or overloaded.
+    refused_calls: int = 0
     draining: bool = False
     no_calls: asyncio.Event = field(default_factory=asyncio.Event)
 

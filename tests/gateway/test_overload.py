@@ -73,6 +73,15 @@ async def test_a_late_event_loop_refuses_new_calls_and_keeps_the_ones_it_has(
             with stalled_loop():
                 await eventually(lambda: overloaded(http, gw, 1))
                 assert await handshake_error(http, gw, waiting, origin=SHOP) == (503, "server_busy")
+                # Still ready (an orchestrator must not replace it), and says why it refuses.
+                async with http.get(f"{gw.url}/readyz") as response:
+                    assert response.status == 200
+                    assert await response.json() == {
+                        "status": "ready",
+                        "calls": 1,
+                        "overloaded": True,
+                        "refused_calls": 1,
+                    }
                 # The call it has goes on: its audio is still taken.
                 await call.ws.send_bytes(b"\x00" * FRAME_BYTES)
             await eventually(lambda: overloaded(http, gw, 0))

@@ -43,3 +43,31 @@ def test_secret_modes(install: Path) -> None:
         f"secret {install}/tls/server.key is mode 0644, not 0600",
     ]
     assert failing[0].fix.startswith("chmod 600 ")
+
+
+def test_gateway_load_from_its_readiness_probe() -> None:
+    url = "http://127.0.0.1:4001/readyz: 200"
+    calm = doctor.gateway_load_check(
+        "orbis-gateway-1",
+        url + ': {"status": "ready", "calls": 12, "overloaded": false, "refused_calls": 0}',
+        replicas=1,
+    )
+    assert (calm.verdict, calm.detail) == (doctor.Verdict.PASS, "12 calls, taking new ones")
+    hot = doctor.gateway_load_check(
+        "orbis-gateway-1",
+        url + ': {"status": "ready", "calls": 180, "overloaded": true, "refused_calls": 7}',
+        replicas=2,
+    )
+    assert hot.verdict is doctor.Verdict.WARN
+    assert hot.detail.startswith("overloaded now: 180 calls")
+    assert "orbisctl scale gateway=3" in hot.fix
+    refused = doctor.gateway_load_check(
+        "orbis-gateway-1",
+        url + ': {"status": "ready", "calls": 3, "overloaded": false, "refused_calls": 7}',
+        replicas=1,
+    )
+    assert refused.verdict is doctor.Verdict.WARN
+    assert refused.detail == "3 calls; refused 7 since it started (full or overloaded)"
+    # An older gateway's probe says only "200": no figures, said as such.
+    unknown = doctor.gateway_load_check("orbis-gateway-1", url, replicas=1)
+    assert unknown.verdict is doctor.Verdict.WARN and "no load figures" in unknown.detail

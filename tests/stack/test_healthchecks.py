@@ -58,7 +58,7 @@ def run_probe(*args: str) -> subprocess.CompletedProcess[str]:
 def test_http_2xx_is_healthy(http_server: str) -> None:
     result = run_probe("http", f"{http_server}/healthz")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"{http_server}/healthz: 200"
+    assert result.stdout.strip() == f"{http_server}/healthz: 200: ok"
 
 
 def test_http_failure_reports_status_and_body(http_server: str) -> None:
