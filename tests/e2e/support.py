@@ -49,12 +49,27 @@ async def widget_session(http: aiohttp.ClientSession, stack: Stack, public_id: s
     return session
 
 
+async def connect_widget(
+    http: aiohttp.ClientSession, url: str, *, within: float = 30.0
+) -> aiohttp.ClientWebSocketResponse:
+    """Connect as the widget does: a 503 (every gateway full, overloaded or draining; the
+    token is not used) is tried again, for up to `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await http.ws_connect(url, headers={"Origin": ORIGIN})
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status != 503 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
 async def widget_call(http: aiohttp.ClientSession, stack: Stack, public_id: str) -> str:
     """One widget call through nginx: session token, wss, speech, answer, hang-up."""
     session = await widget_session(http, stack, public_id)
     assert session["gateway_url"] == f"wss://localhost:{stack.https_port}/ws/call"
-    async with http.ws_connect(
-        f"{session['gateway_url']}?token={session['token']}", headers={"Origin": ORIGIN}
+    async with await connect_widget(
+        http, f"{session['gateway_url']}?token={session['token']}"
     ) as ws:
         call = WidgetCall(ws=ws)
         call.start()

@@ -35,13 +35,14 @@ from orbisctl.errors import ExitCode
 from tests.e2e.conftest import ARTIFACTS, Stack, orbisctl
 from tests.e2e.support import (
     PASSWORD,
+    connect_widget,
     create_agent,
     ended_session,
     signup,
     widget_call,
     widget_session,
 )
-from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
+from tests.gateway.support import WidgetCall, speech_then_silence
 from tests.services import free_port
 
 pytestmark = pytest.mark.docker
@@ -297,8 +298,8 @@ async def test_backup_while_a_call_is_in_progress(
 ) -> None:
     calls_before = int(_psql(stack, "SELECT count(*) FROM calls"))
     session = await widget_session(http, stack, owner.agent_public_id)
-    async with http.ws_connect(
-        f"{session['gateway_url']}?token={session['token']}", headers={"Origin": ORIGIN}
+    async with await connect_widget(
+        http, f"{session['gateway_url']}?token={session['token']}"
     ) as ws:
         call = WidgetCall(ws=ws)
         call.start()

@@ -30,6 +30,7 @@ import yaml
 from orbisctl import engine
 from runtime.api.security import issue_access_token
 from runtime.common.keyring import KeyRing
+from tests.e2e.support import connect_widget
 from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
 from tests.services import free_port
 
@@ -157,22 +158,10 @@ class Traffic:
             assert response.status == 201, body
         return body
 
-    async def _connect(
-        self, http: aiohttp.ClientSession, url: str
-    ) -> aiohttp.ClientWebSocketResponse:
-        """Connect, retrying 503 (every gateway full or draining) as the protocol says."""
-        deadline = time.monotonic() + RESUME_WINDOW_SECONDS
-        while True:
-            try:
-                return await http.ws_connect(url, headers={"Origin": ORIGIN})
-            except aiohttp.WSServerHandshakeError as exc:
-                if exc.status != 503 or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.5)
-
     async def _held_call(self, http: aiohttp.ClientSession, number: int) -> None:
         session = await self._session_token(http)
-        ws = await self._connect(http, f"{session['gateway_url']}?token={session['token']}")
+        url = f"{session['gateway_url']}?token={session['token']}"
+        ws = await connect_widget(http, url, within=RESUME_WINDOW_SECONDS)
         call = WidgetCall(ws=ws)
         call.start()
         call_id = (await call.wait_for("session.started", within=30))["call_id"]
@@ -186,7 +175,7 @@ class Traffic:
                 if hint is not None:
                     await ws.close()
                     url = f"{session['gateway_url']}?resume={hint['resume_token']}"
-                    ws = await self._connect(http, url)
+                    ws = await connect_widget(http, url, within=RESUME_WINDOW_SECONDS)
                     call = WidgetCall(ws=ws)
                     call.start()
                     resumed = await call.wait_for("session.started", within=30)
