@@ -3,9 +3,9 @@
 Every frame of every call goes through the one event loop, so how late a timer fires is how
 long a frame waits: the added latency every caller hears. The monitor sleeps a short interval
 and measures the overshoot; while the 90th percentile of the last second's samples is over the
-limit, the process is overloaded and new calls get `server_busy` (503 + Retry-After, which the widget
-retries, landing elsewhere with several replicas). The calls it has keep their quality instead
-of every call degrading together (docs/benchmarks.md, "Gateway").
+limit, the process is overloaded and new calls get `server_busy` (503 + Retry-After, which the
+widget retries, landing elsewhere with several replicas). The calls it has keep their quality
+instead of every call degrading together (docs/benchmarks.md, "Overload").
 """
 
 from __future__ import annotations
