@@ -8,9 +8,11 @@ replaced secret is invisible to running containers). So a roll replaces containe
 
     for each old replica:  scale up by one (the new container mounts the new files)
                            → wait until it is healthy → nginx reloads (routes to it)
-                           → stop the old one (SIGTERM: the gateway moves its calls, the api
+                           → SIGTERM the old one (the gateway moves its calls, the api
                              answers with `Connection: close` for a few seconds, then stops
-                             listening) → remove it → nginx reloads (forgets it)
+                             listening) → nginx reloads meanwhile (its old workers close their
+                             pooled connections to it) → wait until it has stopped → remove it
+                             → nginx reloads (forgets it)
 
 The service never has fewer healthy replicas than before the roll.
 """
@@ -113,12 +115,23 @@ class ComposeRoller:
             for item in fresh:
                 self._wait_healthy(item, service)
             self._reload_routes(service)
-            try:
-                container.stop(timeout=self._stop_timeout(service))
-                container.remove()
-            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-                raise engine.api_error(f"retiring {container.name}", exc) from None
+            self._retire(container, service)
             self._reload_routes(service)
+
+    def _retire(self, container: Any, service: str) -> None:
+        """Stop and remove an old replica, with nginx reloaded while it drains: the reload's
+        old workers close their idle keep-alive connections to it themselves. Left to the
+        replica, they would be closed when it stops listening, racing a request nginx sends on
+        one (nginx does not retry a POST: 502). The new workers' requests to the draining api
+        are answered with `Connection: close`, so none of theirs stay pooled."""
+        try:
+            container.kill(signal="SIGTERM")
+            self._reload_routes(service)
+            # SIGTERM again, then SIGKILL once the timeout is over.
+            container.stop(timeout=self._stop_timeout(service))
+            container.remove()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise engine.api_error(f"retiring {container.name}", exc) from None
 
     def reload(self, service: str) -> None:
         # The emulator re-reads its keys file on change, but a running container never sees a
