@@ -388,18 +388,20 @@ def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> 
 
 
 async def loop_lag_ms(gateway_port: int) -> dict[str, float | None]:
-    """p50 and p99 of the gateway's event-loop lag over the run, from its /metrics histogram
-    (each the upper bound of the bucket it falls in)."""
-    name = "orbis_gateway_event_loop_lag_seconds_bucket"
+    """p50, p90 and p99 of the gateway's event-loop lag over the run, from its /metrics
+    histogram (each the upper bound of the bucket it falls in)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"http://127.0.0.1:{gateway_port}/metrics") as response,
     ):
         text = await response.text()
     buckets = [
-        (float(line.split('le="')[1].split('"')[0]), float(line.rsplit(" ", 1)[1]))
-        for line in text.splitlines()
-        if line.startswith(name)
+        (float(sample.labels["le"]), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "orbis_gateway_event_loop_lag_seconds_bucket"
     ]
     count = buckets[-1][1] if buckets else 0.0
 
