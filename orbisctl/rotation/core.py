@@ -36,6 +36,7 @@ from orbisctl.rotation.strategies import (
     jwt_keys_due,
     steps_for,
 )
+from orbisctl.secretfiles import read_gemini_key
 from runtime.api.settings import ApiSettings
 from runtime.common.keyring import KeyRing
 
@@ -102,6 +103,10 @@ def choose_kinds(
             hint="create a key in Google AI Studio, save it to a file (mode 0600) and pass "
             "--gemini-key-file FILE",
         )
+    if gemini_key_file is not None:
+        # Read now, not in the first step: a bad file is refused before the stack is
+        # contacted or a journal exists (a refused rotation leaves nothing to --abort).
+        read_gemini_key(gemini_key_file)
     if jwt_keys_due(ctx):
         kinds.insert(0, SecretKind.JWT_RETIRE)
     if not kinds:
@@ -153,6 +158,9 @@ def begin(
             "a rotation is already in progress (it may have been interrupted)",
             hint="finish it with `orbisctl rotate-keys --resume` or roll it back with --abort",
         )
+    # Every input is checked before the journal is written: a refusal leaves no rotation.
+    if gemini_key_file is not None:
+        read_gemini_key(gemini_key_file)
     missing = [
         SECRET_FILES[kind]
         for kind in kinds

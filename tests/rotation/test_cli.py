@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 from orbisctl import stack
 from orbisctl.cli import app
 from orbisctl.config import ModelConfig, ModelProvider, OrbisConfig
-from orbisctl.errors import ExitCode
+from orbisctl.errors import ExitCode, UserError
+from orbisctl.rotation import core
 from orbisctl.rotation.compose import unsupported
-from orbisctl.rotation.strategies import ROTATION_ORDER
+from orbisctl.rotation.steps import RotationContext
+from orbisctl.rotation.strategies import ROTATION_ORDER, SecretKind
 from tests.rotation.conftest import make_install, secret_values
 
 
@@ -116,6 +118,44 @@ def test_all_with_google_gemini_needs_the_new_key_file(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.USAGE
     assert "--gemini-key-file" in result.output
     assert not (install / "rotation").exists()
+
+
+def _bad_key_file(directory: Path, case: str) -> Path:
+    directory.mkdir()
+    contents = {"empty": "\n", "two keys": "key-one\nkey-two\n"}
+    if case in contents:
+        (directory / "key").write_text(contents[case])
+        return directory / "key"
+    return directory if case == "a directory" else directory / "missing"
+
+
+@pytest.mark.parametrize("case", ["missing", "a directory", "empty", "two keys"])
+def test_a_bad_gemini_key_file_is_refused_before_anything(
+    install: Path, tmp_path: Path, case: str
+) -> None:
+    """Refused up front (exit 2, the file named), not after the journal was written and the
+    stack contacted: nothing is left for --abort to clear (issue 15, item 4)."""
+    key_file = _bad_key_file(tmp_path / "keys", case)
+    before = _tree(install)
+    for extra in ([], ["--dry-run"], ["--all"]):
+        result = CliRunner().invoke(
+            app, ["rotate-keys", "--dir", str(install), "--gemini-key-file", str(key_file), *extra]
+        )
+        assert result.exit_code == ExitCode.USAGE, result.output
+        assert f"the Gemini API key file {key_file}" in result.output
+        assert "Traceback" not in result.output
+    assert _tree(install) == before
+    assert not (install / "rotation").exists()
+
+
+def test_core_rotate_checks_the_key_file_before_writing_the_journal(
+    ctx: RotationContext, install: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(UserError, match="cannot read the Gemini API key file"):
+        core.rotate(ctx, [SecretKind.GEMINI_API_KEY], gemini_key_file=tmp_path / "missing")
+    assert not (install / "rotation" / "journal.json").exists()
+    # Nothing to finish or roll back: the next rotation starts at once.
+    assert core.status(ctx).in_progress is None
 
 
 @pytest.mark.integration
