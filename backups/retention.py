@@ -4,6 +4,10 @@ The rule (the one borg and restic use): walking from the newest backup to the ol
 newest backup of each of the last `daily` days that have a backup is kept; likewise per ISO
 week and per month. The newest backup is always kept, whatever the policy says, and so is
 a backup an in-progress restore is reading.
+
+A labelled backup (`backup create --label "before delete"`, the `pre-restore` safety backup)
+was taken on purpose: it is kept and the policy is applied to the unlabelled ones only,
+unless `include_labelled` (`backup prune --include-labelled`) puts them under the policy too.
 """
 
 from __future__ import annotations
@@ -57,23 +61,36 @@ def keep_set(
 class PrunePlan:
     keep: list[str]
     delete: list[str]
+    labelled: list[str]  # kept because they carry a label (a subset of `keep`)
     unreadable: list[str]  # backups whose manifest cannot be read: never deleted automatically
     partial: list[Path]  # leftovers of interrupted backups whose writer is gone
 
 
-def plan_prune(repository: Path, policy: RetentionConfig) -> PrunePlan:
+def plan_prune(
+    repository: Path, policy: RetentionConfig, *, include_labelled: bool = False
+) -> PrunePlan:
     entries = engine.list_backups(repository)
     dated = [
         Dated(entry.path.name, entry.manifest.created_at)
         for entry in entries
         if entry.manifest is not None
     ]
+    labelled = (
+        set()
+        if include_labelled
+        else {entry.path.name for entry in entries if entry.manifest and entry.manifest.label}
+    )
     locked = engine.locked_backup(repository)
     protected = frozenset({locked}) if locked else frozenset()
-    keep = keep_set(dated, policy, protected=protected)
+    # Labelled backups neither count against the policy's buckets nor leave through them.
+    keep = (
+        keep_set([b for b in dated if b.backup_id not in labelled], policy, protected=protected)
+        | labelled
+    )
     return PrunePlan(
         keep=sorted(b.backup_id for b in dated if b.backup_id in keep),
         delete=sorted(b.backup_id for b in dated if b.backup_id not in keep),
+        labelled=sorted(labelled),
         unreadable=sorted(entry.path.name for entry in entries if entry.manifest is None),
         partial=_abandoned_partials(repository),
     )

@@ -150,8 +150,10 @@ def unit_name(project: str, job: Job = BACKUP_JOB) -> str:
 
 
 def _argvs(job: Job, install_root: Path, orbisctl: str) -> list[list[str]]:
-    # `--dir` belongs to each verb (the root command has no such option).
-    return [[orbisctl, "--quiet", *command, "--dir", str(install_root)] for command in job.commands]
+    # `--dir` belongs to each verb (the root command has no such option). No `--quiet`: the
+    # log of a scheduled run keeps each command's result lines (the backup taken, what prune
+    # deleted and kept), not only errors; progress bars are off anyway without a terminal.
+    return [[orbisctl, *command, "--dir", str(install_root)] for command in job.commands]
 
 
 def systemd_units(
@@ -188,16 +190,22 @@ def systemd_units(
     return {f"{name}.service": service, f"{name}.timer": timer}
 
 
+def cron_log(install_root: Path) -> Path:
+    """Where a cron entry appends the output of every command it runs."""
+    return install_root / "backups" / "cron.log"
+
+
 def cron_entry(
     *, project: str, install_root: Path, expression: str, orbisctl: str, job: Job = BACKUP_JOB
 ) -> dict[str, str]:
     fields = cron_fields(parse_calendar(expression), expression)
-    log = shlex.quote(str(install_root / "backups" / "cron.log"))
+    log = shlex.quote(str(cron_log(install_root)))
     command = " && ".join(shlex.join(argv) for argv in _argvs(job, install_root, orbisctl))
+    # The redirection applies to the whole group: `a && b >>log` would log only b's output.
     text = (
         f"# OrbisVoice {job.description} of {install_root} "
         f"(written by `orbisctl {job.name} schedule`)\n"
-        f"{fields} root {command} >>{log} 2>&1\n"
+        f"{fields} root {{ {command}; }} >>{log} 2>&1\n"
     )
     return {unit_name(project, job): text}
 

@@ -404,13 +404,23 @@ def verify_command(
 def prune_command(
     directory: InstallDirOption = Path(),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+    include_labelled: Annotated[
+        bool,
+        typer.Option(
+            "--include-labelled",
+            help="Apply the policy to labelled backups too (by default they are kept).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete backups outside backup.retention (keep-daily/weekly/monthly; never the newest)."""
+    """Delete backups outside backup.retention (keep-daily/weekly/monthly; never the newest,
+    never a labelled one unless --include-labelled)."""
     from backups import retention
 
     ctx = BackupContext(directory, None, None)
-    plan = retention.plan_prune(ctx.install.repository, ctx.config.backup.retention)
+    plan = retention.plan_prune(
+        ctx.install.repository, ctx.config.backup.retention, include_labelled=include_labelled
+    )
     if not dry_run:
         retention.apply_prune(ctx.install.repository, plan)
     if as_json:
@@ -419,6 +429,7 @@ def prune_command(
                 "dry_run": dry_run,
                 "keep": plan.keep,
                 "delete": plan.delete,
+                "labelled": plan.labelled,
                 "unreadable": plan.unreadable,
                 "partial": [path.name for path in plan.partial],
             }
@@ -431,7 +442,13 @@ def prune_command(
         output.info(f"{verb} {escape(path.name)} (an interrupted backup)")
     for name in plan.unreadable:
         output.warn(f"kept {name}: its manifest is unreadable (delete it by hand if unwanted)")
-    output.info(f"kept {len(plan.keep)} backup(s), {verb} {len(plan.delete)}")
+    labelled = (
+        f" ({len(plan.labelled)} labelled, kept whatever the policy: `--include-labelled` "
+        "applies it to them too)"
+        if plan.labelled
+        else ""
+    )
+    output.info(f"kept {len(plan.keep)} backup(s){labelled}, {verb} {len(plan.delete)}")
 
 
 ScheduleDirOption = Annotated[Path, typer.Option(help="Where systemd units go.")]

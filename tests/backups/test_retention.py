@@ -9,10 +9,12 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from backups import engine, manifest, retention
 from backups.retention import Dated, keep_set
-from orbisctl.config import RetentionConfig
+from orbisctl.cli import app
+from orbisctl.config import BackupConfig, OrbisConfig, RetentionConfig, dump_config
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,12 +71,13 @@ def test_policy_example_a_year_of_nightlies() -> None:
     assert kept_days == daily | weekly | monthly
 
 
-def _fake_backup(repository: Path, when: datetime) -> str:
+def fake_backup(repository: Path, when: datetime, label: str = "") -> str:
     backup_id = when.strftime("%Y%m%dT%H%M%SZ") + "-000000"
     path = repository / backup_id
     path.mkdir(parents=True)
     info = manifest.Manifest(
         backup_id=backup_id,
+        label=label,
         created_at=when,
         app_version="0.1.0",
         schema_version=1,
@@ -92,7 +95,7 @@ def test_prune_spares_the_backup_a_restore_uses_and_removes_abandoned_partials(
     tmp_path: Path,
 ) -> None:
     repository = tmp_path / "backups"
-    ids = [_fake_backup(repository, START + timedelta(days=day)) for day in range(5)]
+    ids = [fake_backup(repository, START + timedelta(days=day)) for day in range(5)]
     (repository / engine.RESTORE_LOCK).write_text(
         json.dumps({"backup_id": ids[0], "pid": os.getpid()})
     )
@@ -105,7 +108,7 @@ def test_prune_spares_the_backup_a_restore_uses_and_removes_abandoned_partials(
 
     plan = retention.plan_prune(repository, RetentionConfig(daily=1, weekly=0, monthly=0))
 
-    assert plan.keep == [ids[0], ids[4]]
+    assert plan.keep == [ids[0], ids[4]] and plan.labelled == []
     assert plan.delete == ids[1:4]
     assert plan.partial == [dead]
     retention.apply_prune(repository, plan)
@@ -114,3 +117,52 @@ def test_prune_spares_the_backup_a_restore_uses_and_removes_abandoned_partials(
         ids[4],
     ]
     assert alive.exists() and not dead.exists()
+
+
+ONE_DAILY = RetentionConfig(daily=1, weekly=0, monthly=0)
+
+
+def test_prune_keeps_a_labelled_manual_backup_unless_asked(tmp_path: Path) -> None:
+    """A manual backup labelled "before delete" taken the same day as a later nightly one
+    is kept (issue 15, item 7); the policy counts only unlabelled backups, so the nightly one
+    of that day stays too. `include_labelled` applies the policy to every backup."""
+    repository = tmp_path / "backups"
+    old_nightly = fake_backup(repository, START.replace(hour=3))
+    manual = fake_backup(repository, START + timedelta(days=1, hours=10), "before delete")
+    nightly = fake_backup(repository, START + timedelta(days=1, hours=23))
+    safety = fake_backup(repository, START + timedelta(hours=12), "pre-restore")
+
+    plan = retention.plan_prune(repository, ONE_DAILY)
+    assert plan.keep == sorted([manual, nightly, safety])
+    assert plan.labelled == sorted([manual, safety])
+    assert plan.delete == [old_nightly]
+
+    everything = retention.plan_prune(repository, ONE_DAILY, include_labelled=True)
+    assert everything.keep == [nightly] and everything.labelled == []
+    assert everything.delete == sorted([old_nightly, manual, safety])
+
+
+def test_prune_command_keeps_labelled_backups_and_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "install"
+    root.mkdir()
+    (root / "orbis.yaml").write_text(
+        dump_config(OrbisConfig(backup=BackupConfig(retention=ONE_DAILY)))
+    )
+    repository = root / "backups"
+    manual = fake_backup(repository, START + timedelta(hours=10), "before delete")
+    nightly = fake_backup(repository, START + timedelta(hours=23))
+    runner = CliRunner()
+
+    result = runner.invoke(app, ["backup", "prune", "--dir", str(root)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "kept 2 backup(s) (1 labelled" in result.stdout and "--include-labelled" in result.stdout
+    assert (repository / manual).is_dir() and (repository / nightly).is_dir()
+
+    result = runner.invoke(
+        app,
+        ["backup", "prune", "--dir", str(root), "--include-labelled", "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["delete"] == [manual]
+    assert not (repository / manual).exists() and (repository / nightly).is_dir()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import shlex
-from datetime import UTC, datetime
+import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from backups import schedule
 from orbisctl.cli import app
 from orbisctl.errors import UserError
+from tests.backups.test_retention import fake_backup
 
 NOW = datetime(2026, 11, 27, 5, 0, 0, tzinfo=UTC)
 
@@ -63,7 +65,7 @@ def test_systemd_units_run_create_then_prune() -> None:
     )
     service = files["orbis-backup-orbisvoice.service"]
     timer = files["orbis-backup-orbisvoice.timer"]
-    assert "ExecStart=/opt/orbis/bin/orbisctl --quiet backup create --dir /srv/orbis\n" in service
+    assert "ExecStart=/opt/orbis/bin/orbisctl backup create --dir /srv/orbis\n" in service
     assert service.index("backup create") < service.index("backup prune")
     assert "Type=oneshot" in service
     assert "OnCalendar=*-*-* 03:00:00\n" in timer and "Persistent=true" in timer
@@ -79,7 +81,7 @@ def test_the_drill_job_gets_its_own_units_and_cron_entry() -> None:
     )
     assert sorted(units) == ["orbis-drill-shop.service", "orbis-drill-shop.timer"]
     service = units["orbis-drill-shop.service"]
-    assert "ExecStart=/usr/bin/orbisctl --quiet drill run --dir /srv/orbis\n" in service
+    assert "ExecStart=/usr/bin/orbisctl drill run --dir /srv/orbis\n" in service
     assert "OnCalendar=*-*-01 04:00:00" in units["orbis-drill-shop.timer"]
     (entry,) = schedule.cron_entry(
         project="shop",
@@ -88,7 +90,7 @@ def test_the_drill_job_gets_its_own_units_and_cron_entry() -> None:
         orbisctl="/usr/bin/orbisctl",
         job=schedule.DRILL_JOB,
     ).values()
-    assert "0 4 1 * * root /usr/bin/orbisctl --quiet drill run --dir /srv/orbis >>" in entry
+    assert "0 4 1 * * root { /usr/bin/orbisctl drill run --dir /srv/orbis; } >>" in entry
 
 
 @pytest.mark.parametrize("job", [schedule.BACKUP_JOB, schedule.DRILL_JOB])
@@ -107,3 +109,47 @@ def test_every_scheduled_command_line_parses_with_the_real_cli(job: schedule.Job
         # --help after every option: exit 0 only when each option sits where it is accepted.
         result = CliRunner().invoke(app, [*argv[1:], "--help"])
         assert result.exit_code == 0, result.output
+
+
+def test_the_cron_entry_logs_every_command_of_the_job(tmp_path: Path) -> None:
+    """Run the cron line's command with /bin/sh, as cron does: the output of `backup create`
+    (stdout and stderr) lands in the log, not only that of the last command (issue 15, 7)."""
+    fake = tmp_path / "orbisctl"
+    fake.write_text('#!/bin/sh\necho "out: $*"\necho "err: $*" >&2\n')
+    fake.chmod(0o755)
+    install = tmp_path / "install"
+    (install / "backups").mkdir(parents=True)
+    (entry,) = schedule.cron_entry(
+        project="shop", install_root=install, expression="daily", orbisctl=str(fake)
+    ).values()
+    line = entry.splitlines()[-1]
+    command = line.split(" root ", 1)[1]
+    result = subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stdout == result.stderr == ""
+    log = schedule.cron_log(install).read_text().splitlines()
+    assert log == [
+        f"out: backup create --dir {install}",
+        f"err: backup create --dir {install}",
+        f"out: backup prune --dir {install}",
+        f"err: backup prune --dir {install}",
+    ]
+
+
+def test_scheduled_commands_print_their_results_into_the_log(tmp_path: Path) -> None:
+    """The scheduled `backup prune` line, run by the real CLI, says what it deleted and kept
+    (with `--quiet` the log of a run that deleted backups was empty)."""
+    install = tmp_path / "install"
+    start = datetime(2026, 1, 1, 3, tzinfo=UTC)
+    ids = [fake_backup(install / "backups", start + timedelta(days=day)) for day in range(12)]
+    service = schedule.systemd_units(
+        project="shop", install_root=install, expression="daily", orbisctl="orbisctl"
+    )["orbis-backup-shop.service"]
+    prune = next(
+        shlex.split(line.removeprefix("ExecStart="))
+        for line in service.splitlines()
+        if line.startswith("ExecStart=") and " prune " in line
+    )
+    result = CliRunner().invoke(app, prune[1:], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"deleted {ids[0]}" in result.stdout
+    assert "kept 8 backup(s), deleted 4" in result.stdout
