@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.common import jsonbound
 from runtime.emulator.audio import encode_base64
 
 JsonObject = dict[str, Any]
@@ -42,7 +43,7 @@ def field_of(obj: object, camel_name: str) -> Any:
 def parse_client_message(raw: str | bytes) -> tuple[str, JsonObject]:
     """Split a client frame into its kind (camelCase) and body; ProtocolError if unusable."""
     try:
-        message = json.loads(raw)
+        message = jsonbound.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError("Invalid JSON payload received.") from exc
     if not isinstance(message, dict) or len(message) != 1:

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from runtime.common import jsonbound
+
 INPUT_RATE = 16_000
 OUTPUT_RATE = 24_000
 INPUT_MIME_TYPE = f"audio/pcm;rate={INPUT_RATE}"
@@ -146,8 +148,8 @@ class ClientFrameError(Exception):
 def parse_text_frame(data: str) -> str:
     """The event type of a client text frame; raises ClientFrameError when malformed."""
     try:
-        message = json.loads(data)
-    except ValueError:
+        message = jsonbound.loads(data)
+    except ValueError:  # not JSON, or nested too deep (JsonTooDeepError)
         raise ClientFrameError(ErrorCode.BAD_JSON) from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ClientFrameError(ErrorCode.BAD_JSON)

@@ -159,6 +159,9 @@ async def test_server_messages_use_camel_case_top_level_keys_only(
     ("first", "second", "reason"),
     [
         ("not json", None, "Invalid JSON payload"),
+        # Nested past the parser's recursion limit: refused as bad JSON, not a crash (1011).
+        ("[" * 60_000, None, "Invalid JSON payload"),
+        (json.dumps(SETUP), "[" * 30_000 + "]" * 30_000, "Invalid JSON payload"),
         (json.dumps({"realtimeInput": {}}), None, "first message must be a setup"),
         (json.dumps(SETUP), json.dumps({"bogusField": {}}), 'Unknown name "bogusField"'),
         (json.dumps(SETUP), json.dumps(SETUP), "only one setup"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -65,6 +66,32 @@ async def test_text_that_is_not_a_json_event_is_bad_json(
 ) -> None:
     error, close_code = await refused(settings, emulator, agents, http, "{not json")
     assert (error["code"], close_code) == ("bad_json", 1007)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "[" * 60_000,  # unterminated: the stdlib parser recursed into a RecursionError
+        "[" * 30_000 + "]" * 30_000,
+        '{"type": "ping", "x": ' + "[" * 65 + "]" * 65 + "}",
+    ],
+    ids=["unterminated", "balanced", "just-too-deep"],
+)
+async def test_deeply_nested_json_is_bad_json_without_a_traceback(
+    settings: GatewaySettings,
+    emulator: EmulatorHandle,
+    agents: Agents,
+    http: aiohttp.ClientSession,
+    frame: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert len(frame) <= settings.max_frame_bytes
+    with caplog.at_level(logging.INFO):
+        error, close_code = await refused(settings, emulator, agents, http, frame)
+    assert (error["code"], close_code) == ("bad_json", 1007)
+    # A client choosing the frame must not be able to write error-level lines into the log.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r for r in caplog.records if r.exc_info] == []
 
 
 async def test_unknown_event_is_reported_and_the_call_goes_on(
