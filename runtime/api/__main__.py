@@ -17,6 +17,7 @@ from aiohttp import web
 
 from runtime.api import keys
 from runtime.api.app import create_app
+from runtime.api.serving import ApiRunner
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
 from runtime.common.db import MigrationError, load_migrations, migrate
 from runtime.common.keyring import KeyRingError
@@ -46,7 +47,7 @@ async def _serve(settings: ApiSettings) -> None:
     in-flight requests finish. A proxy's requests during a rolling restart are all answered:
     they arrive on connections that get an answer, or are refused before being sent."""
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = ApiRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
     )
     await runner.setup()

@@ -29,6 +29,7 @@ import pytest
 from aiohttp import web
 
 from runtime.api.app import create_app
+from runtime.api.serving import ApiRunner
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings, RateLimits
 from runtime.common.db import load_migrations, migrate
 from runtime.common.keyring import new_keyring
@@ -163,7 +164,7 @@ async def start_api(settings: ApiSettings) -> AsyncIterator[ApiHarness]:
     """Migrate the settings' database, then serve the API on a free loopback port."""
     await migrate(settings.database_conninfo, load_migrations(MIGRATIONS_DIR))
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = ApiRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
