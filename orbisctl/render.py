@@ -136,6 +136,12 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
         "ws_timeout_seconds": cfg.gateway.max_call_seconds + 60,
         "gateway_stop_grace_seconds": cfg.gateway.drain_timeout_seconds + 15,
         "cloudflare_ranges": CLOUDFLARE_RANGES if cfg.cloudflare.real_ip else (),
+        # Peers whose X-Real-IP the API believes: nginx, as the compose DNS names it (the API
+        # resolves the name, so a recreated nginx is still recognised), and with
+        # cloudflare.real_ip Cloudflare's edges, for a chain nginx did not resolve itself.
+        "trusted_proxies": ",".join(
+            ("nginx", *(CLOUDFLARE_RANGES if cfg.cloudflare.real_ip else ()))
+        ),
         "ocsp_stapling": ocsp_stapling,
         "ports": {
             "api": API_PORT,

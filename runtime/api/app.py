@@ -24,6 +24,7 @@ from runtime.api.handlers import (
 )
 from runtime.api.housekeeping import housekeeping_task
 from runtime.api.openapi import build_document
+from runtime.api.proxies import TrustedProxies
 from runtime.api.ratelimit import RateLimiter
 from runtime.api.routing import Route, register
 from runtime.api.security import KeyRingSource
@@ -107,6 +108,7 @@ def create_app(settings: ApiSettings) -> web.Application:
     app[keys.METRICS] = metrics
     app[keys.MIGRATIONS] = tuple(load_migrations(MIGRATIONS_DIR))
     app[keys.KEYRING] = KeyRingSource(settings.jwt_keys_file)
+    app[keys.PROXIES] = TrustedProxies(settings.trusted_proxies)
     app[keys.DRAINING] = asyncio.Event()
     app.on_response_prepare.append(_close_when_draining)
     app[keys.OPENAPI] = json.dumps(build_document(ALL_ROUTES, version=_package_version())).encode()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -62,22 +61,8 @@ def authenticate_internal(request: web.Request) -> None:
         raise Unauthorized("invalid internal service token")
 
 
-def client_ip(request: web.Request) -> str:
-    """The client address for per-IP limits.
-
-    nginx sets X-Real-IP; it is believed only when the connection itself comes from a
-    loopback or private address (nginx on the compose network), never from a public peer
-    that could forge it.
-    """
-    peer = request.remote or "unknown"
-    forwarded = request.headers.get("X-Real-IP", "").strip()
-    if not forwarded:
-        return peer
-    try:
-        peer_address = ipaddress.ip_address(peer)
-        forwarded_address = ipaddress.ip_address(forwarded)
-    except ValueError:
-        return peer
-    if peer_address.is_private or peer_address.is_loopback:
-        return str(forwarded_address)
-    return peer
+async def client_ip(request: web.Request) -> str:
+    """The client address for per-IP limits: the connection's own, or what a configured
+    proxy (nginx) says it is (runtime.api.proxies). X-Real-IP from any other peer, on the
+    compose network or not, is ignored."""
+    return await request.app[keys.PROXIES].client_address(request.remote, request.headers)

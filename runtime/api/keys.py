@@ -9,6 +9,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from runtime.api.principal import Principal
+from runtime.api.proxies import TrustedProxies
 from runtime.api.ratelimit import RateLimiter
 from runtime.api.security import KeyRingSource
 from runtime.api.settings import ApiSettings
@@ -22,6 +23,7 @@ KEYRING = web.AppKey("keyring", KeyRingSource)
 DB = web.AppKey("db", Database)
 REDIS = web.AppKey("redis", aioredis.Redis)
 LIMITER = web.AppKey("limiter", RateLimiter)
+PROXIES = web.AppKey("proxies", TrustedProxies)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", bytes)
 # Set on SIGTERM: every response from then on closes its connection (see runtime.api.serve).

@@ -74,9 +74,9 @@ async def _authorised_call(request: web.Request, route: Route) -> web.StreamResp
     limits = app[keys.SETTINGS].rate_limits
     limiter = app[keys.LIMITER]
     if route.auth is Auth.PUBLIC:
-        await limiter.check("public", client_ip(request), limits.public_per_minute)
+        await limiter.check("public", await client_ip(request), limits.public_per_minute)
     elif route.auth is Auth.CREDENTIALS:
-        await limiter.check("login", client_ip(request), limits.login_per_minute)
+        await limiter.check("login", await client_ip(request), limits.login_per_minute)
     elif route.auth is Auth.TENANT:
         principal = await authenticate_tenant(request)
         request[keys.PRINCIPAL] = principal

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.api.proxies import TrustedProxyError, parse_entries
 from runtime.common import settings as env_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -38,6 +39,9 @@ class ApiSettings:
     port: int = 3000
     referrals_enabled: bool = False
     allowed_origins: tuple[str, ...] = ()
+    # Peers whose X-Real-IP is the client's address (runtime.api.proxies): addresses, CIDR
+    # networks, host names. Empty: every client is counted by its connection's own address.
+    trusted_proxies: tuple[str, ...] = ()
     rate_limits: RateLimits = field(default_factory=RateLimits)
     access_token_seconds: int = 900
     refresh_token_seconds: int = 30 * 24 * 3600
@@ -72,6 +76,11 @@ class ApiSettings:
             )
         if not public_url.startswith(("https://", "http://")):
             raise read.SettingsError(f"ORBIS_PUBLIC_URL={public_url!r} must start with https://")
+        trusted_proxies = read.csv_list(env, "ORBIS_TRUSTED_PROXIES")
+        try:
+            parse_entries(trusted_proxies)
+        except TrustedProxyError as exc:
+            raise read.SettingsError(f"ORBIS_TRUSTED_PROXIES: {exc}") from None
         return cls(
             database_conninfo=read.postgres_conninfo(
                 read.required(env, "ORBIS_DATABASE_URL"),
@@ -88,6 +97,7 @@ class ApiSettings:
             drain_seconds=read.integer(env, "ORBIS_API_DRAIN_SECONDS", 3),
             referrals_enabled=read.boolean(env, "ORBIS_REFERRALS_ENABLED", False),
             allowed_origins=read.csv_list(env, "ORBIS_ALLOWED_ORIGINS"),
+            trusted_proxies=trusted_proxies,
             tool_allow_private_networks=read.boolean(
                 env, "ORBIS_TOOLS_ALLOW_PRIVATE_NETWORKS", False
             ),

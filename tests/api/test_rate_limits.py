@@ -25,7 +25,9 @@ async def test_limits_hit_and_recover(api: ApiHarness) -> None:
         login_per_minute=2,
         window_seconds=WINDOW,
     )
-    async with start_api(replace(api.settings, rate_limits=limits)) as limited:
+    # The test client plays nginx: its X-Real-IP names the client.
+    settings = replace(api.settings, rate_limits=limits, trusted_proxies=("127.0.0.1",))
+    async with start_api(settings) as limited:
         tenant = await limited.signup()
         agent = await limited.create_agent(tenant, allowed_origins=[SHOP])
         config = f"/api/v1/widget/agents/{agent['public_id']}"
@@ -62,15 +64,54 @@ async def test_limits_hit_and_recover(api: ApiHarness) -> None:
 
 async def test_login_is_limited_per_account_across_addresses(api: ApiHarness) -> None:
     limits = RateLimits(login_per_minute=3, window_seconds=60)
-    async with start_api(replace(api.settings, rate_limits=limits)) as limited:
+    # Each attempt from its own client address as a trusted proxy reports it: only the
+    # per-account limit can stop them.
+    settings = replace(api.settings, rate_limits=limits, trusted_proxies=("127.0.0.1",))
+    async with start_api(settings) as limited:
         tenant = await limited.signup(email="target@example.com")
         statuses = []
         for attempt in range(4):
             status, _ = await limited.call(
                 "POST",
                 "/api/v1/auth/login",
-                json={"email": tenant.email, "password": "wrong password!"},
+                # Spelled differently each time: the account is the same.
+                json={
+                    "email": tenant.email.upper() if attempt % 2 else tenant.email,
+                    "password": "wrong password!",
+                },
                 headers={"X-Real-IP": f"198.51.100.{attempt}"},
             )
             statuses.append(status)
         assert statuses == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize(
+    ("trusted_proxies", "expected"),
+    [
+        # Sent straight to the API (as any container on the compose network can): X-Real-IP is
+        # the sender's choice, so it is ignored and the sender's own address is limited.
+        ((), [401, 401, 401, 429, 429]),
+        (("10.0.0.0/8",), [401, 401, 401, 429, 429]),
+        # From the configured proxy, named as orbisctl names nginx (a host name, resolved),
+        # each reported address has its own budget.
+        (("localhost",), [401] * 5),
+    ],
+    ids=["no-proxy", "other-network", "proxy-by-name"],
+)
+async def test_forwarded_addresses_count_only_from_the_configured_proxy(
+    api: ApiHarness, trusted_proxies: tuple[str, ...], expected: list[int]
+) -> None:
+    limits = RateLimits(login_per_minute=3, window_seconds=60)
+    settings = replace(api.settings, rate_limits=limits, trusted_proxies=trusted_proxies)
+    async with start_api(settings) as limited:
+        statuses = []
+        for attempt in range(5):
+            status, _ = await limited.call(
+                "POST",
+                "/api/v1/auth/login",
+                # A new account each time: only the per-address limit applies.
+                json={"email": f"guess-{attempt}@example.com", "password": "wrong password!"},
+                headers={"X-Real-IP": f"198.51.100.{attempt}"},
+            )
+            statuses.append(status)
+        assert statuses == expected

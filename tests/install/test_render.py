@@ -7,10 +7,12 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
 
 from orbisctl.config import OrbisConfig, parse_config
 from orbisctl.render import CLOUDFLARE_RANGES, image_refs, render_stack
 from orbisctl.templating import environment, template_root
+from runtime.api.proxies import parse_entries
 
 FULL = {
     "domain": "voice.example.com",
@@ -118,3 +120,17 @@ def test_cloudflare_real_ip_only_when_on() -> None:
     assert on.count("set_real_ip_from") == len(CLOUDFLARE_RANGES)
     off = render_stack(OrbisConfig())[Path("nginx/snippets/real_ip.conf")]
     assert "set_real_ip_from" not in off
+
+
+def test_the_api_trusts_forwarded_addresses_from_nginx_only() -> None:
+    """Every API-image service (migrate validates the same settings) believes X-Real-IP from
+    nginx alone, plus Cloudflare's edges when cloudflare.real_ip is on."""
+    off = render_stack(parse_config({**FULL, "cloudflare": {"real_ip": False}}))
+    compose = yaml.safe_load(off[Path("compose.yaml")])
+    for service in ("migrate", "api", "referrals"):
+        assert compose["services"][service]["environment"]["ORBIS_TRUSTED_PROXIES"] == "nginx"
+    on = yaml.safe_load(render_stack(parse_config(FULL))[Path("compose.yaml")])
+    trusted = on["services"]["api"]["environment"]["ORBIS_TRUSTED_PROXIES"].split(",")
+    assert trusted == ["nginx", *CLOUDFLARE_RANGES]
+    # What orbisctl renders is what the API accepts (it refuses to start otherwise).
+    assert parse_entries(trusted)[1] == ("nginx",)
