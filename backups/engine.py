@@ -384,6 +384,13 @@ def resolve(install: Install, ref: str) -> Path:
     candidate = Path(ref)
     if (candidate / manifest.MANIFEST_FILE).exists():
         return candidate
+    if "/" in ref:  # a path (ids never hold a slash): say what is wrong with it
+        usage = "pass a backup directory (it holds manifest.json) or an id from `backup list`"
+        if not candidate.exists():
+            raise UserError(f"{candidate} does not exist", hint=usage)
+        raise UserError(
+            f"{candidate} is not a backup: it has no {manifest.MANIFEST_FILE}", hint=usage
+        )
     in_repo = install.repository / ref
     if in_repo.is_dir() and not ref.startswith("."):
         return in_repo

@@ -25,9 +25,11 @@ class OrbisGroup(TyperGroup):
             return super().invoke(ctx)
         except ConfigError as exc:
             if exc.problems:
-                source = exc.message.split(" is invalid", 1)[0]
+                source = (
+                    exc.source if exc.source is not None else exc.message.split(" is invalid", 1)[0]
+                )
                 for problem in exc.problems:
-                    output.error(f"{source}: {problem}")
+                    output.error(f"{source}: {problem}" if source else problem)
                 if exc.hint:
                     output.err_console.print(f"  [dim]hint:[/] {exc.hint}", markup=True)
             else:

@@ -43,15 +43,26 @@ class UserError(OrbisError):
 
 
 class ConfigError(UserError):
-    """orbis.yaml is malformed or invalid; `problems` holds one line per key path."""
+    """orbis.yaml is malformed or invalid; `problems` holds one line per key path.
+
+    Each problem is shown as `<source>: <problem>`; `source` is what holds the bad values
+    (orbis.yaml by default, read from the message), "" when each problem names its own
+    (some came from command-line flags).
+    """
 
     exit_code = ExitCode.USAGE
 
     def __init__(
-        self, message: str, problems: list[str] | None = None, hint: str | None = None
+        self,
+        message: str,
+        problems: list[str] | None = None,
+        hint: str | None = None,
+        *,
+        source: str | None = None,
     ) -> None:
         super().__init__(message, hint)
         self.problems = problems or []
+        self.source = source
 
 
 class InstallDirError(OrbisError):

@@ -7,12 +7,13 @@ the directory as it was. Existing secrets and certificates are never overwritten
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orbisctl.config import (
+    CONFIG_FILENAME,
     ModelProvider,
     OrbisConfig,
     TlsMode,
@@ -20,7 +21,7 @@ from orbisctl.config import (
     load_config,
     parse_config,
 )
-from orbisctl.errors import InstallDirError, UserError
+from orbisctl.errors import ConfigError, InstallDirError, UserError
 from orbisctl.fsutil import FileChange, atomic_write, diff_tree, write_tree
 from orbisctl.installdir import (
     PUBLIC_MODE,
@@ -91,10 +92,63 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def plan_config(install: InstallDir, overrides: dict[str, Any]) -> OrbisConfig:
-    """The existing orbis.yaml (or the defaults) with the given keys replaced, validated."""
+def plan_config(
+    install: InstallDir,
+    overrides: dict[str, Any],
+    *,
+    flags: Mapping[str, str] | None = None,
+    from_flags: Collection[str] = (),
+) -> OrbisConfig:
+    """The existing orbis.yaml (or the defaults) with the given keys replaced, validated.
+
+    `flags` names the command-line flag of each key path; `from_flags` are the key paths
+    whose value came from one. A problem with such a value names the flag, not orbis.yaml.
+    """
     base = load_config(install.config).model_dump(mode="json") if install.is_install() else {}
-    return parse_config(_merge(base, overrides))
+    try:
+        return parse_config(_merge(base, overrides))
+    except ConfigError as exc:
+        if not exc.problems or not from_flags:
+            raise
+        raise _blame_flags(exc, flags or {}, from_flags) from None
+
+
+def _related(key: str, path: str) -> bool:
+    """`key` (a.b) is `path`, lies under it, or holds it: a problem at `path` may be its value."""
+    return key == path or key.startswith(f"{path}.") or path.startswith(f"{key}.")
+
+
+def _blame_flags(
+    exc: ConfigError, flags: Mapping[str, str], from_flags: Collection[str]
+) -> ConfigError:
+    """`exc` with each problem a flag's value caused shown against that flag."""
+    lines: list[str] = []
+    blamed: list[str] = []
+    companions: list[str] = []
+    from_file = False
+    for problem in exc.problems:
+        path, _, message = problem.partition(": ")
+        given = [flags[key] for key in flags if key in from_flags and _related(key, path)]
+        if not given:
+            from_file = True
+            lines.append(f"{CONFIG_FILENAME}: {problem}")
+            continue
+        lines.append(f"{', '.join(given)}: {message}")
+        blamed += [flag for flag in given if flag not in blamed]
+        companions += [
+            flag
+            for key, flag in flags.items()
+            if key not in from_flags and key.startswith(f"{path}.") and flag not in companions
+        ]
+    hint = f"fix {', '.join(blamed)}"
+    if companions:
+        hint += f" (it goes with {' and '.join(companions)})"
+    hint += "; `orbisctl init --help` lists the flags"
+    if from_file:
+        hint += f"; fix the key(s) named in {CONFIG_FILENAME} (docs/configuration.md)"
+    return ConfigError(
+        "the configuration is invalid: " + "; ".join(lines), lines, hint=hint, source=""
+    )
 
 
 def _read_existing(install: InstallDir, relative: str) -> bytes | None:
@@ -204,11 +258,17 @@ def _owner(mounted: bool) -> tuple[int, int] | None:
 
 
 def init_install(
-    root: Path, *, overrides: dict[str, Any], gemini_key_file: Path | None
+    root: Path,
+    *,
+    overrides: dict[str, Any],
+    gemini_key_file: Path | None,
+    flags: Mapping[str, str] | None = None,
+    from_flags: Collection[str] = (),
 ) -> InitResult:
-    """Create or complete the install directory at `root`; keep what already exists."""
+    """Create or complete the install directory at `root`; keep what already exists.
+    `flags` and `from_flags` as in `plan_config`."""
     install = check_init_target(root)
-    cfg = plan_config(install, overrides)
+    cfg = plan_config(install, overrides, flags=flags, from_flags=from_flags)
     result = InitResult(config=cfg)
     planned = _plan_secrets(install, cfg, gemini_key_file, result)
     tls_files, server_chain = _plan_tls(install, cfg, result)

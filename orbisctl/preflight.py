@@ -156,11 +156,14 @@ def run(
         except EngineError as exc:
             problems.append(Problem(exc.message, "run `orbisctl render`", ExitCode.CONFIG))
             compose_config = {}
-    ours = published_ports(client, project) if client is not None else set()
-    for port in ports:
-        problem = port_problem(port, owned_by_us=ours.__contains__)
-        if problem:
-            problems.append(problem)
+    # Without the engine there is no telling whether a port is held by this install's own
+    # containers: the engine problem above is the one to fix first, ports are checked then.
+    if client is not None:
+        ours = published_ports(client, project)
+        for port in ports:
+            problem = port_problem(port, owned_by_us=ours.__contains__)
+            if problem:
+                problems.append(problem)
     disk = disk_problem(install_root, what="the install directory")
     if disk:
         problems.append(disk)

@@ -354,6 +354,14 @@ def logs(install: Install, *, services: list[str], follow: bool, tail: int | Non
     if tail is not None:
         args += ["--tail", str(tail)]
     compose = install.compose()
+    if services:  # read from the rendered file: a typo is named even with the engine down
+        known = compose_model(compose).services
+        unknown = [name for name in services if name not in known]
+        if unknown:
+            raise UserError(
+                f"no service {', '.join(map(repr, unknown))} in this install",
+                hint=f"its services: {', '.join(sorted(known))}",
+            )
     engine.connect()
     return compose.stream(*args, *services)
 

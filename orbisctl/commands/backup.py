@@ -322,8 +322,8 @@ def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = Fal
         output.info(f"no backups in {escape(str(ctx.install.repository))}")
         return
     # The id is the creation time (UTC), so no separate time column: room for the label.
-    table = Table("id (UTC time)", "size", "schema", "opens with", "label")
-    for column in table.columns[:4]:
+    table = Table(output.id_column("id (UTC time)"), "size", "schema", "opens with", "label")
+    for column in table.columns[1:4]:
         column.no_wrap = True
     for entry in entries:
         info = entry.manifest
@@ -338,7 +338,7 @@ def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = Fal
             escape(opens_with),
             escape(info.label),
         )
-    output.console.print(table)
+    output.print_table(table)
 
 
 @app.command("verify")

@@ -55,7 +55,7 @@ def _summary(report: DrillReport) -> None:
     table = Table("check", "result", "detail")
     for check in report.checks:
         table.add_row(escape(check.name), _verdict(check.ok), escape(check.detail))
-    output.console.print(table)
+    output.print_table(table)
     rto = f"{report.rto_seconds:.0f} s" if report.rto_seconds is not None else "not reached"
     output.info(
         f"RTO {rto} (objective {report.rto_objective_seconds // 60} min, "
@@ -125,7 +125,14 @@ def history_command(directory: InstallDirOption = Path(), as_json: JsonOption = 
     if not reports:
         output.info("no drill has run yet: `orbisctl drill` runs one")
         return
-    table = Table("drill (UTC time)", "backup", "result", "RTO", "RPO", "problem")
+    table = Table(
+        output.id_column("drill (UTC time)"),
+        output.id_column("backup"),
+        "result",
+        "RTO",
+        "RPO",
+        "problem",
+    )
     for report in reports:
         rto = f"{report.rto_seconds:.0f} s" if report.rto_seconds is not None else "-"
         problem = report.error or ", ".join(check.name for check in report.failed_checks)
@@ -140,7 +147,7 @@ def history_command(directory: InstallDirOption = Path(), as_json: JsonOption = 
             escape(problem),
         ]
         table.add_row(*row)
-    output.console.print(table)
+    output.print_table(table)
 
 
 @app.command("cleanup")

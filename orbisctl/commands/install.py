@@ -21,6 +21,29 @@ from orbisctl.secretfiles import GEMINI_API_KEY
 app = typer.Typer()
 
 
+# The orbis.yaml key each `init` flag sets: a bad value is reported against its flag.
+INIT_FLAGS = {
+    "domain": "--domain",
+    "model.provider": "--model",
+    "model.name": "--model-name",
+    "tls.mode": "--tls",
+    "tls.cert_file": "--tls-cert",
+    "tls.key_file": "--tls-key",
+    "widget.allowed_origins": "--origin",
+    "images.source": "--image-source",
+    "ports.http": "--http-port",
+    "ports.https": "--https-port",
+}
+
+
+def _key_paths(tree: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        paths |= _key_paths(value, f"{path}.") if isinstance(value, dict) else {path}
+    return paths
+
+
 def _overrides(
     *,
     domain: str | None,
@@ -181,11 +204,18 @@ def init(
         http_port=http_port,
         https_port=https_port,
     )
+    from_flags = _key_paths(given)  # before the prompts add their answers
     if not non_interactive and sys.stdin.isatty():
         install = InstallDir(root)
         current = installer.plan_config(install, {}) if install.is_install() else OrbisConfig()
         given, gemini_key_file = _ask_missing(current, install, given, gemini_key_file)
-    result = installer.init_install(root, overrides=given, gemini_key_file=gemini_key_file)
+    result = installer.init_install(
+        root,
+        overrides=given,
+        gemini_key_file=gemini_key_file,
+        flags=INIT_FLAGS,
+        from_flags=from_flags,
+    )
 
     for path in result.kept:
         output.info(f"kept     {escape(path)} (existing; init never overwrites it)")

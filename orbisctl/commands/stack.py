@@ -111,7 +111,7 @@ def up(
     finally:
         if show:
             live.stop()
-    output.console.print(_status_table(result.statuses, project))
+    output.print_table(_status_table(result.statuses, project))
     output.info(f"[green]OrbisVoice is up[/] ({result.seconds:.0f} s)")
     for name, url in result.urls.items():
         output.info(f"  {name:<10} {url}")
@@ -155,7 +155,7 @@ def status(directory: InstallDirOption = Path(), as_json: JsonOption = False) ->
     if not rows:
         output.info("the stack is not running (`orbisctl up` starts it)")
         return
-    output.console.print(_status_table(rows, install.config.project_name))
+    output.print_table(_status_table(rows, install.config.project_name))
 
 
 @app.command()
@@ -186,7 +186,7 @@ def scale(
     service, replicas = core.parse_scale(spec)
     install = core.open_install(directory)
     rows = core.scale(install, service, replicas, timeout=timeout)
-    output.console.print(_status_table(rows, install.config.project_name))
+    output.print_table(_status_table(rows, install.config.project_name))
     output.info(f"{service}: {replicas} replica(s) healthy; nginx reloaded")
     if replicas != install.config.gateway.replicas and service == "gateway":
         output.info(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from backups import manifest
 from orbisctl.cli import app
 from tests.backups.conftest import Stack
+from tests.backups.test_retention import fake_backup
 
 
 @pytest.fixture
@@ -186,3 +188,47 @@ def test_verify_a_copied_backup_without_any_stack(
     assert "dump not listed (no stack here)" in result.stdout
     deep = cli.invoke(app, ["backup", "verify", created["id"], "--deep"])
     assert deep.exit_code == 3 and "compose.yaml does not exist" in deep.stderr
+
+
+@pytest.mark.parametrize("verb", [["restore", "--yes"], ["backup", "verify"]])
+def test_a_missing_backup_path_says_the_path_does_not_exist(
+    tmp_path: Path, verb: list[str]
+) -> None:
+    """Not "no backup … in backups/": the operator gave a path (issue 15, item 9)."""
+    root = tmp_path / "install"
+    root.mkdir()
+    missing = tmp_path / "missing" / "path"
+    result = CliRunner().invoke(
+        app, [*verb, str(missing), "--dir", str(root)], catch_exceptions=False
+    )
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert lines[0] == f"error: {missing} does not exist"
+    assert "backup list" in lines[1]
+    not_a_backup = tmp_path / "not-a-backup"
+    not_a_backup.mkdir()
+    result = CliRunner().invoke(
+        app, [*verb, str(not_a_backup), "--dir", str(root)], catch_exceptions=False
+    )
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        f"error: {not_a_backup} is not a backup: it has no manifest.json"
+    )
+
+
+def test_backup_list_never_cuts_an_id_when_output_is_not_a_terminal(tmp_path: Path) -> None:
+    """Piped or logged (CliRunner is no terminal, 80 columns), a table wider than the page is
+    printed whole: a script reading ids gets every character (issue 15, item 9)."""
+    root = tmp_path / "install"
+    root.mkdir()
+    label = "before-the-upgrade-to-release-2.0-of-every-tenant-at-/srv/orbis"
+    ids = [
+        fake_backup(root / "backups", datetime(2026, 1, day, 3, tzinfo=UTC), label)
+        for day in (1, 2)
+    ]
+    result = CliRunner().invoke(app, ["backup", "list", "--dir", str(root)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ 2026")]
+    assert [row.split()[1] for row in rows] == ids
+    assert all(label in row for row in rows)

@@ -68,8 +68,10 @@ def test_port_out_of_range(tmp_path: Path) -> None:
     root = tmp_path / "orbis"
     code, output = init(root, "--https-port", "70000", "--http-port", "0")
     assert code == ExitCode.USAGE
-    assert "ports.https: Input should be less than or equal to 65535" in output
-    assert "ports.http: Input should be greater than or equal to 1" in output
+    assert "error: --https-port: Input should be less than or equal to 65535" in output
+    assert "error: --http-port: Input should be greater than or equal to 1" in output
+    assert "hint: fix --http-port, --https-port; `orbisctl init --help`" in output
+    assert "orbis.yaml" not in output
     assert not root.exists()
 
 
@@ -196,8 +198,28 @@ def test_files_mode_needs_both_files(tmp_path: Path) -> None:
     root = tmp_path / "orbis"
     code, output = init(root, "--tls", "files")
     assert code == ExitCode.USAGE
-    assert "orbis.yaml: tls: mode 'files' needs both cert_file and key_file" in output
+    # The value came from a flag: the flag is named, not orbis.yaml (issue 15, item 9).
+    assert output.splitlines() == [
+        "error: --tls: mode 'files' needs both cert_file and key_file",
+        (
+            "  hint: fix --tls (it goes with --tls-cert and --tls-key); `orbisctl init --help` "
+            "lists the flags"
+        ),
+    ]
     assert not root.exists()
+    code, output = init(root, "--tls", "files", "--tls-cert", str(tmp_path / "cert.pem"))
+    assert "hint: fix --tls, --tls-cert (it goes with --tls-key)" in output
+    assert "orbis.yaml" not in output
+
+
+def test_a_flag_clashing_with_orbis_yaml_is_named(default_install: Path) -> None:
+    config = yaml.safe_load((default_install / "orbis.yaml").read_text())
+    before = snapshot(default_install)
+    code, output = init(default_install, "--https-port", str(config["ports"]["http"]))
+    assert code == ExitCode.USAGE
+    assert "error: --https-port: http and https must be different ports" in output
+    assert "hint: fix --https-port (it goes with --http-port)" in output
+    assert snapshot(default_install) == before
 
 
 def test_gemini_needs_a_key_file(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orbisctl import preflight
 from orbisctl.errors import ExitCode
 from tests.stack.conftest import invoke
 
@@ -58,7 +59,11 @@ def test_preflight_reports_every_problem_at_once(
     lines = _lines(result.output)
     errors = [line for line in lines if line.startswith("error:")]
     assert errors[0].startswith("error: cannot reach the Docker engine at unix://")
-    assert f"error: port {busy_port} is already in use by another program" in errors
+    assert "hint: start the engine (`systemctl start docker`" in lines[1]
+    # Without the engine, who holds a busy port cannot be told (this install's own nginx may
+    # hold it): no port is blamed on "another program" (issue 15, item 9).
+    about_ports = [line for line in lines if "in use" in line or f"port {busy_port}" in line]
+    assert about_ports == [], lines
     assert f"error: secret {install}/secrets/internal_token is mode 0644, not 0600" in errors
     assert f"error: secret {install}/secrets/redis_password is missing" in errors
     assert any(
@@ -107,3 +112,26 @@ def test_load_of_a_missing_bundle(tmp_path: Path) -> None:
     result = invoke("images", "load", str(tmp_path / "nope.tar"))
     assert result.exit_code == ExitCode.USAGE
     assert _lines(result.output)[0] == f"error: {tmp_path}/nope.tar does not exist"
+
+
+def test_a_port_held_by_another_program_is_named() -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))  # noqa: S104 - preflight checks every address, as nginx binds
+        busy.listen()
+        port = busy.getsockname()[1]
+        problem = preflight.port_problem(port, owned_by_us=lambda _: False)
+        assert problem is not None
+        assert problem.message == f"port {port} is already in use by another program"
+        assert preflight.port_problem(port, owned_by_us={port}.__contains__) is None
+
+
+def test_logs_of_an_unknown_service_lists_the_services(
+    install: Path, dead_engine: dict[str, str]
+) -> None:
+    result = invoke("logs", "nosuchservice", "--dir", str(install), env=dead_engine)
+    assert result.exit_code == ExitCode.USAGE
+    lines = _lines(result.output)
+    assert lines[0] == "error: no service 'nosuchservice' in this install"
+    assert lines[1].strip().startswith("hint: its services: api, ")
+    for service in ("api", "gateway", "nginx", "postgres", "redis"):
+        assert service in lines[1]
