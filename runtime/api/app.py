@@ -26,6 +26,7 @@ from runtime.api.housekeeping import housekeeping_task
 from runtime.api.openapi import build_document
 from runtime.api.proxies import TrustedProxies
 from runtime.api.ratelimit import RateLimiter
+from runtime.api.revocation import Revocations
 from runtime.api.routing import Route, register
 from runtime.api.security import KeyRingSource
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
@@ -77,6 +78,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
             client,
             app[keys.METRICS].rate_limit_hits,
             window_seconds=settings.rate_limits.window_seconds,
+        )
+        app[keys.REVOCATIONS] = Revocations(
+            client, access_token_seconds=settings.access_token_seconds
         )
         yield
 

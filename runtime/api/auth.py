@@ -28,6 +28,8 @@ async def authenticate_tenant(request: web.Request) -> Principal:
     if token.startswith(API_KEY_PREFIX):
         return await _api_key_principal(request, token)
     claims = verify_access_token(request.app[keys.KEYRING].current(), token)
+    if await request.app[keys.REVOCATIONS].is_revoked(jti=claims.jti, family_id=claims.family_id):
+        raise Unauthorized("this access token was revoked; log in again", code="token_revoked")
     return Principal(org_id=claims.org_id, user_id=claims.user_id)
 
 

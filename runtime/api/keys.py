@@ -11,6 +11,7 @@ from aiohttp import web
 from runtime.api.principal import Principal
 from runtime.api.proxies import TrustedProxies
 from runtime.api.ratelimit import RateLimiter
+from runtime.api.revocation import Revocations
 from runtime.api.security import KeyRingSource
 from runtime.api.settings import ApiSettings
 from runtime.api.telemetry import ApiMetrics
@@ -24,6 +25,7 @@ DB = web.AppKey("db", Database)
 REDIS = web.AppKey("redis", aioredis.Redis)
 LIMITER = web.AppKey("limiter", RateLimiter)
 PROXIES = web.AppKey("proxies", TrustedProxies)
+REVOCATIONS = web.AppKey("revocations", Revocations)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 OPENAPI = web.AppKey("openapi", bytes)
 # Set on SIGTERM: every response from then on closes its connection (see runtime.api.serve).

@@ -107,9 +107,16 @@ class KeyRingSource:
 class AccessClaims:
     user_id: str
     org_id: str
+    expires_at: int
+    # Absent from tokens issued before they carried them (runtime.api.revocation).
+    jti: str | None = None
+    family_id: str | None = None
 
 
-def issue_access_token(ring: KeyRing, *, user_id: str, org_id: str, ttl_seconds: int) -> str:
+def issue_access_token(
+    ring: KeyRing, *, user_id: str, org_id: str, ttl_seconds: int, family_id: str | None = None
+) -> str:
+    """`family_id`: the login session's refresh-token family, so logout can revoke it."""
     key = ring.signing_key
     now = int(time.time())
     claims: dict[str, Any] = {
@@ -118,7 +125,10 @@ def issue_access_token(ring: KeyRing, *, user_id: str, org_id: str, ttl_seconds:
         "typ": "access",
         "iat": now,
         "exp": now + ttl_seconds,
+        "jti": secrets.token_urlsafe(16),
     }
+    if family_id is not None:
+        claims["fam"] = family_id
     return jwt.encode(claims, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
@@ -146,4 +156,11 @@ def verify_access_token(ring: KeyRing, token: str) -> AccessClaims:
         raise Unauthorized("the access token is invalid", code="token_invalid") from None
     if claims.get("typ") != "access" or not isinstance(claims.get("org"), str):
         raise Unauthorized("the access token is invalid", code="token_invalid")
-    return AccessClaims(user_id=str(claims["sub"]), org_id=str(claims["org"]))
+    jti, family_id = claims.get("jti"), claims.get("fam")
+    return AccessClaims(
+        user_id=str(claims["sub"]),
+        org_id=str(claims["org"]),
+        expires_at=int(claims["exp"]),
+        jti=jti if isinstance(jti, str) else None,
+        family_id=family_id if isinstance(family_id, str) else None,
+    )

@@ -11,6 +11,7 @@ import psycopg.errors
 from aiohttp import web
 
 from runtime.api import audit, keys
+from runtime.api.auth import bearer_token
 from runtime.api.errors import Conflict, Invalid, Unauthorized
 from runtime.api.models import (
     AuthOut,
@@ -25,10 +26,12 @@ from runtime.api.models import (
 from runtime.api.routing import Auth, Route, json_response, read_body
 from runtime.api.security import (
     DUMMY_PASSWORD_HASH,
+    AccessClaims,
     hash_password,
     issue_access_token,
     new_token,
     token_digest,
+    verify_access_token,
     verify_password,
 )
 from runtime.common.db import Queries, Row
@@ -53,16 +56,18 @@ async def _issue_tokens(
     settings = request.app[keys.SETTINGS]
     refresh = new_token(REFRESH_PREFIX)
     expires_at = datetime.now(UTC) + timedelta(seconds=settings.refresh_token_seconds)
+    family_id = family_id or str(uuid.uuid4())
     await tx.execute(
         "INSERT INTO refresh_tokens (family_id, user_id, org_id, token_hash, expires_at) "
         "VALUES (%s, %s, %s, %s, %s)",
-        (family_id or str(uuid.uuid4()), user_id, org_id, token_digest(refresh), expires_at),
+        (family_id, user_id, org_id, token_digest(refresh), expires_at),
     )
     access = issue_access_token(
         request.app[keys.KEYRING].current(),
         user_id=user_id,
         org_id=org_id,
         ttl_seconds=settings.access_token_seconds,
+        family_id=family_id,
     )
     return TokensOut(
         access_token=access,
@@ -167,7 +172,7 @@ async def login(request: web.Request) -> web.Response:
 async def refresh(request: web.Request) -> web.Response:
     body = await read_body(request, RefreshIn)
     digest = token_digest(body.refresh_token)
-    reused = False
+    reused_family: str | None = None
     async with request.app[keys.DB].transaction() as tx:
         # Claim the token in one statement; a concurrent second use waits on the row lock,
         # then finds it used (and is treated as reuse below).
@@ -200,7 +205,7 @@ async def refresh(request: web.Request) -> web.Response:
                     "WHERE family_id = %s AND revoked_at IS NULL",
                     (row["family_id"],),
                 )
-                reused = True
+                reused_family = str(row["family_id"])
             elif row["revoked_at"] is not None:
                 raise Unauthorized(
                     "this refresh token was revoked; log in again", code="token_revoked"
@@ -209,7 +214,9 @@ async def refresh(request: web.Request) -> web.Response:
                 raise Unauthorized(
                     "this refresh token has expired; log in again", code="token_expired"
                 )
-    if reused:
+    if reused_family is not None:
+        # The copy's holder may also hold access tokens of the family: they stop working too.
+        await request.app[keys.REVOCATIONS].revoke_family_quietly(reused_family)
         raise Unauthorized(
             "this refresh token was already used; all sessions from it are revoked, log in again",
             code="token_reused",
@@ -218,14 +225,44 @@ async def refresh(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
+    """Revoke the refresh token's family and, at once, the access tokens issued from it (and
+    the access token sent as `Authorization: Bearer`, if any): deny-listed in Redis until
+    they expire. Retrying is safe: a revoked family is found and revoked again."""
     body = await read_body(request, RefreshIn)
+    access = _presented_access_token(request)
     async with request.app[keys.DB].transaction() as tx:
-        await tx.execute(
-            "UPDATE refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL AND "
-            "family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = %s)",
+        row = await tx.one(
+            "SELECT family_id FROM refresh_tokens WHERE token_hash = %s",
             (token_digest(body.refresh_token),),
         )
+    family_id = str(row["family_id"]) if row is not None else None
+    if family_id is not None or access is not None:
+        # First, so a 503 here leaves nothing half done that a retry could not finish.
+        await request.app[keys.REVOCATIONS].revoke(
+            jti=access.jti if access else None,
+            expires_at=access.expires_at if access else None,
+            family_id=family_id,
+        )
+    if family_id is not None:
+        async with request.app[keys.DB].transaction() as tx:
+            await tx.execute(
+                "UPDATE refresh_tokens SET revoked_at = now() "
+                "WHERE family_id = %s AND revoked_at IS NULL",
+                (family_id,),
+            )
     return web.Response(status=204)
+
+
+def _presented_access_token(request: web.Request) -> AccessClaims | None:
+    """The valid access token in the Authorization header, if one is there: logging out
+    needs no access token, and an expired or foreign one has nothing left to revoke."""
+    if not request.headers.get("Authorization"):
+        return None
+    try:
+        token = bearer_token(request)
+        return verify_access_token(request.app[keys.KEYRING].current(), token)
+    except Unauthorized:
+        return None
 
 
 async def me(request: web.Request) -> web.Response:
@@ -283,7 +320,8 @@ ROUTES = [
         "POST",
         "/api/v1/auth/logout",
         logout,
-        "Revoke a refresh token and its family",
+        "Revoke a refresh token's family and the access tokens issued from it "
+        "(and the access token in Authorization, if sent)",
         Auth.CREDENTIALS,
         "auth",
         {204: None},
