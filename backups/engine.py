@@ -44,7 +44,7 @@ from backups.process import (
 )
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl import __version__
-from orbisctl.errors import DataError, UserError
+from orbisctl.errors import USER_ERRNOS, DataError, StorageError, UserError, storage_error
 from orbisctl.fsutil import fsync_dir
 
 PARTIAL_PREFIX = ".partial-"
@@ -140,9 +140,13 @@ class _Sink:
         return len(data)
 
     def finish(self) -> Component:
-        self._encryptor.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            self._encryptor.close()
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except BaseException:
+            self.abort()  # a full disk fails here too: no file left open
+            raise
         self._file.close()
         return Component(
             file=COMPONENT_FILES[self.name],
@@ -152,7 +156,10 @@ class _Sink:
         )
 
     def abort(self) -> None:
-        self._file.close()
+        # Closing flushes what is buffered, which fails again on a full disk: the partial
+        # directory is removed anyway, and the first error is the one to show.
+        with contextlib.suppress(OSError):
+            self._file.close()
 
 
 def _component(
@@ -264,9 +271,12 @@ def create_backup(
         )
     created_at = (now or datetime.now(UTC)).replace(microsecond=0)
     backup_id = _new_backup_id(created_at)
-    install.repository.mkdir(parents=True, exist_ok=True)
     workdir = install.repository / f"{PARTIAL_PREFIX}{backup_id}"
-    workdir.mkdir(mode=0o700)
+    try:
+        install.repository.mkdir(parents=True, exist_ok=True)
+        workdir.mkdir(mode=0o700)
+    except OSError as exc:
+        raise _write_error(exc, install) from None
     try:
         (workdir / WRITER_PID_FILE).write_text(str(os.getpid()))
         data_key = crypto.new_data_key()
@@ -340,10 +350,31 @@ def create_backup(
         # Removed only after the rename: `prune` takes a partial without a live writer
         # for abandoned.
         (final / WRITER_PID_FILE).unlink()
+    except OSError as exc:
+        # Nothing half-written stays: the partial directory goes (freeing a full disk).
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise _write_error(exc, install) from None
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     return result
+
+
+def _write_error(exc: OSError, install: Install) -> OSError | StorageError:
+    """A file-system refusal while backing up as one StorageError naming where; any other
+    OSError unchanged (a bug, shown with its traceback)."""
+    if exc.errno not in USER_ERRNOS:
+        return exc
+    named = Path(str(exc.filename)) if exc.filename else None
+    if named is not None and not named.is_relative_to(install.repository):
+        # An install file the backup reads (orbis.yaml, secrets/, tls/).
+        return storage_error(exc, named, doing="cannot read what the backup holds")
+    return storage_error(
+        exc,
+        install.repository,
+        doing="cannot write the backup",
+        elsewhere="set backup.location in orbis.yaml to a directory on another file system",
+    )
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -658,21 +689,31 @@ class RestoreResult:
 @contextlib.contextmanager
 def restore_lock(repository: Path, backup_id: str) -> Iterator[None]:
     """One restore at a time; `prune` never deletes the backup named in the lock."""
-    repository.mkdir(parents=True, exist_ok=True)
     lock = repository / RESTORE_LOCK
     holder = locked_backup(repository)
     if holder is not None:
         raise UserError(
             f"another restore (of {holder}) is running", hint="wait for it to finish, then retry"
         )
-    lock.unlink(missing_ok=True)  # a stale lock: its process is gone
     payload = json.dumps({"backup_id": backup_id, "pid": os.getpid()}).encode()
     try:
+        repository.mkdir(parents=True, exist_ok=True)
+        lock.unlink(missing_ok=True)  # a stale lock: its process is gone
         fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise UserError("another restore started just now", hint="wait, then retry") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(payload)
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            raise
+        raise storage_error(exc, repository, doing="cannot write the restore lock") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+    except OSError as exc:
+        lock.unlink(missing_ok=True)  # no empty or cut lock left behind
+        if exc.errno not in USER_ERRNOS:
+            raise
+        raise storage_error(exc, repository, doing="cannot write the restore lock") from None
     try:
         yield
     finally:
@@ -821,9 +862,17 @@ def restore_backup(
                     "cannot take the safety backup: this host has no backup key",
                     hint="run `orbisctl init` first, or pass --no-safety-backup",
                 )
-            safety_id = create_backup(
-                install, executor, ring, label="pre-restore", now=now
-            ).backup_id
+            try:
+                safety_id = create_backup(
+                    install, executor, ring, label="pre-restore", now=now
+                ).backup_id
+            except StorageError as exc:
+                # Nothing is changed yet: the current data keeps serving.
+                raise StorageError(
+                    f"cannot take the safety backup of the current data: {exc.message}; "
+                    "nothing was restored",
+                    hint=f"{exc.hint}; or pass --no-safety-backup to restore without one",
+                ) from None
         restored = f"{live}_restore_{stamp}"
         _drop_leftovers(executor, live)
         with psql_session(executor, MAINTENANCE_DATABASE) as session:
@@ -904,9 +953,19 @@ def _restore_redis(verified: Verified, executor: Executor, progress: Progress) -
     progress.step(STEP_RESTORE_REDIS, component.plain_size)
     with tempfile.TemporaryDirectory(prefix="orbis-rdb-") as tmp:
         rdb = Path(tmp) / "dump.rdb"
-        with rdb.open("wb") as handle:
-            for piece in _decrypted(
-                verified.path, component, verified.data_key, COMPONENT_REDIS, progress
-            ):
-                handle.write(piece)
+        try:
+            with rdb.open("wb") as handle:
+                for piece in _decrypted(
+                    verified.path, component, verified.data_key, COMPONENT_REDIS, progress
+                ):
+                    handle.write(piece)
+        except OSError as exc:
+            if exc.errno not in USER_ERRNOS:
+                raise
+            raise storage_error(
+                exc,
+                tempfile.gettempdir(),
+                doing="cannot stage the Redis snapshot",
+                elsewhere="point TMPDIR at a directory with room",
+            ) from None
         executor.load_redis(rdb)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from backups import engine
 from orbisctl.config import RetentionConfig
+from orbisctl.errors import USER_ERRNOS, storage_error
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,14 @@ def apply_prune(repository: Path, plan: PrunePlan) -> None:
     locked = engine.locked_backup(repository)
     for backup_id in plan.delete:
         if backup_id != locked:
-            shutil.rmtree(repository / backup_id)
+            try:
+                shutil.rmtree(repository / backup_id)
+            except OSError as exc:
+                # rmtree names the file inside the backup relative to it: name the backup.
+                if exc.errno not in USER_ERRNOS:
+                    raise
+                raise storage_error(
+                    exc, repository, doing=f"cannot delete backup {backup_id}"
+                ) from None
     for path in plan.partial:
         shutil.rmtree(path, ignore_errors=True)

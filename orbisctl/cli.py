@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from orbisctl import __version__, output
-from orbisctl.errors import ConfigError, ExitCode, OrbisError
+from orbisctl.errors import USER_ERRNOS, ConfigError, ExitCode, OrbisError, storage_error
 
 
 class OrbisGroup(TyperGroup):
@@ -38,6 +38,14 @@ class OrbisGroup(TyperGroup):
         except OrbisError as exc:
             output.error(exc.message, exc.hint)
             raise typer.Exit(int(exc.exit_code)) from None
+        except OSError as exc:
+            # A full, read-only or forbidden file system that core code did not name more
+            # precisely: still one line with the path. Any other OSError is a bug: traceback.
+            if exc.errno not in USER_ERRNOS:
+                raise
+            shown = storage_error(exc)
+            output.error(shown.message, shown.hint)
+            raise typer.Exit(int(shown.exit_code)) from None
         except KeyboardInterrupt:
             output.error("interrupted")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

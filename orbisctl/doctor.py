@@ -8,12 +8,14 @@ past twice it) and the last passed recovery drill (warn past DRILL_WARN_DAYS, or
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -365,6 +367,56 @@ def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Ch
     return [backup, drill]
 
 
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest existing parent (a location the first backup will create)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_backup_space(ctx: DoctorContext) -> list[Check]:
+    """Room at backup.location for the next backup: at least what the newest one took, on a
+    file system that takes writes."""
+    location = ctx.install.config.backup.location
+    repository = location if location.is_absolute() else ctx.install.root / location
+    place = _existing(repository)
+    elsewhere = "or set backup.location in orbis.yaml to a directory on another file system"
+    if not os.access(place, os.W_OK):
+        read_only = bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        reason = "is on a read-only file system" if read_only else "is not writable"
+        fix = "remount it read-write" if read_only else "let orbisctl's user write to it"
+        return [Check("backup space", Verdict.FAIL, f"{place} {reason}", f"{fix}, {elsewhere}")]
+    free = shutil.disk_usage(place).free
+    entries = [e for e in backup_engine.list_backups(repository) if e.manifest is not None]
+    if not entries:
+        return [Check("backup space", Verdict.PASS, f"{_size(free)} free on {place}")]
+    newest = entries[-1]  # ids sort by time
+    needed = newest.size
+    detail = (
+        f"{_size(free)} free on {place}; the last backup ({newest.backup_id}) took {_size(needed)}"
+    )
+    if free < needed:
+        return [
+            Check(
+                "backup space",
+                Verdict.WARN,
+                detail + ": the next one may not fit",
+                f"free space on that file system (`df -h {place}`; `orbisctl backup prune`), "
+                + elsewhere,
+            )
+        ]
+    return [Check("backup space", Verdict.PASS, detail)]
+
+
+def _size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 CheckFunction = Callable[[DoctorContext], list[Check]]
 
 # Order matters: check_engine fills the context the container checks read.
@@ -379,6 +431,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_secret_modes,
     check_secret_ages,
     check_backup_age,
+    check_backup_space,
 )
 
 

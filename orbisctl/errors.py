@@ -6,7 +6,9 @@ process ends with and, where it helps, a hint saying what to do.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum
+from pathlib import Path
 
 
 class ExitCode(IntEnum):
@@ -19,6 +21,7 @@ class ExitCode(IntEnum):
     UNHEALTHY = 4  # services did not become healthy in time
     ENGINE = 5  # Docker engine or Compose missing or failing
     DATA = 6  # a backup or restore refused: corrupt, tampered, wrong key, too new
+    STORAGE = 7  # a file system refused a write: full, read-only, no permission
     INTERRUPTED = 130
 
 
@@ -93,3 +96,54 @@ class CheckFailed(OrbisError):
     """A check ran and found a problem (drift, a failed drill)."""
 
     exit_code = ExitCode.FAILURE
+
+
+class StorageError(OrbisError):
+    """A file system refused what orbisctl had to write or remove there: full, read-only,
+    no permission, not a directory. The message names the path, the hint the fix."""
+
+    exit_code = ExitCode.STORAGE
+
+
+# What an operator's file system does to a write, as opposed to a bug of ours.
+USER_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ENOTDIR,
+        errno.EEXIST,
+    }
+)
+
+
+def storage_error(
+    exc: OSError, path: Path | str | None = None, *, doing: str = "", elsewhere: str = ""
+) -> StorageError:
+    """A StorageError for `exc` (errno in USER_ERRNOS): one line naming the path and what was
+    being done, a hint with the fix. `path` is where the write went (a full disk fails
+    `write()`, which names no file); without it, the file `exc` names. `elsewhere` says how
+    to write somewhere else instead (e.g. "set backup.location in orbis.yaml …")."""
+    if path is None and not exc.filename:  # a write() that failed, no path known here
+        return StorageError(
+            f"{doing or 'a write failed'}: {exc.strerror or type(exc).__name__}",
+            hint="free disk space or fix the file system (`df -h` shows which is full)",
+        )
+    where = Path(path) if path is not None else Path(str(exc.filename))
+    reason = exc.strerror or type(exc).__name__
+    message = f"{doing} in {where}: {reason}" if doing else f"{where}: {reason}"
+    also = f", or {elsewhere}" if elsewhere else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = f"free space on the file system of {where} (`df -h {where}`){also}"
+    elif exc.errno == errno.EROFS:
+        hint = f"{where} is on a read-only file system: remount it read-write{also}"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = f"let the user running orbisctl write to {where} (or run it as root){also}"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        hint = f"a file stands where a directory is needed in {where}: move it{also}"
+    else:
+        hint = f"check {where}{also}"
+    return StorageError(message, hint=hint)

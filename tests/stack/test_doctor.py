@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 
 from orbisctl import doctor, stack
+from tests.backups.test_retention import fake_backup
+from tests.filesystems import tmpfs
 
 
 def _context(install: Path) -> doctor.DoctorContext:
@@ -71,3 +74,34 @@ def test_gateway_load_from_its_readiness_probe() -> None:
     # An older gateway's probe says only "200": no figures, said as such.
     unknown = doctor.gateway_load_check("orbis-gateway-1", url, replicas=1)
     assert unknown.verdict is doctor.Verdict.WARN and "no load figures" in unknown.detail
+
+
+def _backups_at(install: Path, location: Path) -> doctor.DoctorContext:
+    config = yaml.safe_load((install / "orbis.yaml").read_text())
+    config["backup"]["location"] = str(location)
+    (install / "orbis.yaml").write_text(yaml.safe_dump(config))
+    return _context(install)
+
+
+def test_backup_space_warns_when_the_last_backup_would_not_fit(
+    install: Path, tmp_path: Path
+) -> None:
+    (roomy,) = doctor.check_backup_space(_context(install))
+    assert roomy.verdict is doctor.Verdict.PASS and "free on" in roomy.detail
+    with tmpfs(tmp_path / "small", size="64k") as small:
+        backup_id = fake_backup(small, datetime(2026, 1, 1, 3, tzinfo=UTC))
+        (small / backup_id / "database.pgdump.enc").write_bytes(b"x" * 40 * 1024)
+        (tight,) = doctor.check_backup_space(_backups_at(install, small))
+        assert tight.verdict is doctor.Verdict.WARN, tight
+        assert f"the last backup ({backup_id}) took 40.5 KiB" in tight.detail
+        assert "the next one may not fit" in tight.detail
+        assert f"df -h {small}" in tight.fix and "backup.location" in tight.fix
+    with tmpfs(tmp_path / "ro", read_only=True) as read_only:
+        (refused,) = doctor.check_backup_space(_backups_at(install, read_only / "backups"))
+        assert refused.verdict is doctor.Verdict.FAIL
+        assert refused.detail == f"{read_only} is on a read-only file system"
+        assert "remount it read-write" in refused.fix
+
+
+def test_doctor_runs_the_backup_space_check() -> None:
+    assert doctor.check_backup_space in doctor.checks()
