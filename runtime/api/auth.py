@@ -9,7 +9,7 @@ from aiohttp import web
 
 from runtime.api import keys
 from runtime.api.errors import Unauthorized
-from runtime.api.principal import Principal
+from runtime.api.principal import Principal, Scope
 from runtime.api.security import token_digest, verify_access_token
 
 API_KEY_PREFIX = "ov_"
@@ -36,7 +36,7 @@ async def authenticate_tenant(request: web.Request) -> Principal:
 async def _api_key_principal(request: web.Request, token: str) -> Principal:
     async with request.app[keys.DB].autocommit() as tx:
         row = await tx.one(
-            "SELECT id, org_id, expires_at, revoked_at FROM api_keys WHERE key_hash = %s",
+            "SELECT id, org_id, scopes, expires_at, revoked_at FROM api_keys WHERE key_hash = %s",
             (token_digest(token),),
         )
         if row is None:
@@ -51,7 +51,12 @@ async def _api_key_principal(request: web.Request, token: str) -> Principal:
             "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
             (row["id"],),
         )
-    return Principal(org_id=str(row["org_id"]), api_key_id=str(row["id"]))
+    return Principal(
+        org_id=str(row["org_id"]),
+        api_key_id=str(row["id"]),
+        scopes=frozenset(Scope(scope) for scope in row["scopes"]),
+        expires_at=row["expires_at"],
+    )
 
 
 def authenticate_internal(request: web.Request) -> None:

@@ -17,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 
+from runtime.api.principal import Scope
+
 # An origin as browsers send it: scheme, host, optional port; no path.
 ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -150,6 +152,7 @@ class MeOut(Out):
     org: OrgOut
     user: UserOut | None
     api_key_id: UUID | None
+    scopes: list[Scope] = Field(description="what the caller may do (a user: every scope)")
 
 
 # --- agents -------------------------------------------------------------------------------
@@ -403,13 +406,30 @@ class AuditEventIn(In):
 
 class ApiKeyIn(In):
     name: str = Field(min_length=1, max_length=200)
-    expires_at: datetime | None = None
+    expires_at: datetime | None = Field(
+        default=None,
+        description="when the key stops working; a key creating a key: at most its own "
+        "expiry, and its own expiry when omitted",
+    )
+    scopes: list[Scope] = Field(
+        default_factory=lambda: [Scope.READ, Scope.WRITE],
+        min_length=1,
+        max_length=len(Scope),
+        description="read: GET on tenant resources; write: change them; keys: manage API "
+        "keys. A key creating a key can grant only scopes it holds itself.",
+    )
+
+    @field_validator("scopes")
+    @classmethod
+    def _distinct_scopes(cls, values: list[Scope]) -> list[Scope]:
+        return sorted(set(values))
 
 
 class ApiKeyOut(Out):
     id: UUID
     name: str
     prefix: str
+    scopes: list[Scope]
     created_by: str
     created_at: datetime
     expires_at: datetime | None

@@ -29,9 +29,13 @@ class _Schemas:
         return {"$ref": _REF.format(model=model.__name__)}
 
 
-def _security(auth: Auth) -> list[dict[str, list[str]]]:
+def _security(route: Route) -> list[dict[str, list[str]]]:
+    auth = route.auth
     if auth is Auth.TENANT:
-        return [{"bearer": []}]
+        # OpenAPI 3.1 lets a non-OAuth scheme list the roles an operation needs: the scope an
+        # API key must hold (a user's access token holds every scope).
+        scope = route.required_scope
+        return [{"bearer": [str(scope)] if scope is not None else []}]
     if auth is Auth.INTERNAL:
         return [{"internal": []}]
     return []
@@ -83,7 +87,7 @@ def build_document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
             "operationId": route.operation_id,
             "summary": route.summary,
             "tags": [route.tag],
-            "security": _security(route.auth),
+            "security": _security(route),
             "responses": _responses(route, schemas),
         }
         parameters = _parameters(route)
@@ -94,6 +98,11 @@ def build_document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
                 "required": bool(route.body.model_json_schema().get("required")),
                 "content": {"application/json": {"schema": schemas.ref(route.body, "validation")}},
             }
+        if route.required_scope is not None:
+            operation["description"] = (
+                f"An API key needs the `{route.required_scope}` scope (403 "
+                "`insufficient_scope` otherwise); a user's access token holds every scope."
+            )
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
@@ -105,7 +114,10 @@ def build_document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "a user's access token (JWT) or an API key (ov_…)",
+                    "description": "a user's access token (JWT) or an API key (ov_…). "
+                    "API keys hold scopes: `read` (GET on tenant resources), `write` "
+                    "(change them), `keys` (manage API keys); each operation lists the one "
+                    "it needs. A user's access token holds all three.",
                 },
                 "internal": {
                     "type": "http",

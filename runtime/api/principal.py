@@ -1,8 +1,21 @@
-"""Who is calling: a tenant's user (JWT) or one of its API keys."""
+"""Who is calling: a tenant's user (JWT) or one of its API keys, and what it may do."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Scope(enum.StrEnum):
+    """An API key's rights (docs/architecture.md). A user's access token holds all of them."""
+
+    READ = "read"  # GET on tenant resources
+    WRITE = "write"  # creating, changing and deleting tenant resources
+    KEYS = "keys"  # listing, creating and revoking API keys
+
+
+ALL_SCOPES = frozenset(Scope)
 
 
 @dataclass(frozen=True)
@@ -10,6 +23,9 @@ class Principal:
     org_id: str
     user_id: str | None = None
     api_key_id: str | None = None
+    scopes: frozenset[Scope] = field(default=ALL_SCOPES)
+    # An API key's expiry (None: it does not expire, or the caller is a user).
+    expires_at: datetime | None = None
 
     @property
     def actor(self) -> str:

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from runtime.api import keys
 from runtime.api.auth import authenticate_internal, authenticate_tenant, client_ip
-from runtime.api.errors import ApiError, Invalid, NotFound
+from runtime.api.errors import ApiError, Forbidden, Invalid, NotFound
+from runtime.api.principal import Scope
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)
@@ -49,10 +50,20 @@ class Route:
     # Errors carry `Access-Control-Allow-Origin: <Origin>` so a page can read why it was
     # refused (the widget session endpoint, docs/architecture.md); grants nothing by itself.
     cors_errors: bool = False
+    # The right an API key needs (TENANT routes); by default `read` for GET, `write` otherwise.
+    scope: Scope | None = None
 
     @property
     def operation_id(self) -> str:
         return self.handler.__name__
+
+    @property
+    def required_scope(self) -> Scope | None:
+        if self.auth is not Auth.TENANT:
+            return None
+        if self.scope is not None:
+            return self.scope
+        return Scope.READ if self.method in ("GET", "HEAD") else Scope.WRITE
 
 
 def _guarded(route: Route) -> Handler:
@@ -81,6 +92,12 @@ async def _authorised_call(request: web.Request, route: Route) -> web.StreamResp
         principal = await authenticate_tenant(request)
         request[keys.PRINCIPAL] = principal
         await limiter.check("authenticated", principal.actor, limits.authenticated_per_minute)
+        scope = route.required_scope
+        if scope is not None and scope not in principal.scopes:
+            raise Forbidden(
+                f"this API key lacks the '{scope}' scope this request needs",
+                code="insufficient_scope",
+            )
     elif route.auth is Auth.INTERNAL:
         authenticate_internal(request)
     return await route.handler(request)

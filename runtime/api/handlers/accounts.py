@@ -281,7 +281,14 @@ async def me(request: web.Request) -> web.Response:
     if org is None or (principal.user_id is not None and user is None):
         raise Unauthorized("this account no longer exists", code="token_invalid")
     return json_response(
-        MeOut.model_validate({"org": org, "user": user, "api_key_id": principal.api_key_id})
+        MeOut.model_validate(
+            {
+                "org": org,
+                "user": user,
+                "api_key_id": principal.api_key_id,
+                "scopes": sorted(principal.scopes),
+            }
+        )
     )
 
 

@@ -1,5 +1,9 @@
-"""Org API keys: stored hashed, shown once, with a prefix to recognise them, optional expiry,
-last-used time, and revocation. Used as `Authorization: Bearer ov_…`."""
+"""Org API keys: stored hashed, shown once, with a prefix to recognise them, scopes, optional
+expiry, last-used time, and revocation. Used as `Authorization: Bearer ov_…`.
+
+Managing keys takes the `keys` scope (users hold every scope). A key never hands out more than
+it holds: a key it creates has a subset of its scopes and expires no later than it does, and
+it can revoke only keys whose scopes are a subset of its own."""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from aiohttp import web
 
 from runtime.api import audit, keys
 from runtime.api.auth import API_KEY_PREFIX
-from runtime.api.errors import Invalid, NotFound
+from runtime.api.errors import Forbidden, Invalid, NotFound
 from runtime.api.models import ApiKeyCreatedOut, ApiKeyIn, ApiKeyList, ApiKeyOut
+from runtime.api.principal import Scope
 from runtime.api.routing import Auth, Route, json_response, read_body, uuid_param
 from runtime.api.security import token_digest
 
@@ -20,8 +25,8 @@ async def list_api_keys(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
     async with request.app[keys.DB].transaction() as tx:
         rows = await tx.all(
-            "SELECT id, name, prefix, created_by, created_at, expires_at, last_used_at, "
-            "revoked_at FROM api_keys WHERE org_id = %s ORDER BY created_at, id",
+            "SELECT id, name, prefix, scopes, created_by, created_at, expires_at, "
+            "last_used_at, revoked_at FROM api_keys WHERE org_id = %s ORDER BY created_at, id",
             (principal.org_id,),
         )
     return json_response(ApiKeyList(items=[ApiKeyOut.model_validate(row) for row in rows]))
@@ -36,14 +41,41 @@ async def create_api_key(request: web.Request) -> web.Response:
             expires_at = expires_at.replace(tzinfo=UTC)
         if expires_at <= datetime.now(UTC):
             raise Invalid("expires_at: must be in the future", field="expires_at")
+    scopes = set(body.scopes)
+    if not scopes <= principal.scopes:
+        lacking = ", ".join(sorted(scopes - principal.scopes))
+        raise Forbidden(
+            f"scopes: this key cannot grant scopes it does not hold ({lacking})",
+            code="scope_exceeds_own",
+            field="scopes",
+        )
+    if principal.expires_at is not None:
+        if expires_at is None:
+            expires_at = principal.expires_at
+        elif expires_at > principal.expires_at:
+            raise Forbidden(
+                "expires_at: a key cannot create a key that outlives it "
+                f"(this one expires at {principal.expires_at.isoformat()})",
+                code="expiry_exceeds_own",
+                field="expires_at",
+            )
     prefix = API_KEY_PREFIX + secrets.token_hex(4)
     key = f"{prefix}_{secrets.token_urlsafe(32)}"
     async with request.app[keys.DB].transaction() as tx:
         row = await tx.one(
-            "INSERT INTO api_keys (org_id, name, prefix, key_hash, created_by, expires_at) "
-            "VALUES (%s, %s, %s, %s, %s, %s) RETURNING id, name, prefix, created_by, "
-            "created_at, expires_at, last_used_at, revoked_at",
-            (principal.org_id, body.name, prefix, token_digest(key), principal.actor, expires_at),
+            "INSERT INTO api_keys "
+            "(org_id, name, prefix, key_hash, created_by, expires_at, scopes) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, name, prefix, scopes, "
+            "created_by, created_at, expires_at, last_used_at, revoked_at",
+            (
+                principal.org_id,
+                body.name,
+                prefix,
+                token_digest(key),
+                principal.actor,
+                expires_at,
+                [str(scope) for scope in body.scopes],
+            ),
         )
         assert row is not None
         await audit.append_by(
@@ -51,7 +83,12 @@ async def create_api_key(request: web.Request) -> web.Response:
             principal,
             action="api_key.create",
             target=f"api_key:{row['id']}",
-            detail={"name": body.name, "prefix": prefix},
+            detail={
+                "name": body.name,
+                "prefix": prefix,
+                "scopes": [str(scope) for scope in body.scopes],
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
         )
     return json_response(ApiKeyCreatedOut.model_validate({**row, "key": key}), status=201)
 
@@ -60,13 +97,23 @@ async def revoke_api_key(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
     key_id = uuid_param(request, "key_id", "API key")
     async with request.app[keys.DB].transaction() as tx:
-        row = await tx.one(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
-            "WHERE id = %s AND org_id = %s RETURNING prefix",
+        target = await tx.one(
+            "SELECT scopes FROM api_keys WHERE id = %s AND org_id = %s FOR UPDATE",
             (key_id, principal.org_id),
         )
-        if row is None:
+        if target is None:
             raise NotFound("no such API key", code="api_key_not_found")
+        if not {Scope(scope) for scope in target["scopes"]} <= principal.scopes:
+            raise Forbidden(
+                "this key cannot revoke a key holding scopes it does not hold",
+                code="scope_exceeds_own",
+            )
+        row = await tx.one(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "
+            "WHERE id = %s RETURNING prefix",
+            (key_id,),
+        )
+        assert row is not None
         await audit.append_by(
             tx,
             principal,
@@ -86,6 +133,7 @@ ROUTES = [
         Auth.TENANT,
         "api-keys",
         {200: ApiKeyList},
+        scope=Scope.KEYS,
     ),
     Route(
         "POST",
@@ -95,6 +143,7 @@ ROUTES = [
         Auth.TENANT,
         "api-keys",
         {201: ApiKeyCreatedOut},
+        scope=Scope.KEYS,
         body=ApiKeyIn,
     ),
     Route(
@@ -105,5 +154,6 @@ ROUTES = [
         Auth.TENANT,
         "api-keys",
         {204: None},
+        scope=Scope.KEYS,
     ),
 ]
