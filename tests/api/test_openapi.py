@@ -64,6 +64,17 @@ def test_every_route_is_documented_and_every_documented_route_exists(tmp_path: P
     assert document["openapi"] == "3.1.0"
 
 
+def test_each_tenant_operation_names_the_scope_an_api_key_needs(tmp_path: Path) -> None:
+    settings = api_settings("postgresql://unused", "redis://unused", write_keyring(tmp_path))
+    paths = json.loads(create_app(settings)[keys.OPENAPI])["paths"]
+    assert paths["/api/v1/agents"]["get"]["security"] == [{"bearer": ["read"]}]
+    assert paths["/api/v1/agents"]["post"]["security"] == [{"bearer": ["write"]}]
+    for method in ("get", "post"):
+        assert paths["/api/v1/api-keys"][method]["security"] == [{"bearer": ["keys"]}]
+    assert paths["/api/v1/api-keys/{key_id}"]["delete"]["security"] == [{"bearer": ["keys"]}]
+    assert paths["/api/v1/auth/login"]["post"]["security"] == []
+
+
 @pytest.fixture
 def api_process(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[str]:
     """The API as operators run it: a separate process configured by environment."""
