@@ -1,0 +1,148 @@
+"""The three-node swarm lab (`scripts/swarm-lab`): three dockerd in their own network namespaces.
+
+The fixture of the Swarm suite (issue 18) in its smallest form: the lab comes up, its three
+nodes are Ready, and a replicated service runs on all of them, its tasks reaching each other
+over an overlay network (DNS round-robin: the kernel has no IPVS, so no VIP and no ingress
+routing mesh; see docs/swarm-spike.md) and the host reaching a host-mode port on every node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+LAB = ROOT / "scripts" / "swarm-lab"
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "the swarm lab needs root (network namespaces, dockerd)"
+    if shutil.which("ip") is None or shutil.which("dockerd") is None:
+        return "the swarm lab needs iproute2 and dockerd"
+    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"`ip netns` is unavailable: {probe.stderr.strip()}"
+    return None
+
+
+_reason = _skip_reason()
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(_reason is not None, reason=_reason or ""),
+]
+
+
+def _image() -> str | None:
+    """A local image of the main engine with python3 (built by the Docker suite's images step)."""
+    out = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "orbisvoice/python"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    return out[0] if out else None
+
+
+def lab(*args: str, timeout: float = 120) -> str:
+    done = subprocess.run(
+        [str(LAB), *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    print(done.stderr, end="")
+    assert done.returncode == 0, f"swarm-lab {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout
+
+
+class Node:
+    def __init__(self, line: str) -> None:
+        self.name, self.role, self.address, self.host = line.split()
+
+    def docker(self, *args: str, timeout: float = 60) -> str:
+        done = subprocess.run(
+            ["docker", "-H", self.host, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        assert done.returncode == 0, f"docker {' '.join(args)} on {self.name}: {done.stderr}"
+        return done.stdout
+
+
+@pytest.fixture(scope="module")
+def swarm() -> Iterator[list[Node]]:
+    image = _image()
+    if image is None:
+        pytest.skip("no orbisvoice/python image in the main engine (build the images first)")
+    started = time.monotonic()
+    try:
+        nodes = [Node(line) for line in lab("up", "3").splitlines()]
+        lab("load", image, timeout=300)
+        print(f"swarm lab up with {image} loaded in {time.monotonic() - started:.1f}s")
+        yield nodes
+    finally:
+        lab("down")
+        print(f"swarm lab module: {time.monotonic() - started:.1f}s including teardown")
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.25)
+
+
+def test_three_nodes_are_ready(swarm: list[Node]) -> None:
+    manager = swarm[0]
+    rows = manager.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}}").split("\n")
+    assert sorted(r for r in rows if r) == ["node1 Ready", "node2 Ready", "node3 Ready"]
+
+
+def test_a_replicated_service_runs_across_the_nodes(swarm: list[Node]) -> None:
+    manager = swarm[0]
+    image = _image()
+    assert image is not None
+    started = time.monotonic()
+    manager.docker("network", "create", "-d", "overlay", "--attachable", "lab")
+    manager.docker(
+        "service", "create", "-d", "--no-resolve-image", "--name", "web", "--replicas", "3",
+        "--network", "lab", "--endpoint-mode", "dnsrr", "--stop-signal", "SIGKILL",
+        "--publish", "mode=host,target=8080,published=18080",
+        image, "python3", "-m", "http.server", "8080",
+    )  # fmt: skip
+
+    def converged() -> bool:
+        out = manager.docker("service", "ls", "--filter", "name=web", "--format", "{{.Replicas}}")
+        return out.strip() == "3/3"
+
+    wait_for(converged, "3/3 replicas of web")
+    print(f"service converged in {time.monotonic() - started:.1f}s")
+    placed = manager.docker(
+        "service", "ps", "web", "--filter", "desired-state=running", "--format", "{{.Node}}"
+    ).split()
+    assert sorted(placed) == ["node1", "node2", "node3"]
+
+    # The host reaches a host-mode port on every node at the node's address.
+    for node in swarm:
+        done = subprocess.run(
+            ["curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+             f"http://{node.address}:18080/"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.stdout == "200", f"{node.name}:18080 answered {done.stdout!r}"
+
+    # Over the overlay, a task on node1 reaches every task (two of them on other nodes).
+    container = manager.docker("ps", "-q", "--filter", "name=web").split()[0]
+    probe = (
+        "import socket, urllib.request\n"
+        "ips = socket.gethostbyname_ex('tasks.web')[2]\n"
+        "codes = [urllib.request.urlopen(f'http://{ip}:8080/', timeout=5).status for ip in ips]\n"
+        "print(len(ips), sorted(set(codes)))\n"
+    )
+    assert manager.docker("exec", container, "python3", "-c", probe).strip() == "3 [200]"
