@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import secrets
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,10 +33,12 @@ from runtime.gateway.redis_state import (
     CallRecord,
     CallState,
     LeaseOutcome,
-    claim_handoff,
     list_live_calls,
     peek_handoff,
+    release_handoff,
     request_call_end,
+    reserve_handoff,
+    take_handoff,
 )
 from runtime.gateway.settings import GatewaySettings
 from runtime.gateway.upstream import make_client
@@ -157,9 +160,13 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
     if not token and not resume_token:
         return _reject(ErrorCode.TOKEN_INVALID)
     gateway.opening += 1
+    # A resume attempt holds the offer until the call is set up here; one that fails before
+    # then lets go of it, so the widget's retry (or nginx's, on another gateway) can take it.
+    attempt = secrets.token_hex(8) if resume_token else ""
+    taken = False
     try:
         admitted = await (
-            _take_over(gateway, origin=origin, resume_token=resume_token)
+            _take_over(gateway, origin=origin, resume_token=resume_token, attempt=attempt)
             if resume_token
             else _redeem(gateway, origin=origin, token=token)
         )
@@ -167,6 +174,10 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
             metrics_.client_errors.labels(code=admitted.value).inc()
             return _reject(admitted)
         grant, resumption = admitted
+        if resumption is not None and gateway.draining:
+            # Drained while the offer was read: the move goes on elsewhere.
+            metrics_.client_errors.labels(code=ErrorCode.SERVER_BUSY.value).inc()
+            return _reject(ErrorCode.SERVER_BUSY)
         record = CallRecord(
             call_id=grant.call_id,
             instance_id=settings.instance_id,
@@ -176,8 +187,13 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
         )
         refusal = await _take_slot(gateway, grant, record)
         await ws.prepare(request)
+        if refusal is None and resumption is not None:
+            refusal = await _take_handoff(gateway, resume_token)
+            taken = refusal is None
+            if not taken:
+                await _release_slot(gateway, record)
         if refusal is not None:
-            await _refuse_call(gateway, ws, grant, refusal)
+            await _refuse_call(gateway, ws, grant, refusal, moved=resumption is not None)
             return ws
         call = Call(
             ws=ws,
@@ -190,6 +206,8 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
         gateway.add(call)
     finally:
         gateway.opening -= 1
+        if attempt and not taken:
+            await _release_handoff(gateway, resume_token, attempt)
     log.info(
         "call started",
         extra={
@@ -205,13 +223,8 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
         await call.run()
     finally:
         gateway.remove(call)
-        try:
-            if call.owns_slot:
-                await gateway.state.release(record)
-        except REDIS_ERRORS as exc:
-            # The lease lapses by itself within slot_lease_seconds.
-            metrics_.redis_errors.labels(operation="release").inc()
-            log.warning("call slot release failed", extra={"fields": {"error": str(exc)}})
+        if call.owns_slot:
+            await _release_slot(gateway, record)
     return ws
 
 
@@ -233,9 +246,10 @@ async def _redeem(
 
 
 async def _take_over(
-    gateway: Gateway, *, origin: str, resume_token: str
+    gateway: Gateway, *, origin: str, resume_token: str, attempt: str
 ) -> tuple[CallGrant, Resumption] | ErrorCode:
-    """Continue a call another (draining) instance handed off (`Call.hand_off`)."""
+    """Continue a call another (draining) instance offered (`Call.hand_off`): the offer is
+    reserved for this attempt here, and taken once the call is set up (`_take_handoff`)."""
     client = gateway.state.client
     try:
         offer = await peek_handoff(client, resume_token)
@@ -243,8 +257,10 @@ async def _take_over(
             return ErrorCode.TOKEN_INVALID
         if offer["origin"] != origin:
             return ErrorCode.ORIGIN_NOT_ALLOWED
-        if not await claim_handoff(client, resume_token, gateway.deps.settings.instance_id):
-            return ErrorCode.TOKEN_INVALID
+        if not await reserve_handoff(client, resume_token, attempt):
+            # Another attempt with this token is under way (one whose client went away
+            # holds it for a few seconds at most): try again, the token is still good.
+            return ErrorCode.SERVER_BUSY
     except REDIS_ERRORS as exc:
         log.warning("call take-over failed", extra={"fields": {"error": str(exc)}})
         return ErrorCode.SERVICE_UNAVAILABLE
@@ -255,6 +271,25 @@ async def _take_over(
         usage={key: int(value) for key, value in offer["usage"].items()},
     )
     return CallGrant.model_validate(offer["grant"]), resumption
+
+
+async def _take_handoff(gateway: Gateway, resume_token: str) -> ErrorCode | None:
+    try:
+        if await take_handoff(gateway.state.client, resume_token):
+            return None
+    except REDIS_ERRORS as exc:
+        log.warning("call take-over failed", extra={"fields": {"error": str(exc)}})
+        return ErrorCode.SERVICE_UNAVAILABLE
+    # The draining instance gave up waiting and ended the call itself.
+    return ErrorCode.TOKEN_INVALID
+
+
+async def _release_handoff(gateway: Gateway, resume_token: str, attempt: str) -> None:
+    try:
+        await release_handoff(gateway.state.client, resume_token, attempt)
+    except REDIS_ERRORS as exc:
+        # The reservation lapses by itself within seconds.
+        log.warning("call take-over not released", extra={"fields": {"error": str(exc)}})
 
 
 async def _take_slot(gateway: Gateway, grant: CallGrant, record: CallRecord) -> ErrorCode | None:
@@ -271,10 +306,25 @@ async def _take_slot(gateway: Gateway, grant: CallGrant, record: CallRecord) -> 
     return None if outcome is LeaseOutcome.OK else ErrorCode.CALL_LIMIT_REACHED
 
 
+async def _release_slot(gateway: Gateway, record: CallRecord) -> None:
+    try:
+        await gateway.state.release(record)
+    except REDIS_ERRORS as exc:
+        # The lease lapses by itself within slot_lease_seconds.
+        gateway.deps.metrics.redis_errors.labels(operation="release").inc()
+        log.warning("call slot release failed", extra={"fields": {"error": str(exc)}})
+
+
 async def _refuse_call(
-    gateway: Gateway, ws: web.WebSocketResponse, grant: CallGrant, code: ErrorCode
+    gateway: Gateway,
+    ws: web.WebSocketResponse,
+    grant: CallGrant,
+    code: ErrorCode,
+    *,
+    moved: bool = False,
 ) -> None:
-    """An origin-verified call that cannot start: tell the widget why, close the call record."""
+    """An origin-verified call that cannot start: tell the widget why, close the call record
+    (a moved call's record is the offering instance's, which ends it when the move fails)."""
     gateway.deps.metrics.client_errors.labels(code=code.value).inc()
     close_code = code.spec.close_code or CloseCode.TRY_AGAIN_LATER
     with contextlib.suppress(Exception):
@@ -282,6 +332,8 @@ async def _refuse_call(
             await ws.send_str(error_event(code))
             await ws.send_str(event("session.ended", reason=code.value))
             await ws.close(code=close_code, message=code.value.encode())
+    if moved:
+        return
     try:
         await gateway.deps.api.end_call(
             grant.call_id,

@@ -44,8 +44,9 @@ from runtime.gateway.redis_state import (
     REDIS_ERRORS,
     CallRecord,
     CallState,
-    handoff_claimed,
+    handoff_pending,
     offer_handoff,
+    withdraw_handoff,
 )
 from runtime.gateway.settings import GatewaySettings
 from runtime.gateway.transcript import AGENT, USER, TranscriptUploader, TurnStitcher
@@ -53,6 +54,8 @@ from runtime.gateway.upstream import LiveUpstream, UpstreamFailed, live_config
 
 log = logging.getLogger(__name__)
 
+# How often a draining instance looks whether its offered call was taken over.
+HANDOFF_POLL_SECONDS = 0.1
 # Queued caller frames are coalesced up to this (100 ms: the top of the range Gemini advises).
 MAX_UPSTREAM_CHUNK_BYTES = 2 * INPUT_RATE // 10
 INBOUND_QUEUE_FRAMES = 256  # about 5 s of 20 ms frames: enough to ride out a resumption
@@ -178,6 +181,7 @@ class Call:
         self._started = time.monotonic() - (time.time() - self._started_at)
         self._last_client_frame = time.monotonic()
         self._handoff_token: str | None = None
+        self._handoff_deadline = 0.0
         self.owns_slot = True
         self._frames = TokenBucket(MAX_FRAMES_PER_SECOND, BURST_SECONDS * MAX_FRAMES_PER_SECOND)
         self._audio_bytes = TokenBucket(
@@ -247,13 +251,14 @@ class Call:
     def handing_off(self) -> bool:
         return self._handoff_token is not None
 
-    async def hand_off(self) -> bool:
+    async def hand_off(self, *, wait_seconds: float) -> bool:
         """Prepare the call to continue on another instance, and tell the widget how.
 
         The model connection is closed first (a resumption can be refused while the old socket
         is open), the transcript so far is flushed, and everything the next instance needs
         (agent, origin, resumption handle, next transcript number, usage) goes to Redis under
-        a single-use token sent in the `reconnect` event. False when the call has not started
+        a single-use token sent in the `reconnect` event; the call is waited for on another
+        instance for `wait_seconds` (the drain's grace). False when the call has not started
         (nothing to move): the caller then sends a plain reconnect hint.
         """
         if self.ended or not self._ready or self._handoff_token is not None:
@@ -272,7 +277,10 @@ class Call:
             "usage": self._usage.as_dict(),
         }
         try:
-            self._handoff_token = await offer_handoff(self._deps.state.client, offer)
+            self._handoff_token = await offer_handoff(
+                self._deps.state.client, offer, wait_seconds=wait_seconds
+            )
+            self._handoff_deadline = time.monotonic() + wait_seconds
         except REDIS_ERRORS:
             # The model session is already closed: the widget moves to a fresh call instead.
             self._deps.metrics.redis_errors.labels(operation="handoff").inc()
@@ -290,9 +298,18 @@ class Call:
         return True
 
     async def _handoff_taken(self) -> bool:
+        """Wait for another instance to take the call over, until the drain time is up; then
+        withdraw the offer. The widget may well close this socket before it resumes (the
+        protocol lets it): the call is still this instance's until the offer is taken, so its
+        end is not recorded here while a move is under way."""
         assert self._handoff_token is not None
+        client = self._deps.state.client
         try:
-            return await handoff_claimed(self._deps.state.client, self._handoff_token)
+            while time.monotonic() < self._handoff_deadline:
+                if not await handoff_pending(client, self._handoff_token):
+                    return True
+                await asyncio.sleep(HANDOFF_POLL_SECONDS)
+            return not await withdraw_handoff(client, self._handoff_token)
         except REDIS_ERRORS:
             return False
 

@@ -106,7 +106,8 @@ class Gateway:
             # Each call moves to another instance with its model session (resumption handle)
             # and transcript numbering; a call that cannot is just told to reconnect.
             moved = await asyncio.gather(
-                *(call.hand_off() for call in calls), return_exceptions=True
+                *(call.hand_off(wait_seconds=grace_seconds) for call in calls),
+                return_exceptions=True,
             )
             for call, outcome in zip(calls, moved, strict=True):
                 if outcome is not True:

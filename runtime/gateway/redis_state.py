@@ -218,22 +218,47 @@ def _text(value: Any) -> str:
 
 
 # --- moving a call to another instance (drain) -------------------------------------------------
+#
+# The offer changes hands once, and exactly one instance ends up owning the call:
+# - the draining instance stores the offer (`offer_handoff`) and keeps owning the call while
+#   the offer exists;
+# - a resume attempt reserves the offer (`reserve_handoff`, a short lease: one attempt at a
+#   time), sets the call up, and only then takes it (`take_handoff`); an attempt that fails
+#   before that lets go (`release_handoff`) or its lease lapses, so the widget's retry, or
+#   nginx's retry on another gateway, finds the token still good;
+# - the draining instance waits for the offer to be taken, and when its drain time is up
+#   withdraws it (`withdraw_handoff`): whichever of take and withdraw deletes the offer owns
+#   the call.
 
-HANDOFF_SECONDS = 60
+# How long the draining instance waits for the move on top of its drain timeout; the offer
+# outlives that (a crashed instance cannot withdraw it).
+HANDOFF_EXTRA_SECONDS = 60
+RESERVATION_SECONDS = 10
+
+_RELEASE_RESERVATION_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 def handoff_key(token: str) -> str:
     return f"{PREFIX}:handoff:{token}"
 
 
-def handoff_claimed_key(token: str) -> str:
-    return f"{PREFIX}:handoff:{token}:claimed"
+def handoff_reservation_key(token: str) -> str:
+    return f"{PREFIX}:handoff:{token}:reserved"
 
 
-async def offer_handoff(client: aioredis.Redis, offer: dict[str, Any]) -> str:
-    """Store what another instance needs to continue a call; returns the single-use token."""
+async def offer_handoff(
+    client: aioredis.Redis, offer: dict[str, Any], *, wait_seconds: float
+) -> str:
+    """Store what another instance needs to continue a call, for as long as the offering
+    instance waits for it (`wait_seconds`) and then some; returns the single-use token."""
     token = secrets.token_urlsafe(24)
-    await client.set(handoff_key(token), json.dumps(offer), ex=HANDOFF_SECONDS)
+    lifetime = int(wait_seconds) + HANDOFF_EXTRA_SECONDS
+    await client.set(handoff_key(token), json.dumps(offer), ex=lifetime)
     return token
 
 
@@ -245,13 +270,32 @@ async def peek_handoff(client: aioredis.Redis, token: str) -> dict[str, Any] | N
     return offer
 
 
-async def claim_handoff(client: aioredis.Redis, token: str, instance_id: str) -> bool:
-    """Take the offer (once); the offering instance sees the claim and leaves the call alone."""
-    if await client.getdel(handoff_key(token)) is None:
-        return False
-    await client.set(handoff_claimed_key(token), instance_id, ex=HANDOFF_SECONDS * 5)
-    return True
+async def reserve_handoff(client: aioredis.Redis, token: str, attempt: str) -> bool:
+    """Hold the offer for one resume attempt; False while another attempt holds it."""
+    reserved = await client.set(
+        handoff_reservation_key(token), attempt, nx=True, ex=RESERVATION_SECONDS
+    )
+    return bool(reserved)
 
 
-async def handoff_claimed(client: aioredis.Redis, token: str) -> bool:
-    return bool(await client.exists(handoff_claimed_key(token)))
+async def release_handoff(client: aioredis.Redis, token: str, attempt: str) -> None:
+    """Let go of a reservation this attempt holds (an attempt that did not take the call)."""
+    await client.eval(_RELEASE_RESERVATION_SCRIPT, 1, handoff_reservation_key(token), attempt)
+
+
+async def take_handoff(client: aioredis.Redis, token: str) -> bool:
+    """Take the call over, once it is set up here; False when the offering instance withdrew
+    the offer first (it then ended the call itself)."""
+    taken = await client.getdel(handoff_key(token)) is not None
+    await client.delete(handoff_reservation_key(token))
+    return taken
+
+
+async def handoff_pending(client: aioredis.Redis, token: str) -> bool:
+    """The offer is still there: nobody has taken the call yet."""
+    return bool(await client.exists(handoff_key(token)))
+
+
+async def withdraw_handoff(client: aioredis.Redis, token: str) -> bool:
+    """Take the offer back; True when it was still there (the call stays ours to end)."""
+    return await client.getdel(handoff_key(token)) is not None
