@@ -1,4 +1,8 @@
-"""API benchmark: widget-config and token-refresh paths beside a bare aiohttp handler.
+"""API benchmark: widget-config, GET /me and token-refresh paths beside a bare aiohttp handler.
+
+GET /me runs twice: with a current access token (the per-request deny-list lookup in Redis)
+and with the same user's token minted without `jti`/`fam` (no lookup), so the difference of
+the two rows is the revocation check's cost.
 
 Starts real PostgreSQL and Redis (tests/services.py), the API as `python -m runtime.api`, and
 a bare aiohttp server answering a fixed JSON body, each in its own process; the load comes
@@ -24,12 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jwt
+import redis.asyncio as aioredis
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from runtime.common.keyring import new_keyring
+from runtime.api.revocation import Revocations
+from runtime.common.keyring import KeyRing, new_keyring
 from tests.services import free_port, postgres_server, redis_server, wait_for_port
 
 PASSWORD = "bench password 123"  # noqa: S105 - a throwaway account in a throwaway database
@@ -64,6 +71,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     latencies: list[float] = []
     errors = 0
     tokens: list[str] = list(spec.get("refresh_tokens", []))
+    headers = {"Origin": ORIGIN, **spec.get("headers", {})}
 
     async def worker(index: int, session: aiohttp.ClientSession) -> None:
         nonlocal errors
@@ -77,7 +85,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
                     if ok:
                         token = body["refresh_token"]
             else:
-                async with session.get(url, headers={"Origin": ORIGIN}) as resp:
+                async with session.get(url, headers=headers) as resp:
                     await resp.read()
                     ok = resp.status == 200
             latencies.append(time.perf_counter() - started)
@@ -154,6 +162,37 @@ def _post(url: str, payload: dict[str, Any], headers: dict[str, str] | None = No
     return asyncio.run(go())
 
 
+def measure_revocation_check(redis_url: str, count: int = 5000) -> dict[str, float]:
+    """The deny-list check alone, as the API calls it (runtime.api.revocation), `count` times
+    in a row on one connection: wall time per check and this process's CPU per check (what
+    the API process pays; Redis's own work is in another process)."""
+
+    async def go() -> dict[str, float]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            revocations = Revocations(client, access_token_seconds=900)
+            for _ in range(200):  # connect, warm up
+                await revocations.is_revoked(jti="warm", family_id="warm")
+            walls = []
+            cpu_before = time.process_time()
+            for index in range(count):
+                started = time.perf_counter()
+                await revocations.is_revoked(jti=f"j{index}", family_id="f")
+                walls.append(time.perf_counter() - started)
+            cpu = time.process_time() - cpu_before
+        finally:
+            await client.aclose()
+        walls.sort()
+        return {
+            "checks": count,
+            "wall_p50_us": walls[len(walls) // 2] * 1e6,
+            "wall_p99_us": walls[int(len(walls) * 0.99)] * 1e6,
+            "cpu_us_per_check": cpu / count * 1e6,
+        }
+
+    return asyncio.run(go())
+
+
 def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(
@@ -222,6 +261,19 @@ def main() -> int:
                 {"org_name": "Bench", "email": "bench@example.com", "password": PASSWORD},
             )
             auth = {"Authorization": f"Bearer {signup['access_token']}"}
+            # The same user's token as issued before tokens carried a jti and a session id:
+            # the API skips the deny-list lookup for it, so the two GET /me rows differ by
+            # exactly that Redis round trip (runtime/api/revocation.py).
+            claims = jwt.decode(
+                signup["access_token"], options={"verify_signature": False}, algorithms=["HS256"]
+            )
+            key = KeyRing.load(keys_file).signing_key
+            legacy = {k: v for k, v in claims.items() if k not in ("jti", "fam")}
+            legacy["exp"] = int(time.time()) + 3600
+            legacy_auth = {
+                "Authorization": "Bearer "
+                + jwt.encode(legacy, key.secret, algorithm="HS256", headers={"kid": key.kid})
+            }
             agent = _post(
                 api + "/api/v1/agents",
                 {"name": "Desk", "instructions": "Help.", "allowed_origins": [ORIGIN]},
@@ -248,6 +300,19 @@ def main() -> int:
                     },
                     api_process.pid,
                 ),
+                # A B B A: a neighbour's load that drifts during the run weighs on both alike.
+                **{
+                    f"GET /me, {label} ({round_})": run_load(
+                        {**common, "url": f"{api}/api/v1/me", "mode": "get", "headers": headers},
+                        api_process.pid,
+                    )
+                    for round_, label, headers in (
+                        (1, "no deny-list", legacy_auth),
+                        (1, "deny-list", auth),
+                        (2, "deny-list", auth),
+                        (2, "no deny-list", legacy_auth),
+                    )
+                },
                 "POST token refresh": run_load(
                     {
                         **common,
@@ -258,6 +323,7 @@ def main() -> int:
                     api_process.pid,
                 ),
             }
+            revocation_check = measure_revocation_check(redis.url(0))
         finally:
             for process in processes:
                 process.terminate()
@@ -268,7 +334,7 @@ def main() -> int:
         f"1 API process, loopback\n"
     )
     header = (
-        f"{'path':<22}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+        f"{'path':<28}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
         f"{'errors':>8}{'rps vs bare':>13}{'CPU ms/req':>12}"
     )
     print(header)
@@ -277,10 +343,28 @@ def main() -> int:
         ratio = row["rps"] / baseline["rps"]
         row["rps_ratio_to_bare"] = ratio
         print(
-            f"{name:<22}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
+            f"{name:<28}{row['rps']:>9.0f}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
             f"{row['p99_ms']:>9.2f}{row['errors']:>8}{ratio:>13.2f}"
             f"{row['server_cpu_ms_per_request']:>12.2f}"
         )
+    print("\naccess-token deny-list check (one Redis MGET per request), GET /me with vs without:")
+    for round_ in (1, 2):
+        checked = results[f"GET /me, deny-list ({round_})"]
+        unchecked = results[f"GET /me, no deny-list ({round_})"]
+        cpu = checked["server_cpu_ms_per_request"] - unchecked["server_cpu_ms_per_request"]
+        print(
+            f"  round {round_}: req/s x{checked['rps'] / unchecked['rps']:.3f}, "
+            f"p50 {checked['p50_ms'] - unchecked['p50_ms']:+.2f} ms, "
+            f"server CPU {cpu:+.3f} ms/request"
+        )
+    me = results["GET /me, no deny-list (1)"]
+    print(
+        f"  the check alone, {revocation_check['checks']:.0f} in a row: wall p50 "
+        f"{revocation_check['wall_p50_us']:.0f} us, p99 {revocation_check['wall_p99_us']:.0f} us; "
+        f"API-side CPU {revocation_check['cpu_us_per_check']:.0f} us per check = "
+        f"{revocation_check['cpu_us_per_check'] / 10 / me['server_cpu_ms_per_request']:.1f} % "
+        "of GET /me's server CPU per request"
+    )
     options.json.parent.mkdir(parents=True, exist_ok=True)
     options.json.write_text(
         json.dumps(
@@ -289,6 +373,7 @@ def main() -> int:
                 "seconds": options.seconds,
                 "cpu_count": os.cpu_count(),
                 "results": results,
+                "revocation_check": revocation_check,
             },
             indent=2,
         )
