@@ -30,6 +30,7 @@ import yaml
 from orbisctl import engine
 from runtime.api.security import issue_access_token
 from runtime.common.keyring import KeyRing
+from tests.e2e.logs import ServiceLogs
 from tests.e2e.support import connect_widget
 from tests.gateway.support import ORIGIN, WidgetCall, speech_then_silence
 from tests.services import free_port
@@ -56,6 +57,7 @@ class Stack:
     root: Path
     https_port: int
     project: str
+    logs: ServiceLogs
 
     @property
     def url(self) -> str:
@@ -100,12 +102,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     config.setdefault("gateway", {}).update(idle_timeout_seconds=3600, max_call_seconds=3600)
     (root / "orbis.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     assert orbisctl("render", "--dir", str(root)).returncode == 0
-    try:
-        up = orbisctl("up", "--dir", str(root), "--timeout", "400")
-        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
-        yield Stack(root, https_port, project)
-    finally:
-        orbisctl("down", "--dir", str(root), "--volumes", "--yes", timeout=300)
+    logs_dir = tmp_path_factory.mktemp("service-logs")
+    with ServiceLogs(project, logs_dir) as logs:
+        try:
+            up = orbisctl("up", "--dir", str(root), "--timeout", "400")
+            assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+            yield Stack(root, https_port, project, logs)
+        finally:
+            orbisctl("down", "--dir", str(root), "--volumes", "--yes", timeout=300)
 
 
 @dataclass
@@ -231,8 +235,9 @@ class Traffic:
         assert not self._thread.is_alive(), "the load generator did not stop"
 
     def assert_clean(self) -> None:
-        assert self.failures == [], self.failures[:10]
-        assert self.dropped == [], self.dropped
+        # The services' own warnings say why (they are lost with the removed replicas).
+        assert self.failures == [], (self.failures[:10], self.stack.logs.notable())
+        assert self.dropped == [], (self.dropped, self.stack.logs.notable())
         assert self.hung_up == self.calls
         assert self.answered["GET"] > 5 and self.answered["POST"] > 5, self.answered
 
