@@ -29,6 +29,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 REFRESH_SECONDS = 30.0
 RETRY_SECONDS = 1.0
+WARN_SECONDS = 60.0
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_-]{1,63})*$"
 )
@@ -76,6 +77,7 @@ class TrustedProxies:
         self._resolved: frozenset[IpAddress] = frozenset()
         self._resolved_at = -float("inf")
         self._lock = asyncio.Lock()
+        self._warned_at: dict[str, float] = {}
 
     def _in_networks(self, address: IpAddress) -> bool:
         return any(address in network for network in self.networks)
@@ -90,10 +92,15 @@ class TrustedProxies:
                 try:
                     infos = await loop.getaddrinfo(name, None, type=socket.SOCK_STREAM)
                 except OSError as exc:
-                    log.warning(
-                        "trusted proxy name does not resolve",
-                        extra={"fields": {"name": name, "error": str(exc)}},
-                    )
+                    # Expected for a while at start (nginx starts after the API); once a
+                    # minute per name is enough to notice one that never resolves.
+                    now = time.monotonic()
+                    if now - self._warned_at.get(name, -float("inf")) >= WARN_SECONDS:
+                        self._warned_at[name] = now
+                        log.warning(
+                            "trusted proxy name does not resolve",
+                            extra={"fields": {"name": name, "error": str(exc)}},
+                        )
                     continue
                 for info in infos:
                     address = _address(str(info[4][0]))
