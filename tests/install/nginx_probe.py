@@ -17,6 +17,8 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +118,13 @@ async def probe_http(install: Path, domain: str) -> dict[str, Any]:
     return found
 
 
-def main(install: Path, work: Path, domain: str) -> dict[str, Any]:
+@contextmanager
+def running_nginx(install: Path, work: Path, hosts: str) -> Iterator[Path]:
+    """The install's rendered nginx, running in this (private) namespace with `hosts` as
+    /etc/hosts; yields the access log's path."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    hosts = work / "hosts"
-    hosts.write_text(f"127.0.0.1 localhost {domain} {SERVICE_NAMES}\n")
-    subprocess.run(["mount", "--bind", str(hosts), "/etc/hosts"], check=True)
+    (work / "hosts").write_text(hosts)
+    subprocess.run(["mount", "--bind", str(work / "hosts"), "/etc/hosts"], check=True)
     conf = nginx_conf_dir(install, work)
     access_log = work / "access.log"
     with access_log.open("wb") as log:
@@ -140,13 +144,18 @@ def main(install: Path, work: Path, domain: str) -> dict[str, Any]:
         )
         try:
             wait_for_port(NGINX_HTTPS_PORT)
-            found = asyncio.run(probe(install, domain))
-            found["tls12"] = negotiated(install, domain, ssl.TLSVersion.TLSv1_2)
-            found["tls13"] = negotiated(install, domain, None)
+            yield access_log
         finally:
             nginx.terminate()
             nginx.wait(timeout=20)
-    found["access_log"] = access_log.read_text()
+
+
+def main(install: Path, work: Path, domain: str) -> dict[str, Any]:
+    with running_nginx(install, work, f"127.0.0.1 localhost {domain} {SERVICE_NAMES}\n") as log:
+        found = asyncio.run(probe(install, domain))
+        found["tls12"] = negotiated(install, domain, ssl.TLSVersion.TLSv1_2)
+        found["tls13"] = negotiated(install, domain, None)
+    found["access_log"] = log.read_text()
     return found
 
 

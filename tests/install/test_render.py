@@ -93,7 +93,8 @@ def test_tls_profile_and_headers() -> None:
 
 def test_routing_and_limits() -> None:
     conf = render_stack(parse_config(FULL))[Path("nginx/nginx.conf")]
-    assert re.search(r"upstream gateway \{\s+least_conn;\s+server gateway:4001;", conf)
+    assert re.search(r"upstream gateway \{\s+least_conn;\s+server gateway:4001 max_fails=0;", conf)
+    assert "proxy_next_upstream error timeout http_503;" in conf
     assert "location /api/ {" in conf
     assert "location /ws/ {" in conf
     assert "location /api/v1/referrals {" in conf
