@@ -47,6 +47,10 @@ class Gateway:
         self.calls[call.call_id] = call
         self.no_calls.clear()
         self.deps.metrics.connection_opened()
+        if self.draining:
+            # Its handshake passed the capacity check before the drain began, so the drain
+            # did not see it: it has nothing to move yet, and starts afresh elsewhere.
+            call.hint_reconnect("draining", retry_after_ms=0)
 
     def remove(self, call: Call) -> None:
         if self.calls.pop(call.call_id, None) is not None:

@@ -167,3 +167,28 @@ async def test_an_offer_nobody_takes_is_withdrawn_and_the_call_ended_by_its_inst
             "token_invalid",
         )
     assert (await agents.call_row(call_id))["end_reason"] == "drain"
+
+
+async def test_a_call_whose_handshake_overlaps_the_drain_is_told_to_move(
+    settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
+) -> None:
+    """A handshake past the capacity check when the drain begins (its token being redeemed)
+    becomes a call the drain did not see: it gets the reconnect hint too, instead of being
+    cut off with 1001 when the grace is over."""
+    trust = emulator.ssl_context()
+    async with running_gateway(
+        replace(settings, instance_id="gw-a"), gemini_ssl_context=trust
+    ) as a:
+
+        async def drain_mid_handshake() -> None:
+            while not a.gateway.opening:  # noqa: ASYNC110 (a counter, not an event)
+                await asyncio.sleep(0)
+            await a.gateway.drain(grace_seconds=5)
+
+        drain = asyncio.create_task(drain_mid_handshake())
+        async with widget_call(http, a, await agents.token()) as call:
+            hint = await call.wait_for("reconnect", within=3)
+            assert hint["reason"] == "draining"
+            await call.ws.close()
+        async with asyncio.timeout(10):
+            await drain
