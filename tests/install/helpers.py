@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -174,3 +178,20 @@ def nginx_conf_dir(install: Path, work: Path) -> Path:
     (conf / "tls" / "server.key").symlink_to(install / "tls" / "server.key")
     (conf / "mime.types").symlink_to("/etc/nginx/mime.types")
     return conf
+
+
+def run_probe(module: str, *args: str) -> Any:
+    """Run `python -m module args` in a private mount and network namespace (where the
+    rendered configs' fixed ports are free and /etc/hosts may be bind-mounted) and return the
+    JSON it prints."""
+    unshare = ["unshare", "--mount", "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
+    result = subprocess.run(
+        [*unshare, sys.executable, "-m", module, *args],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)

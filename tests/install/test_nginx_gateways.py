@@ -4,13 +4,11 @@ the 503 on (issue 15, item 12: 3 of 6 resumes got 503 from the gateway being dra
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.install.helpers import run_probe
 
 pytestmark = pytest.mark.integration
 
@@ -18,25 +16,9 @@ HANDSHAKES = 12
 
 
 def test_handshakes_skip_a_draining_gateway(default_install: Path, tmp_path: Path) -> None:
-    unshare = ["unshare", "--mount", "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
-    result = subprocess.run(
-        [
-            *unshare,
-            sys.executable,
-            "-m",
-            "tests.install.nginx_gateways_probe",
-            str(default_install),
-            str(tmp_path),
-            str(HANDSHAKES),
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    found = run_probe(
+        "tests.install.nginx_gateways_probe", str(default_install), str(tmp_path), str(HANDSHAKES)
     )
-    assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)
     assert found["statuses"] == [101] * HANDSHAKES, found
     assert found["seen"]["live"] == HANDSHAKES
     # The draining gateway was asked (nginx cannot know before), and each answer moved on.

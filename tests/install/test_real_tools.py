@@ -11,16 +11,14 @@ adds a private network namespace, so the container's fixed ports are free (nginx
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.install.helpers import SERVICE_NAMES, nginx_conf_dir
+from tests.install.helpers import SERVICE_NAMES, nginx_conf_dir, run_probe
 
 
 def run_nginx_test(install: Path, work: Path) -> subprocess.CompletedProcess[str]:
@@ -89,25 +87,7 @@ def test_nginx_serves_the_rendered_config(default_install: Path, tmp_path: Path)
     """The rendered config, unchanged, running: redirects, TLS, headers, proxying, limits."""
     from tests.install.nginx_probe import WS_TOKEN
 
-    unshare = ["unshare", "--mount", "--net"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
-    result = subprocess.run(
-        [
-            *unshare,
-            sys.executable,
-            "-m",
-            "tests.install.nginx_probe",
-            str(default_install),
-            str(tmp_path),
-            "localhost",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    found = json.loads(result.stdout)
+    found = run_probe("tests.install.nginx_probe", str(default_install), str(tmp_path), "localhost")
     assert found["redirect"] == [301, "https://localhost/dashboard/?x=1"]
     assert found["healthz"] == [200, "ok\n"]
     headers = found["healthz_headers"]
