@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 20.0  # WebSocket pings to the widget: finds dead clients, keeps nginx open
 RETRY_AFTER_SECONDS = 2
+# A set-up waits this long at most for the loop to have room (LoopLag.admit), then is refused;
+# a loop late for good is judged overloaded sooner (loop_lag.SUSTAINED_SECONDS).
+SETUP_WAIT_SECONDS = 10.0
 
 
 def create_app(
@@ -96,6 +99,7 @@ def _gateway_ctx(
             loop_lag = LoopLag(
                 limit_seconds=settings.max_loop_lag_seconds,
                 histogram=metrics_.loop_lag,
+                own_histogram=metrics_.own_loop_lag,
                 overloaded=metrics_.overloaded,
             )
             gateway = Gateway(deps=deps, loop_lag=loop_lag)
@@ -165,6 +169,13 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
     attempt = secrets.token_hex(8) if resume_token else ""
     taken = False
     try:
+        # Set-ups are paced by the loop's own lag: a burst waits its turn instead of being
+        # refused, and is refused only once the calls already held keep the loop late.
+        if not await gateway.loop_lag.admit(within=SETUP_WAIT_SECONDS) or gateway.draining:
+            metrics_.client_errors.labels(code=ErrorCode.SERVER_BUSY.value).inc()
+            if not gateway.draining:
+                gateway.refused_calls += 1
+            return _reject(ErrorCode.SERVER_BUSY)
         admitted = await (
             _take_over(gateway, origin=origin, resume_token=resume_token, attempt=attempt)
             if resume_token

@@ -86,9 +86,17 @@ class GatewayMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self.own_loop_lag = Histogram(
+            "orbis_gateway_event_loop_own_lag_seconds",
+            "The event loop's lag less the time its thread waited for a CPU (another "
+            "process's use): the gateway's own load, which new calls are judged on",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
         self.overloaded = Gauge(
             "orbis_gateway_overloaded",
-            "1 while the event loop's lag is over ORBIS_MAX_LOOP_LAG_MS and new calls are refused",
+            "1 while the event loop's own lag has been over ORBIS_MAX_LOOP_LAG_MS for seconds and new "
+            "calls are refused",
             registry=self.registry,
         )
 

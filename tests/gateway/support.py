@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import psycopg
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
 from runtime.emulator.audio import silence, synthetic_speech
@@ -328,6 +329,20 @@ async def handshake_error(
     async with http.get(url, headers=headers) as response:
         body = await response.json()
         return response.status, body["error"]["code"]
+
+
+async def metric(
+    http: aiohttp.ClientSession, gw: RunningGateway, name: str, **labels: str
+) -> float:
+    """A sample of the gateway's /metrics, read with prometheus-client's own parser."""
+    async with http.get(f"{gw.url}/metrics") as response:
+        text = await response.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, within: float = 10.0) -> None:

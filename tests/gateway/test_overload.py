@@ -14,7 +14,6 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.emulator.testing import EmulatorHandle
 from runtime.gateway.loop_lag import WINDOW_SAMPLES
@@ -25,6 +24,7 @@ from tests.gateway.support import (
     RunningGateway,
     eventually,
     handshake_error,
+    metric,
     running_gateway,
     widget_call,
 )
@@ -50,20 +50,6 @@ def stalled_loop(*, block_seconds: float = 0.05, every_seconds: float = 0.01) ->
         yield
     finally:
         handle.cancel()
-
-
-async def metric(
-    http: aiohttp.ClientSession, gw: RunningGateway, name: str, **labels: str
-) -> float:
-    """A sample of the gateway's /metrics, read with prometheus-client's own parser."""
-    async with http.get(f"{gw.url}/metrics") as response:
-        text = await response.text()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
 
 
 async def late_samples(http: aiohttp.ClientSession, gw: RunningGateway) -> float:
