@@ -21,7 +21,7 @@ where the rig or the host saturated is visible as such.
 
     .venv/bin/python bench/gateway.py [--calls 50 | --calls 20,40,60] [--seconds 20] [--frame-ms 40]
         [--workers 2] [--emulators 2] [--one-at-a-time] [--profile DIR] [--gateway-tree DIR]
-        [--json bench/results/gateway.json]
+        [--max-loop-lag-ms default,0] [--json bench/results/gateway.json]
     .venv/bin/python bench/gateway.py --codec     # µs per audio message: SDK vs lean path
     .venv/bin/python bench/gateway.py --heartbeat # event-loop stall of one Redis lease renewal
 
@@ -29,7 +29,9 @@ where the rig or the host saturated is visible as such.
 of both at once: on a quiet host the rig then reaches about twice the calls. `--profile DIR`
 runs the gateway under cProfile (DIR/gateway.prof); `--gateway-tree DIR` runs the gateway from
 another source tree (e.g. `git archive <commit> runtime | tar -x -C DIR`), to compare
-versions on the same rig. Every process of the rig runs on uvloop, as the gateway
+versions on the same rig. `--max-loop-lag-ms default,0` runs a gateway per shedding limit,
+each with the same load in the same run. Callers retry a refused handshake (503) as the widget
+does (after 1, 2, 4 s); time to connect (first try to `session.started`) is reported. Every process of the rig runs on uvloop, as the gateway
 and the emulator do, so the bare relay pays what the gateway's event loop pays.
 """
 
@@ -44,7 +46,6 @@ import json
 import os
 import secrets
 import ssl
-import statistics
 import sys
 import tempfile
 import time
@@ -68,6 +69,9 @@ SILENCE_MS = 1_900  # the VAD ends the turn after 500 ms; the rest covers the 1 
 VAD_SILENCE_MS = 500
 SATURATED_HOST_PERCENT = 95.0  # a sweep stops here: beyond it the box, not a relay, is measured
 MAX_START_SECONDS = 5.0  # a call that takes longer to start does not count as held
+# As the widget (runtime/web/widget.js): a refused handshake (503, token unused) is tried
+# again after 1, 2 and 4 s, then given up.
+RETRIES = 3
 SCENARIO = {
     "turns": [
         {
@@ -153,11 +157,25 @@ class CallerStats:
     error: str = ""
     frames_in: int = 0
     frames_out: int = 0
-    connect_seconds: float = 0.0
+    connect_seconds: float = 0.0  # from the first attempt, retries included
+    retries: int = 0
     stream_seconds: float = 0.0
     started_at: float = 0.0  # perf_counter when session.started arrived
     # (when the turn's wait began, latency): turns during the ramp are dropped afterwards
     turns: list[tuple[float, float]] = field(default_factory=list)
+
+
+async def _connect_as_widget(
+    http: aiohttp.ClientSession, url: str, stats: CallerStats
+) -> aiohttp.ClientWebSocketResponse:
+    while True:
+        try:
+            return await http.ws_connect(url, headers={"Origin": ORIGIN}, heartbeat=None)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status != 503 or stats.retries >= RETRIES:
+                raise
+        stats.retries += 1
+        await asyncio.sleep(0.5 * 2**stats.retries)
 
 
 async def caller(
@@ -170,7 +188,8 @@ async def caller(
     waiting_since: list[float] = []
     began = time.perf_counter()
     try:
-        async with http.ws_connect(url, headers={"Origin": ORIGIN}, heartbeat=None) as ws:
+        ws = await _connect_as_widget(http, url, stats)
+        async with ws:
             while True:
                 message = await ws.receive(timeout=30)
                 if message.type is not aiohttp.WSMsgType.TEXT:
@@ -212,7 +231,7 @@ async def caller(
             )
             receiver.cancel()
     except aiohttp.WSServerHandshakeError as exc:
-        # 503: the gateway is full or overloaded and turned the call away (a widget retries).
+        # 503 on every try: the gateway is full or overloaded and turned the call away.
         stats.error = "refused (503)" if exc.status == 503 else f"handshake {exc.status}"
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         stats.error = stats.error or type(exc).__name__
@@ -348,6 +367,13 @@ async def run_load(
     return rows, rig
 
 
+def percentile_of(values: list[float], p: float) -> float | None:
+    """The p-th percentile of sorted seconds, in ms."""
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, int(p * len(values)))] * 1000, 1)
+
+
 def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> dict[str, Any]:
     latencies: list[float] = sorted(latency for row in rows for latency in row["latencies"])
     held = sum(row["held"] for row in rows)
@@ -356,12 +382,7 @@ def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> 
         if row["error"]:
             errors[row["error"]] = errors.get(row["error"], 0) + 1
 
-    def percentile(p: float) -> float | None:
-        if not latencies:
-            return None
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 1)
-
-    connects = [row["connect_seconds"] for row in rows if row["connected"]]
+    connects = sorted(row["connect_seconds"] for row in rows if row["connected"])
     return {
         "relay": name,
         "calls": len(rows),
@@ -377,9 +398,12 @@ def _summary(name: str, rows: list[dict[str, Any]], cpu: float, wall: float) -> 
             1,
         ),
         "turns_measured": len(latencies),
-        "connect_ms_p50": round(1000 * statistics.median(connects), 1) if connects else None,
-        "latency_ms_p50": percentile(0.50),
-        "latency_ms_p99": percentile(0.99),
+        # Time to connect: first handshake attempt to session.started, retries included.
+        "connect_ms_p50": percentile_of(connects, 0.50),
+        "connect_ms_p99": percentile_of(connects, 0.99),
+        "calls_retried": sum(1 for row in rows if row["retries"]),
+        "latency_ms_p50": percentile_of(latencies, 0.50),
+        "latency_ms_p99": percentile_of(latencies, 0.99),
         "cpu_percent_of_core": round(100 * cpu / wall, 1),
         "cpu_ms_per_call_second": round(1000 * cpu / wall / max(1, held), 3),
         # One core is 1000 ms of CPU per second: how many such calls it could carry.
@@ -425,7 +449,7 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         async with start_api(settings) as api, contextlib.AsyncExitStack() as emulators:
             # Both relays' sessions, spread by the kernel over processes sharing one port.
             emulator_settings: dict[str, object] = {
-                "max_sessions": calls * 3 + 10,
+                "max_sessions": calls * (2 + len(args.max_loop_lag_ms)) + 10,
                 "reuse_port": "true",
                 "log_level": "warning",
             }
@@ -448,7 +472,7 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                 tenant, allowed_origins=[ORIGIN], max_concurrent_calls=1000
             )
             await _raise_org_limit(pg.url(database))
-            bare_port, gateway_port = free_port(), free_port()
+            bare_port = free_port()
             bare = await asyncio.create_subprocess_exec(
                 sys.executable,
                 __file__,
@@ -459,41 +483,53 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                 emulator.api_key,
             )
             tree = args.gateway_tree or REPO
-            env = _gateway_env(
-                work,
-                api.url,
-                api.internal_token,
-                redis_srv.url(2),
-                emulator,
-                gateway_port,
-                tree,
-                args.max_loop_lag_ms,
-            )
-            command = ["-m", "runtime.gateway"]
-            if args.profile:
-                args.profile.mkdir(parents=True, exist_ok=True)
-                profile = str(args.profile.resolve() / "gateway.prof")
-                command = ["-m", "cProfile", "-o", profile, *command]
-            gateway = await asyncio.create_subprocess_exec(
-                sys.executable,
-                *command,
-                env=env,
-                cwd=tree,
-                stderr=(work / "gateway.log").open("wb"),
-            )
+            # One gateway per --max-loop-lag-ms value, each loaded in turn in the same run.
+            gateways: dict[str, tuple[asyncio.subprocess.Process, int]] = {}
+            for limit in args.max_loop_lag_ms:
+                name = (
+                    "gateway (google-genai)"
+                    if limit is None
+                    else "gateway (no shedding)"
+                    if limit == 0
+                    else f"gateway (limit {limit} ms)"
+                )
+                port = free_port()
+                env = _gateway_env(
+                    work / f"gw-{port}",
+                    api.url,
+                    api.internal_token,
+                    redis_srv.url(2),
+                    emulator,
+                    port,
+                    tree,
+                    limit,
+                )
+                command = ["-m", "runtime.gateway"]
+                if args.profile:
+                    args.profile.mkdir(parents=True, exist_ok=True)
+                    profile = str(args.profile.resolve() / f"gateway-{port}.prof")
+                    command = ["-m", "cProfile", "-o", profile, *command]
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    *command,
+                    env=env,
+                    cwd=tree,
+                    stderr=(work / f"gateway-{port}.log").open("wb"),
+                )
+                gateways[name] = (process, port)
             try:
-                tokens = [
-                    (await api.widget_session(agent["public_id"], origin=ORIGIN))["token"]
-                    for _ in range(calls)
-                ]
-                gateway_urls = [
-                    f"ws://127.0.0.1:{gateway_port}/ws/call?token={token}" for token in tokens
-                ]
-                bare_urls = [f"ws://127.0.0.1:{bare_port}/ws/call"] * calls
                 relays = {
-                    "bare aiohttp relay": (bare, bare_urls),
-                    "gateway (google-genai)": (gateway, gateway_urls),
+                    "bare aiohttp relay": (bare, [f"ws://127.0.0.1:{bare_port}/ws/call"] * calls)
                 }
+                for name, (process, port) in gateways.items():
+                    tokens = [
+                        (await api.widget_session(agent["public_id"], origin=ORIGIN))["token"]
+                        for _ in range(calls)
+                    ]
+                    relays[name] = (
+                        process,
+                        [f"ws://127.0.0.1:{port}/ws/call?token={token}" for token in tokens],
+                    )
                 load = functools.partial(
                     run_load,
                     workers=args.workers,
@@ -519,21 +555,24 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
                     # Both relays carry the same load at the same time, so the machine's other
                     # work (a shared, noisy host) weighs on both alike.
                     results, rig = await load(relays)
-                lag = await loop_lag_ms(gateway_port)
+                lags = {name: await loop_lag_ms(port) for name, (_, port) in gateways.items()}
             finally:
-                for process in (bare, gateway):
+                for process in (bare, *(process for process, _ in gateways.values())):
                     process.terminate()
                     # Bounded: the gateway drains (ORBIS_DRAIN_TIMEOUT_SECONDS) then exits.
                     async with asyncio.timeout(60):
                         await process.wait()
-    bare_row, gateway_row = results
+    bare_row, *gateway_rows = results
     added = {
-        key: (
-            None
-            if gateway_row[key] is None or bare_row[key] is None
-            else round(gateway_row[key] - bare_row[key], 1)
-        )
-        for key in ("latency_ms_p50", "latency_ms_p99")
+        row["relay"]: {
+            key: (
+                None
+                if row[key] is None or bare_row[key] is None
+                else round(row[key] - bare_row[key], 1)
+            )
+            for key in ("latency_ms_p50", "latency_ms_p99")
+        }
+        for row in gateway_rows
     }
     return {
         "command": " ".join(["bench/gateway.py", *sys.argv[1:]]),
@@ -546,12 +585,15 @@ async def bench(args: argparse.Namespace, calls: int) -> dict[str, Any]:
         "results": results,
         "rig": rig,
         "gateway_added_latency_ms": added,
-        "gateway_loop_lag_ms": lag,
-        "cpu_ratio_gateway_to_bare": (
-            round(gateway_row["cpu_percent_of_core"] / bare_row["cpu_percent_of_core"], 2)
-            if bare_row["cpu_percent_of_core"]
-            else None
-        ),
+        "gateway_loop_lag_ms": lags,
+        "cpu_ratio_gateway_to_bare": {
+            row["relay"]: (
+                round(row["cpu_percent_of_core"] / bare_row["cpu_percent_of_core"], 2)
+                if bare_row["cpu_percent_of_core"]
+                else None
+            )
+            for row in gateway_rows
+        },
     }
 
 
@@ -577,6 +619,7 @@ def _gateway_env(
     tree: Path,
     max_loop_lag_ms: int | None,
 ) -> dict[str, str]:
+    work.mkdir(parents=True, exist_ok=True)
     (work / "internal_token").write_text(internal_token + "\n")
     (work / "gemini_api_key").write_text(emulator.api_key + "\n")
     return {
@@ -605,6 +648,9 @@ def print_table(report: dict[str, Any]) -> None:
         ("frames_per_second", 18),
         ("latency_ms_p50", 15),
         ("latency_ms_p99", 15),
+        ("connect_ms_p50", 15),
+        ("connect_ms_p99", 15),
+        ("calls_retried", 14),
         ("cpu_percent_of_core", 20),
         ("cpu_ms_per_call_second", 23),
         ("calls_per_core", 15),
@@ -753,6 +799,15 @@ def _call_counts(text: str) -> list[int]:
         ) from None
 
 
+def _limits(text: str) -> list[int | None]:
+    try:
+        return [None if part == "default" else int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "a limit in ms, or a comma list such as default,0"
+        ) from None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -781,8 +836,10 @@ def main() -> int:
     )
     parser.add_argument(
         "--max-loop-lag-ms",
-        type=int,
-        help="the gateway's ORBIS_MAX_LOOP_LAG_MS (default: the gateway's own; 0: never shed)",
+        type=_limits,
+        default=[None],
+        help="the gateway's ORBIS_MAX_LOOP_LAG_MS (default: the gateway's own; 0: never shed); "
+        "a comma list (default,0) runs one gateway per value, loaded in turn in the same run",
     )
     parser.add_argument("--bare-relay", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--load-worker", action="store_true", help=argparse.SUPPRESS)
