@@ -6,6 +6,7 @@ is reported with its key path (``tls.cert_file: ...``), all problems at once.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -99,14 +100,35 @@ class LimitsConfig(_Model):
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+# Docker publishes a port without a host address on every IPv4 and every IPv6 address.
+EVERY_IPV4_ADDRESS = "0.0.0.0"  # noqa: S104 - the documented default, as before this key
+
+
 class PortsConfig(_Model):
     http: Port = 80
     https: Port = 443
+    # The host address nginx's ports are published on (one address, IPv4 or IPv6).
+    bind_address: str = EVERY_IPV4_ADDRESS
+    # With bind_address 0.0.0.0: also publish on every IPv6 address.
+    ipv6: bool = True
+
+    @field_validator("bind_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value.strip().removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IP address (like 0.0.0.0, 127.0.0.1 or ::1)"
+            ) from None
+        return str(address)  # one spelling: ::1, not 0:0:0:0:0:0:0:1
 
     @model_validator(mode="after")
     def _distinct(self) -> Self:
         if self.http == self.https:
             raise ValueError("http and https must be different ports")
+        if not self.ipv6 and ipaddress.ip_address(self.bind_address).version == 6:
+            raise ValueError(f"bind_address {self.bind_address} is IPv6, but ipv6 is off")
         return self
 
 

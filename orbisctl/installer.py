@@ -7,6 +7,7 @@ the directory as it was. Existing secrets and certificates are never overwritten
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,19 @@ def _related(key: str, path: str) -> bool:
     return key == path or key.startswith(f"{path}.") or path.startswith(f"{key}.")
 
 
+def _named_keys(flags: Mapping[str, str], path: str, message: str) -> list[str]:
+    """The flags' keys a problem at `path` may be about: for a problem of a whole section
+    (`ports: http and https must be different ports`), the keys under it that the message
+    names (`ports.http`, `ports.https`, not `ports.bind_address`); all of them if it names none.
+    """
+    under = [key for key in flags if key.startswith(f"{path}.")]
+    named = [
+        key for key in under if re.search(rf"\b{re.escape(key.rsplit('.', 1)[-1])}\b", message)
+    ]
+    unnamed = set(under) - set(named) if named else set()
+    return [key for key in flags if key not in unnamed]
+
+
 def _blame_flags(
     exc: ConfigError, flags: Mapping[str, str], from_flags: Collection[str]
 ) -> ConfigError:
@@ -128,7 +142,8 @@ def _blame_flags(
     from_file = False
     for problem in exc.problems:
         path, _, message = problem.partition(": ")
-        given = [flags[key] for key in flags if key in from_flags and _related(key, path)]
+        keys = _named_keys(flags, path, message)
+        given = [flags[key] for key in keys if key in from_flags and _related(key, path)]
         if not given:
             from_file = True
             lines.append(f"{CONFIG_FILENAME}: {problem}")
@@ -136,9 +151,9 @@ def _blame_flags(
         lines.append(f"{', '.join(given)}: {message}")
         blamed += [flag for flag in given if flag not in blamed]
         companions += [
-            flag
-            for key, flag in flags.items()
-            if key not in from_flags and key.startswith(f"{path}.") and flag not in companions
+            flags[key]
+            for key in keys
+            if key not in from_flags and key.startswith(f"{path}.") and flags[key] not in companions
         ]
     hint = f"fix {', '.join(blamed)}"
     if companions:

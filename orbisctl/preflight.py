@@ -7,6 +7,7 @@ in one round.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import shutil
 import socket
 import stat
@@ -18,6 +19,7 @@ from typing import Any
 import docker
 
 from orbisctl import engine
+from orbisctl.config import EVERY_IPV4_ADDRESS
 from orbisctl.errors import EngineError, ExitCode
 
 GIB = 1024**3
@@ -65,15 +67,26 @@ def secret_files(compose_config: dict[str, Any]) -> list[Path]:
     return sorted(Path(spec["file"]) for spec in secrets.values() if spec.get("file"))
 
 
-def port_problem(port: int, *, owned_by_us: Callable[[int], bool]) -> Problem | None:
-    """A problem when something other than our own nginx listens on `port`."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def port_problem(
+    port: int, *, owned_by_us: Callable[[int], bool], address: str = EVERY_IPV4_ADDRESS
+) -> Problem | None:
+    """A problem when something other than our own nginx listens on `port` at `address`
+    (`ports.bind_address`), or when this host has no such address."""
+    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("0.0.0.0", port))  # noqa: S104 - nginx will publish on every address
+            sock.bind((address, port))
         except OSError as exc:
             if exc.errno == errno.EACCES:
                 return None  # a privileged port and we are not root; Docker binds it, not us
+            if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                return Problem(
+                    f"ports.bind_address {address} is not an address of this host",
+                    "set ports.bind_address in orbis.yaml to one of this host's addresses "
+                    "(`ip -brief address` lists them) and run `orbisctl render`",
+                    ExitCode.CONFIG,
+                )
             if exc.errno == errno.EADDRINUSE and not owned_by_us(port):
                 return Problem(
                     f"port {port} is already in use by another program",
@@ -137,6 +150,7 @@ def run(
     compose: engine.Compose,
     project: str,
     ports: list[int],
+    bind_address: str = EVERY_IPV4_ADDRESS,
 ) -> list[Problem]:
     """Every preflight problem of an install; empty when `up` may go ahead."""
     problems: list[Problem] = []
@@ -161,7 +175,7 @@ def run(
     if client is not None:
         ours = published_ports(client, project)
         for port in ports:
-            problem = port_problem(port, owned_by_us=ours.__contains__)
+            problem = port_problem(port, owned_by_us=ours.__contains__, address=bind_address)
             if problem:
                 problems.append(problem)
     disk = disk_problem(install_root, what="the install directory")

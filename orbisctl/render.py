@@ -7,11 +7,12 @@ inputs, so the same config always renders byte-identical files.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orbisctl.config import ImageSource, ModelProvider, OrbisConfig
+from orbisctl.config import EVERY_IPV4_ADDRESS, ImageSource, ModelProvider, OrbisConfig
 from orbisctl.templating import environment
 
 # Every container that reads a secret runs as this uid/gid; `init` makes it the owner of the
@@ -109,6 +110,25 @@ def public_url(cfg: OrbisConfig) -> str:
     return f"https://{cfg.domain}{port}"
 
 
+def published_ports(cfg: OrbisConfig) -> list[str]:
+    """nginx's compose `ports` entries (HOST_IP:PUBLISHED:TARGET) for `ports.bind_address`.
+
+    0.0.0.0 with ipv6 on is written without an address, which Docker publishes on every IPv4
+    and every IPv6 address (what every install did before `bind_address` existed).
+    """
+    address = ipaddress.ip_address(cfg.ports.bind_address)
+    if str(address) == EVERY_IPV4_ADDRESS and cfg.ports.ipv6:
+        host = ""
+    elif address.version == 6:
+        host = f"[{address}]:"
+    else:
+        host = f"{address}:"
+    return [
+        f"{host}{cfg.ports.http}:{NGINX_HTTP_PORT}",
+        f"{host}{cfg.ports.https}:{NGINX_HTTPS_PORT}",
+    ]
+
+
 def _bytes(size: str) -> int:
     return int(size[:-1]) * _SIZE_UNITS[size[-1]]
 
@@ -143,6 +163,7 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
             ("nginx", *(CLOUDFLARE_RANGES if cfg.cloudflare.real_ip else ()))
         ),
         "ocsp_stapling": ocsp_stapling,
+        "published_ports": published_ports(cfg),
         "ports": {
             "api": API_PORT,
             "referrals": REFERRALS_PORT,

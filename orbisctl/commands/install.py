@@ -33,6 +33,8 @@ INIT_FLAGS = {
     "images.source": "--image-source",
     "ports.http": "--http-port",
     "ports.https": "--https-port",
+    "ports.bind_address": "--bind-address",
+    "ports.ipv6": "--ipv6/--no-ipv6",
 }
 
 
@@ -56,6 +58,8 @@ def _overrides(
     image_source: ImageSource | None,
     http_port: int | None,
     https_port: int | None,
+    bind_address: str | None = None,
+    ipv6: bool | None = None,
 ) -> dict[str, Any]:
     """orbis.yaml keys set by flags (absent flags leave the existing value)."""
     given: dict[str, Any] = {}
@@ -79,6 +83,8 @@ def _overrides(
     put("images.source", image_source.value if image_source else None)
     put("ports.http", http_port)
     put("ports.https", https_port)
+    put("ports.bind_address", bind_address)
+    put("ports.ipv6", ipv6)
     return given
 
 
@@ -186,6 +192,21 @@ def init(
     https_port: Annotated[
         int | None, typer.Option(envvar="ORBIS_HTTPS_PORT", help="Published HTTPS port.")
     ] = None,
+    bind_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ORBIS_BIND_ADDRESS",
+            help="Host address the ports are published on (default 0.0.0.0: every address).",
+        ),
+    ] = None,
+    ipv6: Annotated[
+        bool | None,
+        typer.Option(
+            "--ipv6/--no-ipv6",
+            envvar="ORBIS_IPV6",
+            help="With --bind-address 0.0.0.0, also publish on every IPv6 address (default on).",
+        ),
+    ] = None,
 ) -> None:
     """Create the install directory: orbis.yaml, secrets, certificates, rendered files.
 
@@ -203,6 +224,8 @@ def init(
         image_source=image_source,
         http_port=http_port,
         https_port=https_port,
+        bind_address=bind_address,
+        ipv6=ipv6,
     )
     from_flags = _key_paths(given)  # before the prompts add their answers
     if not non_interactive and sys.stdin.isatty():

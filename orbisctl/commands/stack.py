@@ -81,6 +81,7 @@ def up(
         compose=install.compose(),
         project=install.config.project_name,
         ports=[install.config.ports.http, install.config.ports.https],
+        bind_address=install.config.ports.bind_address,
     )
     if problems:
         _print_problems(problems)
