@@ -143,6 +143,7 @@ class Job:
 
 BACKUP_JOB = Job("backup", "backup", (("backup", "create"), ("backup", "prune")))
 DRILL_JOB = Job("drill", "recovery drill", (("drill", "run"),))
+TLS_JOB = Job("tls", "certificate renewal", (("tls", "renew"),))
 
 
 def unit_name(project: str, job: Job = BACKUP_JOB) -> str:

@@ -85,7 +85,7 @@ def _mount() -> None:
     Groups mounted without a name add their commands at the top level (`orbisctl init`).
     """
     # One import and one add_typer line per verb group.
-    from orbisctl.commands import backup, drill, images, install, rotate, stack
+    from orbisctl.commands import backup, drill, images, install, rotate, stack, tls
 
     app.add_typer(install.app)
     app.add_typer(backup.app, name="backup")
@@ -94,6 +94,7 @@ def _mount() -> None:
     app.add_typer(stack.app)
     app.add_typer(images.app, name="images")
     app.add_typer(rotate.app, name="rotate-keys")
+    app.add_typer(tls.app, name="tls")
 
 
 _mount()

@@ -49,6 +49,8 @@ class TlsConfig(_Model):
     cert_file: Path | None = None
     key_file: Path | None = None
     acme_email: str | None = None
+    # systemd OnCalendar expression of `orbisctl tls renew` (installed by `tls schedule`).
+    renew_schedule: str = "*-*-* 04:30:00"
 
     @model_validator(mode="after")
     def _files_need_paths(self) -> Self:

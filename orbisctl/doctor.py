@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from cryptography import x509
 
 from backups import drill as backup_drill
 from backups import engine as backup_engine
-from orbisctl import engine, preflight, stack
+from orbisctl import engine, preflight, stack, tls
+from orbisctl.config import TlsMode
 from orbisctl.errors import EngineError
 from orbisctl.rotation import core as rotation_core
 
@@ -241,17 +242,38 @@ def check_certificate(ctx: DoctorContext, now: datetime | None = None) -> list[C
         ]
     days = (cert.not_valid_after_utc - (now or datetime.now(UTC))).days
     expiry = cert.not_valid_after_utc.date().isoformat()
-    fix = "renew: replace tls/server.crt and server.key (or re-run `orbisctl init` for self-signed)"
+    ours = _issued_by_install_ca(ctx.install, path.read_bytes())
+    if ours:
+        renews = (cert.not_valid_after_utc - timedelta(days=tls.RENEW_DAYS)).date().isoformat()
+        who = f"renewed from {renews} by `orbisctl up` and `orbisctl tls renew`"
+        fix = "run `orbisctl tls renew`; `orbisctl tls schedule` installs its daily timer"
+    else:
+        who = "the operator's own: renew it before then"
+        fix = "renew: replace tls/server.crt and server.key with the new ones, then `orbisctl up`"
+    lifespan = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
     if days < CERT_FAIL_DAYS:
         verdict = Verdict.FAIL
     elif days < CERT_WARN_DAYS:
         verdict = Verdict.WARN
+    elif ours and lifespan > tls.SERVER_DAYS:
+        detail = (
+            f"{path.name} is valid for {lifespan} days (until {expiry}); Mozilla's TLS profiles "
+            f"allow at most 366 and `tls renew` issues {tls.SERVER_DAYS}"
+        )
+        return [Check("certificate", Verdict.WARN, detail, fix)]
     else:
-        return [
-            Check("certificate", Verdict.PASS, f"{path.name} valid until {expiry} ({days} days)")
-        ]
+        detail = f"{path.name} valid until {expiry} ({days} days; {who})"
+        return [Check("certificate", Verdict.PASS, detail)]
     state = "expired" if days < 0 else f"expires in {days} days"
-    return [Check("certificate", verdict, f"{path.name} {state} ({expiry})", fix)]
+    return [Check("certificate", verdict, f"{path.name} {state} ({expiry}; {who})", fix)]
+
+
+def _issued_by_install_ca(install: stack.Install, chain: bytes) -> bool:
+    try:
+        ca = (install.tls_dir / "ca.crt").read_bytes()
+    except OSError:
+        return False
+    return install.config.tls.mode is TlsMode.SELF_SIGNED and tls.issued_by(chain, ca)
 
 
 def check_disk(ctx: DoctorContext) -> list[Check]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +36,32 @@ def atomic_write(
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Replace the content of `path` keeping its inode, for a file a running container has
+    bind-mounted on its own: the mount holds the inode, so a rename (atomic_write) would never
+    reach the container. A complete copy is written atomically beside it first
+    (`NAME.new`, removed at the end) so a crash half-way leaves the whole new content on disk
+    for `recover_in_place` to finish with."""
+    staged = path.with_name(f"{path.name}.new")
+    atomic_write(staged, data, mode=stat.S_IMODE(path.stat().st_mode))
+    with path.open("r+b") as handle:
+        handle.write(data)
+        handle.truncate()
+        handle.flush()
+        os.fsync(handle.fileno())
+    staged.unlink()
+    fsync_dir(path.parent)
+
+
+def recover_in_place(path: Path) -> bool:
+    """Finish a `rewrite_in_place` of `path` that a crash interrupted; True if there was one."""
+    staged = path.with_name(f"{path.name}.new")
+    if not staged.is_file():
+        return False
+    rewrite_in_place(path, staged.read_bytes())
+    return True
 
 
 def fsync_dir(directory: Path) -> None:

@@ -39,7 +39,7 @@ from packaging.version import Version
 
 import orbisctl
 import runtime
-from orbisctl import engine
+from orbisctl import engine, image_digests
 from orbisctl.config import ImageSource, OrbisConfig
 from orbisctl.errors import EngineError, UserError
 from orbisctl.render import ImageRefs, image_refs
@@ -53,8 +53,8 @@ DEBIAN_SECURITY_MIRROR = os.environ.get(
     "ORBIS_DEBIAN_SECURITY_MIRROR", "http://deb.debian.org/debian-security"
 )
 # Base images of the registry source.
-REGISTRY_PYTHON = "python:3.11-slim-bookworm"
-REGISTRY_NGINX = "nginx:1.27-alpine"
+REGISTRY_PYTHON = image_digests.pinned("python")
+REGISTRY_NGINX = image_digests.pinned("nginx")
 # The image's Python: host wheels must match it (cp311, manylinux).
 IMAGE_PYTHON = (3, 11)
 # Files written into the debootstrap tree before `docker import`; part of the base's cache key.
@@ -457,9 +457,11 @@ def _pull(client: docker.DockerClient, ref: str, progress: Progress) -> None:
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise engine.api_error(f"inspecting {ref}", exc) from None
     progress(f"{ref}: pulling")
-    repository, _, tag = ref.partition(":")
+    name, _, digest = ref.partition("@")
+    repository, _, tag = name.partition(":")
     try:
-        client.images.pull(repository, tag=tag or "latest")
+        # The engine takes a digest in place of the tag (`name:tag@digest` is not a tag).
+        client.images.pull(repository, tag=digest or tag or "latest")
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise EngineError(
             f"cannot pull {ref}: {engine._reason(exc)}",

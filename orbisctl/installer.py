@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,14 @@ from orbisctl.config import (
     parse_config,
 )
 from orbisctl.errors import ConfigError, InstallDirError, UserError
-from orbisctl.fsutil import FileChange, atomic_write, diff_tree, write_tree
+from orbisctl.fsutil import (
+    FileChange,
+    atomic_write,
+    diff_tree,
+    recover_in_place,
+    rewrite_in_place,
+    write_tree,
+)
 from orbisctl.installdir import (
     PUBLIC_MODE,
     SECRET_MODE,
@@ -42,14 +50,19 @@ from orbisctl.secretfiles import (
     read_gemini_key,
 )
 from orbisctl.tls import (
+    EMULATOR_DAYS,
     EMULATOR_NAMES,
     Pem,
     check_operator_files,
     covers_domain,
+    due_for_renewal,
+    expires,
     has_ocsp_responder,
     issue_server_cert,
+    issued_by,
     new_ca,
     server_names,
+    verify_chain,
 )
 
 SERVER_CERT = "tls/server.crt"
@@ -262,7 +275,11 @@ def _plan_tls(
             f"the kept tls/server.crt does not cover the domain {cfg.domain}; remove "
             "tls/server.crt and tls/server.key and run init again to replace it"
         )
-    keep_or_add(EMULATOR_CERT, EMULATOR_KEY, lambda: issue_server_cert(ca, EMULATOR_NAMES))
+    keep_or_add(
+        EMULATOR_CERT,
+        EMULATOR_KEY,
+        lambda: issue_server_cert(ca, EMULATOR_NAMES, days=EMULATOR_DAYS),
+    )
     return planned, server.cert
 
 
@@ -336,3 +353,64 @@ def render_install(root: Path, *, check: bool) -> RenderResult:
     diff = diff_tree(files, install.root)
     changes = write_tree(files, install.root, dry_run=check)
     return RenderResult(changes=changes, diff=diff)
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What `renew_server_cert` did: `renewed` or not, why, and the served certificate's end."""
+
+    renewed: bool
+    expires: datetime
+    reason: str
+
+
+def _require(install: InstallDir, relative: str) -> bytes:
+    data = _read_existing(install, relative)
+    if data is None:
+        raise InstallDirError(
+            f"{install.root / relative} is missing",
+            hint="run `orbisctl init` again: it recreates missing certificates",
+        )
+    return data
+
+
+def renew_server_cert(root: Path, *, force: bool = False, now: datetime | None = None) -> Renewal:
+    """Issue tls/server.crt again from the install CA once it is due (fewer than RENEW_DAYS
+    left), for the same key and the names of orbis.yaml's domain; `force` renews anyway.
+
+    Only the install's own certificate is renewed: with `tls.mode: files`, or a server.crt
+    the install CA did not sign (an operator's, copied in by hand), nothing is touched. The key
+    is kept, so only the certificate changes and nginx never sees a certificate and key that do
+    not match. nginx bind-mounts tls/server.crt on its own, which pins the file's inode: the
+    file is rewritten in place (`rewrite_in_place`), so the running nginx takes the new one at
+    its next reload, which the caller does (a reload keeps open WebSocket calls).
+    """
+    install = require_install(root)
+    cfg = load_config(install.config)
+    recover_in_place(install.root / SERVER_CERT)
+    chain = _require(install, SERVER_CERT)
+    if cfg.tls.mode is not TlsMode.SELF_SIGNED:
+        return Renewal(
+            False,
+            expires(chain),
+            f"tls.mode is {cfg.tls.mode.value}: the certificate is the operator's to renew",
+        )
+    ca = Pem(cert=_require(install, CA_CERT), key=_require(install, CA_KEY))
+    if not issued_by(chain, ca.cert):
+        return Renewal(
+            False,
+            expires(chain),
+            "tls/server.crt was not issued by the install CA (tls/ca.crt): left as it is",
+        )
+    if not force and not due_for_renewal(chain, now):
+        return Renewal(False, expires(chain), "not due yet")
+    renewed = issue_server_cert(ca, server_names(cfg.domain), key=_require(install, SERVER_KEY))
+    problem = verify_chain(renewed.cert, ca.cert, cfg.domain)
+    if problem is not None:
+        raise UserError(
+            f"a certificate for {cfg.domain} from the install CA would be refused: {problem}",
+            hint="the install CA is limited to the names it was made for; to change the "
+            "domain, move tls/ca.* and tls/server.* aside and run `orbisctl init` again",
+        )
+    rewrite_in_place(install.root / SERVER_CERT, renewed.cert)
+    return Renewal(True, expires(renewed.cert), "renewed")

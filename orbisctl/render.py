@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orbisctl import image_digests
 from orbisctl.config import EVERY_IPV4_ADDRESS, ImageSource, ModelProvider, OrbisConfig
 from orbisctl.templating import environment
 
@@ -88,7 +89,8 @@ def image_refs(cfg: OrbisConfig) -> ImageRefs:
     """Official images from a registry, or the ones `orbisctl` builds locally (offline)."""
     tag = cfg.images.tag
     runtime = f"orbisvoice/runtime:{tag}"
-    # Ours in both sources: it carries the web files (registry: built FROM nginx:1.27-alpine).
+    # Ours in both sources: it carries the web files (registry: built FROM the upstream nginx
+    # of image_digests.json). Built on this host, so it has no registry digest to pin.
     nginx = f"orbisvoice/nginx:{tag}"
     if cfg.images.source is ImageSource.LOCAL:
         return ImageRefs(
@@ -97,9 +99,10 @@ def image_refs(cfg: OrbisConfig) -> ImageRefs:
             nginx=nginx,
             runtime=runtime,
         )
+    # Pinned by digest from image_digests.json once scripts/refresh-image-digests has run.
     return ImageRefs(
-        postgres="postgres:15.10-alpine",
-        redis="redis:7.4-alpine",
+        postgres=image_digests.pinned("postgres"),
+        redis=image_digests.pinned("redis"),
         nginx=nginx,
         runtime=runtime,
     )

@@ -21,6 +21,7 @@ import requests.exceptions
 from orbisctl import engine, images, secretfiles
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, InstallDirError, UnhealthyError, UserError
+from orbisctl.installer import Renewal, renew_server_cert
 from orbisctl.render import image_refs
 
 COMPOSE_FILENAME = "compose.yaml"
@@ -249,6 +250,8 @@ class UpResult:
     urls: dict[str, str]
     built: bool
     seconds: float
+    # The server certificate: renewed by this `up` or not, and until when it is valid.
+    certificate: Renewal | None = None
 
 
 def urls(config: OrbisConfig) -> dict[str, str]:
@@ -278,6 +281,11 @@ def up(
     client = engine.connect()
     compose = install.compose()
     model = compose_model(compose)
+    # Before compose starts nginx (a new one reads the new certificate); a running one takes
+    # it at the reload below, which must happen whenever `certificate.renewed`.
+    certificate = renew_server_cert(install.root)
+    if certificate.renewed:
+        on_step(f"server certificate renewed, valid until {certificate.expires:%Y-%m-%d}")
     wanted = image_refs(install.config)
     missing = images.missing_images(client, wanted)
     if build or missing:
@@ -308,7 +316,11 @@ def up(
     on_step("nginx: config test and reload")
     reload_nginx(install, client)
     return UpResult(
-        statuses, urls(install.config), bool(build or missing), time.monotonic() - started
+        statuses,
+        urls(install.config),
+        bool(build or missing),
+        time.monotonic() - started,
+        certificate,
     )
 
 
@@ -401,6 +413,15 @@ def _accepting_workers(container: Any) -> set[str]:
     return workers
 
 
+def running_nginx(install: Install, client: docker.DockerClient) -> list[Any]:
+    """The install's running nginx containers."""
+    return [
+        c
+        for c in engine.project_containers(client, install.config.project_name)
+        if c.labels.get(engine.SERVICE_LABEL) == NGINX_SERVICE and c.status == "running"
+    ]
+
+
 def reload_nginx(install: Install, client: docker.DockerClient) -> int:
     """Test then reload nginx's config in every nginx container, so upstream names are
     re-resolved (nginx 1.22 resolves `server gateway:4001` only at load time); return once
@@ -409,11 +430,7 @@ def reload_nginx(install: Install, client: docker.DockerClient) -> int:
     SIGHUP returns before the old workers stop accepting: a request in that window would go
     to the old addresses (502 once a restarted api has a new one, or another service's).
     """
-    containers = [
-        c
-        for c in engine.project_containers(client, install.config.project_name)
-        if c.labels.get(engine.SERVICE_LABEL) == NGINX_SERVICE and c.status == "running"
-    ]
+    containers = running_nginx(install, client)
     if not containers:
         raise EngineError("nginx is not running", hint="run `orbisctl up`")
     old_workers = {}
@@ -473,3 +490,23 @@ def scale(
     statuses = wait_healthy(install, model, timeout=timeout, client=client, on_status=on_status)
     reload_nginx(install, client)
     return [row for row in statuses if row.service == service]
+
+
+def renew_certificate(install: Install, *, force: bool = False) -> tuple[Renewal, int]:
+    """`tls renew`: renew the server certificate when due (see `renew_server_cert`) and have
+    every running nginx take it with a reload, which keeps open calls (old workers serve their
+    WebSocket tunnels until they close); return the renewal and how many nginx reloaded.
+
+    With the engine or nginx down, the certificate is written all the same: nginx reads it
+    when it starts.
+    """
+    renewal = renew_server_cert(install.root, force=force)
+    if not renewal.renewed:
+        return renewal, 0
+    try:
+        client = engine.connect()
+    except EngineError:
+        return renewal, 0
+    if not running_nginx(install, client):
+        return renewal, 0
+    return renewal, reload_nginx(install, client)

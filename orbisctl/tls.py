@@ -6,6 +6,7 @@ Everything here returns PEM bytes or raises; writing files is the installer's jo
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,13 +17,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from orbisctl.errors import UserError
 from runtime.common.certs import BACKDATE, key_pem, new_key, self_signed_ca, subject_alt_names
 
 CA_DAYS = 3650
-# Browsers refuse leaf certificates valid for longer than 825 days even from private CAs.
-LEAF_DAYS = 825
+# The server certificate nginx serves: Mozilla's profiles want at most 366 days (sslyze's
+# intermediate check fails above), the CA/Browser Forum is going down to 47; `up` and the
+# `tls renew` timer issue a new one once fewer than RENEW_DAYS remain, so 90 is plenty.
+SERVER_DAYS = 90
+RENEW_DAYS = 30
+# The emulator's certificate is reached only by the gateway on the internal network, and the
+# emulator loads it at start (a renewal would need a restart): it keeps the longest lifetime
+# clients accept from a private CA.
+EMULATOR_DAYS = 825
 # Names the emulator's certificate must carry: the gateway reaches it as `emulator`; tests and
 # `doctor` reach it on the loopback.
 EMULATOR_NAMES = ["emulator", "localhost", "127.0.0.1"]
@@ -49,29 +58,65 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def ca_name_constraints(domain: str) -> x509.NameConstraints:
+    """What the install CA may sign for: the install's domain (and names under it), the
+    loopback (`localhost`, 127.0.0.0/8, ::1) for checks on the host, and `emulator`, the
+    internal name of the Gemini emulator. A CA an operator trusts in a browser can then not
+    be used to impersonate any other site, even if tls/ca.key leaks."""
+    dns = dict.fromkeys(["localhost", "emulator"])
+    ips = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+    try:
+        address = ipaddress.ip_address(domain)
+    except ValueError:
+        dns = {domain: None, **dns}
+    else:
+        network = ipaddress.ip_network(address)
+        if network not in ips:
+            ips.insert(0, network)
+    permitted: list[x509.GeneralName] = [x509.DNSName(name) for name in dns]
+    permitted += [x509.IPAddress(network) for network in ips]
+    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=None)
+
+
 def new_ca(domain: str) -> Pem:
-    """A self-signed CA for this install; it signs nginx's and the emulator's certificates."""
+    """A self-signed CA for this install, constrained to the install's names (see
+    `ca_name_constraints`); it signs nginx's and the emulator's certificates."""
     key = new_key()
-    cert = self_signed_ca(key, _name(f"OrbisVoice CA {domain}"), days=CA_DAYS)
+    cert = self_signed_ca(
+        key,
+        _name(f"OrbisVoice CA {domain}"),
+        days=CA_DAYS,
+        # RFC 5280 4.2.1.10: conforming CAs mark name constraints critical.
+        extensions=[(ca_name_constraints(domain), True)],
+    )
     return Pem(cert=cert.public_bytes(serialization.Encoding.PEM), key=key_pem(key))
 
 
-def issue_server_cert(ca: Pem, names: list[str]) -> Pem:
-    """A TLS server certificate signed by the install CA; the chain is leaf first, then CA."""
+def issue_server_cert(
+    ca: Pem, names: list[str], *, days: int = SERVER_DAYS, key: bytes | None = None
+) -> Pem:
+    """A TLS server certificate signed by the install CA, valid `days`; the chain is leaf
+    first, then CA. With `key` (PEM), the certificate is for that key instead of a new one."""
     ca_cert = x509.load_pem_x509_certificate(ca.cert)
     ca_key = serialization.load_pem_private_key(ca.key, password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise UserError("the install CA key (tls/ca.key) is not the EC key `init` made")
-    key = new_key()
+    if key is None:
+        leaf_key = new_key()
+    else:
+        loaded = serialization.load_pem_private_key(key, password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise UserError("tls/server.key is not the EC key `init` made")
+        leaf_key = loaded
     now = _now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(names[0]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + timedelta(days=LEAF_DAYS))
+        .not_valid_after(now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(subject_alt_names(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -82,7 +127,53 @@ def issue_server_cert(ca: Pem, names: list[str]) -> Pem:
         .sign(ca_key, hashes.SHA256())
     )
     chain = cert.public_bytes(serialization.Encoding.PEM) + ca.cert
-    return Pem(cert=chain, key=key_pem(key))
+    return Pem(cert=chain, key=key if key is not None else key_pem(leaf_key))
+
+
+def issued_by(chain_pem: bytes, ca_pem: bytes) -> bool:
+    """True when the chain's leaf was signed by the install CA (so `tls renew` may replace
+    it); an operator's own certificate, even one copied over tls/server.crt, is not."""
+    try:
+        leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+        leaf.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def expires(chain_pem: bytes) -> datetime:
+    """When the chain's leaf certificate stops being valid (UTC)."""
+    return x509.load_pem_x509_certificates(chain_pem)[0].not_valid_after_utc
+
+
+def verify_chain(chain_pem: bytes, ca_pem: bytes, name: str) -> str | None:
+    """Why a client trusting only the install CA would refuse the chain for `name` (a DNS
+    name or an IP address), with the CA's name constraints applied; None when it accepts."""
+    try:
+        subject: x509.DNSName | x509.IPAddress = x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        subject = x509.DNSName(name)
+    leaf, *intermediates = x509.load_pem_x509_certificates(chain_pem)
+    verifier = (
+        PolicyBuilder()
+        .store(Store([x509.load_pem_x509_certificate(ca_pem)]))
+        .build_server_verifier(subject)
+    )
+    try:
+        verifier.verify(leaf, intermediates)
+    except VerificationError as exc:
+        return str(exc)
+    return None
+
+
+def due_for_renewal(chain_pem: bytes, now: datetime | None = None) -> bool:
+    """True when the leaf has fewer than RENEW_DAYS left (or has expired), or was issued for
+    longer than SERVER_DAYS (the 825-day certificates of earlier releases)."""
+    leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+    lifespan = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    if lifespan > timedelta(days=SERVER_DAYS) + BACKDATE:
+        return True
+    return leaf.not_valid_after_utc - (now or _now()) < timedelta(days=RENEW_DAYS)
 
 
 def server_names(domain: str) -> list[str]:

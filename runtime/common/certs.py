@@ -46,10 +46,16 @@ def subject_alt_names(names: Iterable[str]) -> x509.SubjectAlternativeName:
 
 
 def self_signed_ca(
-    key: SigningKey, name: x509.Name, *, days: int, names: Iterable[str] = ()
+    key: SigningKey,
+    name: x509.Name,
+    *,
+    days: int,
+    names: Iterable[str] = (),
+    extensions: Iterable[tuple[x509.ExtensionType, bool]] = (),
 ) -> x509.Certificate:
     """A CA certificate signed by its own key. With `names` it also carries those SANs, so it
-    can serve TLS itself and be its own trust anchor (the emulator's test certificate)."""
+    can serve TLS itself and be its own trust anchor (the emulator's test certificate).
+    `extensions` are further (extension, critical) pairs, such as name constraints."""
     now = datetime.now(UTC)
     builder = (
         x509.CertificateBuilder()
@@ -76,6 +82,8 @@ def self_signed_ca(
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
     san = list(names)
     if san:
         builder = builder.add_extension(subject_alt_names(san), critical=False)

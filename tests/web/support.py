@@ -47,7 +47,8 @@ class TlsFiles:
 def make_tls(directory: Path) -> TlsFiles:
     """A throw-away install CA and its server certificate for *.orbis.test, localhost and
     127.0.0.1, made the way `orbisctl init` makes them (orbisctl.tls)."""
-    ca = new_ca(INSTALL_HOST)
+    # The install CA's name constraints permit its domain and the names under it.
+    ca = new_ca("orbis.test")
     server = issue_server_cert(ca, [INSTALL_HOST, "*.orbis.test", "localhost", "127.0.0.1"])
     tls = TlsFiles(directory / "ca.crt", directory / "server.crt", directory / "server.key")
     tls.ca_cert.write_bytes(ca.cert)
