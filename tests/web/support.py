@@ -162,8 +162,10 @@ def install_nginx_files(
     text = _replace_once(text, f"listen {NGINX_HTTP_PORT} ", f"listen 127.0.0.1:{http_port} ")
     text = _replace_once(text, f"server api:{API_PORT};", f"server 127.0.0.1:{upstreams.api or 9};")
     # Like `gateway` resolving to every replica's address in the compose network.
-    replicas = "\n        ".join(f"server 127.0.0.1:{port};" for port in upstreams.gateways or (9,))
-    text = _replace_once(text, f"server gateway:{GATEWAY_PORT};", replicas)
+    replicas = "\n        ".join(
+        f"server 127.0.0.1:{port} max_fails=0;" for port in upstreams.gateways or (9,)
+    )
+    text = _replace_once(text, f"server gateway:{GATEWAY_PORT} max_fails=0;", replicas)
     text = _replace_once(text, f"root {RENDER_WEB_ROOT};", f"root {WEB_ROOT};")
     text = text.replace("/tmp/nginx-", f"{base}/tmp-")
     text = _replace_once(
