@@ -18,6 +18,7 @@ from runtime.api.handlers import (
     audit_log,
     internal,
     process,
+    reference,
     referrals,
     sessions,
     widget,
@@ -38,6 +39,7 @@ from runtime.common.redis_client import open_redis
 
 ALL_ROUTES: list[Route] = [
     *process.ROUTES,
+    *reference.ROUTES,
     *accounts.ROUTES,
     *agents.ROUTES,
     *widget.ROUTES,

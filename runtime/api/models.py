@@ -16,12 +16,25 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from runtime.api.principal import Scope
 
 # An origin as browsers send it: scheme, host, optional port; no path.
 ORIGIN_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+# PostgreSQL text cannot hold NUL: requests refuse it (routing.py) and the OpenAPI document's
+# patterns exclude it (openapi.py), as a regex class body. Unpaired UTF-16 surrogates (a JSON
+# `\ud800` escape without its pair) are refused too, but are no Unicode text at all (RFC 8259
+# 8.2, I-JSON): a pattern cannot name them (Rust-based validators refuse such a pattern, and
+# schemathesis then drops it), so the document says so in words (openapi.py).
+UNSTORABLE_CHARS = r"\x00"
+# One pattern in the OpenAPI document and in the check.
+_EMAIL_CHAR = rf"[^@\s{UNSTORABLE_CHARS}]"
+EMAIL_PATTERN = rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}+\.{_EMAIL_CHAR}+$"
+_EMAIL = re.compile(EMAIL_PATTERN)
+# A position in the session listing: the last call's start (microseconds since the epoch) and
+# id. Any string of this form is a position, so what the schema allows the server accepts.
+CURSOR_PATTERN = r"^[0-9]{1,16}-[0-9a-f]{32}$"
 _TOOL_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # Parameter schemas use the subset of JSON Schema that Gemini function declarations accept.
 _SCHEMA_TYPES = {"string", "number", "integer", "boolean", "array", "object"}
@@ -53,7 +66,15 @@ class Out(BaseModel):
 
 
 Origin = Annotated[str, Field(pattern=ORIGIN_PATTERN, max_length=300)]
-Email = Annotated[str, Field(min_length=3, max_length=254)]
+Email = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=254,
+        description="an email address (compared case-insensitively)",
+        json_schema_extra={"format": "email", "pattern": EMAIL_PATTERN},
+    ),
+]
 # Passwords are taken exactly as typed (the models strip other text).
 Password = Annotated[str, StringConstraints(strip_whitespace=False, min_length=10, max_length=200)]
 
@@ -96,6 +117,15 @@ class Readiness(Out):
     checks: dict[str, str]
 
 
+class ApiIndex(Out):
+    name: str
+    version: str
+    openapi: str = Field(description="the OpenAPI 3.1 document")
+    docs: str = Field(description="the reference, as a page to read")
+    agents: str = Field(description="the agents resource (each agent has its embed snippet)")
+    widget: str = Field(description="the widget script the embed snippets load")
+
+
 # --- auth ---------------------------------------------------------------------------------
 
 
@@ -103,7 +133,12 @@ class SignupIn(In):
     org_name: str = Field(min_length=1, max_length=200)
     email: Email
     password: Password
-    referral_code: str | None = Field(default=None, min_length=4, max_length=40)
+    referral_code: str | None = Field(
+        default=None,
+        min_length=4,
+        max_length=40,
+        description="another org's referral code (with referrals on, an unknown one is 422)",
+    )
 
     _email = field_validator("email")(_check_email)
 
@@ -192,10 +227,13 @@ def check_parameter_schema(schema: Any, where: str = "parameters", depth: int = 
 class ToolIn(In):
     name: str = Field(pattern=_TOOL_NAME)
     description: str = Field(min_length=1, max_length=1000)
-    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2000)
+    url: str = Field(pattern=r"^https?://[^\s\x00]+$", max_length=2000)
     parameters: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
-        description="JSON Schema (the subset Gemini function declarations accept)",
+        description="JSON Schema, the subset Gemini function declarations accept (422 "
+        "otherwise): keywords type, description, enum (on strings), items, properties, "
+        "required, format, nullable, minimum, maximum, minItems, maxItems; an object at the "
+        "top, nested at most 6 levels",
     )
     timeout_seconds: float = Field(default=10.0, gt=0, le=30)
 
@@ -217,6 +255,7 @@ def _unique_tools(tools: list[ToolIn] | None) -> list[ToolIn] | None:
     return tools
 
 
+_TOOLS = "the functions the model may call; names unique (422 otherwise)"
 _LANGUAGE = r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 _MODEL = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$"
 
@@ -230,34 +269,53 @@ class AgentIn(In):
     greeting: str = Field(default="", max_length=1000)
     max_session_seconds: int = Field(default=600, ge=30, le=7200)
     max_concurrent_calls: int = Field(default=10, ge=1, le=1000)
-    tools: list[ToolIn] = Field(default_factory=list, max_length=32)
+    tools: list[ToolIn] = Field(default_factory=list, max_length=32, description=_TOOLS)
     allowed_origins: list[Origin] = Field(default_factory=list, max_length=50)
 
     _tools = field_validator("tools")(_unique_tools)
 
 
-class AgentPatch(In):
-    """Partial update: only the fields present change; `model: null` clears the override."""
+def _not_null_in_schema(schema: dict[str, Any]) -> None:
+    """Omitted means unchanged; the document shows no `default: null` that reads as allowed."""
+    schema.pop("default", None)
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    instructions: str | None = Field(default=None, min_length=1, max_length=20000)
+
+class AgentPatch(In):
+    """Partial update: only the fields present change. `null` puts a field back to its
+    default (what creating the agent without it gives: `model: null` clears the override,
+    `tools: null` removes every tool); `name` and `instructions` have none and cannot be null."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | SkipJsonSchema[None] = (
+        Field(default=None, json_schema_extra=_not_null_in_schema)
+    )
+    instructions: (
+        Annotated[str, StringConstraints(min_length=1, max_length=20000)] | SkipJsonSchema[None]
+    ) = Field(default=None, json_schema_extra=_not_null_in_schema)
     voice: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,49}$")
     language: str | None = Field(default=None, pattern=_LANGUAGE)
     model: str | None = Field(default=None, pattern=_MODEL)
     greeting: str | None = Field(default=None, max_length=1000)
     max_session_seconds: int | None = Field(default=None, ge=30, le=7200)
     max_concurrent_calls: int | None = Field(default=None, ge=1, le=1000)
-    tools: list[ToolIn] | None = Field(default=None, max_length=32)
+    tools: list[ToolIn] | None = Field(default=None, max_length=32, description=_TOOLS)
     allowed_origins: list[Origin] | None = Field(default=None, max_length=50)
 
     _tools = field_validator("tools")(_unique_tools)
 
     @model_validator(mode="after")
-    def _no_null_except_model(self) -> AgentPatch:
-        for name in self.model_fields_set - {"model"}:
+    def _no_null_without_default(self) -> AgentPatch:
+        for name in self.model_fields_set & {"name", "instructions"}:
             if getattr(self, name) is None:
                 raise ValueError(f"{name}: may not be null")
         return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields to set: those present, a `null` replaced by the field's default."""
+        values = self.model_dump(include=self.model_fields_set)
+        for name, value in values.items():
+            if value is None:
+                values[name] = AgentIn.model_fields[name].get_default(call_default_factory=True)
+        return values
 
 
 class ToolOut(Out):
@@ -283,6 +341,11 @@ class AgentOut(Out):
     allowed_origins: list[str]
     webhook_secret: str = Field(
         description="signs this agent's tool webhook calls (X-Orbis-Signature, HMAC-SHA256)"
+    )
+    embed_snippet: str = Field(
+        description="the `<script>` tag that puts this agent's call button on a page (add "
+        "`data-user=\"ID\"` for the site's own visitor id); the page's origin must be in "
+        "`allowed_origins`"
     )
     created_at: datetime
     updated_at: datetime
@@ -408,8 +471,8 @@ class ApiKeyIn(In):
     name: str = Field(min_length=1, max_length=200)
     expires_at: datetime | None = Field(
         default=None,
-        description="when the key stops working; a key creating a key: at most its own "
-        "expiry, and its own expiry when omitted",
+        description="when the key stops working: in the future (422 otherwise); a key "
+        "creating a key: at most its own expiry, and its own expiry when omitted",
     )
     scopes: list[Scope] = Field(
         default_factory=lambda: [Scope.READ, Scope.WRITE],
@@ -462,7 +525,12 @@ class SessionQuery(In):
         "at least 3 characters); each item then carries the first matching line as `match`",
     )
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, max_length=200)
+    cursor: str | None = Field(
+        default=None,
+        pattern=CURSOR_PATTERN,
+        description="where the page starts: the previous page's `next_cursor`, passed as it "
+        "came (any string of this form names a position in the listing)",
+    )
 
 
 class UsageOut(Out):

@@ -8,11 +8,70 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from runtime.api.models import ErrorBody
+from runtime.api.models import UNSTORABLE_CHARS, ErrorBody
 from runtime.api.routing import Auth, Route
 
 _PATH_PARAM = re.compile(r"\{([^}:]+)\}")
 _REF = "#/components/schemas/{model}"
+_STORABLE_JSON = "StorableJson"
+# Request text: the server refuses NUL (PostgreSQL cannot store it) and strips surrounding
+# whitespace before it checks a minimum length; the patterns say both.
+_STORABLE = f"[^{UNSTORABLE_CHARS}]"
+_EDGE = rf"[^\s{UNSTORABLE_CHARS}]"
+# Keys whose values are data, not schemas: the walk below leaves them alone.
+_DATA_KEYS = frozenset({"default", "examples", "enum", "const", "description", "title"})
+
+
+def _text_pattern(min_length: int) -> str:
+    """What a request string may be: storable, and `min_length` long once stripped."""
+    if min_length <= 0:
+        return f"^{_STORABLE}*$"
+    if min_length == 1:
+        return f"^{_STORABLE}*{_EDGE}{_STORABLE}*$"
+    return rf"^\s*{_EDGE}{_STORABLE}{{{min_length - 2},}}{_EDGE}\s*$"
+
+
+def _request_schema(schema: Any) -> Any:
+    """A request schema made to say what the server accepts: every free-text string gets the
+    pattern above, and free-form JSON objects (tool arguments, audit detail, ...) hold only
+    keys and strings without NUL. Patterns a model states itself already exclude those
+    characters (tests/api/test_openapi.py checks the document for it)."""
+    if isinstance(schema, list):
+        return [_request_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            # Names of properties, not keywords: a property may be called `description`.
+            out[key] = {name: _request_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = value if key in _DATA_KEYS else _request_schema(value)
+    if out.get("type") == "string" and not {"pattern", "format", "enum", "const"} & set(out):
+        out["pattern"] = _text_pattern(int(out.get("minLength", 0)))
+    if out.get("type") == "object" and out.get("additionalProperties") is True:
+        out["propertyNames"] = {"pattern": _text_pattern(0)}
+        out["additionalProperties"] = {"$ref": _REF.format(model=_STORABLE_JSON)}
+    return out
+
+
+def _storable_json() -> dict[str, Any]:
+    ref = {"$ref": _REF.format(model=_STORABLE_JSON)}
+    return {
+        "description": "any JSON value whose keys and strings hold no NUL (422 otherwise)",
+        "anyOf": [
+            {"type": "string", "pattern": _text_pattern(0)},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+            {"type": "array", "items": ref},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": _text_pattern(0)},
+                "additionalProperties": ref,
+            },
+        ],
+    }
 
 
 class _Schemas:
@@ -23,6 +82,8 @@ class _Schemas:
 
     def ref(self, model: type[BaseModel], mode: str) -> dict[str, str]:
         schema = model.model_json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+        if mode == "validation":
+            schema = _request_schema(schema)
         for name, definition in schema.pop("$defs", {}).items():
             self.components.setdefault(name, definition)
         self.components.setdefault(model.__name__, schema)
@@ -42,12 +103,15 @@ def _security(route: Route) -> list[dict[str, list[str]]]:
 
 
 def _parameters(route: Route) -> list[dict[str, Any]]:
+    # A path segment is never empty; text ones (routing.text_param) hold at most 200 storable
+    # characters, ids that are not UUIDs name nothing (404).
+    path_schema = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _text_pattern(1)}
     parameters: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": path_schema}
         for name in _PATH_PARAM.findall(route.path)
     ]
     if route.query is not None:
-        query_schema = route.query.model_json_schema(ref_template=_REF)
+        query_schema = _request_schema(route.query.model_json_schema(ref_template=_REF))
         required = set(query_schema.get("required", []))
         for name, schema in query_schema.get("properties", {}).items():
             parameters.append(
@@ -65,6 +129,13 @@ def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
         elif route.raw_content_type is not None:
             entry["content"] = {route.raw_content_type: {"schema": {"type": "string"}}}
         responses[str(status)] = entry
+    if route.body is not None or route.query is not None:
+        responses["422"] = {
+            "description": "the request breaks a rule: one this document states as a schema, "
+            "or one it states in words (a description: e.g. `expires_at` in the future); "
+            "`error.field` names the field",
+            "content": {"application/json": {"schema": schemas.ref(ErrorBody, "serialization")}},
+        }
     # Every other status carries the one error shape.
     responses["default"] = {
         "description": "an error: stable code, message, and the field for validation errors",
@@ -77,6 +148,19 @@ def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
             "content": {"application/json": {"schema": schemas.ref(ErrorBody, "serialization")}},
         }
     return responses
+
+
+_DESCRIPTION = """\
+The API of one OrbisVoice install. Tenant operations take `Authorization: Bearer` with a
+user's access token (from `POST /api/v1/auth/login`) or an API key. Errors have one shape,
+`{"error": {"code", "message", "field", "request_id"}}`; a request that breaks a rule is 422
+with `field` naming it.
+
+Strings are Unicode text: no NUL character (the patterns say so), and no unpaired UTF-16
+surrogate (a `\\ud800` escape without its pair is no character, RFC 8259 section 8.2); both
+are refused with 422. Surrounding whitespace is stripped (passwords excepted) before lengths
+are checked.
+"""
 
 
 def build_document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
@@ -106,10 +190,14 @@ def build_document(routes: Sequence[Route], *, version: str) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
         "openapi": "3.1.0",
-        "info": {"title": "OrbisVoice API", "version": version},
+        "info": {
+            "title": "OrbisVoice API",
+            "version": version,
+            "description": _DESCRIPTION,
+        },
         "paths": paths,
         "components": {
-            "schemas": schemas.components,
+            "schemas": {**schemas.components, _STORABLE_JSON: _storable_json()},
             "securitySchemes": {
                 "bearer": {
                     "type": "http",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.api.models import AgentPatch
 from tests.api.fixtures import ApiHarness
 
 pytestmark = pytest.mark.integration
@@ -107,3 +108,57 @@ async def test_tenants_cannot_touch_each_others_agents(api: ApiHarness) -> None:
     assert listed["items"] == []
     _, still = await api.call("GET", path, headers=alice.headers, expect=200)
     assert (still["name"], still["webhook_secret"]) == (agent["name"], agent["webhook_secret"])
+
+
+async def test_agents_carry_the_embed_snippet_tenants_paste(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    agent = await api.create_agent(tenant)
+    expected = (
+        f'<script src="https://voice.test/widget.js" data-agent="{agent["public_id"]}" '
+        "async></script>"
+    )
+    assert agent["embed_snippet"] == expected
+    _, listed = await api.call("GET", "/api/v1/agents", headers=tenant.headers, expect=200)
+    assert [item["embed_snippet"] for item in listed["items"]] == [expected]
+    _, read = await api.call(
+        "GET", f"/api/v1/agents/{agent['id']}", headers=tenant.headers, expect=200
+    )
+    assert read["embed_snippet"] == expected
+
+
+async def test_patch_null_puts_a_field_back_to_its_default(api: ApiHarness) -> None:
+    tenant = await api.signup()
+    agent = await api.create_agent(
+        tenant,
+        voice="Kore",
+        greeting="Hi",
+        model="m1",
+        tools=[WEATHER_TOOL],
+        allowed_origins=["https://shop.example"],
+        max_session_seconds=60,
+    )
+    nulls = dict.fromkeys(
+        (
+            "voice",
+            "greeting",
+            "model",
+            "tools",
+            "allowed_origins",
+            "max_session_seconds",
+            "max_concurrent_calls",
+            "language",
+        ),
+    )
+    _, patched = await api.call(
+        "PATCH", f"/api/v1/agents/{agent['id']}", json=nulls, headers=tenant.headers, expect=200
+    )
+    fresh = await api.create_agent(tenant)
+    assert {name: patched[name] for name in nulls} == {name: fresh[name] for name in nulls}
+    assert (patched["name"], patched["instructions"]) == (agent["name"], agent["instructions"])
+
+
+def test_patch_schema_says_which_fields_may_be_null() -> None:
+    properties = AgentPatch.model_json_schema()["properties"]
+    for name in ("name", "instructions"):
+        assert properties[name]["type"] == "string" and "default" not in properties[name]
+    assert {"type": "null"} in properties["voice"]["anyOf"]

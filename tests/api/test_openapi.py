@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +21,20 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import Case, CheckContext, Response
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.result import Ok
+from schemathesis.openapi.checks import RejectedPositiveData
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    positive_data_acceptance,
     response_schema_conformance,
     status_code_conformance,
 )
 
 from runtime.api import keys
 from runtime.api.app import create_app
+from runtime.api.models import CURSOR_PATTERN, EMAIL_PATTERN
 from runtime.api.settings import MIGRATIONS_DIR
 from runtime.common.db import load_migrations, migrate
 from tests.api.fixtures import INTERNAL_TOKEN, PASSWORD, api_settings, write_keyring
@@ -36,13 +42,51 @@ from tests.services import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 # CI keeps the run short; set ORBIS_FUZZ_EXAMPLES higher for a deeper local run.
-EXAMPLES_PER_OPERATION = int(os.environ.get("ORBIS_FUZZ_EXAMPLES", "6"))
+EXAMPLES_PER_OPERATION = int(os.environ.get("ORBIS_FUZZ_EXAMPLES", "25"))
 TIME_BUDGET_SECONDS = float(os.environ.get("ORBIS_FUZZ_SECONDS", "60"))
+
+
+def _in_the_past(value: str) -> bool:
+    moment = datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)) <= datetime.now(UTC)
+
+
+def _tools(field: str, case: Case) -> bool:
+    return field == "tools" or field.startswith("tools.")
+
+
+# Rules the document can state only in words (a description; JSON Schema cannot say "in the
+# future" or "a code that exists"): a request that is valid by the schema but breaks one is
+# refused with 422 naming the field, and only then. Every other schema-valid request must be
+# accepted: the cursor, `null` in a PATCH, emails, NUL and surrogates are all in the schema.
+STATED_IN_WORDS: dict[str, Callable[[str, Case], bool]] = {
+    "POST /api/v1/api-keys": lambda field, case: (
+        field == "expires_at" and _in_the_past(case.body["expires_at"])
+    ),
+    "POST /api/v1/auth/signup": lambda field, case: field == "referral_code",
+    "POST /api/v1/agents": _tools,
+    "PATCH /api/v1/agents/{agent_id}": _tools,
+}
+
+
+def positive_data_accepted(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """schemathesis's `positive_data_acceptance`, but a 422 for a rule in STATED_IN_WORDS."""
+    try:
+        return positive_data_acceptance(ctx, response, case)
+    except RejectedPositiveData:
+        rule = STATED_IN_WORDS.get(case.operation.label)
+        field = response.json()["error"]["field"] if response.status_code == 422 else None
+        if rule is not None and field is not None and rule(field, case):
+            return None
+        raise
+
+
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    positive_data_accepted,
 ]
 
 
@@ -110,10 +154,10 @@ def api_process(database_url: str, redis_url: str, tmp_path: Path) -> Iterator[s
     assert "Traceback" not in (tmp_path / "api.log").read_text()
 
 
-def _tenant_headers(base_url: str) -> dict[str, str]:
+def _tenant_headers(base_url: str, email: str = "fuzz@example.com") -> dict[str, str]:
     response = requests.post(
         base_url + "/api/v1/auth/signup",
-        json={"org_name": "Fuzz", "email": "fuzz@example.com", "password": PASSWORD},
+        json={"org_name": "Fuzz", "email": email, "password": PASSWORD},
         timeout=10,
     )
     response.raise_for_status()
@@ -145,6 +189,7 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(api_process: s
     internal = {"Authorization": f"Bearer {INTERNAL_TOKEN}"}
     deadline = time.monotonic() + TIME_BUDGET_SECONDS
     tested = 0
+    failures: list[str] = []
     with requests.Session() as session:
         for result in schema.get_all_operations():
             assert isinstance(result, Ok), result  # the document must load cleanly
@@ -152,6 +197,59 @@ def test_schemathesis_finds_no_server_errors_or_schema_violations(api_process: s
             if time.monotonic() > deadline:
                 break
             headers = internal if operation.path.startswith("/internal/") else tenant
-            _fuzz(operation, api_process, session, headers)()
+            if operation.path == "/api/v1/auth/logout":
+                # Logout revokes the token it is called with: the rest would all be 401.
+                headers = _tenant_headers(api_process, "logout@example.com")
+            try:
+                _fuzz(operation, api_process, session, headers)()
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - report all
+                failures.append(f"{operation.label}: {exc}")
             tested += 1
+    assert not failures, "\n\n".join(failures)
     assert tested >= 20
+    # The tenant's token still works: the operations were tested, not refused as 401.
+    assert requests.get(api_process + "/api/v1/me", headers=tenant, timeout=10).ok
+
+
+def _request_strings(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, list):
+        for item in node:
+            yield from _request_strings(item)
+    elif isinstance(node, dict):
+        if node.get("type") == "string":
+            yield node
+        for key, value in node.items():
+            if key not in ("default", "examples", "enum", "const"):
+                yield from _request_strings(value)
+
+
+def test_request_strings_say_what_the_server_refuses(tmp_path: Path) -> None:
+    """Every request string's pattern keeps out NUL (422 from the server): each negated class
+    names it and no `.` matches it; free-form objects take only such strings."""
+    settings = api_settings("postgresql://unused", "redis://unused", write_keyring(tmp_path))
+    document = json.loads(create_app(settings)[keys.OPENAPI])
+    schemas = document["components"]["schemas"]
+    requests_ = [schemas[name] for name in schemas if name.endswith(("In", "Patch"))]
+    for path in document["paths"].values():
+        for operation in path.values():
+            requests_ += [p["schema"] for p in operation.get("parameters", [])]
+    strings = [s for s in _request_strings(requests_) if not {"format", "enum", "const"} & set(s)]
+    assert len(strings) > 40
+    for schema in strings + [
+        {"pattern": p["pattern"]} for p in _request_strings(schemas["StorableJson"])
+    ]:
+        pattern = schema["pattern"]
+        classes = re.findall(r"\[\^((?:\\.|[^\]])*)\]", pattern)
+        assert all(r"\x00" in body for body in classes), pattern
+        assert not re.search(r"(?<!\\)\.(?![^\[]*\])", pattern.replace(r"\.", "")), pattern
+    email = schemas["SignupIn"]["properties"]["email"]
+    assert (email["format"], email["pattern"]) == ("email", EMAIL_PATTERN)
+    create_key = document["paths"]["/api/v1/api-keys"]["post"]
+    assert "422" in create_key["responses"]
+    assert "in the future" in schemas["ApiKeyIn"]["properties"]["expires_at"]["description"]
+    cursor = next(
+        p
+        for p in document["paths"]["/api/v1/sessions"]["get"]["parameters"]
+        if p["name"] == "cursor"
+    )
+    assert cursor["schema"]["anyOf"][0]["pattern"] == CURSOR_PATTERN

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from runtime.api import keys
+from runtime.api.models import CURSOR_PATTERN
 from tests.api.fixtures import ApiHarness, Tenant
 
 pytestmark = pytest.mark.integration
@@ -158,3 +160,19 @@ async def test_search_is_documented_and_uses_the_trigram_index(api: ApiHarness) 
             "AND text ILIKE '%card is%'"
         )
     assert "transcript_segments_text_trgm" in str(plan)
+
+
+async def test_any_cursor_of_the_documented_form_is_a_position(api: ApiHarness) -> None:
+    """The schema's cursor pattern is what the server accepts: an issued cursor matches it,
+    and a cursor of that form the server never issued still pages (schemathesis sends such)."""
+    tenant, _, calls = await _setup(api)
+    h = tenant.headers
+    _, first = await api.call("GET", "/api/v1/sessions?limit=1", headers=h, expect=200)
+    assert re.fullmatch(CURSOR_PATTERN, first["next_cursor"])
+    _, rest = await api.call(
+        "GET", f"/api/v1/sessions?cursor={first['next_cursor']}", headers=h, expect=200
+    )
+    assert [s["id"] for s in first["items"] + rest["items"]] == calls[::-1]
+    for made_up, expected in (("0-" + "0" * 32, []), ("9" * 16 + "-" + "f" * 32, calls[::-1])):
+        _, page = await api.call("GET", f"/api/v1/sessions?cursor={made_up}", headers=h, expect=200)
+        assert [s["id"] for s in page["items"]] == expected

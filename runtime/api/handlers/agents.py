@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import secrets
 from typing import Any, LiteralString
@@ -34,6 +35,18 @@ _EDITABLE = (
     "tools",
     "allowed_origins",
 )
+
+
+def embed_snippet(public_url: str, public_id: str) -> str:
+    """The tag a tenant pastes into a page (docs/web.md#embedding)."""
+    src = html.escape(f"{public_url.rstrip('/')}/widget.js", quote=True)
+    agent = html.escape(public_id, quote=True)
+    return f'<script src="{src}" data-agent="{agent}" async></script>'
+
+
+def _out(request: web.Request, row: Row) -> AgentOut:
+    snippet = embed_snippet(request.app[keys.SETTINGS].public_url, row["public_id"])
+    return AgentOut.model_validate({**row, "embed_snippet": snippet})
 
 
 def _public_id() -> str:
@@ -73,7 +86,7 @@ async def list_agents(request: web.Request) -> web.Response:
             "ORDER BY created_at, id",
             (principal.org_id,),
         )
-    return json_response(AgentList(items=[AgentOut.model_validate(row) for row in rows]))
+    return json_response(AgentList(items=[_out(request, row) for row in rows]))
 
 
 async def create_agent(request: web.Request) -> web.Response:
@@ -95,21 +108,21 @@ async def create_agent(request: web.Request) -> web.Response:
             target=f"agent:{row['id']}",
             detail={"name": body.name},
         )
-    return json_response(AgentOut.model_validate(row), status=201)
+    return json_response(_out(request, row), status=201)
 
 
 async def get_agent(request: web.Request) -> web.Response:
     agent_id = uuid_param(request, "agent_id", "agent")
     async with request.app[keys.DB].transaction() as tx:
         row = await _load(tx, request[keys.PRINCIPAL], agent_id, lock=False)
-    return json_response(AgentOut.model_validate(row))
+    return json_response(_out(request, row))
 
 
 async def update_agent(request: web.Request) -> web.Response:
     principal = request[keys.PRINCIPAL]
     agent_id = uuid_param(request, "agent_id", "agent")
     patch = await read_body(request, AgentPatch)
-    changes = patch.model_dump(include=patch.model_fields_set)
+    changes = patch.changes()
     async with request.app[keys.DB].transaction() as tx:
         current = await _load(tx, principal, agent_id, lock=True)
         merged = {name: current[name] for name in _EDITABLE} | changes
@@ -128,7 +141,7 @@ async def update_agent(request: web.Request) -> web.Response:
             target=f"agent:{agent_id}",
             detail={"fields": sorted(changes)},
         )
-    return json_response(AgentOut.model_validate(row))
+    return json_response(_out(request, row))
 
 
 async def delete_agent(request: web.Request) -> web.Response:
@@ -167,7 +180,7 @@ async def rotate_webhook_secret(request: web.Request) -> web.Response:
             action="agent.webhook_secret.rotate",
             target=f"agent:{agent_id}",
         )
-    return json_response(AgentOut.model_validate(row))
+    return json_response(_out(request, row))
 
 
 _ONE = "/api/v1/agents/{agent_id}"
