@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ import runtime
 from orbisctl import engine, image_digests
 from orbisctl.config import ImageSource, OrbisConfig
 from orbisctl.errors import EngineError, UserError
+from orbisctl.progress import NO_PROGRESS, Progress
 from orbisctl.render import ImageRefs, image_refs
 
 log = logging.getLogger(__name__)
@@ -84,13 +86,8 @@ _BASE_FILES: dict[str, tuple[str, int]] = {
     "usr/sbin/policy-rc.d": ("#!/bin/sh\nexit 101\n", 0o755),
 }
 _BASE_CHANGES = ["ENV LANG=C.UTF-8", 'CMD ["bash"]']
-
-Progress = Callable[[str], None]
-
-
-def quiet(_: str) -> None:
-    return None
-
+# A step of the classic builder's output (`Step 3/9 : RUN apt-get install …`): one detail each.
+_BUILD_STEP = re.compile(r"^Step \d+/\d+ : ")
 
 # --- locations -------------------------------------------------------------------------------
 
@@ -159,6 +156,7 @@ def hash_inputs(parts: Iterable[str], trees: Mapping[str, Path] | None = None) -
 
 
 def _debootstrap(tarball: Path, progress: Progress) -> None:
+    progress.step(f"debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR}")
     if shutil.which("debootstrap") is None:
         raise UserError(
             "debootstrap is not installed (needed for images.source: local)",
@@ -169,15 +167,13 @@ def _debootstrap(tarball: Path, progress: Progress) -> None:
     tarball.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=tarball.parent, prefix="debootstrap-") as work:
         root = Path(work) / "root"
-        progress(f"debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR}")
-        result = subprocess.run(
+        returncode, lines = _streamed(
             ["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root), DEBIAN_MIRROR],
-            capture_output=True,
-            text=True,
-            check=False,
+            progress,
+            _PhaseFilter(),
         )
-        if result.returncode != 0:
-            lines = (result.stdout + result.stderr).strip().splitlines() or ["no output"]
+        if returncode != 0:
+            lines = lines or ["no output"]
             raise EngineError(
                 f"debootstrap failed: {lines[-1]}",
                 hint=f"check that {DEBIAN_MIRROR} is reachable (ORBIS_DEBIAN_MIRROR picks another)",
@@ -192,6 +188,7 @@ def _debootstrap(tarball: Path, progress: Progress) -> None:
                 if path.is_file():
                     path.unlink()
         partial = Path(work) / "base.tar"
+        progress.detail("tar of the base tree")
         subprocess.run(
             ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(partial), "."],
             check=True,
@@ -200,7 +197,7 @@ def _debootstrap(tarball: Path, progress: Progress) -> None:
         partial.replace(tarball)
 
 
-def ensure_debian_base(client: docker.DockerClient, progress: Progress = quiet) -> str:
+def ensure_debian_base(client: docker.DockerClient, *, progress: Progress = NO_PROGRESS) -> str:
     """The local Debian base image (from a cached debootstrap tarball); returns its ref."""
     key = hash_inputs(
         [DEBIAN_SUITE, DEBIAN_MIRROR, "minbase", *_BASE_CHANGES]
@@ -208,12 +205,12 @@ def ensure_debian_base(client: docker.DockerClient, progress: Progress = quiet) 
     )
     ref = f"orbisvoice/debian:{DEBIAN_SUITE}-{key[:12]}"
     if _labelled(client, ref) == key:
-        progress(f"{ref}: cached")
+        progress.note(f"{ref}: cached")
         return ref
     tarball = cache_dir() / "debian" / f"{DEBIAN_SUITE}-{key[:16]}.tar"
     if not tarball.is_file():
         _debootstrap(tarball, progress)
-    progress(f"{ref}: docker import")
+    progress.step(f"{ref}: docker import")
     repository, tag = ref.split(":")
     try:
         client.api.import_image_from_file(
@@ -255,16 +252,75 @@ def _staging(target: Path) -> Iterator[Path]:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def _pip_wheel(args: list[str], wheel_dir: Path, what: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheel_dir), *args],
-        capture_output=True,
+def _streamed(
+    argv: list[str], progress: Progress, shown: Callable[[str], str | None]
+) -> tuple[int, list[str]]:
+    """Run `argv`, reporting as details the output lines `shown` picks (it returns the text
+    to show, or None); returns the exit code and every non-empty output line."""
+    lines: list[str] = []
+    with subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        check=False,
+        errors="replace",
+    ) as process:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip()
+            if not line:
+                continue
+            lines.append(line)
+            text = shown(line)
+            if text is not None:
+                progress.detail(text)
+    return process.returncode, lines
+
+
+class _PhaseFilter:
+    """debootstrap prints a line per package per phase (`I: Retrieving adduser`, …
+    `I: Validating adduser`, …): the first line of each phase is shown."""
+
+    def __init__(self) -> None:
+        self._phase = ""
+
+    def __call__(self, line: str) -> str | None:
+        if not line.startswith(("I: ", "W: ", "E: ")):
+            return None
+        phase = line.split(" ", 2)[1]
+        if phase == self._phase and line.startswith("I: "):
+            return None
+        self._phase = phase
+        return line
+
+
+def _pip_line(line: str) -> str | None:
+    """pip's lines worth a detail: each requirement it collects and each wheel it builds."""
+    if line.startswith(("Collecting ", "Building wheel for ", "Successfully built ")):
+        return line
+    return None
+
+
+def _pip_wheel(args: list[str], wheel_dir: Path, what: str, progress: Progress) -> None:
+    returncode, output = _streamed(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--progress-bar",
+            "off",
+            "--wheel-dir",
+            str(wheel_dir),
+            *args,
+        ],
+        progress,
+        _pip_line,
     )
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.strip().splitlines() if line.startswith("ERROR")]
-        lines = lines or result.stderr.strip().splitlines() or ["no output"]
+    if returncode != 0:
+        lines = [line for line in output if line.startswith("ERROR")]
+        lines = lines or output or ["no output"]
         raise EngineError(
             f"pip wheel ({what}) failed: {lines[-1]}",
             hint="the wheelhouse is built on this host: check that PyPI is reachable",
@@ -319,7 +375,9 @@ def project_sources(root: Path) -> dict[str, Path]:
     return {name: root / name for name in names if (root / name).exists()}
 
 
-def wheelhouse(root: Path, target_python: str, progress: Progress = quiet) -> tuple[Path, Path]:
+def wheelhouse(
+    root: Path, target_python: str, *, progress: Progress = NO_PROGRESS
+) -> tuple[Path, Path]:
     """(dependency wheels, project wheel) directories in the cache, built when missing.
 
     The host resolves the dependencies for itself; conditional requirements that hold only
@@ -338,31 +396,33 @@ def wheelhouse(root: Path, target_python: str, progress: Progress = quiet) -> tu
     deps_key = hash_inputs([platform_tag, *requirements])
     deps = cache_dir() / "wheelhouse" / f"deps-{deps_key[:16]}"
     if (deps / COMPLETE_MARKER).is_file():
-        progress(f"dependency wheels: cached ({deps.name})")
+        progress.note(f"dependency wheels: cached ({deps.name})")
     else:
-        progress("dependency wheels: pip wheel")
-        _build_deps(requirements, deps, _target_environment(target_python))
+        progress.step("dependency wheels: pip wheel")
+        _build_deps(requirements, deps, _target_environment(target_python), progress)
     project_key = hash_inputs([platform_tag], project_sources(root))
     project = cache_dir() / "wheelhouse" / f"project-{project_key[:16]}"
     if (project / COMPLETE_MARKER).is_file():
-        progress(f"orbisvoice wheel: cached ({project.name})")
+        progress.note(f"orbisvoice wheel: cached ({project.name})")
     else:
-        progress("orbisvoice wheel: pip wheel --no-deps")
+        progress.step("orbisvoice wheel: pip wheel --no-deps")
         with _staging(project) as partial:
-            _pip_wheel(["--no-deps", str(root)], partial, "orbisvoice")
+            _pip_wheel(["--no-deps", str(root)], partial, "orbisvoice", progress)
     return deps, project
 
 
-def _build_deps(requirements: list[str], deps: Path, environment: dict[str, str]) -> None:
+def _build_deps(
+    requirements: list[str], deps: Path, environment: dict[str, str], progress: Progress
+) -> None:
     with _staging(deps) as partial:
         listing = partial / "requirements.txt"
         listing.write_text("\n".join(requirements) + "\n", encoding="utf-8")
-        _pip_wheel(["-r", str(listing)], partial, "dependencies")
+        _pip_wheel(["-r", str(listing)], partial, "dependencies", progress)
         for _ in range(_COMPLETION_ROUNDS):
             missing = _missing_requirements(partial, environment)
             if not missing:
                 return
-            _pip_wheel(missing, partial, "dependencies of the image's Python")
+            _pip_wheel(missing, partial, "dependencies of the image's Python", progress)
         raise EngineError(
             "the wheelhouse is still missing requirements after "
             f"{_COMPLETION_ROUNDS} rounds: {', '.join(_missing_requirements(partial, environment))}"
@@ -402,7 +462,9 @@ class BuildSpec:
     parent: str | None = None  # the FROM image, whose ID is part of the cache key
 
 
-def build_image(client: docker.DockerClient, spec: BuildSpec, progress: Progress = quiet) -> str:
+def build_image(
+    client: docker.DockerClient, spec: BuildSpec, *, progress: Progress = NO_PROGRESS
+) -> str:
     """Build one image unless an image with the same inputs exists; returns how it went."""
     dockerfile = templates_dir() / "images" / spec.dockerfile
     parent_id = _image_id(client, spec.parent) if spec.parent else ""
@@ -414,9 +476,9 @@ def build_image(client: docker.DockerClient, spec: BuildSpec, progress: Progress
         [spec.ref, parent_id, *sorted(f"{k}={v}" for k, v in spec.build_args.items())], trees
     )
     if _labelled(client, spec.ref) == key:
-        progress(f"{spec.ref}: cached")
+        progress.note(f"{spec.ref}: cached")
         return "cached"
-    progress(f"{spec.ref}: building")
+    progress.step(f"{spec.ref}: building")
     with tempfile.TemporaryDirectory(prefix="orbis-build-") as work:
         context = Path(work)
         shutil.copyfile(dockerfile, context / "Dockerfile")
@@ -442,6 +504,8 @@ def build_image(client: docker.DockerClient, spec: BuildSpec, progress: Progress
             )
             for line in engine.stream_json(stream):
                 log.debug("%s", line)
+                if _BUILD_STEP.match(line):
+                    progress.detail(line.strip())
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise engine.api_error(f"building {spec.ref}", exc) from None
     return "built"
@@ -450,13 +514,13 @@ def build_image(client: docker.DockerClient, spec: BuildSpec, progress: Progress
 def _pull(client: docker.DockerClient, ref: str, progress: Progress) -> None:
     try:
         client.images.get(ref)
-        progress(f"{ref}: present")
+        progress.note(f"{ref}: present")
         return
     except docker.errors.ImageNotFound:
         pass
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise engine.api_error(f"inspecting {ref}", exc) from None
-    progress(f"{ref}: pulling")
+    progress.step(f"{ref}: pulling")
     name, _, digest = ref.partition("@")
     repository, _, tag = name.partition(":")
     try:
@@ -484,18 +548,20 @@ def _python_version(client: docker.DockerClient, image: str) -> str:
     return bytes(output).decode().strip()
 
 
-def build_all(config: OrbisConfig, progress: Progress = quiet) -> ImageRefs:
+def build_all(config: OrbisConfig, *, progress: Progress = NO_PROGRESS) -> ImageRefs:
     """Build (or pull) every image the stack needs; cached steps cost a hash and an inspect."""
     client = engine.connect()
     refs = image_refs(config)
     root = source_root()
     web = Path(runtime.__file__).parent / "web"
     if config.images.source is ImageSource.LOCAL:
-        base = ensure_debian_base(client, progress)
+        base = ensure_debian_base(client, progress=progress)
         python = f"orbisvoice/python:3.11-{config.images.tag}"
         on_base = {"BASE_IMAGE": base}
         build_image(
-            client, BuildSpec(python, "local/python.Dockerfile", {}, on_base, base), progress
+            client,
+            BuildSpec(python, "local/python.Dockerfile", {}, on_base, base),
+            progress=progress,
         )
         services = [
             BuildSpec(refs.postgres, "local/postgres.Dockerfile", {}, on_base, base),
@@ -515,13 +581,13 @@ def build_all(config: OrbisConfig, progress: Progress = quiet) -> ImageRefs:
                 REGISTRY_NGINX,
             ),
         ]
-    deps, project = wheelhouse(root, _python_version(client, python), progress)
+    deps, project = wheelhouse(root, _python_version(client, python), progress=progress)
     wheels = {"wheels/deps": deps, "wheels/project": project}
     services.append(
         BuildSpec(refs.runtime, "runtime.Dockerfile", wheels, {"PYTHON_IMAGE": python}, python)
     )
     for spec in services:
-        build_image(client, spec, progress)
+        build_image(client, spec, progress=progress)
     return refs
 
 

@@ -22,6 +22,7 @@ from orbisctl import engine, images, secretfiles
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, InstallDirError, UnhealthyError, UserError
 from orbisctl.installer import Renewal, renew_server_cert
+from orbisctl.progress import NO_PROGRESS, Progress
 from orbisctl.render import image_refs
 
 COMPOSE_FILENAME = "compose.yaml"
@@ -270,7 +271,7 @@ def up(
     *,
     timeout: float = DEFAULT_UP_TIMEOUT,
     build: bool = False,
-    on_step: images.Progress = images.quiet,
+    progress: Progress = NO_PROGRESS,
     on_status: StatusCallback = _ignore,
 ) -> UpResult:
     """Build or load images as needed, run migrations, start everything, wait for health.
@@ -285,21 +286,21 @@ def up(
     # it at the reload below, which must happen whenever `certificate.renewed`.
     certificate = renew_server_cert(install.root)
     if certificate.renewed:
-        on_step(f"server certificate renewed, valid until {certificate.expires:%Y-%m-%d}")
+        progress.note(f"server certificate renewed, valid until {certificate.expires:%Y-%m-%d}")
     wanted = image_refs(install.config)
     missing = images.missing_images(client, wanted)
     if build or missing:
         if missing:
-            on_step(f"images missing: {', '.join(missing)}")
-        images.build_all(install.config, on_step)
+            progress.note(f"images missing: {', '.join(missing)}")
+        images.build_all(install.config, progress=progress)
     if POSTGRES_SERVICE in model.services:
-        on_step("postgres: start, then give the login role in secrets/ its password")
+        progress.step("postgres: start, then give the login role in secrets/ its password")
         left = max(1.0, timeout - (time.monotonic() - started))
         compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=left)
         # Before migrate and api first try to log in (see ensure_database_login).
         if ensure_database_login(install, client) is None:
-            on_step("a rotation is in progress: its --resume or --abort sets the login roles")
-    on_step("docker compose up (migrations run first)")
+            progress.note("a rotation is in progress: its --resume or --abort sets the login roles")
+    progress.step("docker compose up (migrations run first), wait until all is healthy")
     process = subprocess.Popen(
         compose.command("up", "--detach", "--remove-orphans"),
         stdout=subprocess.DEVNULL,
@@ -313,7 +314,7 @@ def up(
     )
     # Compose may have recreated api or gateway containers (new addresses) without touching
     # nginx, which resolved their names when it loaded its config: have it resolve them again.
-    on_step("nginx: config test and reload")
+    progress.step("nginx: config test and reload")
     reload_nginx(install, client)
     return UpResult(
         statuses,
@@ -469,6 +470,7 @@ def scale(
     replicas: int,
     *,
     timeout: float = DEFAULT_UP_TIMEOUT,
+    progress: Progress = NO_PROGRESS,
     on_status: StatusCallback = _ignore,
 ) -> list[ServiceStatus]:
     """Run `replicas` containers of a stateless service, wait for health, reload nginx."""
@@ -477,6 +479,7 @@ def scale(
     model = compose_model(compose)
     if service not in model.services:
         raise UserError(f"the stack has no {service!r} service", hint="run `orbisctl render`")
+    progress.step(f"docker compose up --scale {service}={replicas}")
     compose.run(
         "up",
         "--detach",
@@ -487,7 +490,9 @@ def scale(
         service,
         timeout=timeout,
     )
+    progress.step("wait until every service is healthy")
     statuses = wait_healthy(install, model, timeout=timeout, client=client, on_status=on_status)
+    progress.step("nginx: config test and reload")
     reload_nginx(install, client)
     return [row for row in statuses if row.service == service]
 

@@ -13,20 +13,10 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.progress import Progress as RichProgressBar
 from rich.table import Table
 
 from backups import schedule
@@ -159,50 +149,6 @@ class BackupContext:
         return keys.load_key_ring(self.install.secrets_dir)
 
 
-class _RichProgress:
-    """The engine's Progress shown as a rich progress bar, one line per step."""
-
-    def __init__(self) -> None:
-        self._bar = RichProgressBar(
-            TextColumn("{task.description:<28}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeElapsedColumn(),
-            console=output.err_console,
-            # A bar is for a person watching; logs of scheduled runs get the result lines only.
-            disable=output.options.quiet or not output.err_console.is_terminal,
-            transient=False,
-        )
-        self._task: TaskID | None = None
-
-    def __enter__(self) -> Self:
-        self._bar.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._finish_task()
-        self._bar.stop()
-
-    def _finish_task(self) -> None:
-        if self._task is not None:
-            task = self._bar.tasks[self._task]
-            self._bar.update(self._task, total=task.completed or 1, completed=task.completed or 1)
-
-    def step(self, name: str, total_bytes: int | None = None) -> None:
-        self._finish_task()
-        self._task = self._bar.add_task(name, total=total_bytes)
-
-    def advance(self, nbytes: int) -> None:
-        if self._task is not None:
-            self._bar.advance(self._task, nbytes)
-
-
 def _read_passphrase(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -231,7 +177,7 @@ def _create(
 
     ctx = BackupContext(directory, database_url, redis_url)
     started = time.monotonic()
-    with _RichProgress() as progress:
+    with output.StepReporter() as progress:
         result = create_backup(
             ctx.install,
             ctx.executor(),
@@ -362,7 +308,7 @@ def verify_command(
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
     passphrase = _read_passphrase(passphrase_file)
     offline = not deep and ctx.offline()
-    with _RichProgress() as progress:
+    with output.StepReporter() as progress:
         if offline:
             # A backup copied to a machine without the stack: everything but pg_restore --list.
             verified = open_backup(path, ctx.ring(), passphrase=passphrase, progress=progress)
@@ -588,7 +534,7 @@ def _restore_secrets_only(
             hint=f"on a running stack use `orbisctl restore {path.name} --with-secrets`",
         )
     _confirm(f"Replace orbis.yaml, secrets/ and tls/ in {ctx.root} from {path.name}?", yes=yes)
-    with _RichProgress() as progress:
+    with output.StepReporter() as progress:
         restored = restore_config_only(
             ctx.install,
             ctx.ring(),
@@ -636,7 +582,7 @@ def restore_command(
         return
     executor = ctx.executor()
     _confirm(f"Replace the data of {executor.describe()} with backup {path.name}?", yes=yes)
-    with _RichProgress() as progress:
+    with output.StepReporter() as progress:
         result = restore_backup(
             ctx.install,
             executor,

@@ -82,13 +82,8 @@ def run_command(
     # systemd stops a unit with SIGTERM: the scratch stack must still be torn down.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        report = run_drill(
-            ctx.install,
-            ctx.config,
-            ctx.ring(),
-            path,
-            on_step=lambda step: None if as_json else output.info(f"drill: {escape(step)}"),
-        )
+        with output.StepReporter() as progress:
+            report = run_drill(ctx.install, ctx.config, ctx.ring(), path, on_step=progress.step)
     finally:
         signal.signal(signal.SIGTERM, previous)
     report_path = drills_dir(ctx.install) / f"{report.drill_id}.md"

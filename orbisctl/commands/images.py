@@ -23,10 +23,6 @@ from orbisctl.config import (
 app = typer.Typer(help="Build the stack's images, or save/load them for air-gapped hosts.")
 
 
-def _step(message: str) -> None:
-    output.info(f"[dim]·[/] {escape(message)}")
-
-
 SourceOption = Annotated[
     ImageSource | None,
     typer.Option("--source", help="registry or local; default: images.source in orbis.yaml."),
@@ -54,7 +50,8 @@ def build(
     """Build every image the stack needs; unchanged steps come from the cache."""
     config = _config(directory, source, tag)
     started = time.monotonic()
-    refs = core.build_all(config, _step)
+    with output.StepReporter() as progress:
+        refs = core.build_all(config, progress=progress)
     output.info(
         f"[green]images ready[/] ({config.images.source.value} source, "
         f"{time.monotonic() - started:.0f} s): {escape(', '.join(core.all_refs(refs)))}"

@@ -30,6 +30,7 @@ app = typer.Typer(
 
 # Kinds whose rotation restarts no service (the backup engine reads its key per run).
 _HOST_ONLY = {SecretKind.BACKUP_KEY.value}
+_CONNECT_STEP = "find the running stack"
 
 
 def _context(install_dir: Path) -> RotationContext:
@@ -139,8 +140,11 @@ def rotate_keys(
     if resume or abort:
         journal = JournalStore.of_install(rotation.install_dir).load()
         due = [SecretKind.JWT_RETIRE.value] if jwt_keys_due(rotation) else []
-        audit = _connect_stack(rotation, journal.kinds if journal else due)
-        outcome = (core.abort if abort else core.resume)(rotation, audit=audit)
+        with output.StepReporter() as progress:
+            progress.step(_CONNECT_STEP)
+            audit = _connect_stack(rotation, journal.kinds if journal else due)
+            finish = core.abort if abort else core.resume
+            outcome = finish(rotation, audit=audit, on_step=progress.step)
         _print_outcome(outcome, json_output)
         return
     kinds = core.choose_kinds(
@@ -149,8 +153,12 @@ def rotate_keys(
     if dry_run:
         _print_plan(core.plan(rotation, kinds, gemini_key_file=gemini_key_file), json_output)
         return
-    audit = _connect_stack(rotation, [kind.value for kind in kinds])
-    outcome = core.rotate(rotation, kinds, gemini_key_file=gemini_key_file, audit=audit)
+    with output.StepReporter() as progress:
+        progress.step(_CONNECT_STEP)
+        audit = _connect_stack(rotation, [kind.value for kind in kinds])
+        outcome = core.rotate(
+            rotation, kinds, gemini_key_file=gemini_key_file, audit=audit, on_step=progress.step
+        )
     _print_outcome(outcome, json_output)
 
 

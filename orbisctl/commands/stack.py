@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
@@ -15,6 +14,7 @@ from orbisctl import output, preflight
 from orbisctl import stack as core
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.errors import CheckFailed, ExitCode, UserError
+from orbisctl.progress import Progress
 
 app = typer.Typer()
 
@@ -59,6 +59,25 @@ def _status_table(rows: list[core.ServiceStatus], project: str, title: str | Non
     return table
 
 
+def _health_details(progress: Progress) -> core.StatusCallback:
+    """While services start: a detail line each time the count of ready containers or the
+    list of those not ready changes (`4/7 ready; waiting for api, gateway`)."""
+    last = ""
+
+    def on_status(rows: list[core.ServiceStatus]) -> None:
+        nonlocal last
+        waiting = sorted({row.service for row in rows if not row.ready})
+        ready = sum(row.ready for row in rows)
+        line = f"{ready}/{len(rows)} containers ready"
+        if waiting:
+            line += f"; waiting for {', '.join(waiting)}"
+        if line != last:
+            last = line
+            progress.detail(line)
+
+    return on_status
+
+
 def _print_problems(problems: list[preflight.Problem]) -> None:
     for problem in problems:
         output.error(problem.message, problem.hint or None)
@@ -86,32 +105,14 @@ def up(
     if problems:
         _print_problems(problems)
     project = install.config.project_name
-    live = Live(
-        _status_table([], project, "starting"),
-        console=output.console,
-        transient=True,
-        auto_refresh=False,
-    )
-    show = not output.options.quiet and output.console.is_terminal
-
-    def on_status(rows: list[core.ServiceStatus]) -> None:
-        if show:
-            live.update(
-                _status_table(rows, project, "waiting for services to be healthy"), refresh=True
-            )
-
-    def on_step(message: str) -> None:
-        output.info(f"[dim]·[/] {escape(message)}")
-
-    if show:
-        live.start()
-    try:
+    with output.StepReporter() as progress:
         result = core.up(
-            install, timeout=timeout, build=build, on_step=on_step, on_status=on_status
+            install,
+            timeout=timeout,
+            build=build,
+            progress=progress,
+            on_status=_health_details(progress),
         )
-    finally:
-        if show:
-            live.stop()
     output.print_table(_status_table(result.statuses, project))
     output.info(f"[green]OrbisVoice is up[/] ({result.seconds:.0f} s)")
     for name, url in result.urls.items():
@@ -139,7 +140,9 @@ def down(
             f"Delete the data volumes of {install.config.project_name} (database, Redis)?"
         ):
             raise typer.Exit(int(ExitCode.FAILURE))
-    core.down(install, volumes=volumes)
+    with output.StepReporter() as progress:
+        progress.step("docker compose down" + (" --volumes" if volumes else ""))
+        core.down(install, volumes=volumes)
     output.info("stopped" + (" and deleted the data volumes" if volumes else " (volumes kept)"))
 
 
@@ -186,7 +189,15 @@ def scale(
     """Run N replicas of a stateless service, then reload nginx so it routes to all of them."""
     service, replicas = core.parse_scale(spec)
     install = core.open_install(directory)
-    rows = core.scale(install, service, replicas, timeout=timeout)
+    with output.StepReporter() as progress:
+        rows = core.scale(
+            install,
+            service,
+            replicas,
+            timeout=timeout,
+            progress=progress,
+            on_status=_health_details(progress),
+        )
     output.print_table(_status_table(rows, install.config.project_name))
     output.info(f"{service}: {replicas} replica(s) healthy; nginx reloaded")
     if replicas != install.config.gateway.replicas and service == "gateway":

@@ -11,7 +11,7 @@ import getpass
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 from orbisctl.config import ModelProvider, OrbisConfig
 from orbisctl.errors import InstallDirError, UserError
+from orbisctl.progress import no_step
 from orbisctl.rotation.journal import (
     HistoryEntry,
     Journal,
@@ -142,10 +143,16 @@ def _locked(ctx: RotationContext) -> Iterator[JournalStore]:
         yield store
 
 
-def _runner(ctx: RotationContext, store: JournalStore, journal: Journal) -> StepRunner:
+OnStep = Callable[[str], None]
+
+
+def _runner(
+    ctx: RotationContext, store: JournalStore, journal: Journal, on_step: OnStep = no_step
+) -> StepRunner:
     kinds = [SecretKind(kind) for kind in journal.kinds]
     fact = journal.facts.get(SecretKind.GEMINI_API_KEY.value, {}).get(_GEMINI_KEY_FILE_FACT)
-    return StepRunner(ctx, store, journal, _steps(ctx, kinds, Path(fact) if fact else None))
+    steps = _steps(ctx, kinds, Path(fact) if fact else None)
+    return StepRunner(ctx, store, journal, steps, on_step=on_step)
 
 
 def begin(
@@ -188,7 +195,7 @@ def begin(
     return journal
 
 
-def open_runner(ctx: RotationContext) -> StepRunner:
+def open_runner(ctx: RotationContext, *, on_step: OnStep = no_step) -> StepRunner:
     """A runner for the journal in progress."""
     store = JournalStore.of_install(ctx.install_dir)
     journal = store.load()
@@ -196,7 +203,7 @@ def open_runner(ctx: RotationContext) -> StepRunner:
         raise UserError(
             "no rotation is in progress", hint="`orbisctl rotate-keys status` shows the last ones"
         )
-    return _runner(ctx, store, journal)
+    return _runner(ctx, store, journal, on_step)
 
 
 def _close(
@@ -215,6 +222,7 @@ def _close(
             for kind, facts in journal.facts.items()
         },
     )
+    runner.on_step("record the rotation in the history" + (" and the audit log" if audit else ""))
     # The audit entry first: when it cannot be written, the journal stays and `--resume`
     # (no step left to run) writes it, without a second history line.
     if audit is not None:
@@ -259,15 +267,19 @@ def rotate(
     *,
     gemini_key_file: Path | None = None,
     audit: AuditSink | None = None,
+    on_step: OnStep = no_step,
 ) -> Outcome:
     """Run a new rotation to its end. The history file is the local record; `audit` is the
-    API's audit log (`compose.ExecApiAudit`) when the stack runs."""
+    API's audit log (`compose.ExecApiAudit`) when the stack runs. `on_step` is told each
+    step as it begins."""
     with _locked(ctx) as store:
         journal = begin(ctx, kinds, gemini_key_file=gemini_key_file)
-        return finish_forward(_runner(ctx, store, journal), audit)
+        return finish_forward(_runner(ctx, store, journal, on_step), audit)
 
 
-def resume(ctx: RotationContext, *, audit: AuditSink | None = None) -> Outcome:
+def resume(
+    ctx: RotationContext, *, audit: AuditSink | None = None, on_step: OnStep = no_step
+) -> Outcome:
     """Continue the interrupted rotation in the direction it was going."""
     with _locked(ctx) as store:
         journal = store.load()
@@ -275,13 +287,15 @@ def resume(ctx: RotationContext, *, audit: AuditSink | None = None) -> Outcome:
             due = [SecretKind.JWT_RETIRE] if jwt_keys_due(ctx) else []
             if not due:
                 raise UserError("no rotation is in progress and no JWT key is due to be dropped")
-            return finish_forward(_runner(ctx, store, begin(ctx, due)), audit)
-        return finish_forward(_runner(ctx, store, journal), audit)
+            return finish_forward(_runner(ctx, store, begin(ctx, due), on_step), audit)
+        return finish_forward(_runner(ctx, store, journal, on_step), audit)
 
 
-def abort(ctx: RotationContext, *, audit: AuditSink | None = None) -> Outcome:
+def abort(
+    ctx: RotationContext, *, audit: AuditSink | None = None, on_step: OnStep = no_step
+) -> Outcome:
     with _locked(ctx):
-        return finish_abort(open_runner(ctx), audit)
+        return finish_abort(open_runner(ctx, on_step=on_step), audit)
 
 
 # --- status -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from orbisctl.config import OrbisConfig
 from orbisctl.errors import InstallDirError, OrbisError
+from orbisctl.progress import no_step
 from orbisctl.rotation.journal import Journal, JournalStore, StepRecord, StepStatus, iso
 from orbisctl.rotation.ports import GeminiProbe, PostgresAdmin, RedisAdmin, ServiceRoller
 from orbisctl.rotation.secretfiles import SecretStore, fingerprint
@@ -121,10 +122,14 @@ class StepRunner:
         store: JournalStore,
         journal: Journal,
         steps: dict[str, list[Step]],
+        *,
+        on_step: Callable[[str], None] = no_step,
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.journal = journal
+        # Told each step's secret and summary as the step begins (the command shows them).
+        self.on_step = on_step
         self._steps = {(kind, step.name): step for kind, items in steps.items() for step in items}
         missing = [
             f"{record.kind}/{record.name}"
@@ -159,8 +164,10 @@ class StepRunner:
         record = next((item for item in self.journal.steps if item.status != "done"), None)
         if record is None:
             return None
+        step = self.step_of(record)
+        self.on_step(f"{record.kind}: {step.summary}")
         self._mark(record, "started")
-        self.step_of(record).apply(self._env(record.kind))
+        step.apply(self._env(record.kind))
         self._mark(record, "done")
         return record
 
@@ -184,6 +191,7 @@ class StepRunner:
         if record is None:
             return None
         step = self.step_of(record)
+        self.on_step(f"{record.kind}: undo: {step.summary}")
         if step.undo is not None:
             step.undo(self._env(record.kind))
         self._mark(record, "undone")

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from backups import manifest
 from orbisctl.cli import app
+from orbisctl.output import STEP_MARK
 from tests.backups.conftest import Stack
 from tests.backups.test_retention import fake_backup
 
@@ -73,7 +74,7 @@ def test_corrupt_backup_is_one_line_and_exit_6(cli: CliRunner, stack: Stack) -> 
     dump.write_bytes(bytes(data))
     result = cli.invoke(app, ["restore", created["id"], "--yes"], catch_exceptions=False)
     assert result.exit_code == 6
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith(STEP_MARK)]
     assert lines[0].startswith("error: backup ") and "checksum" in lines[0]
     assert lines[1].strip().startswith("hint:")
     assert "Traceback" not in result.output

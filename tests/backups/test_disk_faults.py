@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from orbisctl.cli import app
 from orbisctl.errors import ExitCode
+from orbisctl.output import STEP_MARK
 from tests.backups.conftest import Stack
 from tests.backups.test_retention import fake_backup
 from tests.filesystems import remount_read_only, tmpfs
@@ -45,7 +46,12 @@ def _locate_backups(stack: Stack, location: Path) -> None:
 
 def _one_line_error(result: Result) -> tuple[str, str]:
     assert "Traceback" not in result.output
-    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    # The error is one line; the steps' progress lines (`· dump redis… failed after …`) aside.
+    lines = [
+        line.strip()
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith(STEP_MARK)
+    ]
     assert len(lines) == 2, lines
     assert lines[0].startswith("error: ") and lines[1].startswith("hint: ")
     return lines[0].removeprefix("error: "), lines[1].removeprefix("hint: ")

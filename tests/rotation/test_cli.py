@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,9 @@ from typer.testing import CliRunner
 
 from orbisctl import stack
 from orbisctl.cli import app
-from orbisctl.config import ModelConfig, ModelProvider, OrbisConfig
+from orbisctl.config import ModelConfig, ModelProvider, OrbisConfig, load_config
 from orbisctl.errors import ExitCode, UserError
+from orbisctl.output import STEP_MARK
 from orbisctl.rotation import core
 from orbisctl.rotation.compose import unsupported
 from orbisctl.rotation.steps import RotationContext
@@ -168,3 +170,53 @@ def test_the_stack_init_renders_can_follow_every_rotation(tmp_path: Path) -> Non
     assert (root / "secrets" / "postgres_user").read_text() == "orbis\n"
     model = stack.open_install(root).compose().config()
     assert unsupported(model, [kind.value for kind in ROTATION_ORDER]) == []
+
+
+STEP_LINE = re.compile(rf"^{STEP_MARK} (?P<step>.+)… done in \d+\.\d s$")
+
+
+def test_rotate_keys_shows_each_step_as_it_runs_and_json_stays_valid(install: Path) -> None:
+    # Off a terminal (CliRunner), one line per step on stderr, in the journal's order, each
+    # with its duration; stdout holds the JSON result alone. --quiet shows no step.
+    rotation = core.install_context(install, load_config(install / "orbis.yaml"))
+    planned = [
+        f"{step.kind}: {step.summary}" for step in core.plan(rotation, [SecretKind.BACKUP_KEY])
+    ]
+    result = CliRunner().invoke(
+        app,
+        ["rotate-keys", "--dir", str(install), "--backup-key", "--json"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["result"] == "completed"
+    steps = [m["step"] for line in result.stderr.splitlines() if (m := STEP_LINE.match(line))]
+    assert steps == [
+        "find the running stack",
+        *planned,
+        "record the rotation in the history",
+    ], result.stderr
+    assert len(planned) == 5  # generate, keep_old, switch, verify, finish
+    quiet = CliRunner().invoke(
+        app, ["--quiet", "rotate-keys", "--dir", str(install), "--backup-key"]
+    )
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.stderr == ""
+
+
+def test_abort_shows_each_undo_as_it_runs(install: Path) -> None:
+    rotation = core.install_context(install, load_config(install / "orbis.yaml"))
+    journal = core.begin(rotation, [SecretKind.BACKUP_KEY])
+    runner = core.open_runner(rotation)
+    runner.run_next()  # killed after the first step
+    result = CliRunner().invoke(
+        app, ["rotate-keys", "--dir", str(install), "--abort"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert f"rotation {journal.id} aborted" in result.stdout
+    steps = [m["step"] for line in result.stderr.splitlines() if (m := STEP_LINE.match(line))]
+    first = runner.step_of(journal.steps[0])
+    assert steps == [
+        "find the running stack",
+        f"backup_key: undo: {first.summary}",
+        "record the rotation in the history",
+    ], result.stderr

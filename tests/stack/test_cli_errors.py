@@ -11,11 +11,14 @@ import yaml
 
 from orbisctl import preflight
 from orbisctl.errors import ExitCode
+from orbisctl.output import STEP_MARK
 from tests.stack.conftest import invoke
 
 
 def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+    """The lines of an output but the steps' progress lines (`· docker compose down… failed
+    after 0.0 s`): the error is one line of its own."""
+    return [line for line in text.splitlines() if line.strip() and not line.startswith(STEP_MARK)]
 
 
 @pytest.mark.parametrize(
