@@ -29,6 +29,11 @@ EMULATOR_PORT = 9443
 NGINX_HTTP_PORT = 8080
 NGINX_HTTPS_PORT = 8443
 
+# nginx lets one address send this many tokens' worth of requests with credentials
+# (rate_limits.authenticated_per_minute each): customers behind one NAT are not throttled
+# together, and invented tokens (a fresh per-token budget each) cannot flood the API.
+AUTHENTICATED_ADDRESS_FACTOR = 10
+
 # Where files sit inside the containers.
 WEB_ROOT = "/usr/share/orbis/web"
 CONTAINER_TLS_DIR = "/etc/orbis/tls"
@@ -167,6 +172,7 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
         ),
         "ocsp_stapling": ocsp_stapling,
         "published_ports": published_ports(cfg),
+        "authenticated_address_factor": AUTHENTICATED_ADDRESS_FACTOR,
         "ports": {
             "api": API_PORT,
             "referrals": REFERRALS_PORT,

@@ -99,7 +99,16 @@ def test_routing_and_limits() -> None:
     assert "location /ws/ {" in conf
     assert "location /api/v1/referrals {" in conf
     assert "limit_req_status 429;" in conf
-    assert "limit_req_zone $binary_remote_addr zone=public:10m rate=120r/m;" in conf
+    # /api/ without credentials per address; with them per credential (the API's per-token
+    # limit), under a per-address cap of 10 tokens' worth.
+    assert "limit_req_zone $api_public_key zone=public:10m rate=120r/m;" in conf
+    assert "limit_req_zone $api_token_key zone=authenticated:20m rate=600r/m;" in conf
+    assert (
+        "limit_req_zone $api_credentialed_address zone=authenticated_address:10m rate=6000r/m;"
+        in conf
+    )
+    api = conf.split("location /api/ {", 1)[1].split("}", 1)[0]
+    assert "limit_req zone=authenticated burst=600 nodelay;" in api
     assert "client_max_body_size 1m;" in conf
     assert "return 301 https://$host:8443$request_uri;" in conf
     # Widget session tokens travel in the WebSocket URL's query: never log it.
