@@ -263,6 +263,7 @@ def urls(config: OrbisConfig) -> dict[str, str]:
         "dashboard": f"{base}/dashboard/",
         "widget": f"{base}/widget.js",
         "api": f"{base}/api/v1/",
+        "api docs": f"{base}/api/v1/docs",
     }
 
 
