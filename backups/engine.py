@@ -3,12 +3,15 @@
 A backup is one directory `<repository>/<id>/` holding `manifest.json` and one encrypted
 file per component (see `manifest.COMPONENT_FILES`). It is built in `.partial-<id>/` and
 renamed into place only once every byte and the manifest are on disk, so a backup that was
-interrupted never looks complete (`list` ignores dot-directories, `prune` removes them).
+interrupted never looks complete (`list` ignores dot-directories). Its writer holds a lock
+on the partial's `writer.pid` while it writes, so a partial whose lock is free is the
+leftover of a killed backup: the next backup (and `prune`) removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -274,11 +277,15 @@ def create_backup(
     workdir = install.repository / f"{PARTIAL_PREFIX}{backup_id}"
     try:
         install.repository.mkdir(parents=True, exist_ok=True)
-        workdir.mkdir(mode=0o700)
+        with _partials_lock(install.repository):
+            # Interrupted backups' leftovers first: they may be what fills the disk.
+            _sweep_partials(stale_partials(install.repository))
+            workdir.mkdir(mode=0o700)
+            writer = _lock_writer(workdir)
     except OSError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
         raise _write_error(exc, install) from None
     try:
-        (workdir / WRITER_PID_FILE).write_text(str(os.getpid()))
         data_key = crypto.new_data_key()
         wraps = [crypto.wrap_for_key(data_key, ring.current)]
         escrow = load_escrow(install.secrets_dir)
@@ -357,7 +364,83 @@ def create_backup(
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
+    finally:
+        os.close(writer)
     return result
+
+
+@contextlib.contextmanager
+def _partials_lock(repository: Path) -> Iterator[None]:
+    """Held (a lock on the repository directory itself: no file to leave behind) while a
+    partial directory is created or swept, so a sweep never sees a new partial before its
+    writer has locked it."""
+    fd = os.open(repository, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        # A file system without flock on directories (some network mounts) only loses the
+        # guard for the instant between a new partial's mkdir and its writer.pid.
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_writer(workdir: Path) -> int:
+    """Create the partial's `writer.pid` holding our pid and locked until the backup ends
+    (the OS drops the lock when the process dies, however it dies)."""
+    fd = os.open(workdir / WRITER_PID_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, str(os.getpid()).encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _writer_alive(partial: Path) -> bool:
+    """Whether a backup is still writing `partial`: its `writer.pid` is locked."""
+    try:
+        fd = os.open(partial / WRITER_PID_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # killed before it wrote one: writers create it under _partials_lock
+    except OSError:
+        return True  # cannot tell: leave it alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def stale_partials(repository: Path) -> list[Path]:
+    """Partial directories of interrupted backups: no live writer holds their lock."""
+    if not repository.is_dir():
+        return []
+    return [
+        path
+        for path in sorted(repository.glob(f"{PARTIAL_PREFIX}*"))
+        if path.is_dir() and not _writer_alive(path)
+    ]
+
+
+def _sweep_partials(candidates: Collection[Path]) -> list[Path]:
+    removed = []
+    for path in candidates:
+        if not _writer_alive(path):  # re-checked: the caller's list may be old
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def remove_stale_partials(repository: Path, candidates: Collection[Path]) -> list[Path]:
+    """Remove those of `candidates` that are still stale partials; return them."""
+    if not candidates:
+        return []
+    with _partials_lock(repository):
+        return _sweep_partials(candidates)
 
 
 def _write_error(exc: OSError, install: Install) -> OSError | StorageError:
@@ -492,6 +575,26 @@ def _check_files(path: Path, loaded: Manifest, progress: Progress) -> None:
 def _unwrap(
     path: Path, loaded: Manifest, ring: BackupKeyRing, passphrase: str | None
 ) -> tuple[bytes, str]:
+    """The data key: from the key ring, or from the escrow with `passphrase`.
+
+    A passphrase given is always checked, even when the ring opens the backup: an operator
+    who passes a wrong one (or one for another escrow) must hear it now, not on the day the
+    host has lost its key and the passphrase is all that is left.
+    """
+    escrow_wraps = [wrap for wrap in loaded.key_wraps if wrap.get("type") == "escrow"]
+    if passphrase is not None:
+        if not escrow_wraps:
+            raise _refuse(
+                path,
+                "it has no passphrase escrow, so the passphrase given cannot be checked",
+                hint="restore it with its key, without --passphrase-file",
+            )
+        try:
+            return crypto.unwrap_with_passphrase(escrow_wraps[0], passphrase), "passphrase"
+        except crypto.CryptoError:
+            raise _refuse(
+                path, "the passphrase is wrong", hint="check the passphrase and try again"
+            ) from None
     for wrap in loaded.key_wraps:
         if wrap.get("type") != "keyring":
             continue
@@ -502,16 +605,6 @@ def _unwrap(
             return crypto.unwrap_with_key(wrap, key), f"key {wrap['kid']}"
         except crypto.CryptoError as exc:
             raise _refuse(path, str(exc)) from None
-    escrow_wraps = [wrap for wrap in loaded.key_wraps if wrap.get("type") == "escrow"]
-    if passphrase is not None:
-        if not escrow_wraps:
-            raise _refuse(path, "it has no passphrase escrow", hint="restore it with its key")
-        try:
-            return crypto.unwrap_with_passphrase(escrow_wraps[0], passphrase), "passphrase"
-        except crypto.CryptoError:
-            raise _refuse(
-                path, "the passphrase is wrong", hint="check the passphrase and try again"
-            ) from None
     made_with = ", ".join(loaded.key_ids) or "no key"
     here = ring.current_kid or "no backup key"
     hint = "copy secrets/backup_key or backup_keys.json from the old host"

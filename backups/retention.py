@@ -93,22 +93,8 @@ def plan_prune(
         delete=sorted(b.backup_id for b in dated if b.backup_id not in keep),
         labelled=sorted(labelled),
         unreadable=sorted(entry.path.name for entry in entries if entry.manifest is None),
-        partial=_abandoned_partials(repository),
+        partial=engine.stale_partials(repository),
     )
-
-
-def _abandoned_partials(repository: Path) -> list[Path]:
-    if not repository.is_dir():
-        return []
-    abandoned = []
-    for path in sorted(repository.glob(f"{engine.PARTIAL_PREFIX}*")):
-        try:
-            pid = int((path / engine.WRITER_PID_FILE).read_text())
-        except (FileNotFoundError, ValueError):
-            pid = 0
-        if pid <= 0 or not engine.pid_alive(pid):
-            abandoned.append(path)
-    return abandoned
 
 
 def apply_prune(repository: Path, plan: PrunePlan) -> None:
@@ -125,5 +111,4 @@ def apply_prune(repository: Path, plan: PrunePlan) -> None:
                 raise storage_error(
                     exc, repository, doing=f"cannot delete backup {backup_id}"
                 ) from None
-    for path in plan.partial:
-        shutil.rmtree(path, ignore_errors=True)
+    engine.remove_stale_partials(repository, plan.partial)

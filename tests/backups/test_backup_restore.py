@@ -371,3 +371,66 @@ def test_interrupted_backup_leaves_nothing_that_looks_complete(stack: Stack) -> 
 def test_open_backup_without_executor_checks_every_chunk(stack: Stack) -> None:
     path = _backup(stack)
     assert open_backup(path, stack.ring()).opened_with.startswith("key bk-")
+
+
+def _database_names(stack: Stack) -> set[str]:
+    with stack.connect("postgres") as conn:
+        return {str(row[0]) for row in conn.execute("SELECT datname FROM pg_database")}
+
+
+def test_a_wrong_passphrase_is_refused_even_with_the_host_key(stack: Stack) -> None:
+    """The host's key opens the backup, but a passphrase given is checked all the same."""
+    keys.save_escrow(stack.install.secrets_dir, "correct horse battery staple")
+    path = _backup(stack)
+    _destroy(stack)
+    databases, backups = _database_names(stack), engine.list_backups(stack.install.repository)
+
+    for attempt in (
+        lambda: open_backup(path, stack.ring(), passphrase="wrong passphrase!"),
+        lambda: verify_backup(path, stack.ring(), stack.executor, passphrase="wrong one!"),
+        lambda: _restore(stack, path, passphrase="wrong passphrase!"),
+        lambda: engine.restore_config_only(stack.install, stack.ring(), path, passphrase="nope"),
+    ):
+        with pytest.raises(DataError, match="the passphrase is wrong"):
+            attempt()
+
+    # Nothing changed: the data, Redis, the databases, the repository (no safety backup).
+    assert stack.count("transcripts") == 10
+    client = stack.redis()
+    assert client.get("session:new") == b"x"
+    client.close()
+    assert _database_names(stack) == databases
+    assert engine.list_backups(stack.install.repository) == backups
+    assert not (stack.install.repository / engine.RESTORE_LOCK).exists()
+    # The right passphrase opens it, and says that is what opened it.
+    opened = open_backup(path, stack.ring(), passphrase="correct horse battery staple")
+    assert opened.opened_with == "passphrase"
+
+
+def test_a_passphrase_for_a_backup_without_escrow_is_refused(stack: Stack) -> None:
+    path = _backup(stack)  # no escrow set: the passphrase cannot be checked
+    with pytest.raises(DataError, match="no passphrase escrow"):
+        open_backup(path, stack.ring(), passphrase="any passphrase at all")
+
+
+def test_the_next_backup_sweeps_interrupted_partials_but_not_one_being_written(
+    stack: Stack,
+) -> None:
+    _run_killed(stack, "backup", "dump redis")
+    (dead,) = stack.install.repository.glob(".partial-*")
+    assert (dead / engine.WRITER_PID_FILE).exists()  # its writer died holding it
+    writing = stack.install.repository / ".partial-20990101T000000Z-abcdef"
+    writing.mkdir()
+    writer = engine._lock_writer(writing)  # a backup in progress in another process
+    try:
+        assert engine.stale_partials(stack.install.repository) == [dead]
+        path = _backup(stack)
+        assert not dead.exists()
+        assert writing.is_dir()  # never taken for a leftover while its writer lives
+    finally:
+        os.close(writer)
+    assert [e.path for e in engine.list_backups(stack.install.repository)] == [path]
+    # Once its writer is gone, the next backup takes that one too.
+    _backup(stack)
+    assert not writing.exists()
+    assert list(stack.install.repository.glob(".partial-*")) == []

@@ -233,3 +233,48 @@ def test_backup_list_never_cuts_an_id_when_output_is_not_a_terminal(tmp_path: Pa
     rows = [line for line in result.stdout.splitlines() if line.startswith("│ 2026")]
     assert [row.split()[1] for row in rows] == ids
     assert all(label in row for row in rows)
+
+
+@pytest.mark.integration
+def test_a_wrong_passphrase_file_is_one_line_even_with_the_host_key(
+    cli: CliRunner, stack: Stack, tmp_path: Path
+) -> None:
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    right.write_text("a long escrow passphrase\n")
+    wrong.write_text("not the escrow passphrase\n")
+    assert cli.invoke(app, ["backup", "escrow", "--passphrase-file", str(right)]).exit_code == 0
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    with stack.connect() as conn:
+        conn.execute("DELETE FROM transcripts")
+    for args in (
+        ["backup", "verify", created["id"]],
+        ["restore", created["id"], "--yes"],
+        ["restore", created["id"], "--yes", "--secrets-only"],
+    ):
+        result = cli.invoke(app, [*args, "--passphrase-file", str(wrong)])
+        assert result.exit_code == 6, result.output
+        lines = [
+            line.strip()
+            for line in result.stderr.splitlines()
+            if line.strip() and not line.startswith(STEP_MARK)  # the steps' progress lines
+        ]
+        assert lines == [
+            f"error: backup {created['id']}: the passphrase is wrong",
+            "hint: check the passphrase and try again",
+        ]
+    assert stack.count("transcripts") == 0  # nothing was restored
+    assert [e["id"] for e in _json(cli, "backup", "list", "--json")] == [created["id"]]  # type: ignore[index]
+
+
+@pytest.mark.integration
+def test_backup_list_never_shows_a_partial_backup(cli: CliRunner, stack: Stack) -> None:
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    partial = stack.install.repository / f".partial-{created['id']}"
+    partial.mkdir()  # as a killed backup leaves it
+    (partial / "database.dump.enc").write_bytes(b"half")
+    listed = _json(cli, "backup", "list", "--json")
+    assert [e["id"] for e in listed] == [created["id"]]  # type: ignore[index, union-attr]
+    table = cli.invoke(app, ["backup", "list"], catch_exceptions=False)
+    assert ".partial" not in table.stdout

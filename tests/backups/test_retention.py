@@ -104,14 +104,17 @@ def test_prune_spares_the_backup_a_restore_uses_and_removes_abandoned_partials(
     (dead / engine.WRITER_PID_FILE).write_text("999999999")
     alive = repository / ".partial-20260102T000000Z-abcdef"
     alive.mkdir()
-    (alive / engine.WRITER_PID_FILE).write_text(str(os.getpid()))
+    writer = engine._lock_writer(alive)  # a backup writing now holds its writer.pid lock
 
     plan = retention.plan_prune(repository, RetentionConfig(daily=1, weekly=0, monthly=0))
 
     assert plan.keep == [ids[0], ids[4]] and plan.labelled == []
     assert plan.delete == ids[1:4]
     assert plan.partial == [dead]
-    retention.apply_prune(repository, plan)
+    try:
+        retention.apply_prune(repository, plan)
+    finally:
+        os.close(writer)
     assert sorted(p.name for p in repository.iterdir() if not p.name.startswith(".")) == [
         ids[0],
         ids[4],
