@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Protocol
 
-from backups import crypto, manifest
+from backups import crypto, kept, manifest
 from backups.executor import MAINTENANCE_DATABASE, Command, Executor
 from backups.keys import BackupKeyRing, load_escrow
 from backups.manifest import (
@@ -777,6 +777,8 @@ class RestoreResult:
     safety_backup: str | None
     row_counts: dict[str, int]
     restored_config: bool
+    # Older kept databases dropped after the restore (backup.keep_previous_databases).
+    dropped_databases: list[str] = field(default_factory=list)
 
 
 @contextlib.contextmanager
@@ -928,6 +930,7 @@ def restore_backup(
     passphrase: str | None = None,
     with_secrets: bool = False,
     safety_backup: bool = True,
+    keep_previous_databases: int | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
 ) -> RestoreResult:
@@ -935,10 +938,12 @@ def restore_backup(
 
     The dump goes into a new database; only when it restored completely and its row counts
     match the manifest is the application stopped and the new database renamed into place
-    (the old one kept as `<db>_pre_restore_<timestamp>`).
+    (the old one kept as `<db>_pre_restore_<timestamp>`). Once every step succeeded, kept
+    databases beyond the newest `keep_previous_databases` are dropped (None: none are).
     """
     progress = progress or NullProgress()
-    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d%H%M%S")
+    started = now or datetime.now(UTC)
+    stamp = started.strftime("%Y%m%d%H%M%S")
     live = executor.database
     with restore_lock(install.repository, ref_path.name):
         # The dump's chunks authenticate as they stream into the new database: a bad chunk
@@ -991,7 +996,7 @@ def restore_backup(
         except BaseException:
             _drop_database(executor, restored)
             raise
-        keep_as = f"{live}_pre_restore_{stamp}" if live_exists else None
+        keep_as = kept.kept_name(live, started) if live_exists else None
         progress.step(STEP_STOP_APP)
         app.stop()
         changed: list[Path] = []
@@ -1010,6 +1015,11 @@ def restore_backup(
         finally:
             progress.step(STEP_START_APP)
             app.start(changed)
+        dropped = (
+            kept.drop_beyond(executor, keep_previous_databases)
+            if keep_previous_databases is not None
+            else []
+        )
     return RestoreResult(
         backup_id=verified.manifest.backup_id,
         database=live,
@@ -1017,6 +1027,7 @@ def restore_backup(
         safety_backup=safety_id,
         row_counts=counts,
         restored_config=with_secrets,
+        dropped_databases=dropped,
     )
 
 

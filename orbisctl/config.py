@@ -196,6 +196,9 @@ class BackupConfig(_Model):
     schedule: str = "*-*-* 03:00:00"
     drill_schedule: str = "*-*-01 04:00:00"
     objectives: ObjectivesConfig = ObjectivesConfig()
+    # Databases a restore replaced, kept as <db>_pre_restore_<time>; older ones are dropped
+    # after each successful restore (each is as big as the live database was).
+    keep_previous_databases: int = Field(1, ge=0, le=100)
 
 
 class RotationConfig(_Model):

@@ -3,6 +3,7 @@
 A check is a plain function `(DoctorContext) -> list[Check]`; `checks()` lists them in order.
 `check_backup_age` reads the backup repository: the newest backup (warn past the RPO, fail
 past twice it) and the last passed recovery drill (warn past DRILL_WARN_DAYS, or never).
+`check_kept_databases` asks PostgreSQL for the previous databases restores kept.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from cryptography import x509
 
 from backups import drill as backup_drill
 from backups import engine as backup_engine
+from backups import kept as backup_kept
+from backups.executor import ComposeExecutor, Executor
 from orbisctl import engine, preflight, stack, tls
 from orbisctl.config import TlsMode
 from orbisctl.errors import EngineError
@@ -34,6 +37,9 @@ DISK_WARN_GIB = 5.0
 DISK_FAIL_GIB = 1.0
 # Drills run monthly (backup.drill_schedule): a few days of slack before warning.
 DRILL_WARN_DAYS = 35
+# Previous databases kept by restores: warn when together they hold more than this, even
+# within backup.keep_previous_databases (each is a whole copy of the old data).
+KEPT_WARN_BYTES = 1024**3
 
 
 class Verdict(StrEnum):
@@ -64,6 +70,8 @@ class DoctorContext:
     client: docker.DockerClient | None = None
     statuses: list[stack.ServiceStatus] = field(default_factory=list)
     containers: list[Any] = field(default_factory=list)
+    # Where the database tools run; None: the stack's postgres, when it is running.
+    database: Executor | None = None
 
 
 def check_engine(ctx: DoctorContext) -> list[Check]:
@@ -439,6 +447,44 @@ def _size(nbytes: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def check_kept_databases(ctx: DoctorContext) -> list[Check]:
+    """The previous databases restores kept: how many and how much disk they hold."""
+    executor = ctx.database
+    if executor is None:
+        postgres_up = any(
+            row.service == stack.POSTGRES_SERVICE and row.state == "running" for row in ctx.statuses
+        )
+        if not postgres_up:
+            return []  # check_containers says postgres is down
+        executor = ComposeExecutor(ctx.install.compose(), ctx.install.secrets_dir)
+    kept = backup_kept.list_kept(executor)
+    if not kept:
+        return [Check("kept databases", Verdict.PASS, "no previous databases kept by restores")]
+    keep = ctx.install.config.backup.keep_previous_databases
+    total = sum(k.size for k in kept)
+    detail = f"{len(kept)} previous database(s) kept by restores take {_size(total)}: " + ", ".join(
+        f"{k.name} ({_size(k.size)})" for k in kept
+    )
+    fix = (
+        "`orbisctl restore --drop-kept NAME` (or `--drop-kept all`) once the restored data "
+        "is right; `orbisctl restore --list-kept` lists them"
+    )
+    if len(kept) > keep:
+        return [
+            Check(
+                "kept databases",
+                Verdict.WARN,
+                f"{detail}; more than backup.keep_previous_databases ({keep})",
+                fix,
+            )
+        ]
+    if total > KEPT_WARN_BYTES:
+        return [
+            Check("kept databases", Verdict.WARN, f"{detail}; over {_size(KEPT_WARN_BYTES)}", fix)
+        ]
+    return [Check("kept databases", Verdict.PASS, detail)]
+
+
 CheckFunction = Callable[[DoctorContext], list[Check]]
 
 # Order matters: check_engine fills the context the container checks read.
@@ -454,6 +500,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_secret_ages,
     check_backup_age,
     check_backup_space,
+    check_kept_databases,
 )
 
 

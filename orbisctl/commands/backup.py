@@ -507,16 +507,15 @@ def escrow_command(
     output.info("escrow set: backups from now on can also be opened with this passphrase")
 
 
-def _confirm(question: str, *, yes: bool) -> None:
+def _confirm(question: str, *, yes: bool, doing: str = "restore replaces live data") -> None:
     if yes:
         return
     if not sys.stdin.isatty():
         raise UserError(
-            "restore replaces live data and needs confirmation",
-            hint="pass --yes to confirm without a prompt",
+            f"{doing} and needs confirmation", hint="pass --yes to confirm without a prompt"
         )
     if not typer.confirm(question):
-        raise UserError("restore cancelled")
+        raise UserError(f"{doing.split()[0]} cancelled")
 
 
 def _restore_secrets_only(
@@ -548,9 +547,57 @@ def _restore_secrets_only(
     )
 
 
+def _kept_databases(ctx: BackupContext, *, drop_kept: str | None, yes: bool, as_json: bool) -> None:
+    """`restore --list-kept` / `--drop-kept NAME|all`: the previous databases restores kept."""
+    from backups import kept
+    from backups.engine import locked_backup
+
+    executor = ctx.executor()
+    if drop_kept is not None:
+        holder = locked_backup(ctx.install.repository)
+        if holder is not None:
+            raise UserError(
+                f"a restore (of {holder}) is running", hint="wait for it to finish, then retry"
+            )
+        dropped = kept.select(executor, drop_kept)  # refuses a name that is not one
+        if dropped:
+            _confirm(
+                f"Drop {', '.join(dropped)} ({executor.describe()})?",
+                yes=yes,
+                doing="dropping a previous database deletes its data",
+            )
+            kept.drop(executor, dropped)
+        if as_json:
+            output.print_json({"dropped": dropped})
+            return
+        for name in dropped:
+            output.info(f"dropped {escape(name)}")
+        if not dropped:
+            output.info("no previous databases kept by restores")
+        return
+    rows = kept.list_kept(executor)
+    if as_json:
+        output.print_json([row.as_json() for row in rows])
+        return
+    if not rows:
+        output.info("no previous databases kept by restores")
+        return
+    table = Table(output.id_column("name"), "kept at (UTC)", "size")
+    for row in rows:
+        table.add_row(escape(row.name), row.kept_at.strftime("%Y-%m-%d %H:%M:%S"), _size(row.size))
+    output.print_table(table)
+    output.info(
+        f"{len(rows)} kept, {_size(sum(row.size for row in rows))} in all; restores keep the "
+        f"newest {ctx.config.backup.keep_previous_databases} (backup.keep_previous_databases)"
+    )
+
+
 @restore_app.command("restore")
 def restore_command(
-    backup: Annotated[str, typer.Argument(help="Backup id (see `backup list`) or a path.")],
+    backup: Annotated[
+        str | None,
+        typer.Argument(help="Backup id (see `backup list`) or a path.", show_default=False),
+    ] = None,
     directory: InstallDirOption = Path(),
     yes: YesOption = False,
     with_secrets: Annotated[
@@ -568,14 +615,46 @@ def restore_command(
         bool,
         typer.Option("--no-safety-backup", help="Skip the backup of the current state first."),
     ] = False,
+    list_kept: Annotated[
+        bool,
+        typer.Option(
+            "--list-kept", help="List the previous databases restores kept (name, when, size)."
+        ),
+    ] = False,
+    drop_kept: Annotated[
+        str | None,
+        typer.Option(
+            "--drop-kept",
+            metavar="NAME|all",
+            help="Drop a previous database a restore kept, or all of them.",
+            show_default=False,
+        ),
+    ] = None,
     database_url: DatabaseUrlOption = None,
     redis_url: RedisUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Restore a backup; the current data keeps serving unless every step succeeds."""
+    """Restore a backup; the current data keeps serving unless every step succeeds.
+
+    The database it replaces is kept as orbis_pre_restore_<time>; the newest
+    backup.keep_previous_databases of those stay, older ones are dropped.
+    """
     from backups.engine import resolve, restore_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
+    if list_kept or drop_kept is not None:
+        if backup is not None or (list_kept and drop_kept is not None):
+            raise UserError(
+                "--list-kept and --drop-kept go alone: no backup, not both",
+                hint="orbisctl restore --list-kept; orbisctl restore --drop-kept NAME|all",
+            )
+        _kept_databases(ctx, drop_kept=drop_kept, yes=yes, as_json=as_json)
+        return
+    if backup is None:
+        raise UserError(
+            "which backup? give its id (`orbisctl backup list`) or a path",
+            hint="`orbisctl restore --list-kept` lists the previous databases restores kept",
+        )
     path = resolve(ctx.install, backup)
     if secrets_only:
         _restore_secrets_only(ctx, path, yes=yes, passphrase_file=passphrase_file)
@@ -592,6 +671,7 @@ def restore_command(
             passphrase=_read_passphrase(passphrase_file),
             with_secrets=with_secrets,
             safety_backup=not no_safety_backup,
+            keep_previous_databases=ctx.config.backup.keep_previous_databases,
             progress=progress,
         )
     if as_json:
@@ -603,10 +683,15 @@ def restore_command(
     )
     if result.safety_backup:
         output.info(f"safety backup of the previous state: {escape(result.safety_backup)}")
-    if result.previous_database:
+    if result.previous_database and result.previous_database not in result.dropped_databases:
         output.info(
             f"previous database kept as {escape(result.previous_database)} "
-            "(drop it once you are satisfied)"
+            "(`orbisctl restore --drop-kept NAME` drops it once you are satisfied)"
+        )
+    for name in result.dropped_databases:
+        output.info(
+            f"dropped {escape(name)}: beyond backup.keep_previous_databases "
+            f"({ctx.config.backup.keep_previous_databases})"
         )
     if result.restored_config:
         output.info("orbis.yaml, secrets/ and tls/ restored: run `orbisctl render` and `up`")
