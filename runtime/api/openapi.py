@@ -127,7 +127,13 @@ def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
         if model is not None:
             entry["content"] = {"application/json": {"schema": schemas.ref(model, "serialization")}}
         elif route.raw_content_type is not None:
-            entry["content"] = {route.raw_content_type: {"schema": {"type": "string"}}}
+            # A raw JSON body (the OpenAPI document itself) is an object; text is a string.
+            raw = (
+                {"type": "object"}
+                if route.raw_content_type == "application/json"
+                else {"type": "string"}
+            )
+            entry["content"] = {route.raw_content_type: {"schema": raw}}
         responses[str(status)] = entry
     if route.body is not None or route.query is not None:
         responses["422"] = {
