@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -96,6 +97,15 @@ def stack(
         ).fetchall()
     for (name,) in rows:
         pg_server.drop_database(str(name))
+
+
+def hold_writer_lock(partial: Path) -> int:
+    """Make `partial` look like a backup being written by a live process: its writer.pid
+    locked as a writer holds it (close the returned descriptor to let go)."""
+    fd = os.open(partial / "writer.pid", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, str(os.getpid()).encode())
+    return fd
 
 
 def random_key() -> str:

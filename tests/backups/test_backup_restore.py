@@ -17,7 +17,7 @@ import pytest
 from backups import crypto, engine, keys, manifest
 from backups.engine import NoAppControl, create_backup, open_backup, restore_backup, verify_backup
 from orbisctl.errors import DataError
-from tests.backups.conftest import Stack
+from tests.backups.conftest import Stack, hold_writer_lock
 
 pytestmark = pytest.mark.integration
 
@@ -421,12 +421,12 @@ def test_the_next_backup_sweeps_interrupted_partials_but_not_one_being_written(
     assert (dead / engine.WRITER_PID_FILE).exists()  # its writer died holding it
     writing = stack.install.repository / ".partial-20990101T000000Z-abcdef"
     writing.mkdir()
-    writer = engine._lock_writer(writing)  # a backup in progress in another process
+    writer = hold_writer_lock(writing)  # a backup in progress in another process
     try:
-        assert engine.stale_partials(stack.install.repository) == [dead]
         path = _backup(stack)
         assert not dead.exists()
         assert writing.is_dir()  # never taken for a leftover while its writer lives
+        assert engine.stale_partials(stack.install.repository) == []
     finally:
         os.close(writer)
     assert [e.path for e in engine.list_backups(stack.install.repository)] == [path]

@@ -15,6 +15,7 @@ from backups import engine, manifest, retention
 from backups.retention import Dated, keep_set
 from orbisctl.cli import app
 from orbisctl.config import BackupConfig, OrbisConfig, RetentionConfig, dump_config
+from tests.backups.conftest import hold_writer_lock
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -104,7 +105,7 @@ def test_prune_spares_the_backup_a_restore_uses_and_removes_abandoned_partials(
     (dead / engine.WRITER_PID_FILE).write_text("999999999")
     alive = repository / ".partial-20260102T000000Z-abcdef"
     alive.mkdir()
-    writer = engine._lock_writer(alive)  # a backup writing now holds its writer.pid lock
+    writer = hold_writer_lock(alive)  # a backup writing now holds its writer.pid lock
 
     plan = retention.plan_prune(repository, RetentionConfig(daily=1, weekly=0, monthly=0))
 
