@@ -58,7 +58,8 @@ RedisUrlOption = Annotated[
 PassphraseFileOption = Annotated[
     Path | None,
     typer.Option(
-        help="File whose first line is the escrow passphrase (for a host without the key).",
+        help="File whose first line is the escrow passphrase (for a host without the key); "
+        "checked whenever given, a wrong one is refused.",
         show_default=False,
     ),
 ]
