@@ -372,7 +372,11 @@ class ComposeAppControl:
         self.compose.run("start", *reversed(self.services), timeout=300)
         if restored:
             # After api and gateway are up: nginx resolves their names when it starts.
-            containers = engine.project_containers(engine.connect(), self.compose.project_name)
+            containers = engine.project_containers(
+                engine.connect(),
+                self.compose.project_name,
+                working_dir=self.compose.project_directory,
+            )
             stale = stale_services(containers, restored)
             if stale:
                 self.compose.run("restart", "--no-deps", *stale, timeout=300)

@@ -84,7 +84,18 @@ def check_engine(ctx: DoctorContext) -> list[Check]:
         checks.append(Check("compose", Verdict.PASS, f"Compose {engine.compose_version()}"))
     except EngineError as exc:
         checks.append(Check("compose", Verdict.FAIL, exc.message, exc.hint or ""))
-    ctx.containers = engine.project_containers(ctx.client, ctx.install.config.project_name)
+    ctx.containers = ctx.install.containers(ctx.client)
+    others = engine.foreign_installs(ctx.client, ctx.install.config.project_name, ctx.install.root)
+    if others:
+        checks.append(
+            Check(
+                "project name",
+                Verdict.FAIL,
+                f"project {ctx.install.config.project_name} is also used by the install in "
+                f"{', '.join(others)}; up and down would act on its containers too",
+                stack.PROJECT_CLASH_FIX,
+            )
+        )
     ctx.statuses = [stack.container_status(c) for c in ctx.containers]
     return checks
 

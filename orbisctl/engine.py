@@ -27,6 +27,9 @@ API_TIMEOUT_SECONDS = 60
 COMPOSE_MIN_MAJOR = 2
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
+# The project directory compose ran in: which install a container belongs to. Two installs
+# may share a project name (every install before per-install names was `orbisvoice`).
+WORKING_DIR_LABEL = "com.docker.compose.project.working_dir"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 _ENGINE_HINT = "start the engine (`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at a running one"
@@ -136,6 +139,11 @@ class Compose:
     # Override files merged over `file`, in order (the recovery drill's isolation).
     overrides: tuple[Path, ...] = ()
 
+    @property
+    def project_directory(self) -> Path:
+        """The directory compose is run in: its containers carry it as WORKING_DIR_LABEL."""
+        return self.file.parent
+
     def env(self) -> dict[str, str]:
         """Our environment plus the profiles orbis.yaml enables."""
         return {**os.environ, "COMPOSE_PROFILES": ",".join(self.profiles)}
@@ -147,7 +155,7 @@ class Compose:
             "--project-name",
             self.project_name,
             "--project-directory",
-            str(self.file.parent),
+            str(self.project_directory),
             "--file",
             str(self.file),
             *(arg for override in self.overrides for arg in ("--file", str(override))),
@@ -187,17 +195,43 @@ class Compose:
         return subprocess.run(self.command(*args), check=False, env=self.env()).returncode
 
 
+def _listed(client: docker.DockerClient, project: str) -> list[dict[str, Any]]:
+    try:
+        listed: list[dict[str, Any]] = client.api.containers(
+            all=True, filters={"label": f"{PROJECT_LABEL}={project}"}
+        )
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise api_error("listing containers", exc) from None
+    return listed
+
+
+def _same_dir(label: str | None, directory: Path) -> bool:
+    return label is not None and Path(label) == directory
+
+
 def project_containers(
-    client: docker.DockerClient, project: str, *, include_oneoff: bool = False
+    client: docker.DockerClient,
+    project: str,
+    *,
+    working_dir: Path | None = None,
+    include_oneoff: bool = False,
 ) -> list[Any]:
-    """Every container of a compose project, stopped ones included, ordered by service.
+    """Every container of a compose project, stopped ones included, ordered by service; with
+    `working_dir`, only those compose made in that directory (one install's, never those of
+    another install that uses the same project name).
 
     Compose may remove a container between the listing and its inspection (`up` replacing
     it): such a container is skipped, not an error.
     """
     containers = []
     try:
-        listed = client.api.containers(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+        listed = _listed(client, project)
+        if working_dir is not None:
+            listed = [
+                entry
+                for entry in listed
+                if _same_dir((entry.get("Labels") or {}).get(WORKING_DIR_LABEL), working_dir)
+            ]
         for entry in listed:
             try:
                 containers.append(client.containers.get(entry["Id"]))
@@ -208,6 +242,17 @@ def project_containers(
     if not include_oneoff:
         containers = [c for c in containers if c.labels.get(ONEOFF_LABEL) != "True"]
     return sorted(containers, key=lambda c: (c.labels.get(SERVICE_LABEL, ""), c.name))
+
+
+def foreign_installs(client: docker.DockerClient, project: str, working_dir: Path) -> list[str]:
+    """The other directories whose compose containers use the project name `project`: another
+    install's. `docker compose` acts on every container of a project name, whoever made it."""
+    found = set()
+    for entry in _listed(client, project):
+        label = (entry.get("Labels") or {}).get(WORKING_DIR_LABEL)
+        if not _same_dir(label, working_dir):
+            found.add(label or "(a directory compose did not record)")
+    return sorted(found)
 
 
 @dataclass(frozen=True)

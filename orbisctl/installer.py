@@ -6,6 +6,7 @@ the directory as it was. Existing secrets and certificates are never overwritten
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -14,6 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from orbisctl import engine
 from orbisctl.config import (
     CONFIG_FILENAME,
     ModelProvider,
@@ -23,7 +27,7 @@ from orbisctl.config import (
     load_config,
     parse_config,
 )
-from orbisctl.errors import ConfigError, InstallDirError, UserError
+from orbisctl.errors import ConfigError, EngineError, InstallDirError, UserError
 from orbisctl.fsutil import (
     FileChange,
     atomic_write,
@@ -106,6 +110,40 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def derived_project_name(root: Path) -> str:
+    """A compose project name of this install's own: its directory's name, sanitized, and a
+    short hash of its absolute path (`orbis-3f2a9c1d` for /srv/orbis), so two installs on one
+    engine never share containers, networks or volumes."""
+    base = re.sub(r"[^a-z0-9_-]+", "-", root.name.lower()).strip("-_")[:40].rstrip("-_")
+    return f"{base or 'orbisvoice'}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+
+
+def _names_project(install: InstallDir) -> bool:
+    """orbis.yaml sets project_name (every init writes it; an install from before per-install
+    names keeps its `orbisvoice`)."""
+    if not install.is_install():
+        return False
+    data = yaml.safe_load(install.config.read_text(encoding="utf-8"))
+    return isinstance(data, dict) and "project_name" in data
+
+
+def check_project_free(project: str, root: Path) -> None:
+    """UserError when another install's containers on this engine use `project`; nothing to
+    check without an engine (`up` checks again)."""
+    try:
+        client = engine.connect()
+    except EngineError:
+        return
+    others = engine.foreign_installs(client, project, root)
+    if others:
+        raise UserError(
+            f"the compose project name {project} is already used by the install in "
+            f"{', '.join(others)}",
+            hint="set another project_name in orbis.yaml (or remove the key: init then "
+            "derives one from this directory) and run init again",
+        )
+
+
 def plan_config(
     install: InstallDir,
     overrides: dict[str, Any],
@@ -119,6 +157,8 @@ def plan_config(
     whose value came from one. A problem with such a value names the flag, not orbis.yaml.
     """
     base = load_config(install.config).model_dump(mode="json") if install.is_install() else {}
+    if "project_name" not in overrides and not _names_project(install):
+        overrides = {**overrides, "project_name": derived_project_name(install.root)}
     try:
         return parse_config(_merge(base, overrides))
     except ConfigError as exc:
@@ -301,6 +341,7 @@ def init_install(
     `flags` and `from_flags` as in `plan_config`."""
     install = check_init_target(root)
     cfg = plan_config(install, overrides, flags=flags, from_flags=from_flags)
+    check_project_free(cfg.project_name, install.root)
     result = InitResult(config=cfg)
     planned = _plan_secrets(install, cfg, gemini_key_file, result)
     tls_files, server_chain = _plan_tls(install, cfg, result)

@@ -96,10 +96,10 @@ def port_problem(
     return None
 
 
-def published_ports(client: docker.DockerClient, project: str) -> set[int]:
-    """Host ports the project's own running containers publish (an idempotent `up`)."""
+def published_ports(client: docker.DockerClient, project: str, install_root: Path) -> set[int]:
+    """Host ports this install's own running containers publish (an idempotent `up`)."""
     ports: set[int] = set()
-    for container in engine.project_containers(client, project):
+    for container in engine.project_containers(client, project, working_dir=install_root):
         bindings = container.attrs.get("NetworkSettings", {}).get("Ports") or {}
         for host_side in bindings.values():
             for binding in host_side or []:
@@ -173,7 +173,17 @@ def run(
     # Without the engine there is no telling whether a port is held by this install's own
     # containers: the engine problem above is the one to fix first, ports are checked then.
     if client is not None:
-        ours = published_ports(client, project)
+        others = engine.foreign_installs(client, project, install_root)
+        if others:
+            problems.append(
+                Problem(
+                    f"the project name {project} is also used by the install in "
+                    f"{', '.join(others)}: `up` would recreate its containers as this one's",
+                    "give this install a project name of its own: set project_name in "
+                    "orbis.yaml, then `orbisctl render`",
+                )
+            )
+        ours = published_ports(client, project, install_root)
         for port in ports:
             problem = port_problem(port, owned_by_us=ours.__contains__, address=bind_address)
             if problem:

@@ -61,6 +61,10 @@ class Install:
     def tls_dir(self) -> Path:
         return self.root / "tls"
 
+    def containers(self, client: docker.DockerClient) -> list[Any]:
+        """This install's containers: of its project name *and* made in its directory."""
+        return engine.project_containers(client, self.config.project_name, working_dir=self.root)
+
     def compose(self) -> engine.Compose:
         if not self.compose_file.is_file():
             raise InstallDirError(
@@ -131,9 +135,7 @@ def container_status(container: Any, now: datetime | None = None) -> ServiceStat
 def status(install: Install, client: docker.DockerClient | None = None) -> list[ServiceStatus]:
     """One row per container of the project (one-shot jobs such as migrate included)."""
     client = client or engine.connect()
-    return [
-        container_status(c) for c in engine.project_containers(client, install.config.project_name)
-    ]
+    return [container_status(c) for c in install.containers(client)]
 
 
 @dataclass(frozen=True)
@@ -354,9 +356,28 @@ def ensure_database_login(install: Install, client: docker.DockerClient) -> str 
     return role
 
 
+PROJECT_CLASH_FIX = (
+    "give this install a project name of its own: set project_name in orbis.yaml (for an "
+    "install that has run, only after `orbisctl down` there), then `orbisctl render`"
+)
+
+
+def check_project_is_ours(install: Install, client: docker.DockerClient) -> None:
+    """UserError when containers of another install use this install's project name:
+    `docker compose up/down` would recreate or remove them as this project's own."""
+    others = engine.foreign_installs(client, install.config.project_name, install.root)
+    if others:
+        raise UserError(
+            f"the project name {install.config.project_name} is also used by the install in "
+            f"{', '.join(others)}; docker compose would act on its containers as well",
+            hint=PROJECT_CLASH_FIX,
+        )
+
+
 def down(install: Install, *, volumes: bool) -> None:
     compose = install.compose()
-    engine.connect()  # the same one-line error as every other verb when the engine is away
+    # engine.connect(): the same one-line error as every other verb when the engine is away.
+    check_project_is_ours(install, engine.connect())
     args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
     compose.run(*args, timeout=300)
 
@@ -376,7 +397,7 @@ def logs(install: Install, *, services: list[str], follow: bool, tail: int | Non
                 f"no service {', '.join(map(repr, unknown))} in this install",
                 hint=f"its services: {', '.join(sorted(known))}",
             )
-    engine.connect()
+    check_project_is_ours(install, engine.connect())
     return compose.stream(*args, *services)
 
 
@@ -419,7 +440,7 @@ def running_nginx(install: Install, client: docker.DockerClient) -> list[Any]:
     """The install's running nginx containers."""
     return [
         c
-        for c in engine.project_containers(client, install.config.project_name)
+        for c in install.containers(client)
         if c.labels.get(engine.SERVICE_LABEL) == NGINX_SERVICE and c.status == "running"
     ]
 
@@ -476,6 +497,7 @@ def scale(
 ) -> list[ServiceStatus]:
     """Run `replicas` containers of a stateless service, wait for health, reload nginx."""
     client = engine.connect()
+    check_project_is_ours(install, client)
     compose = install.compose()
     model = compose_model(compose)
     if service not in model.services:

@@ -132,7 +132,9 @@ class BackupContext:
         if not self._stack().compose_file.exists():
             return []
         try:
-            containers = engine.project_containers(engine.connect(), self.config.project_name)
+            containers = engine.project_containers(
+                engine.connect(), self.config.project_name, working_dir=self._stack().root
+            )
         except EngineError:
             return []
         return sorted(

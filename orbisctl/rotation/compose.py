@@ -53,7 +53,7 @@ class ComposeRoller:
         return [
             container
             for container in engine.project_containers(
-                self.client, self.install.config.project_name
+                self.client, self.install.config.project_name, working_dir=self.install.root
             )
             if container.labels.get(engine.SERVICE_LABEL) == service
             and container.status == "running"

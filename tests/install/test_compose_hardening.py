@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from orbisctl.installer import derived_project_name
 from orbisctl.render import RUNTIME_UID
 
 # One-shot services: they exit, so no healthcheck and no restart.
@@ -132,7 +133,8 @@ def test_gateway_replicas_and_referrals_profile(full_install: Path) -> None:
     assert referrals["profiles"] == ["referrals"]
     assert referrals["environment"]["ORBIS_REFERRALS_ENABLED"] == "true"
     assert compose["services"]["api"]["environment"]["ORBIS_REFERRALS_ENABLED"] == "false"
-    assert compose["name"] == "orbisvoice"
+    # orbis.yaml named no project: init derived one of this install's own.
+    assert compose["name"] == derived_project_name(full_install) == f"full-{compose['name'][-8:]}"
     images = {service["image"] for service in compose["services"].values()}
     assert images == {
         "orbisvoice/runtime:1.2.3",
