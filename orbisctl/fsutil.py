@@ -7,6 +7,7 @@ import difflib
 import os
 import stat
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -92,10 +93,18 @@ def _current(path: Path) -> str | None:
         return None
 
 
-def write_tree(files: dict[Path, str], root: Path, *, dry_run: bool = False) -> list[FileChange]:
+def write_tree(
+    files: dict[Path, str],
+    root: Path,
+    *,
+    dry_run: bool = False,
+    in_place: Collection[Path] = (),
+) -> list[FileChange]:
     """Write rendered files under `root` (atomically, one by one); say what changed.
 
-    With `dry_run` nothing is written; the result says what would change.
+    With `dry_run` nothing is written; the result says what would change. Existing files in
+    `in_place` (bind-mounted on their own into a container) keep their inode: see
+    `rewrite_in_place`.
     """
     changes = []
     for relative, text in sorted(files.items()):
@@ -106,7 +115,10 @@ def write_tree(files: dict[Path, str], root: Path, *, dry_run: bool = False) -> 
             continue
         if not dry_run:
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, text.encode("utf-8"))
+            if relative in in_place and current is not None:
+                rewrite_in_place(target, text.encode("utf-8"))
+            else:
+                atomic_write(target, text.encode("utf-8"))
         changes.append(FileChange(relative, Change.CREATED if current is None else Change.UPDATED))
     return changes
 

@@ -45,6 +45,7 @@ from orbisctl.installdir import (
     require_install,
 )
 from orbisctl.render import RUNTIME_UID, render_stack
+from orbisctl.rendered import SINGLE_FILE_MOUNTS
 from orbisctl.secretfiles import (
     GEMINI_API_KEY,
     MOUNTED_SECRETS,
@@ -366,7 +367,7 @@ def init_install(
             "of secrets/* (except backup_key) and tls/server.key, tls/emulator.key"
         )
     atomic_write(install.config, dump_config(cfg).encode())
-    result.rendered = write_tree(rendered, install.root)
+    result.rendered = write_tree(rendered, install.root, in_place=SINGLE_FILE_MOUNTS)
     return result
 
 
@@ -392,7 +393,7 @@ def render_install(root: Path, *, check: bool) -> RenderResult:
     install = require_install(root)
     files = render_files(install)
     diff = diff_tree(files, install.root)
-    changes = write_tree(files, install.root, dry_run=check)
+    changes = write_tree(files, install.root, dry_run=check, in_place=SINGLE_FILE_MOUNTS)
     return RenderResult(changes=changes, diff=diff)
 
 

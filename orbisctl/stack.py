@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from orbisctl import engine, images, secretfiles
+from orbisctl import engine, images, rendered, secretfiles
 from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.errors import EngineError, InstallDirError, UnhealthyError, UserError
 from orbisctl.installer import Renewal, renew_server_cert
@@ -255,6 +255,8 @@ class UpResult:
     seconds: float
     # The server certificate: renewed by this `up` or not, and until when it is valid.
     certificate: Renewal | None = None
+    # How rendered files reached the services reading them ("nginx reloaded: ... changed").
+    refreshed: list[str] = field(default_factory=list)
 
 
 def urls(config: OrbisConfig) -> dict[str, str]:
@@ -303,6 +305,7 @@ def up(
         # Before migrate and api first try to log in (see ensure_database_login).
         if ensure_database_login(install, client) is None:
             progress.note("a rotation is in progress: its --resume or --abort sets the login roles")
+    nginx_before = {c.id for c in running_nginx(install, client)}
     progress.step("docker compose up (migrations run first), wait until all is healthy")
     process = subprocess.Popen(
         compose.command("up", "--detach", "--remove-orphans"),
@@ -315,17 +318,64 @@ def up(
     statuses = wait_healthy(
         install, model, timeout=remaining, client=client, on_status=on_status, running=process
     )
+    refreshed = _refresh_rendered(
+        install,
+        model,
+        client,
+        nginx_before=nginx_before,
+        timeout=max(1.0, timeout - (time.monotonic() - started)),
+        progress=progress,
+    )
     # Compose may have recreated api or gateway containers (new addresses) without touching
     # nginx, which resolved their names when it loaded its config: have it resolve them again.
+    # The reload is also what has a kept nginx take re-rendered files.
     progress.step("nginx: config test and reload")
     reload_nginx(install, client)
+    rendered.save_state(install.root, {NGINX_SERVICE: rendered.digests(install.root)})
+    statuses = status(install, client)
     return UpResult(
         statuses,
         urls(install.config),
         bool(build or missing),
         time.monotonic() - started,
         certificate,
+        refreshed,
     )
+
+
+def _refresh_rendered(
+    install: Install,
+    model: ComposeModel,
+    client: docker.DockerClient,
+    *,
+    nginx_before: set[str],
+    timeout: float,
+    progress: Progress,
+) -> list[str]:
+    """Bring re-rendered nginx files to nginx (issue 15 item 10: `render` + `up` left nginx
+    on its old config); say what was done. A kept nginx (compose did not recreate it) reloads,
+    after up; one that cannot see the files on disk is recreated first."""
+    current = running_nginx(install, client)
+    kept = [c for c in current if c.id in nginx_before]
+    if nginx_before and current and not kept:
+        return ["nginx recreated by compose (its definition in compose.yaml changed)"]
+    if not kept:
+        return []
+    blind = rendered.blind_containers(install.root, kept)
+    if blind:
+        files = ", ".join(sorted({item.file for item in blind}))
+        progress.step(f"nginx: recreate (it does not see the rendered {files})")
+        install.compose().run(
+            "up", "--detach", "--no-deps", "--force-recreate", NGINX_SERVICE, timeout=timeout
+        )
+        wait_healthy(install, model, timeout=timeout, client=client)
+        return [f"nginx recreated: it did not see the rendered {files} (a reload cannot help)"]
+    changed = rendered.changed_since_loaded(install.root)
+    if changed is None:
+        return ["nginx reloaded: it now reads the rendered files on disk"]
+    if changed:
+        return [f"nginx reloaded: {', '.join(changed)} changed"]
+    return []
 
 
 def ensure_database_login(install: Install, client: docker.DockerClient) -> str | None:

@@ -114,6 +114,8 @@ def up(
             on_status=_health_details(progress),
         )
     output.print_table(_status_table(result.statuses, project))
+    for line in result.refreshed:
+        output.info(escape(line))
     output.info(f"[green]OrbisVoice is up[/] ({result.seconds:.0f} s)")
     for name, url in result.urls.items():
         output.info(f"  {name:<10} {url}")
