@@ -205,11 +205,37 @@ class RotationConfig(_Model):
     max_age_days: int = Field(90, ge=1, le=3650)
 
 
+class Target(StrEnum):
+    COMPOSE = "compose"  # one host, `docker compose`
+    SWARM = "swarm"  # a Docker Swarm, `docker stack deploy` (docs/swarm.md)
+
+
+_NODE_LABEL = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+
+
+class SwarmConfig(_Model):
+    # IPsec between the nodes on the overlay networks. Every node's kernel needs ESP and
+    # AES-GCM (INET_ESP, CRYPTO_GCM); without them the tasks run but cannot reach each other,
+    # and Docker reports no error (docs/swarm.md). The lab and CI turn it off.
+    encrypted_overlay: bool = True
+    # The node label that marks the data node: `docker node update --label-add <label>=true`.
+    data_node_label: str = "orbis.data"
+    api_replicas: int = Field(2, ge=1, le=64)
+
+    @field_validator("data_node_label")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        if not _NODE_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a node label name (like orbis.data)")
+        return value
+
+
 Profile = Literal["referrals"]
 
 
 class OrbisConfig(_Model):
     version: Literal[1] = 1
+    target: Target = Target.COMPOSE
     domain: str = "localhost"
     project_name: str = Field("orbisvoice", pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     tls: TlsConfig = TlsConfig()
@@ -224,6 +250,7 @@ class OrbisConfig(_Model):
     images: ImagesConfig = ImagesConfig()
     backup: BackupConfig = BackupConfig()
     rotation: RotationConfig = RotationConfig()
+    swarm: SwarmConfig = SwarmConfig()
 
     @field_validator("domain")
     @classmethod

@@ -8,12 +8,14 @@ inputs, so the same config always renders byte-identical files.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orbisctl import image_digests
 from orbisctl.config import EVERY_IPV4_ADDRESS, ImageSource, ModelProvider, OrbisConfig
+from orbisctl.config import Target
 from orbisctl.templating import environment
 
 # Every container that reads a secret runs as this uid/gid; `init` makes it the owner of the
@@ -49,6 +51,64 @@ RENDERED_FILES: dict[Path, str] = {
     Path("nginx/snippets/websocket.conf"): "nginx/snippets/websocket.conf.j2",
     Path("nginx/snippets/real_ip.conf"): "nginx/snippets/real_ip.conf.j2",
 }
+
+COMPOSE_FILE = Path("compose.yaml")
+# target: swarm. `orbisctl up` renders it (compose.yaml.j2 with `swarm` on): the names of its
+# secrets and configs carry a hash of the files' content, which `render` does not read.
+STACK_FILE = Path("stack.yaml")
+
+# The uid:gid the postgres and redis images' own users have. In a swarm they run as these:
+# a fresh volume is filled from the image, whose data directories those users own, and a
+# swarm has no one-shot job to chown it (compose's volume-init).
+DATA_USERS: dict[ImageSource, dict[str, str]] = {
+    ImageSource.LOCAL: {"postgres": "999:999", "redis": "999:999"},
+    # postgres:15-alpine and redis:7-alpine
+    ImageSource.REGISTRY: {"postgres": "70:70", "redis": "999:1000"},
+}
+
+
+@dataclass(frozen=True)
+class SwarmObject:
+    """A swarm secret or config made from an install file (`path`, relative to the root)."""
+
+    kind: str  # "secret" or "config"
+    path: Path
+
+
+def swarm_objects(cfg: OrbisConfig) -> dict[str, SwarmObject]:
+    """Every secret and config the stack file declares, by its key in the stack file."""
+    emulator = cfg.model.provider is ModelProvider.EMULATOR
+    secret_files = {
+        "postgres_user": "secrets/postgres_user",
+        "postgres_password": "secrets/postgres_password",
+        "redis_password": "secrets/redis_password",
+        "jwt_keys": "secrets/jwt_keys.json",
+        "internal_token": "secrets/internal_token",
+        "gemini_api_key": "secrets/gemini_api_key",
+        "server_tls_key": "tls/server.key",
+    }
+    if emulator:
+        secret_files["emulator_tls_key"] = "tls/emulator.key"
+    objects = {key: SwarmObject("secret", Path(path)) for key, path in secret_files.items()}
+    for key, _target, path in _nginx_configs():
+        objects[key] = SwarmObject("config", path)
+    objects["server_crt"] = SwarmObject("config", Path("tls/server.crt"))
+    if emulator:
+        objects["tls_ca"] = SwarmObject("config", Path("tls/ca.crt"))
+        objects["emulator_crt"] = SwarmObject("config", Path("tls/emulator.crt"))
+    return objects
+
+
+def _nginx_configs() -> list[tuple[str, str, Path]]:
+    """(config key, path in the nginx container, install file) of every rendered nginx file."""
+    found = []
+    for path in sorted(RENDERED_FILES):
+        if path.parts[0] != "nginx":
+            continue
+        key = "nginx_conf" if path.name == "nginx.conf" else f"nginx_{path.stem}"
+        found.append((key, "/etc/" + path.as_posix(), path))
+    return found
+
 
 # Cloudflare's published edge ranges (https://www.cloudflare.com/ips/), used for
 # `set_real_ip_from` when `cloudflare.real_ip` is on.
@@ -145,8 +205,16 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
     """The variables every template sees (documented in docs/configuration.md)."""
     emulator = cfg.model.provider is ModelProvider.EMULATOR
     https_suffix = "" if cfg.ports.https == 443 else f":{cfg.ports.https}"
+    swarm = cfg.target is Target.SWARM
     return {
         "cfg": cfg,
+        "swarm": swarm,
+        # Filled by render_swarm_stack: {stack file key: versioned swarm object name}.
+        "swarm_names": {},
+        "swarm_objects": swarm_objects(cfg),
+        "data_users": DATA_USERS[cfg.images.source],
+        "nginx_configs": [(key, target) for key, target, _ in _nginx_configs()]
+        + [("server_crt", "/etc/nginx/tls/server.crt")],
         "images": image_refs(cfg),
         "runtime_user": f"{RUNTIME_UID}:{RUNTIME_UID}",
         "public_url": public_url(cfg),
@@ -194,7 +262,23 @@ def render_stack(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[Path,
     """
     env = environment()
     context = render_context(cfg, ocsp_stapling=ocsp_stapling)
+    # target: swarm has no compose.yaml; `up` renders stack.yaml (render_swarm_stack).
+    skip = {COMPOSE_FILE} if cfg.target is Target.SWARM else set()
     return {
         path: env.get_template(template).render(context)
         for path, template in sorted(RENDERED_FILES.items())
+        if path not in skip
     }
+
+
+def render_swarm_stack(
+    cfg: OrbisConfig, names: Mapping[str, str], *, ocsp_stapling: bool = False
+) -> str:
+    """stack.yaml for `docker stack deploy`: the compose template with `swarm` on; `names`
+    maps each key of swarm_objects(cfg) to its versioned swarm name."""
+    missing = sorted(set(swarm_objects(cfg)) - set(names))
+    if missing:
+        raise ValueError(f"no swarm name for {', '.join(missing)}")
+    context = render_context(cfg, ocsp_stapling=ocsp_stapling)
+    context.update(swarm=True, swarm_names=dict(names))
+    return environment().get_template(RENDERED_FILES[COMPOSE_FILE]).render(context)
