@@ -7,6 +7,16 @@ from typing import Annotated
 
 import typer
 
+
+def _check_target(ctx: typer.Context, value: Path) -> Path:
+    """A verb that does not run on target swarm yet is refused here, in one line, before it
+    touches anything: every verb that reads an install directory takes this option."""
+    from orbisctl import swarm  # imported here: `--help` needs none of it
+
+    swarm.refuse_unless_ready(" ".join(ctx.command_path.split()[1:]), value)
+    return value
+
+
 InstallDirOption = Annotated[
     Path,
     typer.Option(
@@ -15,6 +25,7 @@ InstallDirOption = Annotated[
         envvar="ORBIS_DIR",
         help="The install directory (holds orbis.yaml). Default: the current directory.",
         show_default=False,
+        callback=_check_target,
     ),
 ]
 

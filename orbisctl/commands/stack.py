@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from orbisctl import output, preflight
+from orbisctl import output, preflight, swarm
 from orbisctl import stack as core
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.errors import CheckFailed, ExitCode, UserError
@@ -94,6 +94,11 @@ def up(
 ) -> None:
     """Check the host, build or load images, migrate, start, and wait until all is healthy."""
     install = core.open_install(directory)
+    if swarm.is_swarm(install.config):
+        from orbisctl.commands import swarmstack
+
+        swarmstack.up(install, timeout=timeout)
+        return
     problems = preflight.run(
         install_root=install.root,
         secrets_dir=install.secrets_dir,
@@ -142,6 +147,11 @@ def down(
             f"Delete the data volumes of {install.config.project_name} (database, Redis)?"
         ):
             raise typer.Exit(int(ExitCode.FAILURE))
+    if swarm.is_swarm(install.config):
+        from orbisctl.commands import swarmstack
+
+        swarmstack.down(install, volumes=volumes)
+        return
     with output.StepReporter() as progress:
         progress.step("docker compose down" + (" --volumes" if volumes else ""))
         core.down(install, volumes=volumes)
@@ -152,6 +162,11 @@ def down(
 def status(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """One row per container: state, health, uptime, restarts, image."""
     install = core.open_install(directory)
+    if swarm.is_swarm(install.config):
+        from orbisctl.commands import swarmstack
+
+        swarmstack.status(install, as_json=as_json)
+        return
     rows = core.status(install)
     if as_json:
         output.print_json(
