@@ -8,31 +8,15 @@ routing mesh; see docs/swarm-spike.md) and the host reaching a host-mode port on
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-LAB = ROOT / "scripts" / "swarm-lab"
+from tests.swarm.conftest import Node, running_lab, skip_reason, wait_for
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the swarm lab needs root (network namespaces, dockerd)"
-    if shutil.which("ip") is None or shutil.which("dockerd") is None:
-        return "the swarm lab needs iproute2 and dockerd"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
-    if probe.returncode != 0:
-        return f"`ip netns` is unavailable: {probe.stderr.strip()}"
-    return None
-
-
-_reason = _skip_reason()
+_reason = skip_reason()
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(_reason is not None, reason=_reason or ""),
@@ -50,52 +34,13 @@ def _image() -> str | None:
     return out[0] if out else None
 
 
-def lab(*args: str, timeout: float = 120) -> str:
-    done = subprocess.run(
-        [str(LAB), *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    print(done.stderr, end="")
-    assert done.returncode == 0, f"swarm-lab {' '.join(args)} failed:\n{done.stderr}"
-    return done.stdout
-
-
-class Node:
-    def __init__(self, line: str) -> None:
-        self.name, self.role, self.address, self.host = line.split()
-
-    def docker(self, *args: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            ["docker", "-H", self.host, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        assert done.returncode == 0, f"docker {' '.join(args)} on {self.name}: {done.stderr}"
-        return done.stdout
-
-
 @pytest.fixture(scope="module")
 def swarm() -> Iterator[list[Node]]:
     image = _image()
     if image is None:
         pytest.skip("no orbisvoice/python image in the main engine (build the images first)")
-    started = time.monotonic()
-    try:
-        nodes = [Node(line) for line in lab("up", "3").splitlines()]
-        lab("load", image, timeout=300)
-        print(f"swarm lab up with {image} loaded in {time.monotonic() - started:.1f}s")
+    with running_lab(every_node=[image]) as nodes:
         yield nodes
-    finally:
-        lab("down")
-        print(f"swarm lab module: {time.monotonic() - started:.1f}s including teardown")
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.25)
 
 
 def test_three_nodes_are_ready(swarm: list[Node]) -> None:
