@@ -92,13 +92,16 @@ async def share_of_samples_over(
 async def test_an_idle_gateway_beside_a_cpu_hog_refuses_no_call(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
-    # A limit the neighbour's lag is sure to pass on a 2-core host (more samples over it than
-    # the judge's 90th percentile allows): judged on wall-clock lag, it would shed.
-    limited = replace(settings, max_loop_lag_seconds=0.005)
+    # A limit the neighbour's lag is sure to pass (more samples over it than the judge's 90th
+    # percentile allows): judged on wall-clock lag, it would shed. The kernel wakes a sleeping
+    # loop ahead of busy hogs, so their lag is mostly a few ms: measured on 2 cores, 25-30% of
+    # samples over 2.5 ms but only 4-6% over 5 ms (too few to be sure of); own lag <1% over.
+    bound = "0.0025"
+    limited = replace(settings, max_loop_lag_seconds=float(bound))
     token = await agents.token()
     async with running_gateway(limited, gemini_ssl_context=emulator.ssl_context()) as gw:
         await asyncio.sleep(1.5)  # a full window of quiet samples first
-        count_before, over_before = await share_of_samples_over(http, gw, "0.005")
+        count_before, over_before = await share_of_samples_over(http, gw, bound)
         flipped = False
         async with cpu_hog(HOG_SECONDS):
             loop = asyncio.get_running_loop()
@@ -109,7 +112,7 @@ async def test_an_idle_gateway_beside_a_cpu_hog_refuses_no_call(
             # A call taken while the neighbour still runs.
             async with widget_call(http, gw, token) as call:
                 await call.wait_for("session.started", within=20)
-        count, over = await share_of_samples_over(http, gw, "0.005")
+        count, over = await share_of_samples_over(http, gw, bound)
         # The neighbour did make the loop late, as a wall clock sees it...
         assert (over - over_before) / (count - count_before) > 0.1, (count, over)
         # ...and none of it was taken for the gateway's own load.
