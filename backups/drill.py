@@ -39,10 +39,11 @@ from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
 from backups.manifest import MANIFEST_FILE, load
 from backups.process import psql_session, quote_literal
-from orbisctl import engine, stack
-from orbisctl.config import CONFIG_FILENAME, ModelProvider, OrbisConfig, load_config
-from orbisctl.errors import DataError, EngineError, OrbisError
-from orbisctl.fsutil import write_tree
+from orbisctl import stack
+from orbisctl.core import engine
+from orbisctl.core.config import CONFIG_FILENAME, ModelProvider, OrbisConfig, load_config
+from orbisctl.core.errors import DataError, EngineError, OrbisError
+from orbisctl.core.fsutil import write_tree
 from orbisctl.render import render_stack
 
 DRILLS_DIR = "drills"

@@ -47,8 +47,8 @@ from backups.process import (
 )
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl import __version__
-from orbisctl.errors import USER_ERRNOS, DataError, StorageError, UserError, storage_error
-from orbisctl.fsutil import fsync_dir
+from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, UserError, storage_error
+from orbisctl.core.fsutil import fsync_dir
 
 PARTIAL_PREFIX = ".partial-"
 RESTORE_LOCK = ".restore-lock"

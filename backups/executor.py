@@ -28,10 +28,10 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 
-from orbisctl import engine
-from orbisctl.engine import Compose
-from orbisctl.errors import DataError, EngineError
-from orbisctl.secretfiles import REDIS_PASSWORD, current_value
+from orbisctl.core import engine
+from orbisctl.core.engine import Compose
+from orbisctl.core.errors import DataError, EngineError
+from orbisctl.core.secretfiles import REDIS_PASSWORD, current_value
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 MAINTENANCE_DATABASE = "postgres"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orbisctl import fsutil
+from orbisctl.core import fsutil
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from backups.executor import MAINTENANCE_DATABASE, Executor
 from backups.process import psql_session, quote_ident, quote_literal
-from orbisctl.errors import UserError
+from orbisctl.core.errors import UserError
 
 KEPT_INFIX = "_pre_restore_"
 STAMP_FORMAT = "%Y%m%d%H%M%S"

@@ -21,7 +21,7 @@ from typing import Any
 
 from backups import crypto
 from backups.fs import atomic_write
-from orbisctl.errors import DataError
+from orbisctl.core.errors import DataError
 
 BACKUP_KEY_FILE = "backup_key"
 BACKUP_KEY_RING_FILE = "backup_keys.json"

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orbisctl.errors import DataError
+from orbisctl.core.errors import DataError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT_NAME = "orbis-backup"

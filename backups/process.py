@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 from backups.executor import Command, Executor
-from orbisctl.errors import DataError, EngineError
+from orbisctl.core.errors import DataError, EngineError
 
 PIPE_CHUNK = 1024 * 1024
 

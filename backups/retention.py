@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 
 from backups import engine
-from orbisctl.config import RetentionConfig
-from orbisctl.errors import USER_ERRNOS, storage_error
+from orbisctl.core.config import RetentionConfig
+from orbisctl.core.errors import USER_ERRNOS, storage_error
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from orbisctl import __version__, output
-from orbisctl.errors import USER_ERRNOS, ConfigError, ExitCode, OrbisError, storage_error
+from orbisctl.core.errors import USER_ERRNOS, ConfigError, ExitCode, OrbisError, storage_error
 
 
 class OrbisGroup(TyperGroup):

@@ -26,9 +26,10 @@ from backups import drill as backup_drill
 from backups import engine as backup_engine
 from backups import kept as backup_kept
 from backups.executor import ComposeExecutor, Executor
-from orbisctl import engine, preflight, stack, tls
-from orbisctl.config import TlsMode
-from orbisctl.errors import EngineError
+from orbisctl import preflight, stack, tls
+from orbisctl.core import engine
+from orbisctl.core.config import TlsMode
+from orbisctl.core.errors import EngineError
 from orbisctl.rotation import core as rotation_core
 
 CERT_WARN_DAYS = 21

@@ -40,10 +40,11 @@ from packaging.version import Version
 
 import orbisctl
 import runtime
-from orbisctl import engine, image_digests
-from orbisctl.config import ImageSource, OrbisConfig
-from orbisctl.errors import EngineError, UserError
-from orbisctl.progress import NO_PROGRESS, Progress
+from orbisctl import image_digests
+from orbisctl.core import engine
+from orbisctl.core.config import ImageSource, OrbisConfig
+from orbisctl.core.errors import EngineError, UserError
+from orbisctl.core.progress import NO_PROGRESS, Progress
 from orbisctl.render import ImageRefs, image_refs
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from orbisctl import engine
-from orbisctl.config import (
+from orbisctl.core import engine
+from orbisctl.core.config import (
     CONFIG_FILENAME,
     ModelProvider,
     OrbisConfig,
@@ -27,8 +27,8 @@ from orbisctl.config import (
     load_config,
     parse_config,
 )
-from orbisctl.errors import ConfigError, EngineError, InstallDirError, UserError
-from orbisctl.fsutil import (
+from orbisctl.core.errors import ConfigError, EngineError, InstallDirError, UserError
+from orbisctl.core.fsutil import (
     FileChange,
     atomic_write,
     diff_tree,
@@ -36,7 +36,7 @@ from orbisctl.fsutil import (
     rewrite_in_place,
     write_tree,
 )
-from orbisctl.installdir import (
+from orbisctl.core.install import (
     PUBLIC_MODE,
     SECRET_MODE,
     SECRETS_DIR_MODE,
@@ -44,9 +44,7 @@ from orbisctl.installdir import (
     check_init_target,
     require_install,
 )
-from orbisctl.render import RUNTIME_UID, render_stack
-from orbisctl.rendered import SINGLE_FILE_MOUNTS
-from orbisctl.secretfiles import (
+from orbisctl.core.secretfiles import (
     GEMINI_API_KEY,
     MOUNTED_SECRETS,
     SECRET_NAMES,
@@ -54,6 +52,8 @@ from orbisctl.secretfiles import (
     is_emulator_key,
     read_gemini_key,
 )
+from orbisctl.render import RUNTIME_UID, render_stack
+from orbisctl.rendered import SINGLE_FILE_MOUNTS
 from orbisctl.tls import (
     EMULATOR_DAYS,
     EMULATOR_NAMES,

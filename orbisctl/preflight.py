@@ -18,9 +18,9 @@ from typing import Any
 
 import docker
 
-from orbisctl import engine
-from orbisctl.config import EVERY_IPV4_ADDRESS
-from orbisctl.errors import EngineError, ExitCode
+from orbisctl.core import engine
+from orbisctl.core.config import EVERY_IPV4_ADDRESS
+from orbisctl.core.errors import EngineError, ExitCode
 
 GIB = 1024**3
 MIN_FREE_DISK_GIB = 3.0  # images (~1.5 GiB local), volumes, logs, a backup

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orbisctl import image_digests
-from orbisctl.config import EVERY_IPV4_ADDRESS, ImageSource, ModelProvider, OrbisConfig, Target
+from orbisctl.core.config import EVERY_IPV4_ADDRESS, ImageSource, ModelProvider, OrbisConfig, Target
 from orbisctl.templating import environment
 
 # Every container that reads a secret runs as this uid/gid; `init` makes it the owner of the

@@ -20,7 +20,7 @@ from typing import Any
 import docker.errors
 import requests.exceptions
 
-from orbisctl.fsutil import atomic_write
+from orbisctl.core.fsutil import atomic_write
 
 STATE_FILE = Path(".orbisctl-rendered.json")
 NGINX_SERVICE = "nginx"

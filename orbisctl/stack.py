@@ -18,11 +18,12 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from orbisctl import engine, images, rendered, secretfiles
-from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
-from orbisctl.errors import EngineError, InstallDirError, UnhealthyError, UserError
+from orbisctl import images, rendered
+from orbisctl.core import engine, secretfiles
+from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
+from orbisctl.core.errors import EngineError, InstallDirError, UnhealthyError, UserError
+from orbisctl.core.progress import NO_PROGRESS, Progress
 from orbisctl.installer import Renewal, renew_server_cert
-from orbisctl.progress import NO_PROGRESS, Progress
 from orbisctl.render import image_refs
 
 COMPOSE_FILENAME = "compose.yaml"

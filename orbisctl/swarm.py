@@ -22,9 +22,9 @@ import docker.errors
 import requests.exceptions
 import yaml
 
-from orbisctl import engine
-from orbisctl.config import CONFIG_FILENAME, OrbisConfig, Target
-from orbisctl.errors import EngineError, UnhealthyError, UserError
+from orbisctl.core import engine
+from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, Target
+from orbisctl.core.errors import EngineError, UnhealthyError, UserError
 from orbisctl.render import STACK_FILE, render_swarm_stack, swarm_objects
 
 NAMESPACE_LABEL = "com.docker.stack.namespace"

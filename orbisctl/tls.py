@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from orbisctl.errors import UserError
+from orbisctl.core.errors import UserError
 from runtime.common.certs import BACKDATE, key_pem, new_key, self_signed_ca, subject_alt_names
 
 CA_DAYS = 3650

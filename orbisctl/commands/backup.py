@@ -23,8 +23,8 @@ from backups import schedule
 from backups.fs import atomic_write
 from orbisctl import output
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
-from orbisctl.config import CONFIG_FILENAME, OrbisConfig, load_config
-from orbisctl.errors import EngineError, UserError
+from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
+from orbisctl.core.errors import EngineError, UserError
 
 if TYPE_CHECKING:
     from backups.engine import AppControl
@@ -105,7 +105,8 @@ class BackupContext:
     def app_control(self) -> AppControl:
         from backups.engine import NoAppControl
         from backups.executor import ComposeAppControl
-        from orbisctl import engine, stack
+        from orbisctl import stack
+        from orbisctl.core import engine
 
         if self.database_url:
             return NoAppControl()
@@ -127,7 +128,7 @@ class BackupContext:
     def running_services(self) -> list[str]:
         """The services of this install's stack that have a running container; none when
         nothing is rendered here or no engine answers (a new host)."""
-        from orbisctl import engine
+        from orbisctl.core import engine
 
         if not self._stack().compose_file.exists():
             return []

@@ -21,7 +21,7 @@ from backups import schedule
 from orbisctl import output
 from orbisctl.commands.backup import BackupContext, schedule_command
 from orbisctl.commands.options import InstallDirOption, JsonOption
-from orbisctl.errors import CheckFailed
+from orbisctl.core.errors import CheckFailed
 
 if TYPE_CHECKING:
     from backups.drill import DrillReport

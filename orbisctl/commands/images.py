@@ -12,7 +12,7 @@ from rich.markup import escape
 from orbisctl import images as core
 from orbisctl import output
 from orbisctl.commands.options import InstallDirOption
-from orbisctl.config import (
+from orbisctl.core.config import (
     CONFIG_FILENAME,
     ImageSource,
     OrbisConfig,

@@ -12,11 +12,11 @@ from rich.prompt import Prompt
 
 from orbisctl import installer, output
 from orbisctl.commands.options import InstallDirOption
-from orbisctl.config import ImageSource, ModelProvider, OrbisConfig, TlsMode
-from orbisctl.errors import CheckFailed
-from orbisctl.fsutil import Change
-from orbisctl.installdir import InstallDir
-from orbisctl.secretfiles import GEMINI_API_KEY
+from orbisctl.core.config import ImageSource, ModelProvider, OrbisConfig, TlsMode
+from orbisctl.core.errors import CheckFailed
+from orbisctl.core.fsutil import Change
+from orbisctl.core.install import InstallDir
+from orbisctl.core.secretfiles import GEMINI_API_KEY
 
 app = typer.Typer()
 

@@ -10,10 +10,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from orbisctl import engine, output, stack
+from orbisctl import output, stack
 from orbisctl.commands.options import InstallDirOption, JsonOption
-from orbisctl.config import CONFIG_FILENAME, load_config
-from orbisctl.errors import EngineError, InstallDirError, UserError
+from orbisctl.core import engine
+from orbisctl.core.config import CONFIG_FILENAME, load_config
+from orbisctl.core.errors import EngineError, InstallDirError, UserError
 from orbisctl.rotation import compose as compose_ports
 from orbisctl.rotation import core
 from orbisctl.rotation.journal import JournalStore

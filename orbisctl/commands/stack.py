@@ -13,8 +13,8 @@ from rich.table import Table
 from orbisctl import output, preflight, swarm
 from orbisctl import stack as core
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
-from orbisctl.errors import CheckFailed, ExitCode, UserError
-from orbisctl.progress import Progress
+from orbisctl.core.errors import CheckFailed, ExitCode, UserError
+from orbisctl.core.progress import Progress
 
 app = typer.Typer()
 

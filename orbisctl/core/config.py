@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from orbisctl.errors import ConfigError
+from orbisctl.core.errors import ConfigError
 
 CONFIG_FILENAME = "orbis.yaml"
 CONFIG_VERSION = 1

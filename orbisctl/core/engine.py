@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from orbisctl.errors import EngineError
+from orbisctl.core.errors import EngineError
 
 # Docker calls that take longer than this are hung, not slow (image builds stream, uncapped).
 API_TIMEOUT_SECONDS = 60

@@ -6,8 +6,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbisctl.config import CONFIG_FILENAME
-from orbisctl.errors import InstallDirError
+from orbisctl.core.config import CONFIG_FILENAME
+from orbisctl.core.errors import InstallDirError
 
 SECRETS_DIR = "secrets"
 TLS_DIR = "tls"

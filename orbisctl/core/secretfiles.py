@@ -6,7 +6,7 @@ import base64
 import secrets
 from pathlib import Path
 
-from orbisctl.errors import InstallDirError, UserError
+from orbisctl.core.errors import InstallDirError, UserError
 from runtime.common.keyring import new_keyring
 
 # File names, not values.

@@ -29,9 +29,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from orbisctl import engine
 from orbisctl import stack as stack_core
-from orbisctl.errors import EngineError, UnhealthyError
+from orbisctl.core import engine
+from orbisctl.core.errors import EngineError, UnhealthyError
 from orbisctl.rotation.direct import scram_sha256_verifier
 from orbisctl.rotation.journal import HistoryEntry
 

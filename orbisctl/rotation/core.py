@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
-from orbisctl.config import ModelProvider, OrbisConfig
-from orbisctl.errors import InstallDirError, UserError
-from orbisctl.progress import no_step
+from orbisctl.core.config import ModelProvider, OrbisConfig
+from orbisctl.core.errors import InstallDirError, UserError
+from orbisctl.core.progress import no_step
+from orbisctl.core.secretfiles import read_gemini_key
 from orbisctl.rotation.journal import (
     HistoryEntry,
     Journal,
@@ -37,7 +38,6 @@ from orbisctl.rotation.strategies import (
     jwt_keys_due,
     steps_for,
 )
-from orbisctl.secretfiles import read_gemini_key
 from runtime.api.settings import ApiSettings
 from runtime.common.keyring import KeyRing
 

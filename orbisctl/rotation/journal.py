@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from orbisctl.errors import InstallDirError
-from orbisctl.fsutil import atomic_write
+from orbisctl.core.errors import InstallDirError
+from orbisctl.core.fsutil import atomic_write
 from orbisctl.rotation.secretfiles import SECRET_MODE
 
 ROTATION_DIRNAME = "rotation"

@@ -18,7 +18,7 @@ class ServiceRoller(Protocol):
 
         Each replica must be healthy before the next one goes; a gateway replica drains first
         (no new calls, live calls end or get a reconnect hint). A service that is not deployed
-        is skipped. Raises `orbisctl.errors.UnhealthyError` when a replica does not come back.
+        is skipped. Raises `orbisctl.core.errors.UnhealthyError` when a replica does not come back.
         """
         ...
 

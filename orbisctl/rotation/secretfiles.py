@@ -18,8 +18,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbisctl.errors import InstallDirError
-from orbisctl.fsutil import atomic_write
+from orbisctl.core.errors import InstallDirError
+from orbisctl.core.fsutil import atomic_write
 
 SECRETS_DIRNAME = "secrets"
 SECRET_MODE = 0o600

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from orbisctl.config import OrbisConfig
-from orbisctl.errors import InstallDirError, OrbisError
-from orbisctl.progress import no_step
+from orbisctl.core.config import OrbisConfig
+from orbisctl.core.errors import InstallDirError, OrbisError
+from orbisctl.core.progress import no_step
 from orbisctl.rotation.journal import Journal, JournalStore, StepRecord, StepStatus, iso
 from orbisctl.rotation.ports import GeminiProbe, PostgresAdmin, RedisAdmin, ServiceRoller
 from orbisctl.rotation.secretfiles import SecretStore, fingerprint

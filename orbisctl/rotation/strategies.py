@@ -14,11 +14,11 @@ from pathlib import Path
 
 from backups import crypto as backup_crypto
 from backups import keys as backup_keys
-from orbisctl.config import ModelProvider
-from orbisctl.errors import UserError
+from orbisctl.core.config import ModelProvider
+from orbisctl.core.errors import UserError
+from orbisctl.core.secretfiles import generate_secret, read_gemini_key
 from orbisctl.rotation.secretfiles import fingerprint
 from orbisctl.rotation.steps import RotationContext, RotationFailed, Step, StepEnv, staged_value
-from orbisctl.secretfiles import generate_secret, read_gemini_key
 from runtime.common.keyring import JwtKey, KeyRing, new_key
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from backups import crypto, engine, keys, manifest
 from backups.engine import NoAppControl, create_backup, open_backup, restore_backup, verify_backup
-from orbisctl.errors import DataError
+from orbisctl.core.errors import DataError
 from tests.backups.conftest import Stack, hold_writer_lock
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from orbisctl.cli import app
-from orbisctl.errors import ExitCode
+from orbisctl.core.errors import ExitCode
 from orbisctl.output import STEP_MARK
 from tests.backups.conftest import Stack
 from tests.backups.test_retention import fake_backup

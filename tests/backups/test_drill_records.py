@@ -26,8 +26,8 @@ from backups.engine import create_backup
 from orbisctl import doctor
 from orbisctl import stack as orbis_stack
 from orbisctl.cli import app
-from orbisctl.config import OrbisConfig
-from orbisctl.errors import ExitCode
+from orbisctl.core.config import OrbisConfig
+from orbisctl.core.errors import ExitCode
 from tests.backups.conftest import Stack, make_install
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)

@@ -12,8 +12,8 @@ import docker
 import pytest
 
 from orbisctl import stack
-from orbisctl.config import OrbisConfig
-from orbisctl.errors import InstallDirError
+from orbisctl.core.config import OrbisConfig
+from orbisctl.core.errors import InstallDirError
 from tests.backups.conftest import make_install
 
 # A client that is never reached: these cases must stop before talking to an engine.

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from backups import engine, manifest, retention
 from backups.retention import Dated, keep_set
 from orbisctl.cli import app
-from orbisctl.config import BackupConfig, OrbisConfig, RetentionConfig, dump_config
+from orbisctl.core.config import BackupConfig, OrbisConfig, RetentionConfig, dump_config
 from tests.backups.conftest import hold_writer_lock
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

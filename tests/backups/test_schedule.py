@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from backups import schedule
 from orbisctl.cli import app
-from orbisctl.errors import UserError
+from orbisctl.core.errors import UserError
 from tests.backups.test_retention import fake_backup
 
 NOW = datetime(2026, 11, 27, 5, 0, 0, tzinfo=UTC)

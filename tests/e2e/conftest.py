@@ -20,8 +20,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
-from orbisctl import engine, images
+from orbisctl import images
 from orbisctl.cli import app
+from orbisctl.core import engine
 from tests.services import free_port
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

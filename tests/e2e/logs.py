@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Self
 
-from orbisctl import engine
+from orbisctl.core import engine
 
 POLL_SECONDS = 1.0
 # Log lines worth showing when a test fails: the services' warnings and errors, nginx's errors.

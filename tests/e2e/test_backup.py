@@ -31,7 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from backups.manifest import COMPONENT_FILES
-from orbisctl.errors import ExitCode
+from orbisctl.core.errors import ExitCode
 from tests.e2e.conftest import ARTIFACTS, Stack, orbisctl
 from tests.e2e.support import (
     PASSWORD,

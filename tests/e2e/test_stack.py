@@ -25,9 +25,10 @@ import aiohttp
 import docker.errors
 import pytest
 
-from orbisctl import engine, images
-from orbisctl.config import parse_config
-from orbisctl.errors import ExitCode
+from orbisctl import images
+from orbisctl.core import engine
+from orbisctl.core.config import parse_config
+from orbisctl.core.errors import ExitCode
 from orbisctl.render import image_refs
 from tests.e2e.conftest import Stack, orbisctl
 from tests.e2e.support import create_agent, ended_session, signup, widget_call

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orbisctl.errors import ExitCode
+from orbisctl.core.errors import ExitCode
 from tests.install.conftest import DOMAIN
 from tests.install.helpers import invoke, make_chain, other_key, snapshot
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orbisctl.config import EVERY_IPV4_ADDRESS, parse_config
-from orbisctl.errors import ConfigError
+from orbisctl.core.config import EVERY_IPV4_ADDRESS, parse_config
+from orbisctl.core.errors import ConfigError
 from orbisctl.preflight import port_problem
 from orbisctl.render import render_stack
 from tests.install.helpers import invoke

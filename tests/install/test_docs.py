@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from orbisctl.config import OrbisConfig
+from orbisctl.core.config import OrbisConfig
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

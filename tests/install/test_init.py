@@ -13,7 +13,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from orbisctl.errors import ExitCode
+from orbisctl.core.errors import ExitCode
 from orbisctl.render import RUNTIME_UID
 from tests.install.conftest import DOMAIN
 from tests.install.helpers import Chain, invoke, secret_values, snapshot

@@ -9,7 +9,7 @@ import jinja2
 import pytest
 import yaml
 
-from orbisctl.config import OrbisConfig, parse_config
+from orbisctl.core.config import OrbisConfig, parse_config
 from orbisctl.render import CLOUDFLARE_RANGES, image_refs, render_stack
 from orbisctl.templating import environment, template_root
 from runtime.api.proxies import parse_entries

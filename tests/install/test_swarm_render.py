@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from orbisctl import swarm
-from orbisctl.config import parse_config
+from orbisctl.core.config import parse_config
 from orbisctl.render import render_stack, render_swarm_stack, swarm_objects
 from tests.install.helpers import invoke
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from orbisctl.config import OrbisConfig
+from orbisctl.core.config import OrbisConfig
 from orbisctl.render import render_stack
 
 SOURCE = Path(__file__).resolve().parents[2]
 
 RENDER_FROM_WHEEL = """
 import json, orbisctl
-from orbisctl.config import OrbisConfig
+from orbisctl.core.config import OrbisConfig
 from orbisctl.render import render_stack
 from orbisctl.templating import template_root
 files = render_stack(OrbisConfig())

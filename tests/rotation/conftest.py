@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from orbisctl.config import OrbisConfig, dump_config
+from orbisctl.core.config import OrbisConfig, dump_config
 from orbisctl.rotation.direct import DirectPostgresAdmin, DirectRedisAdmin
 from orbisctl.rotation.journal import HistoryEntry
 from orbisctl.rotation.steps import RotationContext

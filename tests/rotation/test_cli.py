@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from orbisctl import stack
 from orbisctl.cli import app
-from orbisctl.config import ModelConfig, ModelProvider, OrbisConfig, load_config
-from orbisctl.errors import ExitCode, UserError
+from orbisctl.core.config import ModelConfig, ModelProvider, OrbisConfig, load_config
+from orbisctl.core.errors import ExitCode, UserError
 from orbisctl.output import STEP_MARK
 from orbisctl.rotation import core
 from orbisctl.rotation.compose import unsupported

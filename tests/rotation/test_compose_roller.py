@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from orbisctl import engine
-from orbisctl.config import OrbisConfig, dump_config
-from orbisctl.errors import EngineError, UnhealthyError
+from orbisctl.core import engine
+from orbisctl.core.config import OrbisConfig, dump_config
+from orbisctl.core.errors import EngineError, UnhealthyError
 from orbisctl.rotation.compose import ComposeRoller
 from orbisctl.rotation.secretfiles import SecretStore
 from orbisctl.stack import open_install

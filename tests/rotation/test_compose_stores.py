@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orbisctl import engine
-from orbisctl.config import OrbisConfig, dump_config
+from orbisctl.core import engine
+from orbisctl.core.config import OrbisConfig, dump_config
 from orbisctl.rotation import core
 from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin, ExecRedisAdmin
 from orbisctl.rotation.steps import RotationContext

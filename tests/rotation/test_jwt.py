@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orbisctl.errors import UserError
+from orbisctl.core.errors import UserError
 from orbisctl.rotation import core
 from orbisctl.rotation.steps import RotationContext
 from orbisctl.rotation.strategies import SecretKind

@@ -12,7 +12,7 @@ import pytest
 
 from backups import crypto as backup_crypto
 from backups import keys as backup_keys
-from orbisctl.errors import InstallDirError, UserError
+from orbisctl.core.errors import InstallDirError, UserError
 from orbisctl.rotation import core
 from orbisctl.rotation.journal import JournalStore
 from orbisctl.rotation.steps import RotationContext

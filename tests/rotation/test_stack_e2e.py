@@ -27,7 +27,7 @@ import jwt
 import pytest
 import yaml
 
-from orbisctl import engine
+from orbisctl.core import engine
 from runtime.api.security import issue_access_token
 from runtime.common.keyring import KeyRing
 from tests.e2e.logs import ServiceLogs

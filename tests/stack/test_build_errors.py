@@ -6,8 +6,9 @@ import io
 
 import pytest
 
-from orbisctl import engine, images
-from orbisctl.errors import EngineError
+from orbisctl import images
+from orbisctl.core import engine
+from orbisctl.core.errors import EngineError
 
 pytestmark = pytest.mark.docker
 

@@ -20,10 +20,11 @@ import docker.errors
 import pytest
 from typer.testing import CliRunner, Result
 
-from orbisctl import engine, images
+from orbisctl import images
 from orbisctl.cli import app
-from orbisctl.config import ImageSource, OrbisConfig
-from orbisctl.errors import ExitCode
+from orbisctl.core import engine
+from orbisctl.core.config import ImageSource, OrbisConfig
+from orbisctl.core.errors import ExitCode
 from orbisctl.output import STEP_MARK
 from orbisctl.render import image_refs
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from orbisctl import preflight
-from orbisctl.errors import ExitCode
+from orbisctl.core.errors import ExitCode
 from orbisctl.output import STEP_MARK
 from tests.stack.conftest import invoke
 

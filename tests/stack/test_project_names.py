@@ -14,8 +14,8 @@ import docker
 import pytest
 import yaml
 
-from orbisctl import engine
-from orbisctl.errors import EngineError
+from orbisctl.core import engine
+from orbisctl.core.errors import EngineError
 from orbisctl.installer import derived_project_name
 from tests.stack.conftest import invoke
 

@@ -12,8 +12,8 @@ import pytest
 import requests
 import yaml
 
-from orbisctl import engine
-from orbisctl.errors import EngineError
+from orbisctl.core import engine
+from orbisctl.core.errors import EngineError
 from orbisctl.stack import open_install, running_nginx
 from tests.stack.conftest import invoke
 

@@ -21,7 +21,7 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from orbisctl.cli import app
-from orbisctl.config import parse_config
+from orbisctl.core.config import parse_config
 from orbisctl.render import image_refs
 from tests.swarm.conftest import Node, main_engine_images, running_lab, skip_reason
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page
 
-from orbisctl.config import OrbisConfig, PortsConfig, RateLimitsConfig
+from orbisctl.core.config import OrbisConfig, PortsConfig, RateLimitsConfig
 from orbisctl.render import API_PORT, GATEWAY_PORT, NGINX_HTTP_PORT, NGINX_HTTPS_PORT, render_stack
 from orbisctl.render import WEB_ROOT as RENDER_WEB_ROOT
 from orbisctl.tls import issue_server_cert, new_ca

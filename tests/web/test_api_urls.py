@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from orbisctl.config import OrbisConfig, PortsConfig
+from orbisctl.core.config import OrbisConfig, PortsConfig
 from orbisctl.stack import urls
 from tests.web.stack import Stack
 from tests.web.support import INSTALL_HOST, TlsFiles
