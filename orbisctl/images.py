@@ -229,9 +229,12 @@ def ensure_debian_base(client: docker.DockerClient, *, progress: Progress = NO_P
 
 
 def _requirements(root: Path) -> list[str]:
+    """The runtime part's requirements: what both parts need plus the `runtime` extra (the
+    image carries no typer, rich, jinja2 or docker SDK)."""
     with (root / "pyproject.toml").open("rb") as fh:
         project = tomllib.load(fh)["project"]
-    return sorted(str(dep) for dep in project["dependencies"])
+    runtime_part = [*project["dependencies"], *project["optional-dependencies"]["runtime"]]
+    return sorted(str(dep) for dep in runtime_part)
 
 
 COMPLETE_MARKER = ".complete"

