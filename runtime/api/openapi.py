@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from runtime.api.models import UNSTORABLE_CHARS, ErrorBody
+from runtime.api.models.base import UNSTORABLE_CHARS
+from runtime.api.models.errors import ErrorBody
 from runtime.api.routing import Auth, Route
 
 _PATH_PARAM = re.compile(r"\{([^}:]+)\}")

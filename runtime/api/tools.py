@@ -28,7 +28,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from runtime.api.models import ToolError, ToolResultOut
+from runtime.api.models.internal import ToolError, ToolResultOut
 
 _CHUNK = 16 * 1024
 

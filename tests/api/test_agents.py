@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.api.models import AgentPatch
+from runtime.api.models.agents import AgentPatch
 from tests.api.fixtures import ApiHarness
 
 pytestmark = pytest.mark.integration
@@ -65,6 +65,10 @@ async def test_crud_roundtrip(api: ApiHarness) -> None:
         ({"max_session_seconds": 5}, "max_session_seconds"),
         (
             {"tools": [{**WEATHER_TOOL, "parameters": {"type": "object", "$ref": "#/x"}}]},
+            "tools.0.parameters",
+        ),
+        (  # a keyword's value of the wrong type (the SDK's Schema checks it)
+            {"tools": [{**WEATHER_TOOL, "parameters": {"type": "object", "maxItems": "2"}}]},
             "tools.0.parameters",
         ),
         ({"tools": [{**WEATHER_TOOL, "url": "ftp://x"}]}, "tools.0.url"),

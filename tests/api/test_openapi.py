@@ -34,7 +34,8 @@ from schemathesis.specs.openapi.checks import (
 
 from runtime.api import keys
 from runtime.api.app import create_app
-from runtime.api.models import CURSOR_PATTERN, EMAIL_PATTERN
+from runtime.api.models.accounts import EMAIL_PATTERN
+from runtime.api.models.sessions import CURSOR_PATTERN
 from runtime.api.settings import MIGRATIONS_DIR
 from runtime.common.db import load_migrations, migrate
 from tests.api.fixtures import INTERNAL_TOKEN, PASSWORD, api_settings, write_keyring

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runtime.api import keys
-from runtime.api.models import CURSOR_PATTERN
+from runtime.api.models.sessions import CURSOR_PATTERN
 from tests.api.fixtures import ApiHarness, Tenant
 
 pytestmark = pytest.mark.integration

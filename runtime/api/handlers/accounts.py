@@ -13,7 +13,7 @@ from aiohttp import web
 from runtime.api import audit, keys
 from runtime.api.auth import bearer_token
 from runtime.api.errors import Conflict, Invalid, Unauthorized
-from runtime.api.models import (
+from runtime.api.models.accounts import (
     AuthOut,
     LoginIn,
     MeOut,

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from runtime.api import audit, keys
 from runtime.api.errors import NotFound
-from runtime.api.models import AgentIn, AgentList, AgentOut, AgentPatch
+from runtime.api.models.agents import AgentIn, AgentList, AgentOut, AgentPatch
 from runtime.api.principal import Principal
 from runtime.api.routing import Auth, Route, json_response, read_body, uuid_param
 from runtime.common.db import Queries, Row

@@ -15,7 +15,7 @@ from aiohttp import web
 from runtime.api import audit, keys
 from runtime.api.auth import API_KEY_PREFIX
 from runtime.api.errors import Forbidden, Invalid, NotFound
-from runtime.api.models import ApiKeyCreatedOut, ApiKeyIn, ApiKeyList, ApiKeyOut
+from runtime.api.models.api_keys import ApiKeyCreatedOut, ApiKeyIn, ApiKeyList, ApiKeyOut
 from runtime.api.principal import Scope
 from runtime.api.routing import Auth, Route, json_response, read_body, uuid_param
 from runtime.api.security import token_digest

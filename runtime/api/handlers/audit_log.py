@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from runtime.api import audit, keys
-from runtime.api.models import AuditEntryOut, AuditList, AuditQuery, AuditVerifyOut
+from runtime.api.models.audit_log import AuditEntryOut, AuditList, AuditQuery, AuditVerifyOut
 from runtime.api.routing import Auth, Route, json_response, read_query
 
 

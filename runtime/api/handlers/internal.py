@@ -12,10 +12,10 @@ from aiohttp import web
 
 from runtime.api import audit, keys
 from runtime.api.errors import Forbidden, NotFound, Unauthorized
-from runtime.api.models import (
+from runtime.api.models.audit_log import AuditVerifyOut
+from runtime.api.models.internal import (
     AgentRuntime,
     AuditEventIn,
-    AuditVerifyOut,
     CallEndIn,
     CallStartIn,
     CallStartOut,

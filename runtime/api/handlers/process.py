@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from runtime.api import keys
-from runtime.api.models import Health, Readiness
+from runtime.api.models.process import Health, Readiness
 from runtime.api.routing import Auth, Route, json_response
 from runtime.common.db import pending_migrations
 from runtime.common.metrics import metrics_response

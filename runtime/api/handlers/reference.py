@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from runtime.api import keys
-from runtime.api.models import ApiIndex
+from runtime.api.models.reference import ApiIndex
 from runtime.api.routing import Auth, Route, json_response
 
 PREFIX = "/api/v1"

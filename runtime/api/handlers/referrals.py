@@ -8,7 +8,7 @@ from aiohttp import web
 
 from runtime.api import audit, keys
 from runtime.api.errors import Conflict, NotFound
-from runtime.api.models import PayoutOut, ReferralSummary, RewardOut
+from runtime.api.models.referrals import PayoutOut, ReferralSummary, RewardOut
 from runtime.api.routing import Auth, Route, json_response
 
 

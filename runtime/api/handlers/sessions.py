@@ -13,7 +13,7 @@ from aiohttp import web
 
 from runtime.api import audit, keys
 from runtime.api.errors import NotFound
-from runtime.api.models import (
+from runtime.api.models.sessions import (
     EndUserErased,
     EndUserExport,
     SegmentOut,
@@ -49,7 +49,7 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def _encode_cursor(row: Row) -> str:
-    """`<start, microseconds since the epoch>-<call id>` (models.CURSOR_PATTERN): exact, as
+    """`<start, microseconds since the epoch>-<call id>` (models.sessions.CURSOR_PATTERN): exact, as
     PostgreSQL keeps microseconds, and every string of that form decodes to a position."""
     micros = (row["started_at"] - _EPOCH) // _MICROSECOND
     return f"{micros}-{row['id'].hex}"

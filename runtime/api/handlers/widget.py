@@ -12,7 +12,7 @@ from aiohttp import web
 
 from runtime.api import keys
 from runtime.api.errors import Forbidden, NotFound
-from runtime.api.models import WidgetConfigOut, WidgetSessionIn, WidgetSessionOut
+from runtime.api.models.widget import WidgetConfigOut, WidgetSessionIn, WidgetSessionOut
 from runtime.api.origins import cors_headers, origin_allowed
 from runtime.api.routing import Auth, Route, json_response, read_body, text_param
 from runtime.api.security import new_token, token_digest
