@@ -1,6 +1,6 @@
 """The Live wire format: reading client messages in either casing, writing server messages.
 
-The SDK mixes snake_case and camelCase in what it sends (see shared/GEMINI_LIVE.md), so every
+The SDK mixes snake_case and camelCase in what it sends (docs/emulator.md, "Casing"), so every
 structural key is looked up in both spellings. Payloads the model does not interpret (function
 `args`, JSON-schema `properties`, tool `response`) are passed through untouched. Server messages
 use camelCase top-level keys only: anything else crashes the SDK's parser.

@@ -1,9 +1,9 @@
 """One call's Gemini Live session through google-genai, resumed transparently when it drops.
 
-What the SDK does on the wire, and how real sessions fail, is recorded in
-`../shared/GEMINI_LIVE.md`: any close surfaces as `APIError(code)` from `receive()`, 1007/1008
-are fatal, other closes (1011 "internal error", 1006 abnormal, the ~10-minute cap announced by
-`goAway`) are resumed with the latest resumable handle after closing the old socket.
+What the SDK does on the wire, and how real sessions fail, is written down in docs/emulator.md
+("What the SDK sends and accepts"): any close surfaces as `APIError(code)` from `receive()`,
+1007/1008 are fatal, other closes (1011 "internal error", 1006 abnormal, the ~10-minute cap
+announced by `goAway`) are resumed with the latest resumable handle after closing the old socket.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from runtime.gateway.protocol import INPUT_MIME_TYPE, ErrorCode
 
 log = logging.getLogger(__name__)
 
-# Close codes after which the same session cannot go on (GEMINI_LIVE.md: invalid argument,
+# Close codes after which the same session cannot go on (docs/emulator.md: invalid argument,
 # policy/wrong model). Every other close is worth a resumption.
 FATAL_CLOSE_CODES = frozenset({1007, 1008})
 
