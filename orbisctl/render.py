@@ -37,6 +37,10 @@ AUTHENTICATED_ADDRESS_FACTOR = 10
 
 # Where files sit inside the containers.
 WEB_ROOT = "/usr/share/orbis/web"
+# While this file exists in nginx's tmpfs, every proxied location answers 503 unavailable
+# with this Retry-After (maintenance: a restore's switch). A restarted nginx has none.
+MAINTENANCE_FLAG = "/tmp/orbis-maintenance/on"  # noqa: S108 (inside the container, not here)
+UNAVAILABLE_RETRY_SECONDS = 5
 CONTAINER_TLS_DIR = "/etc/orbis/tls"
 
 # Output path -> template path (relative to the template root). Explicit, so templates that
@@ -229,6 +233,8 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
         "redis_maxmemory": _bytes(cfg.limits.redis.memory) * 3 // 4,
         # A call may last max_call_seconds; the WebSocket tunnel must outlive it.
         "ws_timeout_seconds": cfg.gateway.max_call_seconds + 60,
+        "maintenance_flag": MAINTENANCE_FLAG,
+        "unavailable_retry_seconds": UNAVAILABLE_RETRY_SECONDS,
         "gateway_stop_grace_seconds": cfg.gateway.drain_timeout_seconds + 15,
         "cloudflare_ranges": CLOUDFLARE_RANGES if cfg.cloudflare.real_ip else (),
         # Peers whose X-Real-IP the API believes: nginx, as the compose DNS names it (the API

@@ -15,7 +15,6 @@
   }
   const scriptUrl = new URL(script.src, document.baseURI);
   const agentId = script.dataset.agent;
-  // Optional: the site's own id for the visitor, so the tenant can export or erase their data.
   const endUserId = script.dataset.user || "";
   const agentUrl = `${scriptUrl.origin}/api/v1/widget/agents/${encodeURIComponent(agentId)}`;
   const workletUrl = new URL("widget-audio.js", scriptUrl).href;
@@ -33,6 +32,7 @@
     connecting: "Connecting…",
     live: "Listening — go ahead and speak",
     reconnecting: "Connection interrupted — reconnecting…",
+    "back-soon": "Back in a moment — waiting for the service…",
     ended: "Call ended",
     "mic-denied": "Microphone access was blocked. Allow the microphone for this site and try again.",
     "mic-missing": "No microphone was found on this device.",
@@ -40,10 +40,11 @@
     "limit-reached": "All lines are busy right now. Please try again in a few minutes.",
     "network-lost": "The connection was lost. Check your network and try again.",
     unavailable: "This voice agent is not available.",
+    down: "The service is unavailable. Please try again in a minute.",
     unsupported: "This browser cannot make voice calls (it needs microphone and AudioWorklet support).",
     error: "Something went wrong. Please try again.",
   };
-  const ACTIVE = new Set(["connecting", "live", "reconnecting"]);
+  const ACTIVE = new Set(["connecting", "live", "reconnecting", "back-soon"]);
 
   // API and gateway error codes (docs/protocol.md) the visitor gets a specific state for;
   // any other code ends the call with the generic "error" state.
@@ -53,12 +54,15 @@
     server_busy: "limit-reached",
     rate_limited: "limit-reached",
     not_found: "unavailable",
+    unavailable: "down",
     idle_timeout: "ended",
     max_duration: "ended",
   };
   // Reported by the gateway while the call goes on.
   const NON_FATAL = new Set(["unknown_event", "not_ready"]);
   const stateForCode = (code) => CODE_STATES[code] || "error";
+
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
   async function errorCode(response) {
     try {
@@ -228,7 +232,7 @@
       this.el.launcher.dataset.active = String(active);
     }
 
-    // Per-call byte counters for the debug surface: data-orbis-bytes-{sent,received,played,flushed}.
+    // Per-call byte counters, shown as data-orbis-bytes-* (tests, debugging).
     setCounter(name, value) {
       this.counters[name] = value;
       this.host.dataset[`orbisBytes${name[0].toUpperCase()}${name.slice(1)}`] = String(value);
@@ -238,7 +242,7 @@
       this.setCounter(name, this.counters[name] + amount);
     }
 
-    // --- call lifecycle -------------------------------------------------------------------
+    // --- call lifecycle
 
     async start() {
       if (ACTIVE.has(this.state)) return;
@@ -302,27 +306,34 @@
       this.playback.connect(ctx.destination);
     }
 
-    async newSession() {
+    // null: the visitor hung up meanwhile.
+    async newSession(tries = 1) {
       let response;
+      // A CORS "simple request" (text/plain, no custom headers) needs no preflight, so a
+      // refused origin still reads why (the API checks Origin; it parses the body as JSON).
+      const init = { method: "POST", credentials: "omit" };
+      if (endUserId) {
+        init.headers = { "Content-Type": "text/plain;charset=UTF-8" };
+        init.body = JSON.stringify({ end_user_id: endUserId });
+      }
       try {
-        // A CORS "simple request" (no custom headers, a text/plain body) needs no preflight,
-        // so a refused origin still reads why; the browser adds Origin, which the API checks
-        // against the agent's allowed origins. The API parses the body as JSON.
-        const init = { method: "POST", credentials: "omit" };
-        if (endUserId) {
-          init.headers = { "Content-Type": "text/plain;charset=UTF-8" };
-          init.body = JSON.stringify({ end_user_id: endUserId });
-        }
         response = await fetch(`${agentUrl}/sessions`, init);
       } catch {
-        // Browsers abort requests when the network changes; one more try is harmless (an
-        // unused token expires by itself).
+        // Browsers abort requests when the network changes; one more try is harmless.
         try {
-          await new Promise((resolve) => setTimeout(resolve, 300));
+          await sleep(300);
           response = await fetch(`${agentUrl}/sessions`, init);
         } catch {
           throw new CallError("network-lost");
         }
+      }
+      // Maintenance or a restart: wait as Retry-After asks, ask again.
+      if (response.status === 503 && tries < 8) {
+        this.setState("back-soon");
+        await sleep(Math.min(Number(response.headers.get("Retry-After")) || 1, 10) * 1e3);
+        if (this.ended) return null;
+        this.setState("connecting");
+        return this.newSession(tries + 1);
       }
       if (response.status === 201) return response.json();
       const code = await errorCode(response);
@@ -334,7 +345,7 @@
 
     async connect() {
       const session = await this.newSession();
-      if (this.ended) return; // hung up while waiting
+      if (this.ended || !session) return; // hung up while waiting
       this.gatewayUrl = session.gateway_url;
       const url = new URL(session.gateway_url);
       url.searchParams.set("token", session.token);
@@ -564,7 +575,7 @@
       if (ctx) ctx.close();
     }
 
-    // --- captions ---------------------------------------------------------------------------
+    // --- captions
 
     // `transcript` events carry a speaker's text of the current turn so far (final: true once
     // the turn is complete); each speaker's turn is one caption line, updated in place.

@@ -20,10 +20,11 @@ from typing import Any
 
 import aiohttp
 
+from orbisctl import render
 from orbisctl.render import NGINX_HTTPS_PORT
 from tests.install.nginx_probe import running_nginx, start_upstreams, tls_context
 
-MAINTENANCE_FLAG = Path("/tmp/orbis-maintenance/on")  # templates/nginx/nginx.conf.j2
+MAINTENANCE_FLAG = Path(render.MAINTENANCE_FLAG)
 SILENT = "10.77.0.2"  # no host behind it: SYNs vanish, as to a stopped container's address
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from orbisctl.render import UNAVAILABLE_RETRY_SECONDS
 from tests.install.helpers import invoke, run_probe
 
 pytestmark = pytest.mark.integration
@@ -31,7 +32,7 @@ def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def assert_unavailable(found: dict[str, Any]) -> None:
     assert found["status"] == 503, found
-    assert found["headers"]["retry-after"] == "5"
+    assert found["headers"]["retry-after"] == str(UNAVAILABLE_RETRY_SECONDS)
     assert found["headers"]["content-type"].startswith("application/json")
     error = json.loads(found["body"])["error"]
     assert error["code"] == "unavailable"

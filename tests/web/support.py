@@ -23,7 +23,14 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import Page
 
 from orbisctl.core.config import OrbisConfig, PortsConfig, RateLimitsConfig
-from orbisctl.render import API_PORT, GATEWAY_PORT, NGINX_HTTP_PORT, NGINX_HTTPS_PORT, render_stack
+from orbisctl.render import (
+    API_PORT,
+    GATEWAY_PORT,
+    MAINTENANCE_FLAG,
+    NGINX_HTTP_PORT,
+    NGINX_HTTPS_PORT,
+    render_stack,
+)
 from orbisctl.render import WEB_ROOT as RENDER_WEB_ROOT
 from orbisctl.tls import issue_server_cert, new_ca
 from tests.services import free_port, wait_for_port
@@ -168,6 +175,9 @@ def install_nginx_files(
     text = _replace_once(text, f"server gateway:{GATEWAY_PORT} max_fails=0;", replicas)
     text = _replace_once(text, f"root {RENDER_WEB_ROOT};", f"root {WEB_ROOT};")
     text = text.replace("/tmp/nginx-", f"{base}/tmp-")
+    # The maintenance flag lives in the container's tmpfs; here in the nginx's own directory.
+    text = text.replace(MAINTENANCE_FLAG, str(Nginx.flag_in(base)))
+    Nginx.flag_in(base).parent.mkdir()
     text = _replace_once(
         text, "access_log /dev/stdout orbis;", f"access_log {base}/access.log orbis;"
     )
@@ -222,6 +232,15 @@ class Nginx:
 
     def origin(self, host: str) -> str:
         return f"https://{host}:{self.port}"
+
+    @staticmethod
+    def flag_in(base: Path) -> Path:
+        return base / "maintenance" / "on"
+
+    @property
+    def maintenance_flag(self) -> Path:
+        """While this file exists, the install's nginx answers 503 unavailable (maintenance)."""
+        return self.flag_in(self.base)
 
 
 @contextlib.contextmanager

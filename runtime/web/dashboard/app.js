@@ -31,6 +31,15 @@ const auth = {
   },
 };
 
+const UNAVAILABLE_TRIES = 8;
+const BACK_SOON = "Back in a moment — the service is briefly unavailable. Retrying…";
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function retryAfterMs(response) {
+  return Math.min(Math.max(Number(response.headers.get("Retry-After")) || 1, 1), 10) * 1000;
+}
+
 async function request(method, path, body, { retry = true, anonymous = false } = {}) {
   const headers = { Accept: "application/json" };
   const tokens = auth.get();
@@ -42,15 +51,25 @@ async function request(method, path, body, { retry = true, anonymous = false } =
     body: body === undefined ? undefined : JSON.stringify(body),
     credentials: "omit",
   };
+  // Reads and logins are safe to send twice; anything else is left to the user.
+  const repeatable = method === "GET" || path === "/auth/login";
   let response;
   try {
     response = await fetch(`/api/v1${path}`, init);
   } catch (err) {
     // Browsers abort requests when the device's network changes (Wi-Fi hand-over, VPN).
-    // Reads and logins are safe to send twice; anything else is left to the user.
-    if (method !== "GET" && path !== "/auth/login") throw err;
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    if (!repeatable) throw err;
+    await sleep(300);
     response = await fetch(`/api/v1${path}`, init);
+  }
+  // The service is away for a moment (maintenance, a restart): nginx or the API answers 503
+  // with Retry-After. Wait and ask again, saying so; a change is not resent (its error,
+  // "back in a moment", is shown and the user sends it again).
+  for (let tries = 1; response.status === 503 && repeatable && tries < UNAVAILABLE_TRIES; tries += 1) {
+    notify(BACK_SOON, "info");
+    await sleep(retryAfterMs(response));
+    response = await fetch(`/api/v1${path}`, init);
+    if (response.status !== 503 && $("#notice").textContent === BACK_SOON) notify("");
   }
   if (response.status === 401 && retry && !anonymous && tokens && tokens.refresh_token) {
     if (await refreshTokens(tokens.refresh_token)) {
