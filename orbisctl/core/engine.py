@@ -285,10 +285,24 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def stream_json(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
     """Lines of a decoded build stream; raises EngineError on the engine's error message,
-    naming the build's own last error line (`E: Unable to locate package …`) when it printed one."""
+    naming the build's own last error line (`E: Unable to locate package …`) when it printed one.
+
+    The engine relays a step's output as it comes, so one line may arrive in several chunks
+    (apt's stderr came as "E", ": ", "Unable to locate …", "\n"): lines are joined first."""
     recent: deque[str] = deque(maxlen=30)
+    partial = ""
+
+    def complete(line: str) -> str:
+        # The classic builder paints a step's stderr red with ANSI escapes.
+        plain = _ANSI.sub("", line).strip()
+        if plain:
+            recent.append(plain)
+        return line
+
     for chunk in chunks:
         if "error" in chunk:
+            if partial:
+                complete(partial)
             detail = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
             printed = [line for line in recent if re.match(r"^(E:|ERROR|error|fatal)", line)]
             reason = printed[-1] if printed else detail.splitlines()[-1]
@@ -296,10 +310,11 @@ def stream_json(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
                 f"image build failed: {reason}",
                 hint="`orbisctl -v images build` shows the whole build output",
             )
-        text = chunk.get("stream") or chunk.get("status")
-        if text:
-            # The classic builder paints a step's stderr red with ANSI escapes.
-            for line in _ANSI.sub("", str(text)).splitlines():
-                if line.strip():
-                    recent.append(line.strip())
-            yield str(text).rstrip("\n")
+        if chunk.get("stream"):
+            *lines, partial = (partial + str(chunk["stream"])).split("\n")
+            for line in lines:
+                yield complete(line)
+        elif chunk.get("status"):
+            yield complete(str(chunk["status"]))
+    if partial:
+        yield complete(partial)
