@@ -17,9 +17,10 @@ import ssl
 from aiohttp import web
 
 from runtime.emulator.apikeys import ApiKeyFile
+from runtime.emulator.context import EmulatorContext
 from runtime.emulator.keys import CONTEXT, SETTINGS
 from runtime.emulator.scenario import load_scenarios
-from runtime.emulator.session import EmulatorContext, LiveSession
+from runtime.emulator.session import LiveSession
 from runtime.emulator.settings import EmulatorSettings
 from runtime.emulator.state import HandleStore, SessionLog, Stats
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from runtime.emulator.session import EmulatorContext
+from runtime.emulator.context import EmulatorContext
 from runtime.emulator.settings import EmulatorSettings
 
 SETTINGS = web.AppKey("settings", EmulatorSettings)

@@ -11,6 +11,7 @@ from typing import Any
 from runtime.emulator.scenario import Faults
 
 MAX_RECORDED_PAYLOAD_CHARS = 2000
+MAX_RECORDED_ITEMS = 50
 
 
 @dataclass
@@ -124,7 +125,9 @@ class SessionRecord:
     close_reason: str | None = None
 
     def add_tool_response(self, call_id: str | None, name: str | None, response: object) -> None:
-        self.tool_responses.append({"id": call_id, "name": name, "response": _clipped(response)})
+        append_bounded(
+            self.tool_responses, {"id": call_id, "name": name, "response": _clipped(response)}
+        )
 
     def as_json(self) -> dict[str, Any]:
         record = asdict(self)
@@ -144,3 +147,9 @@ class SessionLog:
 
     def as_json(self) -> list[dict[str, Any]]:
         return [record.as_json() for record in self._records]
+
+
+def append_bounded(items: list[Any], item: Any) -> None:
+    """Keep a record's list at MAX_RECORDED_ITEMS: a long session does not grow it forever."""
+    if len(items) < MAX_RECORDED_ITEMS:
+        items.append(item)
