@@ -382,4 +382,4 @@ def _jwt_drops(ctx: RotationContext, now: datetime) -> list[PendingKeyDrop]:
 def default_jwt_lifetime() -> timedelta:
     """The API's access-token lifetime: the longest-lived JWT it signs (refresh tokens are
     opaque database rows, not JWTs)."""
-    return timedelta(seconds=ApiSettings.access_token_seconds)
+    return timedelta(seconds=ApiSettings.model_fields["access_token_seconds"].default)

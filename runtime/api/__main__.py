@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 import uvloop
-from aiohttp import web
 
 from runtime.api import keys
 from runtime.api.app import create_app
@@ -22,11 +20,21 @@ from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
 from runtime.common.db import MigrationError, load_migrations, migrate
 from runtime.common.keyring import KeyRingError
 from runtime.common.logs import configure_logging
+from runtime.common.serve import (
+    refuse_arguments,
+    serve_until_stopped,
+    usage_requested,
+)
 from runtime.common.settings import SettingsError
 
 log = logging.getLogger("runtime.api")
 
-USAGE = "usage: python -m runtime.api [serve|migrate]"
+USAGE = """usage: python -m runtime.api [serve|migrate]
+
+  serve    serve the API until SIGTERM, then drain (the default)
+  migrate  apply the database schema's pending migrations and exit
+
+Settings come from ORBIS_* environment variables (docs/architecture.md)."""
 
 
 def _migrate(settings: ApiSettings) -> None:
@@ -47,29 +55,24 @@ async def _serve(settings: ApiSettings) -> None:
     in-flight requests finish. A proxy's requests during a rolling restart are all answered:
     they arrive on connections that get an answer, or are refused before being sent."""
     app = create_app(settings)
-    runner = ApiRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
-    )
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, settings.host, settings.port).start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
+
+    async def drain() -> None:
         log.info("draining", extra={"fields": {"seconds": settings.drain_seconds}})
         app[keys.DRAINING].set()
         await asyncio.sleep(settings.drain_seconds)
-    finally:
-        await runner.cleanup()
+
+    runner = ApiRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS
+    )
+    await serve_until_stopped(runner, settings, host=settings.host, port=settings.port, drain=drain)
 
 
 def main(argv: list[str]) -> int:
+    if usage_requested(argv, USAGE):
+        return 0
     command = argv[0] if argv else "serve"
     if command not in ("serve", "migrate") or len(argv) > 1:
-        print(USAGE, file=sys.stderr)
-        return 2
+        return refuse_arguments(USAGE)
     try:
         settings = ApiSettings.from_env(os.environ)
         configure_logging(settings.log_level, service="api")

@@ -36,6 +36,7 @@ from runtime.api.tools import webhook_session
 from runtime.common.db import Database, load_migrations, open_pool
 from runtime.common.logs import request_id_middleware
 from runtime.common.redis_client import open_redis
+from runtime.common.settings import reveal
 
 ALL_ROUTES: list[Route] = [
     *process.ROUTES,
@@ -74,7 +75,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    async with open_redis(settings.redis_url, settings.redis_password) as client:
+    async with open_redis(settings.redis_url, reveal(settings.redis_password)) as client:
         app[keys.REDIS] = client
         app[keys.LIMITER] = RateLimiter(
             client,

@@ -6,57 +6,58 @@ so a parent process (tests, benchmarks) can use port 0 and learn the real port.
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import json
-import signal
+import os
 import sys
 
 import uvloop
 from aiohttp import web
-from pydantic import ValidationError
 
 from runtime.common.logs import configure_logging
+from runtime.common.serve import (
+    refuse_arguments,
+    serve_until_stopped,
+    usage_requested,
+)
+from runtime.common.settings import SettingsError
 from runtime.emulator.app import create_app, server_ssl_context
 from runtime.emulator.scenario import ScenarioError
 from runtime.emulator.settings import EmulatorSettings
 
+USAGE = """usage: python -m runtime.emulator
+
+Serves the Gemini Live emulator over TLS until SIGTERM.
+Settings come from ORBIS_EMULATOR_* environment variables (docs/emulator.md)."""
+
 
 async def serve(settings: EmulatorSettings) -> None:
-    app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=5.0, handle_signals=False)
-    await runner.setup()
-    # What start-up made lives as long as the process: keep it out of the cyclic GC's full
-    # collections (tens of ms each, stalling every session).
-    gc.freeze()
-    site = web.TCPSite(
+    runner = web.AppRunner(create_app(settings), shutdown_timeout=5.0, handle_signals=False)
+
+    def listening() -> None:
+        port = runner.addresses[0][1]
+        print(json.dumps({"event": "listening", "port": port}), flush=True)
+
+    await serve_until_stopped(
         runner,
-        settings.host,
-        settings.port,
+        settings,
+        host=settings.host,
+        port=settings.port,
         ssl_context=server_ssl_context(settings),
         reuse_port=settings.reuse_port or None,
+        freeze_gc=True,
+        on_listening=listening,
     )
-    await site.start()
-    port = runner.addresses[0][1]
-    print(json.dumps({"event": "listening", "port": port}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    if usage_requested(argv, USAGE):
+        return 0
+    if argv:
+        return refuse_arguments(USAGE)
     try:
-        settings = EmulatorSettings()
-    except ValidationError as exc:
-        missing = ", ".join(
-            "ORBIS_EMULATOR_" + str(error["loc"][0]).upper() for error in exc.errors()
-        )
-        print(f"emulator: invalid or missing settings: {missing}", file=sys.stderr)
+        settings = EmulatorSettings.from_env(os.environ)
+    except SettingsError as exc:
+        print(f"emulator: invalid or missing settings: {', '.join(exc.variables)}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, service="emulator")
     try:
@@ -68,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

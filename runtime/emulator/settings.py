@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import SettingsConfigDict
+
+from runtime.common.settings import RuntimeSettings, split_commas
 
 
-class EmulatorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ORBIS_EMULATOR_", extra="ignore", frozen=True)
+class EmulatorSettings(RuntimeSettings):
+    # Every field is read from ORBIS_EMULATOR_<NAME> unless it names its own variable.
+    model_config = SettingsConfigDict(env_prefix="ORBIS_EMULATOR_")
 
     # Inside its container the emulator must be reachable from the gateway's network.
     host: str = "0.0.0.0"  # noqa: S104
@@ -24,7 +27,7 @@ class EmulatorSettings(BaseSettings):
     api_keys_file: Path | None = None
     scenario_file: Path | None = None
     # Model names (without "models/") a setup may ask for, comma-separated; empty: any model.
-    accepted_models: Annotated[frozenset[str], NoDecode] = frozenset()
+    accepted_models: Annotated[frozenset[str], BeforeValidator(split_commas)] = frozenset()
 
     max_sessions: int = Field(default=2000, ge=1)
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -36,14 +39,3 @@ class EmulatorSettings(BaseSettings):
     resumption_handle_ttl_seconds: float = Field(default=7200.0, gt=0)
     max_resumption_handles: int = Field(default=100_000, ge=1)
     recent_sessions_kept: int = Field(default=100, ge=0)
-
-    @field_validator("accepted_models", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):
-            return frozenset(name.strip() for name in value.split(",") if name.strip())
-        return value
-
-    log_level: str = Field(
-        default="info", validation_alias=AliasChoices("ORBIS_LOG_LEVEL", "log_level")
-    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +53,19 @@ def api_settings(
     database_url: str, redis_url: str, jwt_keys_file: Path, **overrides: Any
 ) -> ApiSettings:
     """Settings for a test API: no environment variables involved."""
-    settings = ApiSettings(
-        database_conninfo=database_url,
-        redis_url=redis_url,
-        jwt_keys_file=jwt_keys_file,
-        internal_tokens=(INTERNAL_TOKEN,),
-        public_url="https://voice.test",
-        host="127.0.0.1",
-        port=0,
-        rate_limits=GENEROUS_LIMITS,
-        tool_allow_private_networks=True,
-        db_pool_max_size=5,
-    )
-    return replace(settings, **overrides)
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "redis_url": redis_url,
+        "jwt_keys_file": jwt_keys_file,
+        "internal_tokens": (INTERNAL_TOKEN,),
+        "public_url": "https://voice.test",
+        "host": "127.0.0.1",
+        "port": 0,
+        "rate_limits": GENEROUS_LIMITS,
+        "tool_allow_private_networks": True,
+        "db_pool_max_size": 5,
+    }
+    return ApiSettings(**(values | overrides))
 
 
 @dataclass

@@ -8,7 +8,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -163,7 +163,7 @@ async def test_private_webhook_addresses_are_refused_by_default(
 ) -> None:
     webhook_url = webhook.url
     port = webhook_url.rsplit(":", 1)[1]
-    strict = replace(api.settings, tool_allow_private_networks=False)
+    strict = api.settings.model_copy(update={"tool_allow_private_networks": False})
     async with start_api(strict) as strict_api:
         call_id, _ = await _call_with_tools(
             strict_api,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -60,7 +59,7 @@ async def test_redis_down_fails_open_and_is_not_ready(
 async def test_database_down_is_a_clean_503_and_recovers(
     api: ApiHarness, pg_server: PostgresServer
 ) -> None:
-    quick = replace(api.settings, db_pool_timeout_seconds=1.0)
+    quick = api.settings.model_copy(update={"db_pool_timeout_seconds": 1.0})
     async with start_api(quick) as quick_api:
         tenant = await quick_api.signup()
         pg_server.stop()

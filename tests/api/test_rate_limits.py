@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
 
 import pytest
 
@@ -26,7 +25,9 @@ async def test_limits_hit_and_recover(api: ApiHarness) -> None:
         window_seconds=WINDOW,
     )
     # The test client plays nginx: its X-Real-IP names the client.
-    settings = replace(api.settings, rate_limits=limits, trusted_proxies=("127.0.0.1",))
+    settings = api.settings.model_copy(
+        update={"rate_limits": limits, "trusted_proxies": ("127.0.0.1",)}
+    )
     async with start_api(settings) as limited:
         tenant = await limited.signup()
         agent = await limited.create_agent(tenant, allowed_origins=[SHOP])
@@ -66,7 +67,9 @@ async def test_login_is_limited_per_account_across_addresses(api: ApiHarness) ->
     limits = RateLimits(login_per_minute=3, window_seconds=60)
     # Each attempt from its own client address as a trusted proxy reports it: only the
     # per-account limit can stop them.
-    settings = replace(api.settings, rate_limits=limits, trusted_proxies=("127.0.0.1",))
+    settings = api.settings.model_copy(
+        update={"rate_limits": limits, "trusted_proxies": ("127.0.0.1",)}
+    )
     async with start_api(settings) as limited:
         tenant = await limited.signup(email="target@example.com")
         statuses = []
@@ -102,7 +105,9 @@ async def test_forwarded_addresses_count_only_from_the_configured_proxy(
     api: ApiHarness, trusted_proxies: tuple[str, ...], expected: list[int]
 ) -> None:
     limits = RateLimits(login_per_minute=3, window_seconds=60)
-    settings = replace(api.settings, rate_limits=limits, trusted_proxies=trusted_proxies)
+    settings = api.settings.model_copy(
+        update={"rate_limits": limits, "trusted_proxies": trusted_proxies}
+    )
     async with start_api(settings) as limited:
         statuses = []
         for attempt in range(5):

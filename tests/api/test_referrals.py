@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from tests.api.fixtures import PASSWORD, ApiHarness, start_api
@@ -18,7 +16,7 @@ async def test_disabled_by_default(api: ApiHarness) -> None:
 
 
 async def test_referral_reward_and_payout(api: ApiHarness) -> None:
-    async with start_api(replace(api.settings, referrals_enabled=True)) as ref_api:
+    async with start_api(api.settings.model_copy(update={"referrals_enabled": True})) as ref_api:
         referrer = await ref_api.signup()
         _, summary = await ref_api.call(
             "GET", "/api/v1/referrals", headers=referrer.headers, expect=200

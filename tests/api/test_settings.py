@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from runtime.api.settings import ApiSettings
-from runtime.common.settings import SettingsError
+from runtime.common.settings import SettingsError, reveal
 
 
 def _env(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -40,8 +40,11 @@ def test_reads_secrets_from_files(tmp_path: Path) -> None:
         )
     )
     assert "password=pg-secret" in settings.database_conninfo
-    assert settings.redis_password == "redis-secret"
-    assert settings.internal_tokens == ("new-token", "old-token")
+    assert reveal(settings.redis_password) == "redis-secret"
+    assert [token.get_secret_value() for token in settings.internal_tokens] == [
+        "new-token",
+        "old-token",
+    ]
     assert settings.allowed_origins == ("https://a.example", "https://b.example")
     assert settings.referrals_enabled is True
     assert settings.rate_limits.login_per_minute == 5

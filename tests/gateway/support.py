@@ -7,7 +7,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -185,7 +185,7 @@ class RunningGateway(GatewayAddress):
 async def running_gateway(
     settings: GatewaySettings, *, gemini_ssl_context: ssl.SSLContext | None = None
 ) -> AsyncIterator[RunningGateway]:
-    app = create_app(replace(settings, port=0), gemini_ssl_context=gemini_ssl_context)
+    app = create_app(settings.model_copy(update={"port": 0}), gemini_ssl_context=gemini_ssl_context)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

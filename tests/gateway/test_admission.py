@@ -12,7 +12,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -97,7 +96,7 @@ async def test_an_idle_gateway_beside_a_cpu_hog_refuses_no_call(
     # loop ahead of busy hogs, so their lag is mostly a few ms: measured on 2 cores, 25-30% of
     # samples over 2.5 ms but only 4-6% over 5 ms (too few to be sure of); own lag <1% over.
     bound = "0.0025"
-    limited = replace(settings, max_loop_lag_seconds=float(bound))
+    limited = settings.model_copy(update={"max_loop_lag_seconds": float(bound)})
     token = await agents.token()
     async with running_gateway(limited, gemini_ssl_context=emulator.ssl_context()) as gw:
         await asyncio.sleep(1.5)  # a full window of quiet samples first

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -148,7 +147,9 @@ async def test_audio_before_session_started_is_not_ready_then_upstream_unavailab
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     async with unanswering_upstream() as base_url:
-        stuck = replace(settings, gemini_base_url=base_url, upstream_connect_timeout_seconds=0.5)
+        stuck = settings.model_copy(
+            update={"gemini_base_url": base_url, "upstream_connect_timeout_seconds": 0.5}
+        )
         async with (
             running_gateway(stuck, gemini_ssl_context=emulator.ssl_context()) as gw,
             widget_call(http, gw, await agents.token()) as call,
@@ -228,7 +229,7 @@ async def test_full_gateway_is_server_busy_and_keeps_the_token_usable(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     first, second = await agents.token(), await agents.token()
-    one_call = replace(settings, max_calls=1)
+    one_call = settings.model_copy(update={"max_calls": 1})
     async with running_gateway(one_call, gemini_ssl_context=emulator.ssl_context()) as gw:
         async with widget_call(http, gw, first) as call:
             await call.wait_for("session.started")
@@ -244,7 +245,7 @@ async def test_full_gateway_is_server_busy_and_keeps_the_token_usable(
 async def test_silent_client_is_idle_timeout_and_long_call_is_max_duration(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
-    short = replace(settings, idle_timeout_seconds=0.5, max_call_seconds=1)
+    short = settings.model_copy(update={"idle_timeout_seconds": 0.5, "max_call_seconds": 1})
     async with running_gateway(short, gemini_ssl_context=emulator.ssl_context()) as gw:
         async with widget_call(http, gw, await agents.token()) as idle:
             await idle.wait_for("session.started")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -31,8 +30,12 @@ async def test_drained_call_moves_to_another_instance_with_its_model_session(
 ) -> None:
     trust = emulator.ssl_context()
     async with (
-        running_gateway(replace(settings, instance_id="gw-a"), gemini_ssl_context=trust) as a,
-        running_gateway(replace(settings, instance_id="gw-b"), gemini_ssl_context=trust) as b,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-a"}), gemini_ssl_context=trust
+        ) as a,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-b"}), gemini_ssl_context=trust
+        ) as b,
         widget_call(http, a, await agents.token()) as old,
     ):
         started = await old.wait_for("session.started")
@@ -89,8 +92,12 @@ async def test_a_widget_that_leaves_before_resuming_keeps_its_call(
     must not record the call's end meanwhile; the moved call ends once, by hang-up."""
     trust = emulator.ssl_context()
     async with (
-        running_gateway(replace(settings, instance_id="gw-a"), gemini_ssl_context=trust) as a,
-        running_gateway(replace(settings, instance_id="gw-b"), gemini_ssl_context=trust) as b,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-a"}), gemini_ssl_context=trust
+        ) as a,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-b"}), gemini_ssl_context=trust
+        ) as b,
         _drained_call(a, http, agents) as (old, call_id, token, drain),
     ):
         await old.ws.close()
@@ -115,8 +122,12 @@ async def test_a_resume_attempt_that_fails_before_the_upgrade_leaves_the_token_g
     a spent token the retry got 401 and the call was lost (main's rotation e2e test, CI)."""
     trust = emulator.ssl_context()
     async with (
-        running_gateway(replace(settings, instance_id="gw-a"), gemini_ssl_context=trust) as a,
-        running_gateway(replace(settings, instance_id="gw-b"), gemini_ssl_context=trust) as b,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-a"}), gemini_ssl_context=trust
+        ) as a,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-b"}), gemini_ssl_context=trust
+        ) as b,
         _drained_call(a, http, agents) as (old, call_id, token, drain),
     ):
         host, port = b.url.removeprefix("http://").split(":")
@@ -153,8 +164,12 @@ async def test_an_offer_nobody_takes_is_withdrawn_and_the_call_ended_by_its_inst
     its offer back and records the end: a late resume is refused (401), not a second owner."""
     trust = emulator.ssl_context()
     async with (
-        running_gateway(replace(settings, instance_id="gw-a"), gemini_ssl_context=trust) as a,
-        running_gateway(replace(settings, instance_id="gw-b"), gemini_ssl_context=trust) as b,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-a"}), gemini_ssl_context=trust
+        ) as a,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-b"}), gemini_ssl_context=trust
+        ) as b,
         widget_call(http, a, await agents.token()) as old,
     ):
         call_id = (await old.wait_for("session.started"))["call_id"]
@@ -177,7 +192,7 @@ async def test_a_call_whose_handshake_overlaps_the_drain_is_told_to_move(
     cut off with 1001 when the grace is over."""
     trust = emulator.ssl_context()
     async with running_gateway(
-        replace(settings, instance_id="gw-a"), gemini_ssl_context=trust
+        settings.model_copy(update={"instance_id": "gw-a"}), gemini_ssl_context=trust
     ) as a:
 
         async def drain_mid_handshake() -> None:

@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -71,7 +70,7 @@ async def overloaded(http: aiohttp.ClientSession, gw: RunningGateway, value: int
 async def test_a_late_event_loop_refuses_new_calls_and_keeps_the_ones_it_has(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
-    limited = replace(settings, max_loop_lag_seconds=0.02)
+    limited = settings.model_copy(update={"max_loop_lag_seconds": 0.02})
     waiting = await agents.token()
     async with running_gateway(limited, gemini_ssl_context=emulator.ssl_context()) as gw:
         async with widget_call(http, gw, await agents.token()) as call:
@@ -101,7 +100,7 @@ async def test_a_late_event_loop_refuses_new_calls_and_keeps_the_ones_it_has(
 async def test_with_no_lag_limit_a_late_loop_still_takes_calls(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
-    unlimited = replace(settings, max_loop_lag_seconds=0.0)
+    unlimited = settings.model_copy(update={"max_loop_lag_seconds": 0.0})
     async with running_gateway(unlimited, gemini_ssl_context=emulator.ssl_context()) as gw:
         with stalled_loop():
             # As many late samples as the window holds: with a limit, it would be overloaded.

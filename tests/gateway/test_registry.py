@@ -3,8 +3,6 @@ Redis restart."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import aiohttp
 import pytest
 import redis.asyncio as aioredis
@@ -138,8 +136,12 @@ async def test_admin_routes_list_and_end_calls_of_any_instance(
     trust = emulator.ssl_context()
     headers = {"Authorization": f"Bearer {agents.api.internal_token}"}
     async with (
-        running_gateway(replace(settings, instance_id="gw-a"), gemini_ssl_context=trust) as a,
-        running_gateway(replace(settings, instance_id="gw-b"), gemini_ssl_context=trust) as b,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-a"}), gemini_ssl_context=trust
+        ) as a,
+        running_gateway(
+            settings.model_copy(update={"instance_id": "gw-b"}), gemini_ssl_context=trust
+        ) as b,
         widget_call(http, b, await agents.token()) as call,
     ):
         started = await call.wait_for("session.started")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from runtime.emulator.testing import EmulatorHandle, emulator_process
 from runtime.gateway.settings import GatewaySettings
@@ -77,7 +77,7 @@ async def test_1011_mid_turn_is_resumed_transparently(
 async def test_refused_api_key_is_a_clean_upstream_rejected_error(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
-    bad_key = replace(settings, gemini_api_key="revoked-key")
+    bad_key = settings.model_copy(update={"gemini_api_key": SecretStr("revoked-key")})
     async with call_through_gateway(bad_key, emulator, http, await agents.token()) as call:
         error = await call.wait_for("error")
         assert error["code"] == "upstream_rejected"
@@ -91,11 +91,12 @@ async def test_emulator_killed_mid_call_ends_the_call_with_upstream_unavailable(
 ) -> None:
     token = await agents.token()
     async with emulator_process(tmp_path / "emulator-process") as emulator:
-        process_settings = replace(
-            settings,
-            gemini_base_url=emulator.base_url,
-            gemini_api_key=emulator.api_key,
-            resume_attempts=2,
+        process_settings = settings.model_copy(
+            update={
+                "gemini_base_url": emulator.base_url,
+                "gemini_api_key": SecretStr(emulator.api_key),
+                "resume_attempts": 2,
+            }
         )
         async with (
             running_gateway(process_settings, gemini_ssl_context=emulator.ssl_context()) as gw,
@@ -136,7 +137,7 @@ async def test_slow_api_does_not_stall_the_call_and_no_transcript_is_lost(
 ) -> None:
     token = await agents.token()
     async with delaying_proxy(settings.api_url) as proxy:
-        slow_api = replace(settings, api_url=proxy.url, api_timeout_seconds=1.0)
+        slow_api = settings.model_copy(update={"api_url": proxy.url, "api_timeout_seconds": 1.0})
         async with (
             running_gateway(slow_api, gemini_ssl_context=emulator.ssl_context()) as gw,
             widget_call(http, gw, token) as call,
