@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError, LineTooLong
 
-from runtime.api.errors import error_response
+from runtime.common.http_errors import error_response
 
 log = logging.getLogger("runtime.api")
 

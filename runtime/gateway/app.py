@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from runtime.common.http_errors import error_response, json_error_middleware
+from runtime.common.logs import request_id_middleware
 from runtime.common.metrics import metrics_response
 from runtime.common.redis_client import open_redis
-from runtime.common.settings import reveal
 from runtime.gateway.call import Call, CallDeps, Resumption
 from runtime.gateway.internal_api import (
     ApiRejected,
@@ -57,7 +58,7 @@ def create_app(
     settings: GatewaySettings, *, gemini_ssl_context: ssl.SSLContext | None = None
 ) -> web.Application:
     """The gateway app; `gemini_ssl_context` overrides the trust built from the CA file."""
-    app = web.Application()
+    app = web.Application(middlewares=[request_id_middleware, json_error_middleware(log)])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_gateway_ctx(gemini_ssl_context))
     app.router.add_get("/ws/call", call_handler)
@@ -77,7 +78,7 @@ def _gateway_ctx(
         settings = app[SETTINGS]
         metrics_ = GatewayMetrics()
         async with (
-            open_redis(settings.redis_url, reveal(settings.redis_password)) as redis_client,
+            open_redis(settings.redis_url, settings.redis_password) as redis_client,
             aiohttp.ClientSession() as http,
         ):
             deps = CallDeps(
@@ -85,11 +86,11 @@ def _gateway_ctx(
                 api=InternalApi(
                     http,
                     settings.api_url,
-                    settings.internal_tokens[0].get_secret_value(),
+                    settings.internal_tokens[0],
                     timeout=settings.api_timeout_seconds,
                 ),
                 genai_client=make_client(
-                    api_key=settings.gemini_api_key.get_secret_value(),
+                    api_key=settings.gemini_api_key,
                     base_url=settings.gemini_base_url,
                     ca_file=str(settings.gemini_ca_file) if settings.gemini_ca_file else None,
                     ssl_context=gemini_ssl_context,
@@ -125,10 +126,8 @@ def _gateway_ctx(
 def _reject(code: ErrorCode) -> web.Response:
     """Refuse the handshake before the upgrade, with the error's HTTP status."""
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if code.spec.http_status == 503 else None
-    return web.json_response(
-        {"error": {"code": code.value, "message": code.spec.message}},
-        status=code.spec.http_status or 400,
-        headers=headers,
+    return error_response(
+        code.spec.http_status or 400, code.value, code.spec.message, headers=headers
     )
 
 
@@ -144,9 +143,10 @@ async def call_handler(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     if not ws.can_prepare(request).ok:
-        return web.json_response(
-            {"error": {"code": "bad_request", "message": "this endpoint takes WebSocket calls"}},
-            status=426,
+        return error_response(
+            426,
+            "bad_request",
+            "this endpoint takes WebSocket calls",
             headers={"Upgrade": "websocket"},
         )
     if gateway.busy:
@@ -363,16 +363,13 @@ async def _refuse_call(
 def _authorised(request: web.Request) -> bool:
     presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
     return any(
-        hmac.compare_digest(presented, token.get_secret_value().encode())
+        hmac.compare_digest(presented, token.encode())
         for token in request.app[SETTINGS].internal_tokens
     )
 
 
 def _unauthorised() -> web.Response:
-    return web.json_response(
-        {"error": {"code": "unauthorized", "message": "send the internal token as a Bearer"}},
-        status=401,
-    )
+    return error_response(401, "unauthorized", "send the internal token as a Bearer")
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -395,10 +392,7 @@ async def end_call(request: web.Request) -> web.Response:
     try:
         live = {call["call_id"] for call in await list_live_calls(client)}
         if call_id not in live:
-            return web.json_response(
-                {"error": {"code": "call_not_found", "message": "no live call with this id"}},
-                status=404,
-            )
+            return error_response(404, "call_not_found", "no live call with this id")
         await request_call_end(client, call_id, reason="operator")
     except REDIS_ERRORS:
         return _reject(ErrorCode.SERVICE_UNAVAILABLE)

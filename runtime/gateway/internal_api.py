@@ -9,6 +9,8 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel, ValidationError
 
+from runtime.common.http_errors import ErrorBody, ErrorDetail
+
 log = logging.getLogger(__name__)
 
 
@@ -44,10 +46,11 @@ class CallGrant(BaseModel):
 class ApiRejected(Exception):
     """The API refused the request with a stable error code (e.g. token_invalid)."""
 
-    def __init__(self, status: int, code: str) -> None:
-        super().__init__(f"{status} {code}")
+    def __init__(self, status: int, error: ErrorDetail) -> None:
+        # The request id finds the API's log lines of the refusal.
+        super().__init__(f"{status} {error.code}: {error.message} (request {error.request_id})")
         self.status = status
-        self.code = code
+        self.code = error.code
 
 
 class ApiUnavailable(Exception):
@@ -96,7 +99,7 @@ class InternalApi:
             except ValidationError as exc:
                 raise ApiUnavailable(f"POST /internal/calls: malformed answer: {exc}") from exc
         if status in (400, 401, 403, 404, 409, 410, 429):
-            raise ApiRejected(status, _error_code(payload, default="token_invalid"))
+            raise _refusal("/internal/calls", status, payload)
         raise ApiUnavailable(f"POST /internal/calls: HTTP {status}")
 
     async def execute_tool(
@@ -114,10 +117,11 @@ class InternalApi:
             return {"ok": False, "error": {"code": code, "message": "the tool could not be run"}}
         if status == 200 and isinstance(payload, dict) and isinstance(payload.get("ok"), bool):
             return payload
+        error = _error_of(payload)
         return {
             "ok": False,
             "error": {
-                "code": _error_code(payload, default="tool_unavailable"),
+                "code": error.code if error is not None else "tool_unavailable",
                 "message": f"the tool endpoint answered HTTP {status}",
             },
         }
@@ -150,21 +154,28 @@ class InternalApi:
                     return
                 if status < 500:
                     # A 4xx will not change on retry: report it and stop.
-                    raise ApiRejected(status, _error_code(payload, default="rejected"))
+                    raise _refusal(path, status, payload)
                 if attempt == attempts:
                     raise ApiUnavailable(f"POST {path}: HTTP {status}")
             await asyncio.sleep(delay)
             delay = min(delay * 3, 5.0)
 
 
-def _error_code(payload: Any, *, default: str) -> str:
-    """The `code` of the API's error body: {"error": {"code": …}} or {"error": "code"}."""
-    if isinstance(payload, dict):
-        error = payload.get("error")
-        if isinstance(error, dict) and isinstance(error.get("code"), str):
-            return str(error["code"])
-        if isinstance(error, str):
-            return error
-        if isinstance(payload.get("code"), str):
-            return str(payload["code"])
-    return default
+def _error_of(payload: Any) -> ErrorDetail | None:
+    """The error of an answer in the API's one error shape; None for any other answer."""
+    try:
+        return ErrorBody.model_validate(payload).error
+    except ValidationError:
+        return None
+
+
+def _refusal(path: str, status: int, payload: Any) -> ApiRejected | ApiUnavailable:
+    """A 4xx answer: the API's refusal when in its error shape; in any other shape it came
+    from something else (a proxy, a wrong ORBIS_API_URL), an upstream error."""
+    error = _error_of(payload)
+    if error is None:
+        return ApiUnavailable(
+            f"POST {path}: HTTP {status} without the API's error shape; "
+            "is ORBIS_API_URL the API's address?"
+        )
+    return ApiRejected(status, error)
