@@ -44,6 +44,8 @@ from orbisctl.core import engine
 from orbisctl.core.config import CONFIG_FILENAME, ModelProvider, OrbisConfig, load_config
 from orbisctl.core.errors import DataError, EngineError, OrbisError
 from orbisctl.core.fsutil import write_tree
+from orbisctl.core.install import COMPOSE_FILENAME
+from orbisctl.core.install import Install as StackInstall
 from orbisctl.render import render_stack
 
 DRILLS_DIR = "drills"
@@ -200,8 +202,8 @@ class _Scratch:
     compose: engine.Compose
 
     @property
-    def stack(self) -> stack.Install:
-        return stack.Install(self.root, self.config)
+    def stack(self) -> StackInstall:
+        return StackInstall(self.root, self.config)
 
     def tear_down(self) -> None:
         try:
@@ -212,7 +214,7 @@ class _Scratch:
 
 def _scratch_compose(root: Path, project: str, profiles: tuple[str, ...]) -> engine.Compose:
     return engine.Compose(
-        root / stack.COMPOSE_FILENAME, project, profiles, overrides=(root / OVERRIDE_FILE,)
+        root / COMPOSE_FILENAME, project, profiles, overrides=(root / OVERRIDE_FILE,)
     )
 
 
@@ -248,7 +250,7 @@ def remove_leftovers(install: Install) -> list[str]:
         if owner is not None and pid_alive(owner):
             continue  # another drill, still running
         project = root.name.removeprefix(SCRATCH_PREFIX)
-        if (root / stack.COMPOSE_FILENAME).is_file() and (root / OVERRIDE_FILE).is_file():
+        if (root / COMPOSE_FILENAME).is_file() and (root / OVERRIDE_FILE).is_file():
             _scratch_compose(root, project, ()).run(
                 "down", "--volumes", "--remove-orphans", timeout=300
             )

@@ -26,10 +26,11 @@ from backups import drill as backup_drill
 from backups import engine as backup_engine
 from backups import kept as backup_kept
 from backups.executor import ComposeExecutor, Executor
-from orbisctl import preflight, stack, tls
+from orbisctl import nginx, preflight, stack, tls
 from orbisctl.core import engine
 from orbisctl.core.config import TlsMode
 from orbisctl.core.errors import EngineError
+from orbisctl.core.install import Install
 from orbisctl.rotation import core as rotation_core
 
 CERT_WARN_DAYS = 21
@@ -67,7 +68,7 @@ class Check:
 
 @dataclass
 class DoctorContext:
-    install: stack.Install
+    install: Install
     client: docker.DockerClient | None = None
     statuses: list[stack.ServiceStatus] = field(default_factory=list)
     containers: list[Any] = field(default_factory=list)
@@ -195,14 +196,14 @@ def check_restart_loops(ctx: DoctorContext) -> list[Check]:
 
 
 def check_nginx_config(ctx: DoctorContext) -> list[Check]:
-    nginx = [
+    running = [
         c
         for c in ctx.containers
-        if c.labels.get(engine.SERVICE_LABEL) == stack.NGINX_SERVICE and c.status == "running"
+        if c.labels.get(engine.SERVICE_LABEL) == nginx.NGINX_SERVICE and c.status == "running"
     ]
-    if not nginx:
+    if not running:
         return []
-    result = engine.exec_in(nginx[0], stack.nginx_test_command(nginx[0]))
+    result = engine.exec_in(running[0], nginx.nginx_test_command(running[0]))
     if result.exit_code == 0:
         return [Check("nginx config", Verdict.PASS, "`nginx -t` in the container: ok")]
     errors = [line for line in result.output.splitlines() if "emerg" in line or "failed" in line]
@@ -288,7 +289,7 @@ def check_certificate(ctx: DoctorContext, now: datetime | None = None) -> list[C
     return [Check("certificate", verdict, f"{path.name} {state} ({expiry}; {who})", fix)]
 
 
-def _issued_by_install_ca(install: stack.Install, chain: bytes) -> bool:
+def _issued_by_install_ca(install: Install, chain: bytes) -> bool:
     try:
         ca = (install.tls_dir / "ca.crt").read_bytes()
     except OSError:
@@ -521,7 +522,7 @@ def checks() -> tuple[CheckFunction, ...]:
     return CHECKS
 
 
-def run(install: stack.Install) -> list[Check]:
+def run(install: Install) -> list[Check]:
     ctx = DoctorContext(install)
     results: list[Check] = []
     for check in checks():

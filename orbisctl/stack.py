@@ -11,75 +11,31 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 
 from orbisctl import images, rendered
 from orbisctl.core import engine, secretfiles
-from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
-from orbisctl.core.errors import EngineError, InstallDirError, UnhealthyError, UserError
+from orbisctl.core.config import OrbisConfig
+from orbisctl.core.errors import EngineError, UnhealthyError, UserError
+from orbisctl.core.install import Install
 from orbisctl.core.progress import NO_PROGRESS, Progress
 from orbisctl.installer import Renewal, renew_server_cert
+from orbisctl.nginx import NGINX_SERVICE, reload_nginx, running_nginx
 from orbisctl.render import image_refs
+from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin
+from orbisctl.rotation.journal import JournalStore
 
-COMPOSE_FILENAME = "compose.yaml"
 DEFAULT_UP_TIMEOUT = 300.0
 POLL_SECONDS = 1.0
 GATEWAY_SERVICE = "gateway"
 # Stateless services that may run as several replicas behind nginx.
 SCALABLE = (GATEWAY_SERVICE, "api")
-NGINX_SERVICE = "nginx"
 POSTGRES_SERVICE = "postgres"
 # A container restarted this often is in a loop, not recovering.
 RESTART_LOOP_COUNT = 3
-NGINX_RELOAD_TIMEOUT_SECONDS = 30
-# "pid title" of every process in a container (nginx's image has no ps).
-_LIST_PROCESSES = (
-    'for p in /proc/[0-9]*; do printf "%s " "${p#/proc/}"; tr "\\0" " " < "$p/cmdline"; echo; done'
-)
-
-
-@dataclass(frozen=True)
-class Install:
-    """An install directory written by `orbisctl init`."""
-
-    root: Path
-    config: OrbisConfig
-
-    @property
-    def compose_file(self) -> Path:
-        return self.root / COMPOSE_FILENAME
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.root / "secrets"
-
-    @property
-    def tls_dir(self) -> Path:
-        return self.root / "tls"
-
-    def containers(self, client: docker.DockerClient) -> list[Any]:
-        """This install's containers: of its project name *and* made in its directory."""
-        return engine.project_containers(client, self.config.project_name, working_dir=self.root)
-
-    def compose(self) -> engine.Compose:
-        if not self.compose_file.is_file():
-            raise InstallDirError(
-                f"{self.compose_file} does not exist",
-                hint="run `orbisctl render` (or `orbisctl init`) in the install directory",
-            )
-        return engine.Compose(
-            self.compose_file, self.config.project_name, tuple(self.config.profiles)
-        )
-
-
-def open_install(root: Path) -> Install:
-    root = root.resolve()
-    return Install(root, load_config(root / CONFIG_FILENAME))
 
 
 @dataclass(frozen=True)
@@ -392,10 +348,6 @@ def ensure_database_login(install: Install, client: docker.DockerClient) -> str 
     a rotation killed between writing the role and its password must not have that half
     written pair made real.
     """
-    # Imported here: the rotation ports import this module.
-    from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin
-    from orbisctl.rotation.journal import JournalStore
-
     if JournalStore.of_install(install.root).journal_path.is_file():
         return None
     role_file = install.secrets_dir / secretfiles.POSTGRES_USER
@@ -464,77 +416,6 @@ def parse_scale(spec: str) -> tuple[str, int]:
     if not 1 <= replicas <= 64:
         raise UserError(f"{replicas} replicas is out of range", hint="use 1 to 64")
     return service, replicas
-
-
-def nginx_test_command(container: Any) -> list[str]:
-    """`nginx -t` with the `-g` directives the container runs with (its pid file path: the
-    default one is on the read-only root filesystem)."""
-    args = list(container.attrs.get("Config", {}).get("Cmd") or [])
-    if "-g" in args[:-1]:
-        return ["nginx", "-t", "-q", "-g", args[args.index("-g") + 1]]
-    return ["nginx", "-t", "-q"]
-
-
-def _accepting_workers(container: Any) -> set[str]:
-    """Pids of the nginx workers that take new connections (an old worker of a reload is
-    titled "nginx: worker process is shutting down" and takes none)."""
-    listing = engine.exec_in(container, ["sh", "-c", _LIST_PROCESSES])
-    workers = set()
-    for line in listing.output.splitlines():
-        pid, _, title = line.partition(" ")
-        if title.startswith("nginx: worker process") and "shutting down" not in title:
-            workers.add(pid)
-    return workers
-
-
-def running_nginx(install: Install, client: docker.DockerClient) -> list[Any]:
-    """The install's running nginx containers."""
-    return [
-        c
-        for c in install.containers(client)
-        if c.labels.get(engine.SERVICE_LABEL) == NGINX_SERVICE and c.status == "running"
-    ]
-
-
-def reload_nginx(install: Install, client: docker.DockerClient) -> int:
-    """Test then reload nginx's config in every nginx container, so upstream names are
-    re-resolved (nginx 1.22 resolves `server gateway:4001` only at load time); return once
-    only workers with the new config take connections.
-
-    SIGHUP returns before the old workers stop accepting: a request in that window would go
-    to the old addresses (502 once a restarted api has a new one, or another service's).
-    """
-    containers = running_nginx(install, client)
-    if not containers:
-        raise EngineError("nginx is not running", hint="run `orbisctl up`")
-    old_workers = {}
-    for container in containers:
-        test = engine.exec_in(container, nginx_test_command(container))
-        if test.exit_code != 0:
-            raise EngineError(
-                f"nginx config test failed in {container.name}: {test.output.splitlines()[-1]}",
-                hint="run `orbisctl render`, then `orbisctl up`",
-            )
-        old_workers[container.id] = _accepting_workers(container)
-        # nginx is the container's main process: SIGHUP is its reload.
-        try:
-            container.kill(signal="SIGHUP")
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise engine.api_error(f"reloading nginx in {container.name}", exc) from None
-    deadline = time.monotonic() + NGINX_RELOAD_TIMEOUT_SECONDS
-    for container in containers:
-        while True:
-            current = _accepting_workers(container)
-            if current and not current & old_workers[container.id]:
-                break
-            if time.monotonic() > deadline:
-                raise UnhealthyError(
-                    f"nginx in {container.name} did not take its new configuration within "
-                    f"{NGINX_RELOAD_TIMEOUT_SECONDS} s",
-                    hint="`orbisctl logs nginx` shows why",
-                )
-            time.sleep(POLL_SECONDS / 10)
-    return len(containers)
 
 
 def scale(

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from backups.engine import AppControl
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
-    from orbisctl.stack import Install as StackInstall
+    from orbisctl.core.install import Install as StackInstall
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
 # and the Docker client are imported inside the commands that use them: `orbisctl --help` must
@@ -105,7 +105,7 @@ class BackupContext:
     def app_control(self) -> AppControl:
         from backups.engine import NoAppControl
         from backups.executor import ComposeAppControl
-        from orbisctl import stack
+        from orbisctl import nginx, stack
         from orbisctl.core import engine
 
         if self.database_url:
@@ -118,7 +118,7 @@ class BackupContext:
             stack.wait_healthy(install, stack.compose_model(compose), timeout=300, client=client)
             # Restarted api/gateway containers may have new addresses; nginx resolves
             # upstream names only when it loads its config.
-            stack.reload_nginx(install, client)
+            nginx.reload_nginx(install, client)
 
         def before_start() -> None:
             stack.ensure_database_login(install, engine.connect())
@@ -143,9 +143,9 @@ class BackupContext:
         )
 
     def _stack(self) -> StackInstall:
-        from orbisctl import stack
+        from orbisctl.core.install import Install
 
-        return stack.Install(self.root, self.config)
+        return Install(self.root, self.config)
 
     def ring(self) -> BackupKeyRing:
         from backups import keys

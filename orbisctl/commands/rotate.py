@@ -10,11 +10,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from orbisctl import output, stack
+from orbisctl import output
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.core import engine
 from orbisctl.core.config import CONFIG_FILENAME, load_config
 from orbisctl.core.errors import EngineError, InstallDirError, UserError
+from orbisctl.core.install import open_install
 from orbisctl.rotation import compose as compose_ports
 from orbisctl.rotation import core
 from orbisctl.rotation.journal import JournalStore
@@ -44,9 +45,7 @@ def _host_only_audit(rotation: RotationContext) -> core.AuditSink | None:
     """The API's audit log for a rotation that needs no stack: used when the stack runs,
     else the rotation is recorded in rotation/history.jsonl only."""
     try:
-        roller = compose_ports.ComposeRoller(
-            stack.open_install(rotation.install_dir), engine.connect()
-        )
+        roller = compose_ports.ComposeRoller(open_install(rotation.install_dir), engine.connect())
         return compose_ports.ExecApiAudit(roller) if roller.running("api") else None
     except (EngineError, InstallDirError):
         return None
@@ -58,7 +57,7 @@ def _connect_stack(rotation: RotationContext, kinds: list[str]) -> core.AuditSin
     Returns where the rotation's audit entries go besides rotation/history.jsonl."""
     if set(kinds) <= _HOST_ONLY:
         return _host_only_audit(rotation)
-    install = stack.open_install(rotation.install_dir)
+    install = open_install(rotation.install_dir)
     problems = compose_ports.unsupported(install.compose().config(), kinds)
     if problems:
         raise InstallDirError(

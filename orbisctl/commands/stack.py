@@ -14,6 +14,7 @@ from orbisctl import output, preflight, swarm
 from orbisctl import stack as core
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.core.errors import CheckFailed, ExitCode, UserError
+from orbisctl.core.install import open_install
 from orbisctl.core.progress import Progress
 
 app = typer.Typer()
@@ -93,7 +94,7 @@ def up(
     ] = False,
 ) -> None:
     """Check the host, build or load images, migrate, start, and wait until all is healthy."""
-    install = core.open_install(directory)
+    install = open_install(directory)
     if swarm.is_swarm(install.config):
         from orbisctl.commands import swarmstack
 
@@ -136,7 +137,7 @@ def down(
     yes: YesOption = False,
 ) -> None:
     """Stop and remove the containers; data volumes are kept unless --volumes."""
-    install = core.open_install(directory)
+    install = open_install(directory)
     if volumes and not yes:
         if not sys.stdin.isatty():
             raise UserError(
@@ -161,7 +162,7 @@ def down(
 @app.command()
 def status(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """One row per container: state, health, uptime, restarts, image."""
-    install = core.open_install(directory)
+    install = open_install(directory)
     if swarm.is_swarm(install.config):
         from orbisctl.commands import swarmstack
 
@@ -191,7 +192,7 @@ def logs(
     ] = None,
 ) -> None:
     """Print the services' logs (all services unless named)."""
-    install = core.open_install(directory)
+    install = open_install(directory)
     code = core.logs(install, services=services or [], follow=follow, tail=tail)
     if code not in (0, 130):
         raise typer.Exit(code)
@@ -205,7 +206,7 @@ def scale(
 ) -> None:
     """Run N replicas of a stateless service, then reload nginx so it routes to all of them."""
     service, replicas = core.parse_scale(spec)
-    install = core.open_install(directory)
+    install = open_install(directory)
     with output.StepReporter() as progress:
         rows = core.scale(
             install,
@@ -231,7 +232,7 @@ def doctor(directory: InstallDirOption = Path(), as_json: JsonOption = False) ->
     # `orbisctl --help` and the other commands do not need.
     from orbisctl import doctor as doctor_core
 
-    install = core.open_install(directory)
+    install = open_install(directory)
     results = doctor_core.run(install)
     failed = [c for c in results if c.verdict is doctor_core.Verdict.FAIL]
     if as_json:

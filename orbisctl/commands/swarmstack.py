@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orbisctl import output, swarm
-from orbisctl.stack import Install
+from orbisctl.core.install import Install
 
 
 def _table(rows: list[swarm.ServiceState], title: str | None = None) -> Table:

@@ -13,6 +13,7 @@ from orbisctl import output
 from orbisctl import stack as core
 from orbisctl.commands.backup import schedule_command
 from orbisctl.commands.options import InstallDirOption
+from orbisctl.core.install import open_install
 
 app = typer.Typer(help="Renew the install's server certificate, now or on a timer.")
 
@@ -30,7 +31,7 @@ def renew_command(
     The new one is valid 90 days. `tls.mode: files` certificates, and any the install CA did
     not issue, are left alone.
     """
-    install = core.open_install(directory)
+    install = open_install(directory)
     renewal, reloaded = core.renew_certificate(install, force=force)
     until = f"{renewal.expires:%Y-%m-%d %H:%M} UTC"
     if not renewal.renewed:

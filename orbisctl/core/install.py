@@ -1,17 +1,23 @@
-"""The install directory's layout (docs/architecture.md) and the checks made before writing."""
+"""The install directory's layout (docs/architecture.md), the checks made before writing, and
+the model of an install: its directory and its config."""
 
 from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from orbisctl.core.config import CONFIG_FILENAME
+import docker
+
+from orbisctl.core import engine
+from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.core.errors import InstallDirError
 
 SECRETS_DIR = "secrets"
 TLS_DIR = "tls"
 BACKUPS_DIR = "backups"
+COMPOSE_FILENAME = "compose.yaml"
 
 SECRETS_DIR_MODE = 0o700
 SECRET_MODE = 0o600
@@ -97,3 +103,42 @@ def require_install(root: Path) -> InstallDir:
             hint="run `orbisctl init` first, or pass --dir pointing at the install directory",
         )
     return install
+
+
+@dataclass(frozen=True)
+class Install:
+    """An install directory written by `orbisctl init`."""
+
+    root: Path
+    config: OrbisConfig
+
+    @property
+    def compose_file(self) -> Path:
+        return self.root / COMPOSE_FILENAME
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / SECRETS_DIR
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.root / TLS_DIR
+
+    def containers(self, client: docker.DockerClient) -> list[Any]:
+        """This install's containers: of its project name *and* made in its directory."""
+        return engine.project_containers(client, self.config.project_name, working_dir=self.root)
+
+    def compose(self) -> engine.Compose:
+        if not self.compose_file.is_file():
+            raise InstallDirError(
+                f"{self.compose_file} does not exist",
+                hint="run `orbisctl render` (or `orbisctl init`) in the install directory",
+            )
+        return engine.Compose(
+            self.compose_file, self.config.project_name, tuple(self.config.profiles)
+        )
+
+
+def open_install(root: Path) -> Install:
+    root = root.resolve()
+    return Install(root, load_config(root / CONFIG_FILENAME))

@@ -29,9 +29,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from orbisctl import stack as stack_core
+from orbisctl import nginx
 from orbisctl.core import engine
 from orbisctl.core.errors import EngineError, UnhealthyError
+from orbisctl.core.install import Install
 from orbisctl.rotation.direct import scram_sha256_verifier
 from orbisctl.rotation.journal import HistoryEntry
 
@@ -44,7 +45,7 @@ ROUTED_SERVICES = frozenset({"api", "gateway"})
 
 @dataclass
 class ComposeRoller:
-    install: stack_core.Install
+    install: Install
     client: docker.DockerClient
     health_timeout: float = 180.0
 
@@ -93,8 +94,8 @@ class ComposeRoller:
         """Reload nginx so its upstream list names the current replicas; `reload_nginx`
         returns only once the old workers stop accepting, so a replica stopped after this
         gets no new requests."""
-        if service in ROUTED_SERVICES and self.running(stack_core.NGINX_SERVICE):
-            stack_core.reload_nginx(self.install, self.client)
+        if service in ROUTED_SERVICES and self.running(nginx.NGINX_SERVICE):
+            nginx.reload_nginx(self.install, self.client)
 
     def roll(self, service: str) -> None:
         old = self.running(service)

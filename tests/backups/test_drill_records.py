@@ -24,10 +24,10 @@ from backups.drill import (
 )
 from backups.engine import create_backup
 from orbisctl import doctor
-from orbisctl import stack as orbis_stack
 from orbisctl.cli import app
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import ExitCode
+from orbisctl.core.install import Install
 from tests.backups.conftest import Stack, make_install
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
@@ -83,7 +83,7 @@ def test_a_missed_objective_fails_the_drill_even_when_every_check_passed() -> No
 
 def _checks(stack: Stack, now: datetime) -> dict[str, doctor.Check]:
     config = OrbisConfig.model_validate({"backup": {"objectives": {"rpo_hours": 24}}})
-    context = doctor.DoctorContext(orbis_stack.Install(stack.install.root, config))
+    context = doctor.DoctorContext(Install(stack.install.root, config))
     return {check.name: check for check in doctor.check_backup_age(context, now=now)}
 
 

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from backups import kept
 from backups.engine import create_backup
 from orbisctl import doctor
-from orbisctl import stack as orbis_stack
 from orbisctl.cli import app
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import ExitCode
+from orbisctl.core.install import Install
 from tests.backups.conftest import Stack
 
 pytestmark = pytest.mark.integration
@@ -134,7 +134,7 @@ def test_doctor_warns_about_the_disk_kept_databases_take(
 
     def check(keep: int) -> doctor.Check:
         config = OrbisConfig.model_validate({"backup": {"keep_previous_databases": keep}})
-        install = orbis_stack.Install(stack.install.root, config)
+        install = Install(stack.install.root, config)
         ctx = doctor.DoctorContext(install, database=stack.executor)
         (result,) = doctor.check_kept_databases(ctx)
         return result
@@ -156,5 +156,5 @@ def test_doctor_warns_about_the_disk_kept_databases_take(
 
 
 def test_doctor_skips_the_check_without_a_running_postgres(tmp_path: Path) -> None:
-    ctx = doctor.DoctorContext(orbis_stack.Install(tmp_path, OrbisConfig()))
+    ctx = doctor.DoctorContext(Install(tmp_path, OrbisConfig()))
     assert doctor.check_kept_databases(ctx) == []

@@ -14,16 +14,17 @@ import pytest
 from orbisctl import stack
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import InstallDirError
+from orbisctl.core.install import Install
 from tests.backups.conftest import make_install
 
 # A client that is never reached: these cases must stop before talking to an engine.
 UNREACHABLE = docker.DockerClient(base_url="unix:///nonexistent/docker.sock", version="1.41")
 
 
-def _install(tmp_path: Path) -> stack.Install:
+def _install(tmp_path: Path) -> Install:
     root = make_install(tmp_path / "install").root
     (root / "secrets" / "postgres_user").write_text("orbis_b\n")
-    return stack.Install(root, OrbisConfig())
+    return Install(root, OrbisConfig())
 
 
 def test_a_rotation_in_progress_keeps_its_hands_on_the_login_roles(tmp_path: Path) -> None:

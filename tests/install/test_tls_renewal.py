@@ -15,6 +15,7 @@ import pytest
 from cryptography import x509
 
 from orbisctl import doctor, stack, tls
+from orbisctl.core.install import open_install
 from orbisctl.installer import renew_server_cert
 from orbisctl.tls import Pem, issue_server_cert, verify_chain
 from tests.install.conftest import DOMAIN
@@ -224,7 +225,7 @@ def test_up_renews_a_due_certificate_before_it_starts_anything(
     monkeypatch.setattr(stack, "image_refs", stop)
     _make_due(default_install)
     with pytest.raises(Started):
-        stack.up(stack.open_install(default_install))
+        stack.up(open_install(default_install))
     leaf = _leaf(default_install / "tls" / "server.crt")
     assert leaf.not_valid_after_utc - datetime.now(UTC) > timedelta(days=89)
 
@@ -232,14 +233,14 @@ def test_up_renews_a_due_certificate_before_it_starts_anything(
 def test_doctor_says_when_the_certificate_expires_and_who_renews_it(
     default_install: Path, full_install: Path
 ) -> None:
-    (ours,) = doctor.check_certificate(doctor.DoctorContext(stack.open_install(default_install)))
+    (ours,) = doctor.check_certificate(doctor.DoctorContext(open_install(default_install)))
     assert ours.verdict is doctor.Verdict.PASS
     expiry = _leaf(default_install / "tls" / "server.crt").not_valid_after_utc
     assert f"valid until {expiry:%Y-%m-%d}" in ours.detail
     assert f"renewed from {expiry - timedelta(days=30):%Y-%m-%d}" in ours.detail
-    (theirs,) = doctor.check_certificate(doctor.DoctorContext(stack.open_install(full_install)))
+    (theirs,) = doctor.check_certificate(doctor.DoctorContext(open_install(full_install)))
     assert "operator's own" in theirs.detail
     _make_due(default_install, days=825)
-    (long,) = doctor.check_certificate(doctor.DoctorContext(stack.open_install(default_install)))
+    (long,) = doctor.check_certificate(doctor.DoctorContext(open_install(default_install)))
     assert long.verdict is doctor.Verdict.WARN
     assert "tls renew" in long.fix

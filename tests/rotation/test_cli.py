@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orbisctl import stack
 from orbisctl.cli import app
 from orbisctl.core.config import ModelConfig, ModelProvider, OrbisConfig, load_config
 from orbisctl.core.errors import ExitCode, UserError
+from orbisctl.core.install import open_install
 from orbisctl.output import STEP_MARK
 from orbisctl.rotation import core
 from orbisctl.rotation.compose import unsupported
@@ -168,7 +168,7 @@ def test_the_stack_init_renders_can_follow_every_rotation(tmp_path: Path) -> Non
     )
     assert init.exit_code == 0, init.output
     assert (root / "secrets" / "postgres_user").read_text() == "orbis\n"
-    model = stack.open_install(root).compose().config()
+    model = open_install(root).compose().config()
     assert unsupported(model, [kind.value for kind in ROTATION_ORDER]) == []
 
 

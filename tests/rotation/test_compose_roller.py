@@ -14,9 +14,9 @@ import pytest
 from orbisctl.core import engine
 from orbisctl.core.config import OrbisConfig, dump_config
 from orbisctl.core.errors import EngineError, UnhealthyError
+from orbisctl.core.install import open_install
 from orbisctl.rotation.compose import ComposeRoller
 from orbisctl.rotation.secretfiles import SecretStore
-from orbisctl.stack import open_install
 
 pytestmark = pytest.mark.docker
 

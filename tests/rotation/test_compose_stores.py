@@ -12,11 +12,11 @@ import pytest
 
 from orbisctl.core import engine
 from orbisctl.core.config import OrbisConfig, dump_config
+from orbisctl.core.install import open_install
 from orbisctl.rotation import core
 from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin, ExecRedisAdmin
 from orbisctl.rotation.steps import RotationContext
 from orbisctl.rotation.strategies import POSTGRES_OWNER, REDIS_USER, SecretKind
-from orbisctl.stack import open_install
 from tests.rotation.conftest import LocalRoller, make_install
 
 pytestmark = pytest.mark.docker

@@ -6,13 +6,14 @@ import os
 import time
 from pathlib import Path
 
-from orbisctl import doctor, stack
+from orbisctl import doctor
+from orbisctl.core.install import open_install
 from orbisctl.rotation import core
 from orbisctl.rotation.strategies import SecretKind
 
 
 def test_overdue_secrets_and_an_unfinished_rotation_warn(install: Path) -> None:
-    ctx = doctor.DoctorContext(stack.open_install(install))
+    ctx = doctor.DoctorContext(open_install(install))
     (fresh,) = doctor.check_secret_ages(ctx)
     assert fresh.verdict is doctor.Verdict.PASS
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import yaml
 from cryptography import x509
 
-from orbisctl import doctor, stack
+from orbisctl import doctor
+from orbisctl.core.install import open_install
 from tests.backups.test_retention import fake_backup
 from tests.filesystems import tmpfs
 
 
 def _context(install: Path) -> doctor.DoctorContext:
-    return doctor.DoctorContext(stack.open_install(install))
+    return doctor.DoctorContext(open_install(install))
 
 
 def test_certificate_expiry_passes_warns_and_fails(install: Path) -> None:

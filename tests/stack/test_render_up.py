@@ -14,7 +14,8 @@ import yaml
 
 from orbisctl.core import engine
 from orbisctl.core.errors import EngineError
-from orbisctl.stack import open_install, running_nginx
+from orbisctl.core.install import open_install
+from orbisctl.nginx import running_nginx
 from tests.stack.conftest import invoke
 
 pytestmark = pytest.mark.docker
