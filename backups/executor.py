@@ -15,6 +15,7 @@ implements `load_redis` itself.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -32,6 +33,7 @@ from orbisctl.core import engine
 from orbisctl.core.engine import Compose
 from orbisctl.core.errors import DataError, EngineError
 from orbisctl.core.secretfiles import REDIS_PASSWORD, current_value
+from orbisctl.render import MAINTENANCE_FLAG
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
 MAINTENANCE_DATABASE = "postgres"
@@ -364,12 +366,19 @@ class ComposeAppControl:
     services: tuple[str, ...] = ("gateway", "api")
 
     def stop(self) -> None:
+        # From here until api and gateway start again, nginx answers 503 + Retry-After at
+        # once instead of holding requests for the stopped api (and then answering 502).
+        self._announce_maintenance(True)
         self.compose.run("stop", *self.services, timeout=300)
 
     def start(self, restored: Collection[Path] = ()) -> None:
-        if self.before_start is not None:
-            self.before_start()
-        self.compose.run("start", *reversed(self.services), timeout=300)
+        try:
+            if self.before_start is not None:
+                self.before_start()
+            self.compose.run("start", *reversed(self.services), timeout=300)
+        finally:
+            # Until the api answers, nginx finds it refusing connections: 503 all the same.
+            self._announce_maintenance(False)
         if restored:
             # After api and gateway are up: nginx resolves their names when it starts.
             containers = engine.project_containers(
@@ -382,3 +391,11 @@ class ComposeAppControl:
                 self.compose.run("restart", "--no-deps", *stale, timeout=300)
         if self.wait_ready is not None:
             self.wait_ready()
+
+    def _announce_maintenance(self, on: bool) -> None:
+        """Create or remove nginx's maintenance flag (in its tmpfs). Without a running nginx
+        nobody is answered anyway, and a restarted one has no flag: nothing to do then."""
+        flag = shlex.quote(MAINTENANCE_FLAG)
+        script = f"mkdir -p $(dirname {flag}) && touch {flag}" if on else f"rm -f {flag}"
+        with contextlib.suppress(EngineError):
+            self.compose.run("exec", "-T", "nginx", "sh", "-c", script, timeout=30)

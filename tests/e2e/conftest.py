@@ -76,7 +76,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root.mkdir()
     project = f"orbis-e2e-{secrets.token_hex(3)}"
     (root / "orbis.yaml").write_text(
-        yaml.safe_dump({"project_name": project, "images": {"source": "local"}})
+        yaml.safe_dump(
+            {
+                "project_name": project,
+                "images": {"source": "local"},
+                # test_backup's restore probe asks 4 times a second without credentials.
+                "rate_limits": {"public_per_minute": 1200},
+            }
+        )
     )
     http_port, https_port = free_port(), free_port()
     result = orbisctl(
