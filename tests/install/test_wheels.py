@@ -132,11 +132,12 @@ def test_orbisctl_help_runs_from_the_cli_part(cli_bin: Path) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="orbisctl still imports runtime-only packages: rotation/direct.py:20-21 (psycopg, "
-    "redis, reached from rotation/compose.py:35), rotation/core.py:41 (ApiSettings -> "
-    "runtime/common/settings.py:13 psycopg.conninfo), doctor.py -> backups/drill.py:35 "
-    "(drill_probe: aiohttp), backups/executor.py:29 (redis), backups/schema.py:12 "
-    "(runtime/common/db.py: psycopg_pool, prometheus_client)",
+    reason="orbisctl still imports runtime-only packages (issue 13): "
+    "rotation/compose.py -> rotation/direct.py (psycopg, redis at module level), "
+    "rotation/core.py and backups/schema.py -> runtime/api/settings.py (psycopg.conninfo), "
+    "backups/schema.py -> runtime/common/db.py (psycopg_pool, prometheus_client), "
+    "doctor.py -> backups/drill.py -> backups/drill_probe.py (aiohttp), "
+    "backups/executor.py (redis)",
 )
 def test_every_cli_module_imports_in_the_cli_part(cli_bin: Path) -> None:
     assert _run([cli_bin / "python", "-c", IMPORT_EVERY_MODULE], cli_bin) == ""
