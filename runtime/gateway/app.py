@@ -18,6 +18,7 @@ from runtime.common.http_errors import error_response, json_error_middleware
 from runtime.common.logs import request_id_middleware
 from runtime.common.metrics import metrics_response
 from runtime.common.redis_client import open_redis
+from runtime.common.settings import reveal
 from runtime.gateway.call import Call, CallDeps, Resumption
 from runtime.gateway.internal_api import (
     ApiRejected,
@@ -78,7 +79,7 @@ def _gateway_ctx(
         settings = app[SETTINGS]
         metrics_ = GatewayMetrics()
         async with (
-            open_redis(settings.redis_url, settings.redis_password) as redis_client,
+            open_redis(settings.redis_url, reveal(settings.redis_password)) as redis_client,
             aiohttp.ClientSession() as http,
         ):
             deps = CallDeps(
@@ -86,11 +87,11 @@ def _gateway_ctx(
                 api=InternalApi(
                     http,
                     settings.api_url,
-                    settings.internal_tokens[0],
+                    settings.internal_tokens[0].get_secret_value(),
                     timeout=settings.api_timeout_seconds,
                 ),
                 genai_client=make_client(
-                    api_key=settings.gemini_api_key,
+                    api_key=settings.gemini_api_key.get_secret_value(),
                     base_url=settings.gemini_base_url,
                     ca_file=str(settings.gemini_ca_file) if settings.gemini_ca_file else None,
                     ssl_context=gemini_ssl_context,
@@ -363,7 +364,7 @@ async def _refuse_call(
 def _authorised(request: web.Request) -> bool:
     presented = request.headers.get("Authorization", "").removeprefix("Bearer ").encode()
     return any(
-        hmac.compare_digest(presented, token.encode())
+        hmac.compare_digest(presented, token.get_secret_value().encode())
         for token in request.app[SETTINGS].internal_tokens
     )
 
