@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from backups import drill_probe
-from backups.engine import Install, NoAppControl, pid_alive, restore_backup, restore_config_only
+from backups.engine import NoAppControl, pid_alive, restore_backup, restore_config_only
 from backups.executor import ComposeExecutor
 from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
@@ -44,8 +44,7 @@ from orbisctl.core import engine
 from orbisctl.core.config import CONFIG_FILENAME, ModelProvider, OrbisConfig, load_config
 from orbisctl.core.errors import DataError, EngineError, OrbisError
 from orbisctl.core.fsutil import write_tree
-from orbisctl.core.install import COMPOSE_FILENAME
-from orbisctl.core.install import Install as StackInstall
+from orbisctl.core.install import COMPOSE_FILENAME, Install
 from orbisctl.render import render_stack
 
 DRILLS_DIR = "drills"
@@ -202,8 +201,8 @@ class _Scratch:
     compose: engine.Compose
 
     @property
-    def stack(self) -> StackInstall:
-        return StackInstall(self.root, self.config)
+    def stack(self) -> Install:
+        return Install(self.root, self.config)
 
     def tear_down(self) -> None:
         try:
@@ -444,7 +443,8 @@ def run_drill(
     atomic_write(root / STARTED_REPORT_FILE, json.dumps(report.as_json()).encode(), mode=0o600)
     scratch: _Scratch | None = None
     try:
-        scratch_install = Install(root=root, repository=root / "backups")
+        # Defaults until the backup's own orbis.yaml is restored: the repository under the root.
+        scratch_install = Install(root, OrbisConfig())
         with _timed(report, "restore config and secrets", on_step):
             restore_config_only(scratch_install, ring, backup_path)
         with _timed(report, "render the scratch stack", on_step):

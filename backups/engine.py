@@ -47,13 +47,14 @@ from backups.process import (
 )
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl import __version__
+from orbisctl.core.config import CONFIG_FILENAME
 from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, UserError, storage_error
 from orbisctl.core.fsutil import fsync_dir
+from orbisctl.core.install import Install
 
 PARTIAL_PREFIX = ".partial-"
 RESTORE_LOCK = ".restore-lock"
 WRITER_PID_FILE = "writer.pid"
-CONFIG_FILE = "orbis.yaml"
 CONFIG_DIRS = ("secrets", "tls")
 _READ_CHUNK = 1024 * 1024
 
@@ -103,22 +104,6 @@ class NoAppControl:
 
     def start(self, restored: Collection[Path] = ()) -> None:
         del restored
-
-
-@dataclass(frozen=True)
-class Install:
-    """The parts of an install directory the backup engine reads and writes."""
-
-    root: Path
-    repository: Path
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.root / "secrets"
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / CONFIG_FILE
 
 
 # --- create ----------------------------------------------------------------------------------
@@ -244,7 +229,7 @@ def _stream_rdb(command: Command, sink: _Sink) -> None:
 def _write_config_bundle(install: Install, sink: IO[bytes]) -> None:
     with tarfile.open(fileobj=sink, mode="w|") as bundle:
         if install.config_file.exists():
-            bundle.add(install.config_file, arcname=CONFIG_FILE)
+            bundle.add(install.config_file, arcname=CONFIG_FILENAME)
         for name in CONFIG_DIRS:
             directory = install.root / name
             if directory.is_dir():
@@ -884,7 +869,7 @@ def _restore_config(verified: Verified, install: Install, progress: Progress) ->
                 buffer.write(piece)
             buffer.seek(0)
             with tarfile.open(fileobj=buffer, mode="r:") as bundle:
-                allowed = (CONFIG_FILE, *CONFIG_DIRS)
+                allowed = (CONFIG_FILENAME, *CONFIG_DIRS)
                 owners = {}
                 for member in bundle.getmembers():
                     if member.name.split("/", 1)[0] not in allowed:

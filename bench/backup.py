@@ -53,6 +53,8 @@ import yaml
 
 from backups import engine, keys
 from backups.executor import LocalExecutor, pg_tool
+from orbisctl.core.config import OrbisConfig
+from orbisctl.core.install import Install
 from tests.services import PostgresServer, free_port, postgres_server, redis_server
 
 WORDS = [
@@ -371,7 +373,7 @@ def main() -> None:
         (root / "secrets").mkdir(parents=True)
         keys.generate_backup_key(root / "secrets")
         (root / "orbis.yaml").write_text("domain: bench.example.com\n")
-        install = engine.Install(root=root, repository=root / "backups")
+        install = Install(root, OrbisConfig())
         executor = LocalExecutor(database_url=pg.url(live), redis_url=rd.url(0))
         ring = keys.load_key_ring(install.secrets_dir)
         env = {"PGPASSWORD": pg.password, "PATH": "/usr/bin:/bin"}

@@ -368,8 +368,7 @@ def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Ch
     """The newest backup against the RPO objective, and the last passed recovery drill."""
     now = now or datetime.now(UTC)
     config = ctx.install.config
-    location = config.backup.location
-    repository = location if location.is_absolute() else ctx.install.root / location
+    repository = ctx.install.repository
     rpo_hours = config.backup.objectives.rpo_hours
     backups = [e.manifest for e in backup_engine.list_backups(repository) if e.manifest]
     if not backups:
@@ -394,8 +393,7 @@ def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Ch
             if verdict is Verdict.PASS
             else "`orbisctl backup` now; `orbisctl backup schedule` runs it daily",
         )
-    install = backup_engine.Install(root=ctx.install.root, repository=repository)
-    passed = backup_drill.last_successful(install)
+    passed = backup_drill.last_successful(ctx.install)
     fix = "`orbisctl drill` runs one; `orbisctl drill schedule` runs it monthly"
     if passed is None:
         drill = Check("drill age", Verdict.WARN, "no recovery drill has passed yet", fix)
@@ -420,8 +418,7 @@ def _existing(path: Path) -> Path:
 def check_backup_space(ctx: DoctorContext) -> list[Check]:
     """Room at backup.location for the next backup: at least what the newest one took, on a
     file system that takes writes."""
-    location = ctx.install.config.backup.location
-    repository = location if location.is_absolute() else ctx.install.root / location
+    repository = ctx.install.repository
     place = _existing(repository)
     elsewhere = "or set backup.location in orbis.yaml to a directory on another file system"
     if not os.access(place, os.W_OK):

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from backups.engine import AppControl
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
-    from orbisctl.core.install import Install as StackInstall
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
 # and the Docker client are imported inside the commands that use them: `orbisctl --help` must
@@ -69,13 +68,11 @@ class BackupContext:
     """What every backup command needs, resolved once from --dir and the URL options."""
 
     def __init__(self, directory: Path, database_url: str | None, redis_url: str | None) -> None:
-        from backups.engine import Install
+        from orbisctl.core.install import Install
 
         self.root = directory.resolve()
         self.config = self._config()
-        location = self.config.backup.location
-        repository = location if location.is_absolute() else self.root / location
-        self.install = Install(root=self.root, repository=repository)
+        self.install = Install(self.root, self.config)
         self.database_url = database_url
         self.redis_url = redis_url
 
@@ -96,11 +93,11 @@ class BackupContext:
                 "--database-url and --redis-url go together",
                 hint="give both to use servers outside the stack, or neither",
             )
-        return ComposeExecutor(self._stack().compose(), self.install.secrets_dir)
+        return ComposeExecutor(self.install.compose(), self.install.secrets_dir)
 
     def offline(self) -> bool:
         """No database to reach: neither URLs nor a rendered stack in this directory."""
-        return not (self.database_url or self.redis_url) and not self._stack().compose_file.exists()
+        return not (self.database_url or self.redis_url) and not self.install.compose_file.exists()
 
     def app_control(self) -> AppControl:
         from backups.engine import NoAppControl
@@ -110,7 +107,7 @@ class BackupContext:
 
         if self.database_url:
             return NoAppControl()
-        install = self._stack()
+        install = self.install
         compose = install.compose()
 
         def wait_ready() -> None:
@@ -130,22 +127,17 @@ class BackupContext:
         nothing is rendered here or no engine answers (a new host)."""
         from orbisctl.core import engine
 
-        if not self._stack().compose_file.exists():
+        if not self.install.compose_file.exists():
             return []
         try:
             containers = engine.project_containers(
-                engine.connect(), self.config.project_name, working_dir=self._stack().root
+                engine.connect(), self.config.project_name, working_dir=self.install.root
             )
         except EngineError:
             return []
         return sorted(
             {c.labels.get(engine.SERVICE_LABEL, "") for c in containers if c.status == "running"}
         )
-
-    def _stack(self) -> StackInstall:
-        from orbisctl.core.install import Install
-
-        return Install(self.root, self.config)
 
     def ring(self) -> BackupKeyRing:
         from backups import keys

@@ -107,14 +107,25 @@ def require_install(root: Path) -> InstallDir:
 
 @dataclass(frozen=True)
 class Install:
-    """An install directory written by `orbisctl init`."""
+    """An install directory written by `orbisctl init`, and its config (the one model of an
+    install that the stack, backups, the drill, rotation, doctor and images share)."""
 
     root: Path
     config: OrbisConfig
 
     @property
+    def config_file(self) -> Path:
+        return self.root / CONFIG_FILENAME
+
+    @property
     def compose_file(self) -> Path:
         return self.root / COMPOSE_FILENAME
+
+    @property
+    def repository(self) -> Path:
+        """The backup repository: `backup.location`, under the install unless absolute."""
+        location = self.config.backup.location
+        return location if location.is_absolute() else self.root / location
 
     @property
     def secrets_dir(self) -> Path:

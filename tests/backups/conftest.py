@@ -15,8 +15,9 @@ import pytest
 import redis
 
 from backups import keys
-from backups.engine import Install
 from backups.executor import LocalExecutor
+from orbisctl.core.config import OrbisConfig
+from orbisctl.core.install import Install
 from tests.services import PostgresServer, RedisServer
 
 SEED_SQL = """
@@ -72,7 +73,7 @@ def make_install(root: Path) -> Install:
     (root / "tls").mkdir()
     (root / "tls" / "server.crt").write_text("CERTIFICATE\n")
     (root / "orbis.yaml").write_text("domain: voice.example.com\n")
-    return Install(root=root, repository=root / "backups")
+    return Install(root, OrbisConfig())
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from backups import engine, keys
 from backups.executor import LocalExecutor
+from orbisctl.core.config import OrbisConfig
+from orbisctl.core.install import Install
 
 
 class KillAt:
@@ -38,7 +40,7 @@ class KillAt:
 
 def main(argv: list[str]) -> None:
     verb, root, step = argv[0], Path(argv[1]), argv[2]
-    install = engine.Install(root=root, repository=root / "backups")
+    install = Install(root, OrbisConfig())
     executor = LocalExecutor(
         database_url=os.environ["ORBIS_BACKUP_DATABASE_URL"],
         redis_url=os.environ["ORBIS_BACKUP_REDIS_URL"],

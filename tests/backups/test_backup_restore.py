@@ -16,7 +16,9 @@ import pytest
 
 from backups import crypto, engine, keys, manifest
 from backups.engine import NoAppControl, create_backup, open_backup, restore_backup, verify_backup
+from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import DataError
+from orbisctl.core.install import Install
 from tests.backups.conftest import Stack, hold_writer_lock
 
 pytestmark = pytest.mark.integration
@@ -238,7 +240,7 @@ def test_passphrase_restore_on_a_new_host(stack: Stack, tmp_path: Path) -> None:
     new_root.mkdir()
     copied = new_root / "carried" / path.name
     shutil.copytree(path, copied)
-    new_install = engine.Install(root=new_root, repository=new_root / "backups")
+    new_install = Install(new_root, OrbisConfig())
     _destroy(stack)
 
     with pytest.raises(DataError, match="wrong"):
