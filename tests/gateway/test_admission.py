@@ -37,7 +37,7 @@ BURST = 60  # calls set up at once, well below what one gateway process carries
 FRAME_MS = 40  # the widget's
 SILENCE = bytes(16_000 * 2 * FRAME_MS // 1000)
 STREAM_SECONDS = 4.0
-SETUP_STEPS, SETUP_STEP_SECONDS = 4, 0.002  # 8 ms of CPU per set-up: 0.5 s for the burst
+SETUP_STEPS, SETUP_STEP_SECONDS = 4, 0.004  # 16 ms of CPU per set-up: 1 s for the burst
 
 
 @asynccontextmanager
