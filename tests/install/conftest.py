@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,20 @@ import yaml
 from tests.install.helpers import Chain, invoke, make_chain
 
 DOMAIN = "voice.example.com"
+SOURCE = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once (not editable) for the tests that install it."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(SOURCE)],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = out.glob("orbisvoice-*.whl")
+    return wheel
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ import pytest
 from orbisctl.core.config import OrbisConfig
 from orbisctl.render import render_stack
 
-SOURCE = Path(__file__).resolve().parents[2]
-
 RENDER_FROM_WHEEL = """
 import json, orbisctl
 from orbisctl.core.config import OrbisConfig
@@ -27,16 +25,9 @@ print(json.dumps({"package": orbisctl.__file__, "templates": str(template_root()
 
 
 @pytest.fixture(scope="module")
-def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(SOURCE)],
-        check=True,
-        timeout=300,
-    )
-    (wheel,) = out.glob("orbisvoice-*.whl")
-    site = out / "site"
-    with zipfile.ZipFile(wheel) as archive:
+def unpacked_wheel(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    site = tmp_path_factory.mktemp("wheel") / "site"
+    with zipfile.ZipFile(built_wheel) as archive:
         archive.extractall(site)
     return site
 

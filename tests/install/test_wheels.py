@@ -16,7 +16,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-SOURCE = Path(__file__).resolve().parents[2]
 
 # Distributions only the runtime part may carry, and only the CLI part.
 RUNTIME_ONLY = {
@@ -52,18 +51,6 @@ for package in (orbisctl, backups, healthchecks):
 """
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheels")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(SOURCE)],
-        check=True,
-        timeout=300,
-    )
-    (built,) = out.glob("orbisvoice-*.whl")
-    return built
-
-
 def _venv_with(wheel: Path, extra: str, root: Path) -> Path:
     """A fresh virtualenv holding `wheel[extra]`; returns its bin directory. The venv gets no
     pip of its own: this interpreter's pip installs into it (`pip --python`)."""
@@ -89,13 +76,13 @@ def _venv_with(wheel: Path, extra: str, root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cli_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _venv_with(wheel, "cli", tmp_path_factory.mktemp("venvs"))
+def cli_bin(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _venv_with(built_wheel, "cli", tmp_path_factory.mktemp("venvs"))
 
 
 @pytest.fixture(scope="module")
-def runtime_bin(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _venv_with(wheel, "runtime", tmp_path_factory.mktemp("venvs"))
+def runtime_bin(built_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _venv_with(built_wheel, "runtime", tmp_path_factory.mktemp("venvs"))
 
 
 def _run(argv: list[str | Path], cwd: Path) -> str:
