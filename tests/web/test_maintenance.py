@@ -5,7 +5,6 @@ themselves once it is back (issue 14, "an honest, short maintenance window")."""
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +16,6 @@ from tests.web.stack import Stack
 from tests.web.support import goto
 
 pytestmark = pytest.mark.browser
-
-AWAY_SECONDS = 3.0  # under one Retry-After (5 s): the clients retry once
-
 
 @contextlib.contextmanager
 def maintenance(flag: Path) -> Iterator[None]:
@@ -42,7 +38,6 @@ def test_a_call_started_during_maintenance_waits_and_then_goes_live(
         expect(host.locator(".status")).to_have_text("Back in a moment — waiting for the service…")
         # Still an active call: the visitor can hang up while it waits.
         expect(host.locator(".action")).to_have_text("End call")
-        time.sleep(AWAY_SECONDS)
     wait_for(page, "w.dataset.orbisState === 'live'", timeout=CALL_TIMEOUT_MS)
     assert host.get_attribute("data-orbis-call-id")
     end_call(host)
@@ -60,7 +55,6 @@ def test_the_dashboard_says_back_in_a_moment_and_loads_when_back(
         expect(page.locator("#notice")).to_have_text(
             "Back in a moment — the service is briefly unavailable. Retrying…"
         )
-        time.sleep(AWAY_SECONDS)
     # The login was sent again by itself, and the notice went with the maintenance.
     expect(page.get_by_role("heading", name="Agents")).to_be_visible(timeout=15_000)
     expect(page.locator("#notice")).to_be_hidden()
