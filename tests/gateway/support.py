@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import psycopg
 from aiohttp import web
+from multidict import CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg.rows import dict_row
 
@@ -308,15 +309,11 @@ async def speak_one_turn(call: WidgetCall) -> dict[str, Any]:
     return started
 
 
-async def handshake_error(
-    http: aiohttp.ClientSession,
-    gateway: GatewayAddress,
-    token: str,
-    *,
-    origin: str | None,
-    param: str = "token",
-) -> tuple[int, str]:
-    """Status and error code of a refused WebSocket handshake (read as plain HTTP)."""
+async def refused_handshake(
+    http: aiohttp.ClientSession, url: str, *, origin: str | None
+) -> tuple[int, CIMultiDictProxy[str], Any]:
+    """A WebSocket handshake to `url` (http://) read as plain HTTP: the status, headers and
+    JSON body of a refusal."""
     headers = {
         "Connection": "Upgrade",
         "Upgrade": "websocket",
@@ -325,10 +322,22 @@ async def handshake_error(
     }
     if origin is not None:
         headers["Origin"] = origin
-    url = gateway.ws_url(token, param=param).replace("ws", "http", 1)
     async with http.get(url, headers=headers) as response:
-        body = await response.json()
-        return response.status, body["error"]["code"]
+        return response.status, response.headers, await response.json()
+
+
+async def handshake_error(
+    http: aiohttp.ClientSession,
+    gateway: GatewayAddress,
+    token: str,
+    *,
+    origin: str | None,
+    param: str = "token",
+) -> tuple[int, str]:
+    """Status and error code of a refused WebSocket handshake."""
+    url = gateway.ws_url(token, param=param).replace("ws", "http", 1)
+    status, _, body = await refused_handshake(http, url, origin=origin)
+    return status, body["error"]["code"]
 
 
 async def metric(

@@ -36,6 +36,7 @@ from tests.gateway.support import (
     GatewayAddress,
     RunningGateway,
     gateway_settings,
+    refused_handshake,
     running_gateway,
 )
 
@@ -216,18 +217,11 @@ async def test_a_validation_error_names_its_field(api: ApiHarness) -> None:
 async def handshake(
     http: aiohttp.ClientSession, gateway: GatewayAddress, query: str, *, origin: str | None
 ) -> tuple[int, Any, dict[str, Any]]:
-    """A WebSocket handshake read as plain HTTP: status, headers and the error of a refusal."""
-    headers = {
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-    }
-    if origin is not None:
-        headers["Origin"] = origin
-    async with http.get(f"{gateway.url}/ws/call?{query}", headers=headers) as response:
-        error = assert_error_shape(response.status, response.headers, await response.json())
-        return response.status, response.headers, error
+    """A refused WebSocket handshake: status, headers and its error, checked for the shape."""
+    status, headers, body = await refused_handshake(
+        http, f"{gateway.url}/ws/call?{query}", origin=origin
+    )
+    return status, headers, assert_error_shape(status, headers, body)
 
 
 async def test_handshake_refusals_are_in_the_shape(
