@@ -281,6 +281,9 @@ def run_healthcheck(container: Any) -> ExecResult | None:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# The classic builder paints each write of a step's stderr red, one write per chunk.
+_STDERR_WRITE = re.compile(r"^\x1b\[91m(.*)\x1b\[0m$", re.DOTALL)
+_ERROR_LINE = re.compile(r"^(E:|ERROR|error|fatal)")
 
 
 def stream_json(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
@@ -288,33 +291,42 @@ def stream_json(chunks: Iterator[dict[str, Any]]) -> Iterator[str]:
     naming the build's own last error line (`E: Unable to locate package …`) when it printed one.
 
     The engine relays a step's output as it comes, so one line may arrive in several chunks
-    (apt's stderr came as "E", ": ", "Unable to locate …", "\n"): lines are joined first."""
+    (apt's stderr came as "E", ": ", "Unable to locate …", "\n"), and stdout and stderr are
+    copied apart, so their writes may interleave ("Building dependency tree..." then apt's
+    error, then stdout's newline). Each stream is joined into lines on its own."""
     recent: deque[str] = deque(maxlen=30)
-    partial = ""
+    partial = {"stdout": "", "stderr": ""}
 
-    def complete(line: str) -> str:
-        # The classic builder paints a step's stderr red with ANSI escapes.
+    def record(line: str) -> str:
         plain = _ANSI.sub("", line).strip()
         if plain:
             recent.append(plain)
         return line
 
+    def lines_of(stream: str, text: str) -> list[str]:
+        *lines, partial[stream] = (partial[stream] + text).split("\n")
+        return [record(line) for line in lines]
+
     for chunk in chunks:
         if "error" in chunk:
-            if partial:
-                complete(partial)
+            for stream in partial:
+                lines_of(stream, "\n")
             detail = str(chunk.get("errorDetail", {}).get("message") or chunk["error"]).strip()
-            printed = [line for line in recent if re.match(r"^(E:|ERROR|error|fatal)", line)]
+            printed = [line for line in recent if _ERROR_LINE.match(line)]
             reason = printed[-1] if printed else detail.splitlines()[-1]
             raise EngineError(
                 f"image build failed: {reason}",
                 hint="`orbisctl -v images build` shows the whole build output",
             )
         if chunk.get("stream"):
-            *lines, partial = (partial + str(chunk["stream"])).split("\n")
-            for line in lines:
-                yield complete(line)
+            text = str(chunk["stream"])
+            stderr_write = _STDERR_WRITE.match(text)
+            if stderr_write:
+                yield from lines_of("stderr", stderr_write.group(1))
+            else:
+                yield from lines_of("stdout", text)
         elif chunk.get("status"):
-            yield complete(str(chunk["status"]))
-    if partial:
-        yield complete(partial)
+            yield record(str(chunk["status"]))
+    for stream, rest in list(partial.items()):
+        if rest:
+            yield from lines_of(stream, "\n")

@@ -58,3 +58,25 @@ def test_without_an_error_line_the_engines_message_is_named() -> None:
     assert failed.value.message == (
         "image build failed: The command '/bin/sh -c apt-get …' returned 100"
     )
+
+
+def test_stdout_and_stderr_writes_that_interleave_are_read_apart() -> None:
+    """stdout and stderr are copied apart: on a busy host (recorded, 2 cores, 3 busy loops)
+    a stdout line came between two pieces of apt's error, and the line-by-line join read
+    "EBuilding dependency tree..." and ": Unable to locate …" (CI red once more)."""
+    chunks = [
+        {"stream": "Step 2/2 : RUN apt-get install -y no-such-package-xyz\n"},
+        {"stream": "Reading package lists..."},
+        {"stream": "\n"},
+        {"stream": f"{RED}E{PLAIN}"},
+        {"stream": "Building dependency tree...\n"},
+        {"stream": f"{RED}: {PLAIN}"},
+        {"stream": f"{RED}Unable to locate package no-such-package-xyz\n{PLAIN}"},
+        {"stream": "Removing intermediate container 9afd5ffa2a38\n"},
+        FAILED,
+    ]
+    with pytest.raises(EngineError) as failed:
+        list(engine.stream_json(iter(chunks)))
+    assert failed.value.message == (
+        "image build failed: E: Unable to locate package no-such-package-xyz"
+    )
