@@ -22,11 +22,11 @@ import tempfile
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Protocol
 
-from backups import crypto, kept, manifest
+from backups import crypto, kept, manifest, restore_journal
 from backups.executor import MAINTENANCE_DATABASE, Command, Executor
 from backups.keys import BackupKeyRing, load_escrow
 from backups.manifest import (
@@ -45,6 +45,7 @@ from backups.process import (
     stream_in,
     stream_out,
 )
+from backups.restore_journal import RestoreJournal, RestoreJournalStore
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl import __version__
 from orbisctl.core.config import CONFIG_FILENAME
@@ -65,9 +66,12 @@ STEP_RESTORE_DATABASE = "restore database"
 STEP_CHECK_ROWS = "check row counts"
 STEP_STOP_APP = "stop api and gateway"
 STEP_SWITCH_DATABASE = "switch database"
+STEP_STAGE_CONFIG = "stage config and secrets"
+STEP_STAGE_REDIS = "stage redis"
 STEP_RESTORE_CONFIG = "restore config and secrets"
 STEP_RESTORE_REDIS = "restore redis"
 STEP_START_APP = "start api and gateway"
+STEP_DROP_SCRATCH = "drop the unfinished restore's database"
 
 
 class Progress(Protocol):
@@ -233,7 +237,13 @@ def _write_config_bundle(install: Install, sink: IO[bytes]) -> None:
         for name in CONFIG_DIRS:
             directory = install.root / name
             if directory.is_dir():
-                bundle.add(directory, arcname=name, recursive=True)
+                bundle.add(directory, arcname=name, recursive=True, filter=_not_staged)
+
+
+def _not_staged(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+    """An unfinished restore's staged data (under secrets/) is not part of the install."""
+    staged = f"{CONFIG_DIRS[0]}/{restore_journal.STAGING_DIRNAME}"
+    return None if member.name == staged or member.name.startswith(staged + "/") else member
 
 
 def create_backup(
@@ -850,52 +860,66 @@ def _switch_databases(executor: Executor, live: str, restored: str, keep_as: str
         session.query("COMMIT")
 
 
-def _restore_config(verified: Verified, install: Install, progress: Progress) -> list[Path]:
-    """Unpack orbis.yaml, secrets/ and tls/ over the install, each file replaced atomically;
-    return the files whose content changed.
+_OWNERS_FILE = "owners.json"
+
+
+def _stage_config(verified: Verified, staging: Path, progress: Progress) -> None:
+    """Unpack the backup's orbis.yaml, secrets/ and tls/ into `staging/config`, with the
+    owners the bundle recorded in `staging/owners.json`; nothing of the install changes."""
+    component = verified.manifest.components[COMPONENT_CONFIG]
+    progress.step(STEP_STAGE_CONFIG, component.plain_size)
+    with tempfile.TemporaryFile(dir=staging) as buffer:
+        for piece in _decrypted(
+            verified.path, component, verified.data_key, COMPONENT_CONFIG, progress
+        ):
+            buffer.write(piece)
+        buffer.seek(0)
+        with tarfile.open(fileobj=buffer, mode="r:") as bundle:
+            allowed = (CONFIG_FILENAME, *CONFIG_DIRS)
+            owners = {}
+            for member in bundle.getmembers():
+                if member.name.split("/", 1)[0] not in allowed:
+                    raise _refuse(verified.path, f"config bundle holds {member.name!r}")
+                owners[member.name] = (member.uid, member.gid)
+            bundle.extractall(staging / "config", filter="data")
+    (staging / _OWNERS_FILE).write_text(json.dumps(owners))
+
+
+def _apply_config(staging: Path, install: Install, progress: Progress) -> list[Path]:
+    """Copy the staged config over the install, each file replaced atomically, those already
+    the same left alone (so a second run after a kill changes nothing twice); return every
+    staged file's place in the install, for `stale_services` to judge by modification time.
 
     Modes are set, not copied: secrets and private keys 0600 (their directory 0700); owners
     are those recorded in the bundle (when running as root).
     """
-    changed = []
-    component = verified.manifest.components[COMPONENT_CONFIG]
-    progress.step(STEP_RESTORE_CONFIG, component.plain_size)
-    with tempfile.TemporaryDirectory(prefix=".config-restore-", dir=install.root) as tmp:
-        staging = Path(tmp)
-        with tempfile.TemporaryFile(dir=install.root) as buffer:
-            for piece in _decrypted(
-                verified.path, component, verified.data_key, COMPONENT_CONFIG, progress
-            ):
-                buffer.write(piece)
-            buffer.seek(0)
-            with tarfile.open(fileobj=buffer, mode="r:") as bundle:
-                allowed = (CONFIG_FILENAME, *CONFIG_DIRS)
-                owners = {}
-                for member in bundle.getmembers():
-                    if member.name.split("/", 1)[0] not in allowed:
-                        raise _refuse(verified.path, f"config bundle holds {member.name!r}")
-                    owners[member.name] = (member.uid, member.gid)
-                bundle.extractall(staging, filter="data")
-        for source in sorted(staging.rglob("*")):
-            relative = source.relative_to(staging)
-            target = install.root / relative
-            secret = relative.parts[0] == "secrets" or relative.suffix == ".key"
-            owner = owners.get(relative.as_posix())
-            if source.is_dir():
-                target.mkdir(exist_ok=True)
-                target.chmod(0o700 if secret else 0o755)
-            else:
-                if not _same_content(source, target):
-                    changed.append(target)
-                tmp_target = target.with_name(f".{target.name}.restore-tmp")
-                shutil.copyfile(source, tmp_target)
-                tmp_target.chmod(0o600 if secret else 0o644)
-                # Secrets mounted into containers belong to the containers' uid: the owner
-                # recorded at backup time comes back with the file.
-                if owner is not None and os.geteuid() == 0:
-                    os.chown(tmp_target, *owner)
-                tmp_target.replace(target)
-    return changed
+    progress.step(STEP_RESTORE_CONFIG)
+    owners = {
+        name: tuple(ids) for name, ids in json.loads((staging / _OWNERS_FILE).read_text()).items()
+    }
+    unpacked = staging / "config"
+    targets = []
+    for source in sorted(unpacked.rglob("*")):
+        relative = source.relative_to(unpacked)
+        target = install.root / relative
+        secret = relative.parts[0] == "secrets" or relative.suffix == ".key"
+        if source.is_dir():
+            target.mkdir(exist_ok=True)
+            target.chmod(0o700 if secret else 0o755)
+            continue
+        targets.append(target)
+        if _same_content(source, target):
+            continue
+        tmp_target = target.with_name(f".{target.name}.restore-tmp")
+        shutil.copyfile(source, tmp_target)
+        tmp_target.chmod(0o600 if secret else 0o644)
+        # Secrets mounted into containers belong to the containers' uid: the owner
+        # recorded at backup time comes back with the file.
+        owner = owners.get(relative.as_posix())
+        if owner is not None and os.geteuid() == 0:
+            os.chown(tmp_target, *owner)
+        tmp_target.replace(target)
+    return targets
 
 
 def _same_content(source: Path, target: Path) -> bool:
@@ -903,6 +927,10 @@ def _same_content(source: Path, target: Path) -> bool:
         return target.read_bytes() == source.read_bytes()
     except FileNotFoundError:
         return False
+
+
+def restore_journals(install: Install) -> RestoreJournalStore:
+    return RestoreJournalStore(install.root, install.secrets_dir)
 
 
 def restore_backup(
@@ -919,18 +947,27 @@ def restore_backup(
     progress: Progress | None = None,
     now: datetime | None = None,
 ) -> RestoreResult:
-    """Restore a backup so that a failure at any step leaves the previous data serving.
+    """Restore a backup so that an interruption at any point leaves a journal from which
+    `finish_restore` goes forward to the restored state or back to the previous one.
 
-    The dump goes into a new database; only when it restored completely and its row counts
-    match the manifest is the application stopped and the new database renamed into place
-    (the old one kept as `<db>_pre_restore_<timestamp>`). Once every step succeeded, kept
-    databases beyond the newest `keep_previous_databases` are dropped (None: none are).
+    The dump goes into a scratch database, and the Redis snapshot (and with `with_secrets`
+    the config bundle) is decrypted into the staging directory; only when the scratch
+    database restored completely and its row counts match the manifest are api and gateway
+    stopped, and then everything is switched while they are down: the database by a rename
+    in one transaction (the old one kept as `<db>_pre_restore_<timestamp>`), the files, and
+    Redis. Kept databases beyond the newest `keep_previous_databases` are dropped (None: none).
     """
     progress = progress or NullProgress()
     started = now or datetime.now(UTC)
-    stamp = started.strftime("%Y%m%d%H%M%S")
     live = executor.database
+    journals = restore_journals(install)
     with restore_lock(install.repository, ref_path.name):
+        unfinished = journals.load()
+        if unfinished is not None:
+            raise UserError(
+                f"a restore of {unfinished.backup_id} is unfinished",
+                hint="`orbisctl restore --resume` finishes it, `--abort` undoes it",
+            )
         # The dump's chunks authenticate as they stream into the new database: a bad chunk
         # stops pg_restore there, and the new database is dropped, so a separate pass over
         # the largest component would only add time.
@@ -939,81 +976,207 @@ def restore_backup(
         live_exists = _database_exists(executor, live)
         safety_id = None
         if safety_backup and live_exists:
-            progress.step(STEP_SAFETY_BACKUP)
-            if ring.current is None:
-                raise DataError(
-                    "cannot take the safety backup: this host has no backup key",
-                    hint="run `orbisctl init` first, or pass --no-safety-backup",
-                )
-            try:
-                safety_id = create_backup(
-                    install, executor, ring, label="pre-restore", now=now
-                ).backup_id
-            except StorageError as exc:
-                # Nothing is changed yet: the current data keeps serving.
-                raise StorageError(
-                    f"cannot take the safety backup of the current data: {exc.message}; "
-                    "nothing was restored",
-                    hint=f"{exc.hint}; or pass --no-safety-backup to restore without one",
-                ) from None
-        restored = f"{live}_restore_{stamp}"
-        _drop_leftovers(executor, live)
-        with psql_session(executor, MAINTENANCE_DATABASE) as session:
-            owner = (
-                session.scalar(
-                    "SELECT pg_get_userbyid(datdba) FROM pg_database "  # noqa: S608
-                    f"WHERE datname = {quote_literal(live)}"
-                )
-                if live_exists
-                else None
-            )
-            owner_clause = f" OWNER {quote_ident(owner)}" if owner else ""
-            session.query(f"CREATE DATABASE {quote_ident(restored)}{owner_clause}")
+            safety_id = _safety_backup(install, executor, ring, progress, now)
+        # Names carry the second the restore started; one that second already kept (two
+        # restores within a second) moves the stamp on.
+        while live_exists and _database_exists(executor, kept.kept_name(live, started)):
+            started += timedelta(seconds=1)
+        journal = RestoreJournal(
+            backup_id=verified.manifest.backup_id,
+            live=live,
+            scratch=f"{live}_restore_{started.strftime('%Y%m%d%H%M%S')}",
+            keep_as=kept.kept_name(live, started) if live_exists else None,
+            with_secrets=with_secrets,
+            started_at=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        journals.save(journal)
         try:
-            _restore_database(verified, executor, restored, progress)
-            progress.step(STEP_CHECK_ROWS)
-            counts = _row_counts(executor, restored)
-            problems = _count_mismatches(verified.manifest.row_counts, counts)
-            if problems:
-                raise _refuse(
-                    ref_path, "restored row counts differ from the manifest: " + "; ".join(problems)
-                )
+            counts = _prepare(verified, executor, journals, journal, progress)
         except BaseException:
-            _drop_database(executor, restored)
+            _drop_database(executor, journal.scratch)
+            journals.finish()
             raise
-        keep_as = kept.kept_name(live, started) if live_exists else None
-        progress.step(STEP_STOP_APP)
-        app.stop()
-        changed: list[Path] = []
-        try:
-            progress.step(STEP_SWITCH_DATABASE)
-            _switch_databases(executor, live, restored, keep_as)
-            # Secrets before Redis: the stack's Redis takes its password from the mounted
-            # secret file when the RDB install restarts it, and api and gateway start (below)
-            # with the restored password.
-            if with_secrets:
-                # Once written, the restored files are what api and gateway start with (below),
-                # even if a later step fails: the rest of the stack (nginx, the emulator) must
-                # read the same ones, or calls fail on a key the emulator does not know.
-                changed = _restore_config(verified, install, progress)
-            _restore_redis(verified, executor, progress)
-        finally:
-            progress.step(STEP_START_APP)
-            app.start(changed)
-        dropped = (
-            kept.drop_beyond(executor, keep_previous_databases)
-            if keep_previous_databases is not None
-            else []
+        journal.phase = "prepared"
+        journals.save(journal)
+        dropped = _switch(
+            install, executor, app, journals, journal, keep_previous_databases, progress
         )
     return RestoreResult(
-        backup_id=verified.manifest.backup_id,
+        backup_id=journal.backup_id,
         database=live,
-        previous_database=keep_as,
+        previous_database=journal.keep_as,
         safety_backup=safety_id,
         row_counts=counts,
         restored_config=with_secrets,
         dropped_databases=dropped,
     )
+
+
+def _safety_backup(
+    install: Install,
+    executor: Executor,
+    ring: BackupKeyRing,
+    progress: Progress,
+    now: datetime | None,
+) -> str:
+    progress.step(STEP_SAFETY_BACKUP)
+    if ring.current is None:
+        raise DataError(
+            "cannot take the safety backup: this host has no backup key",
+            hint="run `orbisctl init` first, or pass --no-safety-backup",
+        )
+    try:
+        return create_backup(install, executor, ring, label="pre-restore", now=now).backup_id
+    except StorageError as exc:
+        # Nothing is changed yet: the current data keeps serving.
+        raise StorageError(
+            f"cannot take the safety backup of the current data: {exc.message}; "
+            "nothing was restored",
+            hint=f"{exc.hint}; or pass --no-safety-backup to restore without one",
+        ) from None
+
+
+def _prepare(
+    verified: Verified,
+    executor: Executor,
+    journals: RestoreJournalStore,
+    journal: RestoreJournal,
+    progress: Progress,
+) -> dict[str, int]:
+    """Fill and check the scratch database and stage the rest; nothing that serves changes."""
+    _drop_leftovers(executor, journal.live)
+    with psql_session(executor, MAINTENANCE_DATABASE) as session:
+        # The restored database keeps the owner of the one it replaces (none: a new host).
+        owner = (
+            session.scalar(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database "  # noqa: S608
+                f"WHERE datname = {quote_literal(journal.live)}"
+            )
+            if journal.keep_as is not None
+            else None
+        )
+        owner_clause = f" OWNER {quote_ident(owner)}" if owner else ""
+        session.query(f"CREATE DATABASE {quote_ident(journal.scratch)}{owner_clause}")
+    _restore_database(verified, executor, journal.scratch, progress)
+    progress.step(STEP_CHECK_ROWS)
+    counts = _row_counts(executor, journal.scratch)
+    problems = _count_mismatches(verified.manifest.row_counts, counts)
+    if problems:
+        raise _refuse(
+            verified.path, "restored row counts differ from the manifest: " + "; ".join(problems)
+        )
+    staging = journals.new_staging()
+    if journal.with_secrets:
+        _stage_config(verified, staging, progress)
+    _stage_redis(verified, staging, progress)
+    return counts
+
+
+def _switch(
+    install: Install,
+    executor: Executor,
+    app: AppControl,
+    journals: RestoreJournalStore,
+    journal: RestoreJournal,
+    keep_previous_databases: int | None,
+    progress: Progress,
+) -> list[str]:
+    """Stop api and gateway, switch database, files and Redis to the restored state, start
+    them again. Each step may be run again after a kill: the database switch only while the
+    scratch database exists, files only where they differ, Redis reloaded from the stage."""
+    progress.step(STEP_STOP_APP)
+    app.stop()
+    restored_files: list[Path] = []
+    try:
+        if journal.phase != "switched":
+            if _database_exists(executor, journal.scratch):
+                progress.step(STEP_SWITCH_DATABASE)
+                _switch_databases(executor, journal.live, journal.scratch, journal.keep_as)
+            journal.phase = "switched"
+            journals.save(journal)
+        if journal.with_secrets:
+            # Secrets before Redis: the stack's Redis takes its password from the mounted
+            # secret file when the RDB install restarts it, and api and gateway start (below)
+            # with the restored password. Once written, the restored files are what every
+            # service must read, even if a later step fails: `start` restarts the stale ones.
+            restored_files = _apply_config(journals.staging, install, progress)
+        progress.step(STEP_RESTORE_REDIS)
+        executor.load_redis(journals.staging / _STAGED_RDB)
+    finally:
+        progress.step(STEP_START_APP)
+        app.start(restored_files)
+    dropped = (
+        kept.drop_beyond(executor, keep_previous_databases)
+        if keep_previous_databases is not None
+        else []
+    )
+    journals.finish()
+    return dropped
+
+
+@dataclass(frozen=True)
+class FinishedRestore:
+    backup_id: str
+    outcome: str  # "finished": the restored state serves; "undone": the previous one does
+    dropped_databases: list[str] = field(default_factory=list)
+
+
+def finish_restore(
+    install: Install,
+    executor: Executor,
+    app: AppControl,
+    *,
+    abort: bool = False,
+    keep_previous_databases: int | None = None,
+    progress: Progress | None = None,
+) -> FinishedRestore | None:
+    """Finish or undo a restore that was interrupted (None: there is none).
+
+    Forward when the switch happened (the scratch database is gone, renamed into place),
+    back otherwise (the scratch database is dropped, the staged data removed); either way
+    api and gateway are started and the maintenance flag is cleared. `abort` refuses once the
+    restored database serves: its previous database is kept, but Redis and the files may
+    already be the restored ones, so only going forward ends in one consistent state.
+    """
+    progress = progress or NullProgress()
+    journals = restore_journals(install)
+    journal = journals.load()
+    if journal is None:
+        return None
+    with restore_lock(install.repository, journal.backup_id):
+        forward = journal.phase == "switched" or (
+            journal.phase == "prepared" and not _database_exists(executor, journal.scratch)
+        )
+        if (
+            forward
+            and journal.phase == "prepared"
+            and journal.keep_as is not None
+            and not _database_exists(executor, journal.keep_as)
+        ):
+            raise DataError(
+                f"the unfinished restore of {journal.backup_id} cannot be judged: neither "
+                f"{journal.scratch} nor {journal.keep_as} exists",
+                hint=f"check which database serves, then remove {journals.journal_path}",
+            )
+        if forward and abort:
+            raise UserError(
+                f"the restore of {journal.backup_id} already switched the database; it can "
+                "only be finished",
+                hint="`orbisctl restore --resume` finishes it; a safety backup, if one was "
+                "taken, brings the previous state back",
+            )
+        if forward:
+            dropped = _switch(
+                install, executor, app, journals, journal, keep_previous_databases, progress
+            )
+            return FinishedRestore(journal.backup_id, "finished", dropped)
+        if _database_exists(executor, journal.scratch):
+            progress.step(STEP_DROP_SCRATCH)
+            _drop_database(executor, journal.scratch)
+        progress.step(STEP_START_APP)
+        app.start()
+        journals.finish()
+        return FinishedRestore(journal.backup_id, "undone")
 
 
 def restore_config_only(
@@ -1033,28 +1196,27 @@ def restore_config_only(
     with restore_lock(install.repository, ref_path.name):
         verified = _open(ref_path, ring, passphrase, progress)
         install.root.mkdir(parents=True, exist_ok=True)
-        _restore_config(verified, install, progress)
+        with tempfile.TemporaryDirectory(prefix=".config-restore-", dir=install.root) as tmp:
+            _stage_config(verified, Path(tmp), progress)
+            _apply_config(Path(tmp), install, progress)
     return verified.manifest
 
 
-def _restore_redis(verified: Verified, executor: Executor, progress: Progress) -> None:
+_STAGED_RDB = "dump.rdb"
+
+
+def _stage_redis(verified: Verified, staging: Path, progress: Progress) -> None:
     component = verified.manifest.components[COMPONENT_REDIS]
-    progress.step(STEP_RESTORE_REDIS, component.plain_size)
-    with tempfile.TemporaryDirectory(prefix="orbis-rdb-") as tmp:
-        rdb = Path(tmp) / "dump.rdb"
-        try:
-            with rdb.open("wb") as handle:
-                for piece in _decrypted(
-                    verified.path, component, verified.data_key, COMPONENT_REDIS, progress
-                ):
-                    handle.write(piece)
-        except OSError as exc:
-            if exc.errno not in USER_ERRNOS:
-                raise
-            raise storage_error(
-                exc,
-                tempfile.gettempdir(),
-                doing="cannot stage the Redis snapshot",
-                elsewhere="point TMPDIR at a directory with room",
-            ) from None
-        executor.load_redis(rdb)
+    progress.step(STEP_STAGE_REDIS, component.plain_size)
+    rdb = staging / _STAGED_RDB
+    try:
+        fd = os.open(rdb, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            for piece in _decrypted(
+                verified.path, component, verified.data_key, COMPONENT_REDIS, progress
+            ):
+                handle.write(piece)
+    except OSError as exc:
+        if exc.errno not in USER_ERRNOS:
+            raise
+        raise storage_error(exc, staging, doing="cannot stage the Redis snapshot") from None

@@ -3,8 +3,8 @@
 `python -m tests.backups.killer backup|restore INSTALL_ROOT STEP [BACKUP_PATH]` with the
 servers in ORBIS_BACKUP_DATABASE_URL / ORBIS_BACKUP_REDIS_URL. The kill comes through the
 engine's own Progress interface, at the first byte of the step when the step streams bytes
-after the second chunk (so a restore dies with pg_restore half-fed), else when the step
-starts.
+after the second chunk (so a restore dies with pg_restore half-fed) or its last, whichever
+comes first, else when the step starts.
 """
 
 from __future__ import annotations
@@ -25,16 +25,20 @@ class KillAt:
         self.target = step
         self.current = ""
         self.chunks = 0
+        self.left = 0
 
     def step(self, name: str, total_bytes: int | None = None) -> None:
         self.current = name
+        self.left = total_bytes or 0
         if name == self.target and not total_bytes:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def advance(self, nbytes: int) -> None:
         if self.current == self.target and nbytes:
             self.chunks += 1
-            if self.chunks == 2:
+            self.left -= nbytes
+            # The second chunk, or the last one of a step that has fewer.
+            if self.chunks == 2 or self.left <= 0:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -17,7 +17,7 @@ import pytest
 from backups import crypto, engine, keys, manifest
 from backups.engine import NoAppControl, create_backup, open_backup, restore_backup, verify_backup
 from orbisctl.core.config import OrbisConfig
-from orbisctl.core.errors import DataError
+from orbisctl.core.errors import DataError, UserError
 from orbisctl.core.install import Install
 from tests.backups.conftest import Stack, hold_writer_lock
 
@@ -338,8 +338,36 @@ def _run_killed(stack: Stack, verb: str, step: str, *extra: str) -> None:
     assert result.returncode == -9, result.stderr
 
 
-@pytest.mark.parametrize("step", [engine.STEP_RESTORE_DATABASE, engine.STEP_STOP_APP])
-def test_restore_killed_half_way_leaves_previous_data_serving(stack: Stack, step: str) -> None:
+def _state(stack: Stack) -> tuple[int, int, bytes | None, bytes | None]:
+    client = stack.redis()
+    try:
+        return (
+            stack.count("transcripts"),
+            stack.count("agents"),
+            client.get("session:abc"),
+            client.get("session:new"),
+        )
+    finally:
+        client.close()
+
+
+# Every step of a restore, with the way the next command must take after a kill there: back
+# to the previous state until the database switch committed, forward to the restored after.
+KILLS = [
+    (engine.STEP_RESTORE_DATABASE, "undone"),
+    (engine.STEP_CHECK_ROWS, "undone"),
+    (engine.STEP_STAGE_REDIS, "undone"),
+    (engine.STEP_STOP_APP, "undone"),
+    (engine.STEP_SWITCH_DATABASE, "undone"),
+    (engine.STEP_RESTORE_REDIS, "finished"),
+    (engine.STEP_START_APP, "finished"),
+]
+
+
+@pytest.mark.parametrize(("step", "outcome"), KILLS, ids=[step for step, _ in KILLS])
+def test_a_killed_restore_is_finished_or_undone_whole(
+    stack: Stack, step: str, outcome: str
+) -> None:
     with stack.connect() as conn:  # several 1 MiB chunks, so pg_restore dies mid-stream
         conn.execute(
             "INSERT INTO transcripts (agent_id, seq, text) "
@@ -347,19 +375,71 @@ def test_restore_killed_half_way_leaves_previous_data_serving(stack: Stack, step
             "FROM generate_series(1, 40000) g"
         )
     path = _backup(stack)
+    restored_state = _state(stack)
     _destroy(stack)
-    live_state = (stack.count("transcripts"), stack.count("agents"))
+    previous_state = _state(stack)
+    assert previous_state != restored_state
 
     _run_killed(stack, "restore", step, str(path))
 
-    # The (destroyed, but live) data of before the restore still serves.
-    assert (stack.count("transcripts"), stack.count("agents")) == live_state
-    # A new restore cleans up after the killed one and succeeds.
+    journals = engine.restore_journals(stack.install)
+    assert journals.load() is not None
+    with pytest.raises(UserError, match="is unfinished"):
+        _restore(stack, path)  # a new restore does not start over an unfinished one
+    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl())
+
+    assert finished is not None
+    assert finished.outcome == outcome
+    assert _state(stack) == (restored_state if outcome == "finished" else previous_state)
+    assert journals.load() is None
+    assert not journals.staging.exists()
+    scratch = f"{stack.executor.database}_restore_"
+    assert not [name for name in _database_names(stack) if name.startswith(scratch)]
+    assert engine.finish_restore(stack.install, stack.executor, NoAppControl()) is None
+    # And the install restores as ever.
     _restore(stack, path)
-    assert stack.count("transcripts") == 42000
-    with stack.connect("postgres") as conn:
-        names = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
-    assert not [name for name in names if name.startswith(f"{stack.executor.database}_restore_")]
+    assert _state(stack) == restored_state
+
+
+def test_abort_refuses_once_the_database_was_switched(stack: Stack) -> None:
+    path = _backup(stack)
+    restored_state = _state(stack)
+    _destroy(stack)
+    _run_killed(stack, "restore", engine.STEP_RESTORE_REDIS, str(path))
+
+    with pytest.raises(UserError, match="already switched the database"):
+        engine.finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
+    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl())
+
+    assert finished is not None and finished.outcome == "finished"
+    assert _state(stack) == restored_state
+
+
+def test_abort_undoes_a_restore_killed_before_the_switch(stack: Stack) -> None:
+    path = _backup(stack)
+    _destroy(stack)
+    previous_state = _state(stack)
+    _run_killed(stack, "restore", engine.STEP_STOP_APP, str(path))
+
+    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
+
+    assert finished is not None and finished.outcome == "undone"
+    assert _state(stack) == previous_state
+
+
+def test_backups_leave_a_restores_staged_data_out(stack: Stack) -> None:
+    path = _backup(stack)
+    _run_killed(stack, "restore", engine.STEP_STOP_APP, str(path))
+    assert (engine.restore_journals(stack.install).staging / "dump.rdb").is_file()
+
+    again = _backup(stack)
+
+    verified = open_backup(again, stack.ring())
+    component = verified.manifest.components["config"]
+    with (again / component.file).open("rb") as handle:
+        bundle = b"".join(crypto.decrypt_stream(handle, verified.data_key, "config"))
+    assert b".restore-staged" not in bundle
+    assert b"secrets/" in bundle
 
 
 def test_interrupted_backup_leaves_nothing_that_looks_complete(stack: Stack) -> None:
