@@ -27,7 +27,7 @@ from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.core.errors import EngineError, UserError
 
 if TYPE_CHECKING:
-    from backups.engine import AppControl
+    from backups.engine import AppControl, FinishedRestore
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
 
@@ -543,6 +543,51 @@ def _restore_secrets_only(
     )
 
 
+def finish_unfinished_restore(ctx: BackupContext, *, abort: bool = False) -> FinishedRestore | None:
+    """Finish or undo the install's interrupted restore, saying which (None: there is none)."""
+    from backups.engine import finish_restore
+
+    with output.StepReporter() as progress:
+        finished = finish_restore(
+            ctx.install,
+            ctx.executor(),
+            ctx.app_control(),
+            abort=abort,
+            keep_previous_databases=ctx.config.backup.keep_previous_databases,
+            progress=progress,
+        )
+    if finished is not None:
+        output.info(
+            f"[green]finished the interrupted restore of {escape(finished.backup_id)}[/]: "
+            "the restored data serves"
+            if finished.outcome == "finished"
+            else f"[green]undid the interrupted restore of {escape(finished.backup_id)}[/]: "
+            "the previous data serves"
+        )
+    return finished
+
+
+def converge_restore(directory: Path) -> None:
+    """For `up` and `status`: an interrupted restore is finished or undone now, not left
+    with api and gateway stopped until someone notices; one that is running is left alone."""
+    from backups.engine import locked_backup, restore_journals
+
+    ctx = BackupContext(directory, None, None)
+    if restore_journals(ctx.install).load() is None:
+        return
+    holder = locked_backup(ctx.install.repository)
+    if holder is not None:
+        output.info(f"a restore (of {escape(holder)}) is running")
+        return
+    if not {"postgres", "redis"} <= set(ctx.running_services()):
+        output.warn(
+            "a restore was interrupted; it is finished or undone once postgres and redis "
+            "run: `orbisctl up` starts them and does it"
+        )
+        return
+    finish_unfinished_restore(ctx)
+
+
 def _kept_databases(ctx: BackupContext, *, drop_kept: str | None, yes: bool, as_json: bool) -> None:
     """`restore --list-kept` / `--drop-kept NAME|all`: the previous databases restores kept."""
     from backups import kept
@@ -626,18 +671,46 @@ def restore_command(
             show_default=False,
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Finish a restore that was interrupted (or undo it)."),
+    ] = False,
+    abort: Annotated[
+        bool,
+        typer.Option(
+            "--abort", help="Undo a restore that was interrupted before its database switch."
+        ),
+    ] = False,
     database_url: DatabaseUrlOption = None,
     redis_url: RedisUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Restore a backup; the current data keeps serving unless every step succeeds.
+    """Restore a backup; the current data keeps serving until all is ready to switch.
 
-    The database it replaces is kept as orbis_pre_restore_<time>; the newest
-    backup.keep_previous_databases of those stay, older ones are dropped.
+    The switch (database, Redis, with --with-secrets the files) stops api and gateway.
+
+    For those seconds nginx answers 503 with Retry-After; calls reconnect after.
+
+    An interrupted restore is finished or undone by `restore --resume`, `up` or `status`.
+
+    The replaced database is kept as orbis_pre_restore_<time>, bounded by
+    backup.keep_previous_databases.
     """
     from backups.engine import resolve, restore_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
+    if resume or abort:
+        if backup is not None or (resume and abort):
+            raise UserError(
+                "--resume and --abort go alone: no backup, not both",
+                hint="orbisctl restore --resume; orbisctl restore --abort",
+            )
+        finished = finish_unfinished_restore(ctx, abort=abort)
+        if as_json:
+            output.print_json(finished.__dict__ if finished else None)
+        elif finished is None:
+            output.info("no unfinished restore")
+        return
     if list_kept or drop_kept is not None:
         if backup is not None or (list_kept and drop_kept is not None):
             raise UserError(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from orbisctl import output, preflight, swarm
 from orbisctl import stack as core
+from orbisctl.commands import backup
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.core.errors import CheckFailed, ExitCode, UserError
 from orbisctl.core.install import open_install
@@ -120,6 +121,7 @@ def up(
             on_status=_health_details(progress),
         )
     output.print_table(_status_table(result.statuses, project))
+    backup.converge_restore(install.root)
     for line in result.refreshed:
         output.info(escape(line))
     output.info(f"[green]OrbisVoice is up[/] ({result.seconds:.0f} s)")
@@ -168,6 +170,8 @@ def status(directory: InstallDirOption = Path(), as_json: JsonOption = False) ->
 
         swarmstack.status(install, as_json=as_json)
         return
+    if not as_json:
+        backup.converge_restore(install.root)
     rows = core.status(install)
     if as_json:
         output.print_json(

@@ -278,3 +278,36 @@ def test_backup_list_never_shows_a_partial_backup(cli: CliRunner, stack: Stack) 
     assert [e["id"] for e in listed] == [created["id"]]  # type: ignore[index, union-attr]
     table = cli.invoke(app, ["backup", "list"], catch_exceptions=False)
     assert ".partial" not in table.stdout
+
+
+@pytest.mark.integration
+def test_an_interrupted_restore_is_named_and_finished_by_resume(
+    cli: CliRunner, stack: Stack
+) -> None:
+    from backups import engine
+    from tests.backups.test_backup_restore import _run_killed
+
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    with stack.connect() as conn:
+        conn.execute("DELETE FROM transcripts")
+    _run_killed(
+        stack, "restore", engine.STEP_RESTORE_REDIS, str(stack.install.repository / created["id"])
+    )
+
+    again = cli.invoke(app, ["restore", created["id"], "--yes"])
+    assert again.exit_code != 0
+    assert "is unfinished" in again.stderr and "--resume" in again.stderr
+    both = cli.invoke(app, ["restore", "--resume", "--abort"])
+    assert both.exit_code != 0 and "go alone" in both.stderr
+    aborted = cli.invoke(app, ["restore", "--abort"])
+    assert aborted.exit_code != 0 and "already switched the database" in aborted.stderr
+    assert "Traceback" not in aborted.output
+
+    resumed = cli.invoke(app, ["restore", "--resume"], catch_exceptions=False)
+
+    assert resumed.exit_code == 0, resumed.output
+    assert "finished the interrupted restore" in resumed.stdout
+    assert stack.count("transcripts") == 2000
+    nothing = cli.invoke(app, ["restore", "--resume"], catch_exceptions=False)
+    assert nothing.exit_code == 0 and "no unfinished restore" in nothing.stdout
