@@ -495,6 +495,25 @@ def check_kept_databases(ctx: DoctorContext) -> list[Check]:
     return [Check("kept databases", Verdict.PASS, detail)]
 
 
+def check_unfinished_restore(ctx: DoctorContext) -> list[Check]:
+    """A restore that was interrupted and not yet finished or undone."""
+    journal = backup_engine.restore_journals(ctx.install).load()
+    if journal is None:
+        return []
+    running = backup_engine.locked_backup(ctx.install.repository)
+    if running is not None:
+        return [Check("restore", Verdict.WARN, f"a restore of {running} is running")]
+    return [
+        Check(
+            "restore",
+            Verdict.FAIL,
+            f"the restore of {journal.backup_id} was interrupted "
+            f"({'after' if journal.phase == 'switched' else 'at or before'} its database switch)",
+            "`orbisctl restore --resume` finishes or undoes it (so do `up` and `status`)",
+        )
+    ]
+
+
 CheckFunction = Callable[[DoctorContext], list[Check]]
 
 # Order matters: check_engine fills the context the container checks read.
@@ -511,6 +530,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_backup_age,
     check_backup_space,
     check_kept_databases,
+    check_unfinished_restore,
 )
 
 

@@ -125,6 +125,13 @@ class BackupContext:
     def running_services(self) -> list[str]:
         """The services of this install's stack that have a running container; none when
         nothing is rendered here or no engine answers (a new host)."""
+        return self._services(running=True)
+
+    def created_services(self) -> list[str]:
+        """The services of this install's stack that have a container, running or not."""
+        return self._services(running=False)
+
+    def _services(self, *, running: bool) -> list[str]:
         from orbisctl.core import engine
 
         if not self.install.compose_file.exists():
@@ -136,7 +143,11 @@ class BackupContext:
         except EngineError:
             return []
         return sorted(
-            {c.labels.get(engine.SERVICE_LABEL, "") for c in containers if c.status == "running"}
+            {
+                c.labels.get(engine.SERVICE_LABEL, "")
+                for c in containers
+                if c.status == "running" or not running
+            }
         )
 
     def ring(self) -> BackupKeyRing:
@@ -579,12 +590,17 @@ def converge_restore(directory: Path) -> None:
     if holder is not None:
         output.info(f"a restore (of {escape(holder)}) is running")
         return
-    if not {"postgres", "redis"} <= set(ctx.running_services()):
-        output.warn(
-            "a restore was interrupted; it is finished or undone once postgres and redis "
-            "run: `orbisctl up` starts them and does it"
-        )
-        return
+    needed = {"postgres", "redis"}
+    stopped = sorted(needed - set(ctx.running_services()))
+    if stopped:
+        if not needed <= set(ctx.created_services()):
+            output.warn(
+                "a restore was interrupted; it is finished or undone once the stack runs: "
+                "`orbisctl up` starts it and does it"
+            )
+            return
+        # The interrupted restore may have stopped Redis to install its snapshot.
+        ctx.install.compose().run("start", *stopped, timeout=120)
     finish_unfinished_restore(ctx)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from backups import crypto, engine, keys, manifest
 from backups.engine import NoAppControl, create_backup, open_backup, restore_backup, verify_backup
+from orbisctl import doctor
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import DataError, UserError
 from orbisctl.core.install import Install
@@ -420,11 +421,16 @@ def test_abort_undoes_a_restore_killed_before_the_switch(stack: Stack) -> None:
     _destroy(stack)
     previous_state = _state(stack)
     _run_killed(stack, "restore", engine.STEP_STOP_APP, str(path))
+    (unfinished,) = doctor.check_unfinished_restore(doctor.DoctorContext(stack.install))
+    assert unfinished.verdict is doctor.Verdict.FAIL
+    assert "was interrupted (at or before its database switch)" in unfinished.detail
+    assert "--resume" in unfinished.fix
 
     finished = engine.finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
 
     assert finished is not None and finished.outcome == "undone"
     assert _state(stack) == previous_state
+    assert doctor.check_unfinished_restore(doctor.DoctorContext(stack.install)) == []
 
 
 def test_backups_leave_a_restores_staged_data_out(stack: Stack) -> None:
