@@ -49,7 +49,7 @@ VERBS = {
     "backup": Verb("backup", "Take, list, verify, prune and schedule backups."),
     "restore": Verb(
         "backup",
-        "Restore a backup; the current data keeps serving unless every step succeeds.",
+        "Restore a backup; the current data keeps serving until all is ready to switch.",
         app="restore_app",
         whole_app=False,
     ),
