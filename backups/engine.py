@@ -1173,6 +1173,11 @@ def finish_restore(
         if _database_exists(executor, journal.scratch):
             progress.step(STEP_DROP_SCRATCH)
             _drop_database(executor, journal.scratch)
+        if journal.phase == "prepared":
+            # The killed restore may have been stopping api and gateway: the engine carries
+            # a stop on after its client died, and would end it after our start.
+            progress.step(STEP_STOP_APP)
+            app.stop()
         progress.step(STEP_START_APP)
         app.start()
         journals.finish()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -352,6 +353,19 @@ def _state(stack: Stack) -> tuple[int, int, bytes | None, bytes | None]:
         client.close()
 
 
+class CallsAppControl:
+    """An AppControl that notes what it was asked to do, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def stop(self) -> None:
+        self.calls.append("stop")
+
+    def start(self, restored: Collection[Path] = ()) -> None:
+        self.calls.append("start")
+
+
 # Every step of a restore, with the way the next command must take after a kill there: back
 # to the previous state until the database switch committed, forward to the restored after.
 KILLS = [
@@ -387,10 +401,15 @@ def test_a_killed_restore_is_finished_or_undone_whole(
     assert journals.load() is not None
     with pytest.raises(UserError, match="is unfinished"):
         _restore(stack, path)  # a new restore does not start over an unfinished one
-    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl())
+    app = CallsAppControl()
+    finished = engine.finish_restore(stack.install, stack.executor, app)
 
     assert finished is not None
     assert finished.outcome == outcome
+    # Started at the end; stopped first wherever the killed restore may have been stopping
+    # (the engine ends a stop after its client died).
+    stopping = KILLS.index((step, outcome)) >= KILLS.index((engine.STEP_STOP_APP, "undone"))
+    assert app.calls == (["stop", "start"] if stopping else ["start"])
     assert _state(stack) == (restored_state if outcome == "finished" else previous_state)
     assert journals.load() is None
     assert not journals.staging.exists()
