@@ -375,7 +375,7 @@ class ComposeAppControl:
         try:
             if self.before_start is not None:
                 self.before_start()
-            self.compose.run("start", *reversed(self.services), timeout=300)
+            self._start_at_once()
         finally:
             # Until the api answers, nginx finds it refusing connections: 503 all the same.
             self._announce_maintenance(False)
@@ -391,6 +391,28 @@ class ComposeAppControl:
                 self.compose.run("restart", "--no-deps", *stale, timeout=300)
         if self.wait_ready is not None:
             self.wait_ready()
+
+    def _start_at_once(self) -> None:
+        """Start every container of the services together. Compose's `start` honours
+        depends_on and would start the gateway only once Docker calls the api healthy, which
+        it first checks 10 s after the start; the gateway needs the api only per call."""
+        containers = [
+            container
+            for container in engine.project_containers(
+                engine.connect(),
+                self.compose.project_name,
+                working_dir=self.compose.project_directory,
+            )
+            if container.labels.get(engine.SERVICE_LABEL) in self.services
+        ]
+        missing = set(self.services) - {c.labels[engine.SERVICE_LABEL] for c in containers}
+        if missing:
+            raise EngineError(
+                f"no container of {', '.join(sorted(missing))} to start",
+                hint="`orbisctl up` creates the stack's containers",
+            )
+        for container in containers:
+            engine.start_container(container)
 
     def _announce_maintenance(self, on: bool) -> None:
         """Create or remove nginx's maintenance flag (in its tmpfs). Without a running nginx

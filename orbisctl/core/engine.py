@@ -261,6 +261,14 @@ class ExecResult:
     output: str
 
 
+def start_container(container: Any) -> None:
+    """Start a created or stopped container (a running one stays as it is)."""
+    try:
+        container.start()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise api_error(f"starting {container.name}", exc) from None
+
+
 def exec_in(container: Any, command: Sequence[str]) -> ExecResult:
     """Run a command in a running container (as its own user) and collect its output."""
     try:
