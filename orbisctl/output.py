@@ -62,6 +62,13 @@ def info(message: str) -> None:
         console.print(message)
 
 
+def aside(message: str) -> None:
+    """A result line about something done on the way (an interrupted restore finished), on
+    stderr: stdout stays the command's own output, its JSON for instance."""
+    if not options.quiet:
+        err_console.print(message)
+
+
 def warn(message: str) -> None:
     err_console.print(f"[yellow]warning:[/] {escape(message)}")
 

@@ -183,6 +183,9 @@ def _create(
     from backups.engine import create_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
+    # Back up what serves, not a half-switched install; a scheduled backup so finishes an
+    # interrupted restore unattended.
+    converge(ctx, as_json=as_json)
     started = time.monotonic()
     with output.StepReporter() as progress:
         result = create_backup(
@@ -554,7 +557,9 @@ def _restore_secrets_only(
     )
 
 
-def finish_unfinished_restore(ctx: BackupContext, *, abort: bool = False) -> FinishedRestore | None:
+def finish_unfinished_restore(
+    ctx: BackupContext, *, abort: bool = False, say: Callable[[str], None] = output.info
+) -> FinishedRestore | None:
     """Finish or undo the install's interrupted restore, saying which (None: there is none)."""
     from backups.engine import finish_restore
 
@@ -568,7 +573,7 @@ def finish_unfinished_restore(ctx: BackupContext, *, abort: bool = False) -> Fin
             progress=progress,
         )
     if finished is not None:
-        output.info(
+        say(
             f"[green]finished the interrupted restore of {escape(finished.backup_id)}[/]: "
             "the restored data serves"
             if finished.outcome == "finished"
@@ -578,20 +583,26 @@ def finish_unfinished_restore(ctx: BackupContext, *, abort: bool = False) -> Fin
     return finished
 
 
-def converge_restore(directory: Path) -> None:
+def converge_restore(directory: Path, *, as_json: bool = False) -> None:
     """For `up` and `status`: an interrupted restore is finished or undone now, not left
-    with api and gateway stopped until someone notices; one that is running is left alone."""
+    with api and gateway stopped until someone notices; one that is running is left alone.
+    With `as_json` what it says goes to stderr."""
+    converge(BackupContext(directory, None, None), as_json=as_json)
+
+
+def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
+    """`converge_restore` on the servers of `ctx` (the stack's, or those of the URLs)."""
     from backups.engine import locked_backup, restore_journals
 
-    ctx = BackupContext(directory, None, None)
     if restore_journals(ctx.install).load() is None:
         return
+    say = output.aside if as_json else output.info
     holder = locked_backup(ctx.install.repository)
     if holder is not None:
-        output.info(f"a restore (of {escape(holder)}) is running")
+        say(f"a restore (of {escape(holder)}) is running")
         return
     needed = {"postgres", "redis"}
-    stopped = sorted(needed - set(ctx.running_services()))
+    stopped = [] if ctx.database_url else sorted(needed - set(ctx.running_services()))
     if stopped:
         if not needed <= set(ctx.created_services()):
             output.warn(
@@ -601,7 +612,7 @@ def converge_restore(directory: Path) -> None:
             return
         # The interrupted restore may have stopped Redis to install its snapshot.
         ctx.install.compose().run("start", *stopped, timeout=120)
-    finish_unfinished_restore(ctx)
+    finish_unfinished_restore(ctx, say=say)
 
 
 def _kept_databases(ctx: BackupContext, *, drop_kept: str | None, yes: bool, as_json: bool) -> None:

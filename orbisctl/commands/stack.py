@@ -170,8 +170,7 @@ def status(directory: InstallDirOption = Path(), as_json: JsonOption = False) ->
 
         swarmstack.status(install, as_json=as_json)
         return
-    if not as_json:
-        backup.converge_restore(install.root)
+    backup.converge_restore(install.root, as_json=as_json)
     rows = core.status(install)
     if as_json:
         output.print_json(

@@ -311,3 +311,29 @@ def test_an_interrupted_restore_is_named_and_finished_by_resume(
     assert stack.count("transcripts") == 2000
     nothing = cli.invoke(app, ["restore", "--resume"], catch_exceptions=False)
     assert nothing.exit_code == 0 and "no unfinished restore" in nothing.stdout
+
+
+@pytest.mark.integration
+def test_the_next_backup_finishes_an_interrupted_restore_first(
+    cli: CliRunner, stack: Stack
+) -> None:
+    """A scheduled backup is the next command on an unattended host: it converges the
+    install first, and backs up the state that then serves."""
+    from backups import engine
+    from tests.backups.test_backup_restore import _run_killed
+
+    created = _json(cli, "backup", "create", "--json")
+    assert isinstance(created, dict)
+    with stack.connect() as conn:
+        conn.execute("DELETE FROM transcripts")
+    _run_killed(
+        stack, "restore", engine.STEP_RESTORE_REDIS, str(stack.install.repository / created["id"])
+    )
+
+    backup = cli.invoke(app, ["backup", "create", "--json"], catch_exceptions=False)
+
+    assert backup.exit_code == 0, backup.output
+    assert "finished the interrupted restore" in backup.stderr
+    assert json.loads(backup.stdout)["row_counts"]["public.transcripts"] == 2000
+    assert stack.count("transcripts") == 2000
+    assert engine.restore_journals(stack.install).load() is None
