@@ -141,7 +141,13 @@ class Job:
     commands: tuple[tuple[str, ...], ...]
 
 
+# Not a calendar: once per boot, after the stack's containers came back with Docker.
+AT_BOOT = "@reboot"
+BOOT_DELAY_SECONDS = 60
+
 BACKUP_JOB = Job("backup", "backup", (("backup", "create"), ("backup", "prune")))
+# `status` finishes or undoes a restore that the reboot (or a crash before it) interrupted.
+BOOT_JOB = Job("boot", "boot-time check", (("status",),))
 DRILL_JOB = Job("drill", "recovery drill", (("drill", "run"),))
 TLS_JOB = Job("tls", "certificate renewal", (("tls", "renew"),))
 
@@ -161,7 +167,12 @@ def systemd_units(
     *, project: str, install_root: Path, expression: str, orbisctl: str, job: Job = BACKUP_JOB
 ) -> dict[str, str]:
     """`{file name: text}` of the service and timer (pure: nothing is written)."""
-    parse_calendar(expression)  # refuse what we cannot show a next run for
+    if expression == AT_BOOT:
+        when = f"OnBootSec={BOOT_DELAY_SECONDS}s\n"
+    else:
+        parse_calendar(expression)  # refuse what we cannot show a next run for
+        # Persistent: a missed run (host off at the time) runs at the next boot.
+        when = f"OnCalendar={expression}\nPersistent=true\n"
     name = unit_name(project, job)
     exec_lines = "".join(
         f"ExecStart={shlex.join(argv)}\n" for argv in _argvs(job, install_root, orbisctl)
@@ -181,9 +192,7 @@ def systemd_units(
         f"Description=Scheduled OrbisVoice {job.description} of {install_root}\n"
         "\n"
         "[Timer]\n"
-        f"OnCalendar={expression}\n"
-        # A missed run (host off at the time) runs at the next boot.
-        "Persistent=true\n"
+        f"{when}"
         "\n"
         "[Install]\n"
         "WantedBy=timers.target\n"
@@ -199,9 +208,14 @@ def cron_log(install_root: Path) -> Path:
 def cron_entry(
     *, project: str, install_root: Path, expression: str, orbisctl: str, job: Job = BACKUP_JOB
 ) -> dict[str, str]:
-    fields = cron_fields(parse_calendar(expression), expression)
+    argvs = _argvs(job, install_root, orbisctl)
+    if expression == AT_BOOT:
+        fields = AT_BOOT
+        argvs.insert(0, ["sleep", str(BOOT_DELAY_SECONDS)])
+    else:
+        fields = cron_fields(parse_calendar(expression), expression)
     log = shlex.quote(str(cron_log(install_root)))
-    command = " && ".join(shlex.join(argv) for argv in _argvs(job, install_root, orbisctl))
+    command = " && ".join(shlex.join(argv) for argv in argvs)
     # The redirection applies to the whole group: `a && b >>log` would log only b's output.
     text = (
         f"# OrbisVoice {job.description} of {install_root} "
@@ -209,6 +223,14 @@ def cron_entry(
         f"{fields} root {{ {command}; }} >>{log} 2>&1\n"
     )
     return {unit_name(project, job): text}
+
+
+def next_run_text(expression: str, now: datetime) -> str:
+    """When the schedule runs next, for people."""
+    if expression == AT_BOOT:
+        return f"{BOOT_DELAY_SECONDS} s after every boot"
+    upcoming = next_run(parse_calendar(expression), now)
+    return upcoming.strftime("next run %Y-%m-%d %H:%M:%S %Z") if upcoming else "next run never"
 
 
 def systemd_running() -> bool:

@@ -441,7 +441,6 @@ def install_schedule(
     }
     files = schedule.systemd_units(**kwargs) if use_systemd else schedule.cron_entry(**kwargs)
     target = unit_dir if use_systemd else cron_dir
-    upcoming = schedule.next_run(schedule.parse_calendar(expression), datetime.now().astimezone())
     if print_only:
         for name, text in files.items():
             output.console.print(f"# {escape(str(target / name))}\n{escape(text)}")
@@ -455,8 +454,8 @@ def install_schedule(
                 result = subprocess.run(argv, capture_output=True, text=True, check=False)
                 if result.returncode != 0:
                     raise EngineError(f"`{' '.join(argv)}` failed: {result.stderr.strip()}")
-    when = upcoming.strftime("%Y-%m-%d %H:%M:%S %Z") if upcoming else "never"
-    output.info(f"{job.name} schedule {escape(expression)!r}: next run {when}")
+    when = schedule.next_run_text(expression, datetime.now().astimezone())
+    output.info(f"{job.name} schedule {escape(expression)!r}: {when}")
 
 
 def schedule_command(
@@ -490,6 +489,15 @@ app.command("schedule")(
         schedule.BACKUP_JOB,
         lambda config: config.backup.schedule,
         "Run `backup create` + `backup prune` at backup.schedule (systemd timer, else cron).",
+    )
+)
+
+
+app.command("on-boot")(
+    schedule_command(
+        schedule.BOOT_JOB,
+        lambda config: schedule.AT_BOOT,
+        "Run `status` after every boot: it finishes or undoes a restore the reboot interrupted.",
     )
 )
 

@@ -176,6 +176,18 @@ def test_schedule_writes_a_cron_entry(cli: CliRunner, stack: Stack, tmp_path: Pa
     assert "backup create" in line and "backup prune" in line
 
 
+def test_on_boot_installs_the_boot_time_check(cli: CliRunner, stack: Stack, tmp_path: Path) -> None:
+    cron_dir = tmp_path / "cron.d"
+    result = cli.invoke(
+        app, ["backup", "on-boot", "--cron", "--cron-dir", str(cron_dir)], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    assert "60 s after every boot" in result.stdout
+    (entry,) = cron_dir.iterdir()
+    assert entry.name == "orbis-boot-orbisvoice"
+    assert entry.read_text().splitlines()[-1].startswith("@reboot root { sleep 60 && ")
+
+
 @pytest.mark.integration
 def test_verify_a_copied_backup_without_any_stack(
     cli: CliRunner, stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -93,7 +93,34 @@ def test_the_drill_job_gets_its_own_units_and_cron_entry() -> None:
     assert "0 4 1 * * root { /usr/bin/orbisctl drill run --dir /srv/orbis; } >>" in entry
 
 
-@pytest.mark.parametrize("job", [schedule.BACKUP_JOB, schedule.DRILL_JOB])
+def test_the_boot_job_runs_status_once_docker_brought_the_stack_back() -> None:
+    """Issue 14: a restore the reboot interrupted is finished or undone at boot."""
+    units = schedule.systemd_units(
+        project="shop",
+        install_root=Path("/srv/orbis"),
+        expression=schedule.AT_BOOT,
+        orbisctl="/usr/bin/orbisctl",
+        job=schedule.BOOT_JOB,
+    )
+    service, timer = units["orbis-boot-shop.service"], units["orbis-boot-shop.timer"]
+    assert "ExecStart=/usr/bin/orbisctl status --dir /srv/orbis\n" in service
+    assert "After=docker.service" in service
+    assert f"OnBootSec={schedule.BOOT_DELAY_SECONDS}s\n" in timer and "OnCalendar" not in timer
+    (entry,) = schedule.cron_entry(
+        project="shop",
+        install_root=Path("/srv/orbis"),
+        expression=schedule.AT_BOOT,
+        orbisctl="/usr/bin/orbisctl",
+        job=schedule.BOOT_JOB,
+    ).values()
+    line = entry.splitlines()[-1]
+    assert line.startswith(
+        f"@reboot root {{ sleep {schedule.BOOT_DELAY_SECONDS} && /usr/bin/orbisctl status "
+        "--dir /srv/orbis; } >>"
+    )
+
+
+@pytest.mark.parametrize("job", [schedule.BACKUP_JOB, schedule.DRILL_JOB, schedule.BOOT_JOB])
 def test_every_scheduled_command_line_parses_with_the_real_cli(job: schedule.Job) -> None:
     service = schedule.systemd_units(
         project="shop",
