@@ -19,6 +19,7 @@ import secrets
 import shutil
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -774,6 +775,8 @@ class RestoreResult:
     restored_config: bool
     # Older kept databases dropped after the restore (backup.keep_previous_databases).
     dropped_databases: list[str] = field(default_factory=list)
+    # From the stop of api and gateway until they answered again (None: no app of ours).
+    unavailable_seconds: float | None = None
 
 
 @contextlib.contextmanager
@@ -998,7 +1001,7 @@ def restore_backup(
             raise
         journal.phase = "prepared"
         journals.save(journal)
-        dropped = _switch(
+        dropped, unavailable = _switch(
             install, executor, app, journals, journal, keep_previous_databases, progress
         )
     return RestoreResult(
@@ -1009,6 +1012,7 @@ def restore_backup(
         row_counts=counts,
         restored_config=with_secrets,
         dropped_databases=dropped,
+        unavailable_seconds=None if isinstance(app, NoAppControl) else round(unavailable, 1),
     )
 
 
@@ -1080,11 +1084,13 @@ def _switch(
     journal: RestoreJournal,
     keep_previous_databases: int | None,
     progress: Progress,
-) -> list[str]:
+) -> tuple[list[str], float]:
     """Stop api and gateway, switch database, files and Redis to the restored state, start
-    them again. Each step may be run again after a kill: the database switch only while the
-    scratch database exists, files only where they differ, Redis reloaded from the stage."""
+    them again; the kept databases dropped, and the seconds api and gateway were down. Each
+    step may be run again after a kill: the database switch only while the scratch database
+    exists, files only where they differ, Redis reloaded from the stage."""
     progress.step(STEP_STOP_APP)
+    stopped_at = time.monotonic()
     app.stop()
     restored_files: list[Path] = []
     try:
@@ -1105,13 +1111,14 @@ def _switch(
     finally:
         progress.step(STEP_START_APP)
         app.start(restored_files)
+    unavailable = time.monotonic() - stopped_at
     dropped = (
         kept.drop_beyond(executor, keep_previous_databases)
         if keep_previous_databases is not None
         else []
     )
     journals.finish()
-    return dropped
+    return dropped, unavailable
 
 
 @dataclass(frozen=True)
@@ -1166,7 +1173,7 @@ def finish_restore(
                 "taken, brings the previous state back",
             )
         if forward:
-            dropped = _switch(
+            dropped, _ = _switch(
                 install, executor, app, journals, journal, keep_previous_databases, progress
             )
             return FinishedRestore(journal.backup_id, "finished", dropped)

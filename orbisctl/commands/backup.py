@@ -785,6 +785,11 @@ def restore_command(
         f"[green]restored {escape(result.backup_id)}[/] into {escape(result.database)}: "
         f"{sum(result.row_counts.values())} rows match the manifest"
     )
+    if result.unavailable_seconds is not None:
+        output.info(
+            f"api and gateway were unavailable for {result.unavailable_seconds:.1f} s "
+            "(nginx answered 503 with Retry-After meanwhile)"
+        )
     if result.safety_backup:
         output.info(f"safety backup of the previous state: {escape(result.safety_backup)}")
     if result.previous_database and result.previous_database not in result.dropped_databases:
