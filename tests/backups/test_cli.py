@@ -292,10 +292,9 @@ def test_backup_list_never_shows_a_partial_backup(cli: CliRunner, stack: Stack) 
     assert ".partial" not in table.stdout
 
 
-@pytest.mark.integration
-def test_an_interrupted_restore_is_named_and_finished_by_resume(
-    cli: CliRunner, stack: Stack
-) -> None:
+def _restore_killed_after_its_switch(cli: CliRunner, stack: Stack) -> dict[str, object]:
+    """Back up, delete the transcripts, and SIGKILL a restore of the backup once its
+    database switch committed: the restore can only be finished. Returns the backup."""
     from backups import engine
     from tests.backups.test_backup_restore import _run_killed
 
@@ -306,8 +305,16 @@ def test_an_interrupted_restore_is_named_and_finished_by_resume(
     _run_killed(
         stack, "restore", engine.STEP_RESTORE_REDIS, str(stack.install.repository / created["id"])
     )
+    return created
 
-    again = cli.invoke(app, ["restore", created["id"], "--yes"])
+
+@pytest.mark.integration
+def test_an_interrupted_restore_is_named_and_finished_by_resume(
+    cli: CliRunner, stack: Stack
+) -> None:
+    created = _restore_killed_after_its_switch(cli, stack)
+
+    again = cli.invoke(app, ["restore", str(created["id"]), "--yes"])
     assert again.exit_code != 0
     assert "is unfinished" in again.stderr and "--resume" in again.stderr
     both = cli.invoke(app, ["restore", "--resume", "--abort"])
@@ -332,15 +339,8 @@ def test_the_next_backup_finishes_an_interrupted_restore_first(
     """A scheduled backup is the next command on an unattended host: it converges the
     install first, and backs up the state that then serves."""
     from backups import engine
-    from tests.backups.test_backup_restore import _run_killed
 
-    created = _json(cli, "backup", "create", "--json")
-    assert isinstance(created, dict)
-    with stack.connect() as conn:
-        conn.execute("DELETE FROM transcripts")
-    _run_killed(
-        stack, "restore", engine.STEP_RESTORE_REDIS, str(stack.install.repository / created["id"])
-    )
+    _restore_killed_after_its_switch(cli, stack)
 
     backup = cli.invoke(app, ["backup", "create", "--json"], catch_exceptions=False)
 
