@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from runtime.api.models.base import UNSTORABLE_CHARS
-from runtime.api.models.errors import ErrorBody
 from runtime.api.routing import Auth, Route
+from runtime.common.http_errors import ErrorBody
 
 _PATH_PARAM = re.compile(r"\{([^}:]+)\}")
 _REF = "#/components/schemas/{model}"
