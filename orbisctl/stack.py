@@ -183,14 +183,18 @@ def wait_healthy(
     client: docker.DockerClient,
     on_status: StatusCallback = _ignore,
     running: subprocess.Popen[str] | None = None,
+    check_now: bool = False,
 ) -> list[ServiceStatus]:
     """Poll until every long-running service is ready; UnhealthyError after `timeout` seconds.
 
     `running` is a compose process still working (`up`): its failure ends the wait at once.
+    `check_now` runs the health check of a container Docker still calls "starting" (the
+    restore's short window); without it ready means what `status` shows, Docker's verdict.
     """
+    row_of = checked_status if check_now else container_status
     deadline = time.monotonic() + timeout
     while True:
-        statuses = [checked_status(c) for c in install.containers(client)]
+        statuses = [row_of(c) for c in install.containers(client)]
         on_status(statuses)
         problem = not_ready(statuses, model)
         if running is not None and running.poll() is not None:

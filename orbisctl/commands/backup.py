@@ -112,7 +112,9 @@ class BackupContext:
 
         def wait_ready() -> None:
             client = engine.connect()
-            stack.wait_healthy(install, stack.compose_model(compose), timeout=300, client=client)
+            stack.wait_healthy(
+                install, stack.compose_model(compose), timeout=300, client=client, check_now=True
+            )
             # Restarted api/gateway containers may have new addresses; nginx resolves
             # upstream names only when it loads its config.
             nginx.reload_nginx(install, client)
