@@ -775,8 +775,8 @@ class RestoreResult:
     restored_config: bool
     # Older kept databases dropped after the restore (backup.keep_previous_databases).
     dropped_databases: list[str] = field(default_factory=list)
-    # From the stop of api and gateway until they answered again (None: no app of ours).
-    unavailable_seconds: float | None = None
+    # From the stop of api and gateway until they answered again (with an app to stop).
+    switch_seconds: float = 0.0
 
 
 @contextlib.contextmanager
@@ -1001,7 +1001,7 @@ def restore_backup(
             raise
         journal.phase = "prepared"
         journals.save(journal)
-        dropped, unavailable = _switch(
+        dropped, switch_seconds = _switch(
             install, executor, app, journals, journal, keep_previous_databases, progress
         )
     return RestoreResult(
@@ -1012,7 +1012,7 @@ def restore_backup(
         row_counts=counts,
         restored_config=with_secrets,
         dropped_databases=dropped,
-        unavailable_seconds=None if isinstance(app, NoAppControl) else round(unavailable, 1),
+        switch_seconds=round(switch_seconds, 1),
     )
 
 
@@ -1111,14 +1111,14 @@ def _switch(
     finally:
         progress.step(STEP_START_APP)
         app.start(restored_files)
-    unavailable = time.monotonic() - stopped_at
+    switch_seconds = time.monotonic() - stopped_at
     dropped = (
         kept.drop_beyond(executor, keep_previous_databases)
         if keep_previous_databases is not None
         else []
     )
     journals.finish()
-    return dropped, unavailable
+    return dropped, switch_seconds
 
 
 @dataclass(frozen=True)

@@ -381,12 +381,7 @@ class ComposeAppControl:
             self._announce_maintenance(False)
         if restored:
             # After api and gateway are up: nginx resolves their names when it starts.
-            containers = engine.project_containers(
-                engine.connect(),
-                self.compose.project_name,
-                working_dir=self.compose.project_directory,
-            )
-            stale = stale_services(containers, restored)
+            stale = stale_services(self._containers(), restored)
             if stale:
                 self.compose.run("restart", "--no-deps", *stale, timeout=300)
         if self.wait_ready is not None:
@@ -398,11 +393,7 @@ class ComposeAppControl:
         it first checks 10 s after the start; the gateway needs the api only per call."""
         containers = [
             container
-            for container in engine.project_containers(
-                engine.connect(),
-                self.compose.project_name,
-                working_dir=self.compose.project_directory,
-            )
+            for container in self._containers()
             if container.labels.get(engine.SERVICE_LABEL) in self.services
         ]
         missing = set(self.services) - {c.labels[engine.SERVICE_LABEL] for c in containers}
@@ -413,6 +404,14 @@ class ComposeAppControl:
             )
         for container in containers:
             engine.start_container(container)
+
+    def _containers(self) -> list[Any]:
+        """The stack's containers, stopped ones included (made in this install's directory)."""
+        return engine.project_containers(
+            engine.connect(),
+            self.compose.project_name,
+            working_dir=self.compose.project_directory,
+        )
 
     def _announce_maintenance(self, on: bool) -> None:
         """Create or remove nginx's maintenance flag (in its tmpfs). Without a running nginx

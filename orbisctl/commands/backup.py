@@ -787,9 +787,9 @@ def restore_command(
         f"[green]restored {escape(result.backup_id)}[/] into {escape(result.database)}: "
         f"{sum(result.row_counts.values())} rows match the manifest"
     )
-    if result.unavailable_seconds is not None:
+    if not ctx.database_url:  # the stack's api and gateway were stopped for the switch
         output.info(
-            f"api and gateway were unavailable for {result.unavailable_seconds:.1f} s "
+            f"api and gateway were unavailable for {result.switch_seconds:.1f} s "
             "(nginx answered 503 with Retry-After meanwhile)"
         )
     if result.safety_backup:
