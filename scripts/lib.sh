@@ -3,6 +3,7 @@
 
 DEBIAN_PACKAGES=(
   postgresql-15 postgresql-client-15   # real PostgreSQL for integration tests, pg_dump/pg_restore
+  pgbackrest                           # continuous archiving and point-in-time restores (2.45)
   redis-server                         # real Redis 7
   nginx-light                          # `nginx -t` on rendered configs, a real TLS proxy in tests
   docker.io                            # dockerd for the end-to-end suite and `orbisctl up`

@@ -116,7 +116,10 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(
+    *, extra_conf: str = "", initdb_args: tuple[str, ...] = ()
+) -> Iterator[PostgresServer]:
+    """A fresh cluster; `extra_conf` is appended to its postgresql.conf (e.g. archiving)."""
     base = Path(tempfile.mkdtemp(prefix="orbis-pg-"))
     data_dir = base / "data"
     password = secrets.token_urlsafe(16)
@@ -140,6 +143,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             "-E",
             "UTF8",
             "--locale=C.UTF-8",
+            *initdb_args,
         ],
         check=True,
         capture_output=True,
@@ -150,6 +154,7 @@ def postgres_server() -> Iterator[PostgresServer]:
             f"unix_socket_directories = '{base}'\nfsync = off\nsynchronous_commit = off\n"
             "full_page_writes = off\nmax_connections = 200\n"
         )
+        conf.write(extra_conf)
     server = PostgresServer("127.0.0.1", port, "postgres", password, data_dir)
     server.start()
     try:
