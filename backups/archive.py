@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from orbisctl.core.errors import DataError, EngineError, OrbisError
 
 STANZA = "orbis"
 CIPHER_TYPE = "aes-256-cbc"
+_LOG_PREFIX = re.compile(r"^.*?P\d+ +[A-Z]+: ")
+_INVALID = re.compile(r"invalid checksum|status: invalid|invalid: [1-9]")
 # pgBackRest's own exit code when a command finds another one holding its lock.
 _LOCK_HELD = 50
 
@@ -107,6 +110,9 @@ def render_config(
         f"lock-path={workspace.lock_dir}",
         # The server waits for archive-push; async pushes in parallel and answers from the spool.
         "archive-async=y",
+        # How long the server's archive_command waits on the async push: a store that went
+        # away shows as a failure in pg_stat_archiver after this, and is retried.
+        "archive-timeout=30",
         "process-max=2",
         "compress-type=zst",
         "start-fast=y",
@@ -235,28 +241,38 @@ class PgBackRest:
 
 
 def _failure(what: str, code: int, output: str, refusal: type[OrbisError]) -> OrbisError:
-    """pgBackRest prints `ERROR: [NNN]: message`; that message is what the operator needs."""
-    errors = [
-        line.split("ERROR:", 1)[1].strip() for line in output.splitlines() if "ERROR:" in line
-    ]
-    reason = errors[-1] if errors else (output.strip().splitlines() or [f"exit code {code}"])[-1]
+    """pgBackRest prints `ERROR: [NNN]: message:` and the cause on the lines after it; those
+    two are what the operator needs."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if "ERROR:" in line]
+    if starts:
+        first = starts[-1]
+        reason = lines[first].split("ERROR:", 1)[1].strip()
+        cause = next((line.strip() for line in lines[first + 1 :] if line.strip()), "")
+        if reason.endswith(":") and cause:
+            reason = f"{reason} {cause}"
+    else:
+        reason = (output.strip().splitlines() or [f"exit code {code}"])[-1]
     if code == _LOCK_HELD:
         return EngineError(
             f"pgBackRest {what}: another pgBackRest command is running ({reason})",
             hint="wait for it to finish, then run this again",
         )
-    return refusal(f"pgBackRest {what} failed: {reason}", hint=_hint_for(reason))
+    return refusal(f"pgBackRest {what} failed: {reason}", hint=_hint_for(output))
 
 
-def _hint_for(reason: str) -> str:
-    lowered = reason.lower()
-    if "signaturedoesnotmatch" in lowered or "invalidaccesskeyid" in lowered or "403" in lowered:
+def _hint_for(output: str) -> str:
+    lowered = output.lower()
+    if any(
+        sign in lowered
+        for sign in ("signaturedoesnotmatch", "invalidaccesskeyid", "accessdenied", " 403 ")
+    ):
         return "check backup.remote's access key and secret key files in secrets/"
     if "nosuchbucket" in lowered:
         return "create the bucket named by backup.remote.bucket, or fix its name"
-    if "unable to connect" in lowered or "unable to resolve" in lowered:
+    if "unable to connect" in lowered or "unable to get address" in lowered:
         return "check that backup.remote.endpoint is reachable from this host"
-    if "cipher" in lowered or "decrypt" in lowered:
+    if "cryptoerror" in lowered or "is or was the repo encrypted" in lowered:
         return "the repository's passphrase (secrets/archive_key) is not the one it was made with"
     return "see the message above; `orbisctl backup status` shows each repository's state"
 
@@ -283,12 +299,9 @@ def verify_repository(pgbackrest: PgBackRest, *, repo: int = 1) -> None:
     output = pgbackrest.run(
         [f"--repo={repo}", "verify"], what=f"verify of repository {repo}", refusal=DataError
     )
-    # A file that fails its checksum is counted in the summary, not always an exit code.
-    problems = [
-        line.strip()
-        for line in output.splitlines()
-        if "invalid" in line.lower() and "0 invalid" not in line.lower()
-    ]
+    # 2.45 exits 0 when a file fails its checksum; its summary says `status: invalid`,
+    # `checksum invalid: N` and names each such file.
+    problems = [_LOG_PREFIX.sub("", line) for line in output.splitlines() if _INVALID.search(line)]
     if problems:
         raise DataError(
             f"pgBackRest verify of repository {repo} failed: {problems[0]}",

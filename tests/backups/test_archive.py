@@ -4,10 +4,7 @@ repository reaches, and a point-in-time restore that gets exactly the rows befor
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -15,13 +12,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from backups import archive
 from backups.executor import LocalExecutor
 from orbisctl.core.errors import DataError, EngineError
-from tests.services import PG_BIN, PostgresServer, free_port, postgres_server
+from tests.backups.archiving import (
+    archived_after,
+    as_postgres,
+    insert,
+    postgres_prefix,
+    promoted_rows,
+    server_now,
+    start_restored,
+    stop,
+)
+from tests.services import PostgresServer, postgres_server
 
 CIPHER_PASS = "a-test-passphrase-of-the-local-repository"
 
@@ -35,20 +41,10 @@ class Archived:
     config_file: Path
 
 
-def _as_postgres(path: Path) -> None:
-    if os.geteuid() == 0:
-        entry = pwd.getpwnam("postgres")
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def _prefix() -> tuple[str, ...]:
-    return ("runuser", "-u", "postgres", "--") if os.geteuid() == 0 else ()
-
-
 def _write_config(base: Path, server_dir: Path, port: int, cipher_pass: str) -> Path:
     for name in ("repo", "spool", "lock", "conf.d"):
         (base / name).mkdir(exist_ok=True)
-        _as_postgres(base / name)
+        as_postgres(base / name)
     cluster = archive.ClusterLocation(str(server_dir), str(server_dir.parent), port)
     workspace = archive.Workspace(str(base / "spool"), str(base / "lock"))
     config_file = base / "pgbackrest.conf"
@@ -58,7 +54,7 @@ def _write_config(base: Path, server_dir: Path, port: int, cipher_pass: str) -> 
     secret = base / "conf.d" / "secrets.conf"
     secret.write_text(archive.render_secret_config([archive.RepositoryKeys(cipher_pass)]))
     secret.chmod(0o600)
-    _as_postgres(secret)
+    as_postgres(secret)
     return config_file
 
 
@@ -66,7 +62,7 @@ def _write_config(base: Path, server_dir: Path, port: int, cipher_pass: str) -> 
 def archived() -> Iterator[Archived]:
     # Not under pytest's tmp dirs: those are root's alone, and pgBackRest runs as postgres.
     base = Path(tempfile.mkdtemp(prefix="orbis-pgbackrest-"))
-    _as_postgres(base)
+    as_postgres(base)
     config_file = base / "pgbackrest.conf"
     as_server = archive.PgBackRest((), str(config_file), str(base / "conf.d"))
     extra = (
@@ -76,7 +72,10 @@ def archived() -> Iterator[Archived]:
     with postgres_server(extra_conf=extra, initdb_args=("--data-checksums",)) as server:
         _write_config(base, server.data_dir, server.port, CIPHER_PASS)
         pgbackrest = archive.PgBackRest(
-            _prefix(), str(config_file), str(base / "conf.d"), {"PGPASSWORD": server.password}
+            postgres_prefix(),
+            str(config_file),
+            str(base / "conf.d"),
+            {"PGPASSWORD": server.password},
         )
         executor = LocalExecutor(server.url("postgres"), "redis://127.0.0.1:1/0")
         archive.create_stanza(pgbackrest)
@@ -91,81 +90,8 @@ def archived() -> Iterator[Archived]:
 def _empty_dir(archived: Archived, name: str) -> Path:
     path = archived.base / name
     path.mkdir(mode=0o700)
-    _as_postgres(path)
+    as_postgres(path)
     return path
-
-
-def _insert(server: PostgresServer, values: range) -> None:
-    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS writes (n int PRIMARY KEY, at timestamptz)")
-        for value in values:
-            conn.execute("INSERT INTO writes VALUES (%s, clock_timestamp())", (value,))
-
-
-def _server_now(server: PostgresServer) -> datetime:
-    with psycopg.connect(server.conninfo()) as conn:
-        row = conn.execute("SELECT clock_timestamp()").fetchone()
-    assert row is not None
-    moment: datetime = row[0]
-    return moment.astimezone(UTC)
-
-
-def _start_restored(data_dir: Path) -> tuple[int, Path]:
-    """Start a server on a restored data directory (its own port and socket); wait until it
-    has recovered and been promoted."""
-    port = free_port()
-    log = data_dir.parent / f"{data_dir.name}.log"
-    subprocess.run(
-        [
-            *_prefix(),
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data_dir),
-            "-l",
-            str(log),
-            "-o",
-            f"-p {port} -c unix_socket_directories={data_dir.parent}",
-            "-w",
-            "-t",
-            "120",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return port, log
-
-
-def _stop(data_dir: Path) -> None:
-    subprocess.run(
-        [*_prefix(), str(PG_BIN / "pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"],
-        check=False,
-        capture_output=True,
-    )
-
-
-def _promoted_rows(server: PostgresServer, port: int) -> list[int]:
-    deadline = time.monotonic() + 60
-    with psycopg.connect(server.conninfo(), port=port, autocommit=True) as conn:
-        while True:
-            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-            if row is not None and not row[0]:
-                break
-            assert time.monotonic() < deadline, "the restored server never left recovery"
-            time.sleep(0.2)
-        return [n for (n,) in conn.execute("SELECT n FROM writes ORDER BY n").fetchall()]
-
-
-def _archived_after(archived: Archived, moment: datetime) -> archive.ArchiverState:
-    """pg_stat_archiver once it records a push after `moment`: the async push can put a
-    segment into the repository before the server's archiver process counts it."""
-    deadline = time.monotonic() + 30
-    while True:
-        archiver = archive.archiver_state(archived.executor)
-        if archiver.last_archived_at is not None and archiver.last_archived_at > moment:
-            return archiver
-        assert time.monotonic() < deadline, f"pg_stat_archiver stays at {archiver}"
-        time.sleep(0.2)
 
 
 def test_a_restore_to_a_time_between_two_writes_gets_exactly_the_rows_before_it(
@@ -174,16 +100,16 @@ def test_a_restore_to_a_time_between_two_writes_gets_exactly_the_rows_before_it(
     archive.base_backup(archived.pgbackrest, archive.BackupKind.FULL)
     # A target at least a second after the backup's stop (pgBackRest keeps whole seconds).
     time.sleep(1.1)
-    _insert(archived.server, range(10))
+    insert(archived.server, range(10))
     time.sleep(0.3)
-    target = _server_now(archived.server)
+    target = server_now(archived.server)
     time.sleep(0.3)
-    _insert(archived.server, range(10, 20))
+    insert(archived.server, range(10, 20))
     # Switches WAL and waits until the segment holding rows 10..19 is in the repository.
     archive.check_archiving(archived.pgbackrest)
 
     state = archive.repository_states(archived.pgbackrest)[0]
-    archiver = _archived_after(archived, target)
+    archiver = archived_after(archived.executor, target)
     window = archive.recovery_window(state, archiver)
     assert window is not None
     archive.check_target(target, window)
@@ -192,23 +118,23 @@ def test_a_restore_to_a_time_between_two_writes_gets_exactly_the_rows_before_it(
 
     restored = _empty_dir(archived, "restored")
     archive.restore_to_time(archived.pgbackrest, str(restored), target)
-    port, _log = _start_restored(restored)
+    port, _log = start_restored(restored)
     try:
-        assert _promoted_rows(archived.server, port) == list(range(10))
+        assert promoted_rows(archived.server, port) == list(range(10))
     finally:
-        _stop(restored)
+        stop(restored)
 
 
 def test_a_restore_to_the_latest_gets_every_archived_row(archived: Archived) -> None:
-    _insert(archived.server, range(100, 105))
+    insert(archived.server, range(100, 105))
     archive.check_archiving(archived.pgbackrest)
     restored = _empty_dir(archived, "latest")
     archive.restore_to_time(archived.pgbackrest, str(restored), None)
-    port, _log = _start_restored(restored)
+    port, _log = start_restored(restored)
     try:
-        assert set(range(100, 105)) <= set(_promoted_rows(archived.server, port))
+        assert set(range(100, 105)) <= set(promoted_rows(archived.server, port))
     finally:
-        _stop(restored)
+        stop(restored)
 
 
 def test_a_time_outside_the_window_is_refused_naming_the_window(archived: Archived) -> None:
@@ -234,7 +160,10 @@ def test_a_wrong_passphrase_is_refused_with_pgbackrest_s_reason(archived: Archiv
     )
     config.write_text(text)
     wrong = archive.PgBackRest(
-        _prefix(), str(config), str(base / "conf.d"), {"PGPASSWORD": archived.server.password}
+        postgres_prefix(),
+        str(config),
+        str(base / "conf.d"),
+        {"PGPASSWORD": archived.server.password},
     )
     (state,) = archive.repository_states(wrong)
     assert not state.ok and not state.backups

@@ -1,0 +1,109 @@
+"""Helpers for the pgBackRest tests: a cluster run as `postgres`, writes with their times, and
+a server started on a restored data directory until it is promoted."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from backups import archive
+from backups.executor import Executor
+from tests.services import PG_BIN, PostgresServer, free_port
+
+
+def as_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam("postgres")
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def postgres_prefix() -> tuple[str, ...]:
+    return ("runuser", "-u", "postgres", "--") if os.geteuid() == 0 else ()
+
+
+def insert(server: PostgresServer, values: range) -> None:
+    with psycopg.connect(server.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS writes (n int PRIMARY KEY, at timestamptz)")
+        for value in values:
+            conn.execute("INSERT INTO writes VALUES (%s, clock_timestamp())", (value,))
+
+
+def server_now(server: PostgresServer) -> datetime:
+    with psycopg.connect(server.conninfo()) as conn:
+        row = conn.execute("SELECT clock_timestamp()").fetchone()
+    assert row is not None
+    moment: datetime = row[0]
+    return moment.astimezone(UTC)
+
+
+def start_restored(data_dir: Path) -> tuple[int, Path]:
+    """Start a server on a restored data directory (its own port and socket); wait until it
+    has recovered and been promoted."""
+    port = free_port()
+    log = data_dir.parent / f"{data_dir.name}.log"
+    subprocess.run(
+        [
+            *postgres_prefix(),
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-l",
+            str(log),
+            "-o",
+            f"-p {port} -c unix_socket_directories={data_dir.parent}",
+            "-w",
+            "-t",
+            "120",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return port, log
+
+
+def stop(data_dir: Path) -> None:
+    subprocess.run(
+        [
+            *postgres_prefix(),
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ],
+        check=False,
+        capture_output=True,
+    )
+
+
+def promoted_rows(server: PostgresServer, port: int) -> list[int]:
+    deadline = time.monotonic() + 60
+    with psycopg.connect(server.conninfo(), port=port, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            if row is not None and not row[0]:
+                break
+            assert time.monotonic() < deadline, "the restored server never left recovery"
+            time.sleep(0.2)
+        return [n for (n,) in conn.execute("SELECT n FROM writes ORDER BY n").fetchall()]
+
+
+def archived_after(executor: Executor, moment: datetime) -> archive.ArchiverState:
+    """pg_stat_archiver once it records a push after `moment`: the async push can put a
+    segment into the repository before the server's archiver process counts it."""
+    deadline = time.monotonic() + 30
+    while True:
+        archiver = archive.archiver_state(executor)
+        if archiver.last_archived_at is not None and archiver.last_archived_at > moment:
+            return archiver
+        assert time.monotonic() < deadline, f"pg_stat_archiver stays at {archiver}"
+        time.sleep(0.2)
