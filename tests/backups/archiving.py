@@ -7,6 +7,7 @@ import os
 import pwd
 import subprocess
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -107,3 +108,45 @@ def archived_after(executor: Executor, moment: datetime) -> archive.ArchiverStat
             return archiver
         assert time.monotonic() < deadline, f"pg_stat_archiver stays at {archiver}"
         time.sleep(0.2)
+
+
+def configure(
+    directory: Path,
+    server: PostgresServer,
+    repositories: Sequence[archive.Repository],
+    keys: Sequence[archive.RepositoryKeys],
+) -> archive.PgBackRest:
+    """pgBackRest's two configuration halves for `server` under `directory` (which postgres
+    may read), and the PgBackRest that runs as postgres with them."""
+    for sub in ("", "conf.d", "spool", "lock"):
+        (directory / sub).mkdir(exist_ok=True)
+        as_postgres(directory / sub)
+    cluster = archive.ClusterLocation(
+        str(server.data_dir), str(server.data_dir.parent), server.port
+    )
+    workspace = archive.Workspace(str(directory / "spool"), str(directory / "lock"))
+    (directory / "pgbackrest.conf").write_text(
+        archive.render_config(cluster, repositories, workspace)
+    )
+    secret = directory / "conf.d" / "secrets.conf"
+    secret.write_text(archive.render_secret_config(keys))
+    secret.chmod(0o600)
+    as_postgres(secret)
+    return archive.PgBackRest(
+        postgres_prefix(),
+        str(directory / "pgbackrest.conf"),
+        str(directory / "conf.d"),
+        {"PGPASSWORD": server.password},
+    )
+
+
+def archiving_conf(directory: Path) -> str:
+    """postgresql.conf lines that archive through the configuration `configure` writes into
+    `directory` (the server runs archive-push as itself)."""
+    as_server = archive.PgBackRest(
+        (), str(directory / "pgbackrest.conf"), str(directory / "conf.d")
+    )
+    return (
+        "wal_level = replica\narchive_mode = on\narchive_timeout = 60\n"
+        f"archive_command = '{archive.archive_command(as_server)}'\n"
+    )

@@ -19,9 +19,10 @@ from backups.executor import LocalExecutor
 from orbisctl.core.errors import DataError, EngineError
 from tests.backups.archiving import (
     archived_after,
+    archiving_conf,
     as_postgres,
+    configure,
     insert,
-    postgres_prefix,
     promoted_rows,
     server_now,
     start_restored,
@@ -41,41 +42,19 @@ class Archived:
     config_file: Path
 
 
-def _write_config(base: Path, server_dir: Path, port: int, cipher_pass: str) -> Path:
-    for name in ("repo", "spool", "lock", "conf.d"):
-        (base / name).mkdir(exist_ok=True)
-        as_postgres(base / name)
-    cluster = archive.ClusterLocation(str(server_dir), str(server_dir.parent), port)
-    workspace = archive.Workspace(str(base / "spool"), str(base / "lock"))
-    config_file = base / "pgbackrest.conf"
-    config_file.write_text(
-        archive.render_config(cluster, [archive.Repository(str(base / "repo"))], workspace)
-    )
-    secret = base / "conf.d" / "secrets.conf"
-    secret.write_text(archive.render_secret_config([archive.RepositoryKeys(cipher_pass)]))
-    secret.chmod(0o600)
-    as_postgres(secret)
-    return config_file
-
-
 @pytest.fixture(scope="module")
 def archived() -> Iterator[Archived]:
     # Not under pytest's tmp dirs: those are root's alone, and pgBackRest runs as postgres.
     base = Path(tempfile.mkdtemp(prefix="orbis-pgbackrest-"))
     as_postgres(base)
     config_file = base / "pgbackrest.conf"
-    as_server = archive.PgBackRest((), str(config_file), str(base / "conf.d"))
-    extra = (
-        "wal_level = replica\narchive_mode = on\narchive_timeout = 60\n"
-        f"archive_command = '{archive.archive_command(as_server)}'\n"
-    )
+    extra = archiving_conf(base)
     with postgres_server(extra_conf=extra, initdb_args=("--data-checksums",)) as server:
-        _write_config(base, server.data_dir, server.port, CIPHER_PASS)
-        pgbackrest = archive.PgBackRest(
-            postgres_prefix(),
-            str(config_file),
-            str(base / "conf.d"),
-            {"PGPASSWORD": server.password},
+        pgbackrest = configure(
+            base,
+            server,
+            [archive.Repository(str(base / "repo"))],
+            [archive.RepositoryKeys(CIPHER_PASS)],
         )
         executor = LocalExecutor(server.url("postgres"), "redis://127.0.0.1:1/0")
         archive.create_stanza(pgbackrest)
@@ -152,18 +131,12 @@ def test_a_time_outside_the_window_is_refused_naming_the_window(archived: Archiv
 
 
 def test_a_wrong_passphrase_is_refused_with_pgbackrest_s_reason(archived: Archived) -> None:
-    base = _empty_dir(archived, "wrong")
-    config = _write_config(base, archived.server.data_dir, archived.server.port, "not-the-key")
-    # Same repository, other passphrase: point this configuration at the real one.
-    text = config.read_text().replace(
-        f"repo1-path={base / 'repo'}", f"repo1-path={archived.base / 'repo'}"
-    )
-    config.write_text(text)
-    wrong = archive.PgBackRest(
-        postgres_prefix(),
-        str(config),
-        str(base / "conf.d"),
-        {"PGPASSWORD": archived.server.password},
+    # The same repository, another passphrase.
+    wrong = configure(
+        _empty_dir(archived, "wrong"),
+        archived.server,
+        [archive.Repository(str(archived.base / "repo"))],
+        [archive.RepositoryKeys("not-the-key")],
     )
     (state,) = archive.repository_states(wrong)
     assert not state.ok and not state.backups

@@ -21,9 +21,10 @@ from backups.executor import LocalExecutor
 from orbisctl.core.errors import DataError, EngineError
 from tests.backups.archiving import (
     archived_after,
+    archiving_conf,
     as_postgres,
+    configure,
     insert,
-    postgres_prefix,
     promoted_rows,
     server_now,
     start_restored,
@@ -51,28 +52,8 @@ class Remote:
         repositories: Sequence[archive.Repository],
         keys: Sequence[archive.RepositoryKeys],
     ) -> archive.PgBackRest:
-        """A pgBackRest configuration of its own under base/name (postgres may read it)."""
-        directory = self.base / name
-        for sub in ("", "conf.d", "spool", "lock"):
-            (directory / sub).mkdir(exist_ok=True)
-            as_postgres(directory / sub)
-        cluster = archive.ClusterLocation(
-            str(self.server.data_dir), str(self.server.data_dir.parent), self.server.port
-        )
-        workspace = archive.Workspace(str(directory / "spool"), str(directory / "lock"))
-        (directory / "pgbackrest.conf").write_text(
-            archive.render_config(cluster, repositories, workspace)
-        )
-        secret = directory / "conf.d" / "secrets.conf"
-        secret.write_text(archive.render_secret_config(keys))
-        secret.chmod(0o600)
-        as_postgres(secret)
-        return archive.PgBackRest(
-            postgres_prefix(),
-            str(directory / "pgbackrest.conf"),
-            str(directory / "conf.d"),
-            {"PGPASSWORD": self.server.password},
-        )
+        """A pgBackRest configuration of its own under base/name."""
+        return configure(self.base / name, self.server, repositories, keys)
 
     def bucket_repository(self, bucket: str = BUCKET) -> archive.Repository:
         store = archive.ObjectStore(
@@ -96,12 +77,7 @@ class Remote:
 def remote() -> Iterator[Remote]:
     base = Path(tempfile.mkdtemp(prefix="orbis-pgbackrest-s3-"))
     as_postgres(base)
-    live = base / "live"
-    as_server = archive.PgBackRest((), str(live / "pgbackrest.conf"), str(live / "conf.d"))
-    extra = (
-        "wal_level = replica\narchive_mode = on\narchive_timeout = 60\n"
-        f"archive_command = '{archive.archive_command(as_server)}'\n"
-    )
+    extra = archiving_conf(base / "live")
     with (
         s3_server(base) as store,
         postgres_server(extra_conf=extra, initdb_args=("--data-checksums",)) as server,
