@@ -86,15 +86,22 @@ def stop(data_dir: Path) -> None:
     )
 
 
-def promoted_rows(server: PostgresServer, port: int) -> list[int]:
-    deadline = time.monotonic() + 60
+def wait_promoted(server: PostgresServer, port: int, *, timeout: float = 60) -> None:
+    """Until the server on `port` (a restored one) has left recovery."""
+    deadline = time.monotonic() + timeout
     with psycopg.connect(server.conninfo(), port=port, autocommit=True) as conn:
         while True:
             row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
             if row is not None and not row[0]:
-                break
+                return
             assert time.monotonic() < deadline, "the restored server never left recovery"
-            time.sleep(0.2)
+            time.sleep(0.1)
+
+
+def promoted_rows(server: PostgresServer, port: int) -> list[int]:
+    """The `writes` a restored server holds once it has been promoted."""
+    wait_promoted(server, port)
+    with psycopg.connect(server.conninfo(), port=port) as conn:
         return [n for (n,) in conn.execute("SELECT n FROM writes ORDER BY n").fetchall()]
 
 
