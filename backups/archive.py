@@ -16,6 +16,7 @@ store keys), which only ever goes to `secrets/` or a tmpfs and is found through
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -179,11 +180,8 @@ def render_secret_config(keys: Sequence[RepositoryKeys]) -> str:
 def archive_command(pgbackrest: PgBackRest) -> str:
     """PostgreSQL's archive_command for this stanza (`%p` is the segment's path); the server
     runs it as itself, so without `pgbackrest.prefix`."""
-    return " ".join(
-        PgBackRest((), pgbackrest.config_file, pgbackrest.include_dir)
-        .command(["archive-push", "%p"])
-        .argv
-    )
+    as_server = dataclasses.replace(pgbackrest, prefix=())
+    return " ".join(as_server.command(["archive-push", "%p"]).argv)
 
 
 @dataclass(frozen=True)
@@ -492,10 +490,10 @@ def recovery_window(state: RepositoryState, archiver: ArchiverState) -> Recovery
     """From the end of the oldest base backup to the last segment archived into this repository
     (pg_stat_archiver's time, when the repository holds that segment), or None without a
     base backup."""
-    oldest = state.oldest
-    if oldest is None:
+    oldest, newest = state.oldest, state.newest
+    if oldest is None or newest is None:
         return None
-    latest = state.newest.stopped if state.newest else oldest.stopped
+    latest = newest.stopped
     archived = archiver.last_archived_wal
     if (
         archiver.last_archived_at is not None

@@ -37,28 +37,21 @@ import psycopg
 
 from backups import archive
 from backups.executor import LocalExecutor, pg_tool
-from bench.backup import _fill
+from bench.backup import fill_database
 from tests.backups.archiving import (
     archiving_conf,
     as_postgres,
     configure,
+    empty_dir,
+    past_the_newest_backup,
     postgres_prefix,
+    restored_server,
     server_now,
-    start_restored,
-    stop,
     wait_promoted,
 )
 from tests.services import PostgresServer, postgres_server
 
 PASSPHRASE = "bench passphrase, not a secret"  # noqa: S105
-
-
-def _empty(base: Path, name: str) -> Path:
-    path = base / name
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(mode=0o700)
-    as_postgres(path)
-    return path
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -134,11 +127,11 @@ def main() -> None:
             )
             archive.create_stanza(pgbackrest)
             live = pg.create_database("orbis")
-            _fill(pg, live, args.size_mb)
+            fill_database(pg, live, args.size_mb)
             executor = LocalExecutor(pg.url(live), "")
             seconds: dict[str, float] = {}
 
-            raw_dir = _empty(base, "raw-basebackup")
+            raw_dir = empty_dir(base, "raw-basebackup")
             basebackup = [
                 *postgres_prefix(),
                 pg_tool("pg_basebackup"),
@@ -160,13 +153,13 @@ def main() -> None:
             repo_bytes = sum(f.stat().st_size for f in (base / "repo").rglob("*") if f.is_file())
             shutil.rmtree(raw_dir)
 
-            time.sleep(1.1)  # a target after the backup's stop second
+            past_the_newest_backup(pgbackrest, pg)
             target = server_now(pg)
             # Recovery stops at the first commit after the target: there must be one.
             _segment_of_commit(pg, -1)
             archive.check_archiving(pgbackrest)
 
-            raw_restore = _empty(base, "raw-restore")
+            raw_restore = empty_dir(base, "raw-restore")
             seconds["raw_pgbackrest_restore"] = _timed(
                 lambda: pgbackrest.run(
                     [f"--pg1-path={raw_restore}", "--type=immediate", "--target-action=promote",
@@ -176,20 +169,18 @@ def main() -> None:
             )  # fmt: skip
             shutil.rmtree(raw_restore)
 
-            pitr = _empty(base, "pitr")
+            pitr = empty_dir(base, "pitr")
             seconds["pitr_restore"] = _timed(
                 lambda: archive.restore_to_time(pgbackrest, str(pitr), target)
             )
 
             def recover() -> None:
-                port, log = start_restored(pitr)
-                try:
-                    wait_promoted(pg, port, timeout=600)
-                except psycopg.Error as exc:
-                    tail = "\n".join(log.read_text().splitlines()[-15:])
-                    raise SystemExit(f"the restored server failed ({exc}):\n{tail}") from None
-                finally:
-                    stop(pitr)
+                with restored_server(pitr) as (port, log):
+                    try:
+                        wait_promoted(pg, port, timeout=600)
+                    except psycopg.Error as exc:
+                        tail = "\n".join(log.read_text().splitlines()[-15:])
+                        raise SystemExit(f"the restored server failed ({exc}):\n{tail}") from None
 
             seconds["pitr_recovery_to_promotion"] = _timed(recover)
             lags = _lag(pg, executor, args.lag_writes, timeout=180)

@@ -111,7 +111,7 @@ WORDS = [
 ]
 
 
-def _fill(
+def fill_database(
     server: PostgresServer, dbname: str, size_mb: int, *, schema: str = "public"
 ) -> dict[str, int]:
     """Grow the database to about `size_mb` of table data in `schema`; return its row counts."""
@@ -280,7 +280,7 @@ def drill_bench(size_mb: int, output: Path, step_timeout: float) -> None:
         with postgres_server() as pg:
             source = pg.create_database("orbis")
             started = time.perf_counter()
-            rows = _fill(pg, source, size_mb, schema=BENCH_SCHEMA)
+            rows = fill_database(pg, source, size_mb, schema=BENCH_SCHEMA)
             fill_seconds = time.perf_counter() - started
             with psycopg.connect(pg.conninfo(source)) as conn:
                 size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
@@ -361,7 +361,7 @@ def main() -> None:
         work = Path(tmp)
         live = pg.create_database("orbis")
         started = time.perf_counter()
-        rows = _fill(pg, live, args.size_mb)
+        rows = fill_database(pg, live, args.size_mb)
         fill_seconds = time.perf_counter() - started
         client = rd.client()
         client.config_set("repl-diskless-sync-delay", 0)  # no replicas here, as in the stack

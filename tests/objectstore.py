@@ -22,8 +22,8 @@ Facts measured on the dev VM (Debian 12, SeaweedFS 4.48) that the helpers below 
 - Path-style addressing (`https://127.0.0.1:port/bucket/key`) works; so does multipart upload
   (5 MiB + tail parts, CompleteMultipartUpload, HeadObject size right).
 - With `-s3.cert.file`/`-s3.key.file` the S3 port speaks TLS only (plain HTTP gets a handshake
-  error); the CA made here signs a leaf for IP 127.0.0.1 and DNS localhost (plus a DNS name
-  "127.0.0.1" for pgBackRest 2.45, which ignores IP SANs).
+  error); the CA made here signs a leaf for IP 127.0.0.1 and DNS localhost. pgBackRest 2.45
+  ignores IP SANs: give it the endpoint `localhost`.
 - A port taken by someone else makes weed exit ("Port allocation failed ..."); `start()` then
   raises with the log tail. The log file is appended to across restarts.
 - `weed` leaves `/tmp/seaweedfs-*-<port>.sock` Unix sockets behind; `stop()` removes ours.
@@ -32,7 +32,6 @@ Facts measured on the dev VM (Debian 12, SeaweedFS 4.48) that the helpers below 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import secrets
 import shutil
@@ -41,18 +40,14 @@ import sysconfig
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from orbisctl import tls
 from tests.services import free_port, wait_for_port
 
 if TYPE_CHECKING:
@@ -221,79 +216,17 @@ class S3Server:
 
 
 def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate it signs for 127.0.0.1 and localhost."""
-    now = datetime.now(UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orbis test S3 CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.DNSName("localhost"),
-                    # pgBackRest 2.45 matches its endpoint against DNS names and the CN only,
-                    # never IP SANs: this entry lets repo1-s3-endpoint=127.0.0.1 verify.
-                    x509.DNSName("127.0.0.1"),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    """A throwaway CA (the install CA's kind, `orbisctl.tls`) and a server certificate it
+    signs for localhost and 127.0.0.1."""
+    ca = tls.new_ca("localhost")
+    server = tls.issue_server_cert(ca, ["localhost", "127.0.0.1"], days=7)
     ca_file = directory / "ca.crt"
     cert_file = directory / "server.crt"
     key_file = directory / "server.key"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    ca_file.write_bytes(ca.cert)
+    cert_file.write_bytes(server.cert)
     key_file.touch(mode=0o600)
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key_file.write_bytes(server.key)
     return ca_file, cert_file, key_file
 
 

@@ -48,6 +48,24 @@ def _as_postgres_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
+def stop_cluster(data_dir: Path) -> None:
+    """`pg_ctl stop -m fast` of the cluster in `data_dir`, if it runs."""
+    subprocess.run(
+        [
+            *_as_postgres_user(),
+            str(PG_BIN / "pg_ctl"),
+            "-D",
+            str(data_dir),
+            "-m",
+            "fast",
+            "-w",
+            "stop",
+        ],
+        check=False,
+        capture_output=True,
+    )
+
+
 @dataclass
 class PostgresServer:
     host: str
@@ -81,20 +99,7 @@ class PostgresServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def stop(self) -> None:
-        subprocess.run(
-            [
-                *_as_postgres_user(),
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-m",
-                "fast",
-                "-w",
-                "stop",
-            ],
-            check=False,
-            capture_output=True,
-        )
+        stop_cluster(self.data_dir)
 
     def start(self) -> None:
         subprocess.run(

@@ -63,7 +63,9 @@ def authenticate_internal(request: web.Request) -> None:
     token = bearer_token(request).encode()
     accepted = request.app[keys.SETTINGS].internal_tokens
     # Compare against every accepted token (no early exit) in constant time.
-    matches = [hmac.compare_digest(token, candidate.get_secret_value().encode()) for candidate in accepted]
+    matches = [
+        hmac.compare_digest(token, candidate.get_secret_value().encode()) for candidate in accepted
+    ]
     if not any(matches):
         raise Unauthorized("invalid internal service token")
 

@@ -1,21 +1,22 @@
-"""Helpers for the pgBackRest tests: a cluster run as `postgres`, writes with their times, and
-a server started on a restored data directory until it is promoted."""
+"""Helpers for the pgBackRest tests (and bench/archive.py): a cluster run as `postgres`, writes
+around a target time, and a server started on a restored data directory until it is promoted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import subprocess
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 
 from backups import archive
 from backups.executor import Executor
-from tests.services import PG_BIN, PostgresServer, free_port
+from tests.services import PG_BIN, PostgresServer, free_port, stop_cluster
 
 
 def as_postgres(path: Path) -> None:
@@ -43,47 +44,23 @@ def server_now(server: PostgresServer) -> datetime:
     return moment.astimezone(UTC)
 
 
-def start_restored(data_dir: Path) -> tuple[int, Path]:
-    """Start a server on a restored data directory (its own port and socket); wait until it
-    has recovered and been promoted."""
+@contextlib.contextmanager
+def restored_server(data_dir: Path) -> Iterator[tuple[int, Path]]:
+    """A server on a restored data directory (its own port and socket): (port, its log);
+    stopped on leaving."""
     port = free_port()
     log = data_dir.parent / f"{data_dir.name}.log"
+    options = f"-p {port} -c unix_socket_directories={data_dir.parent}"
     subprocess.run(
-        [
-            *postgres_prefix(),
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data_dir),
-            "-l",
-            str(log),
-            "-o",
-            f"-p {port} -c unix_socket_directories={data_dir.parent}",
-            "-w",
-            "-t",
-            "120",
-            "start",
-        ],
+        [*postgres_prefix(), str(PG_BIN / "pg_ctl"), "-D", str(data_dir), "-l", str(log),
+         "-o", options, "-w", "-t", "120", "start"],
         check=True,
         capture_output=True,
-    )
-    return port, log
-
-
-def stop(data_dir: Path) -> None:
-    subprocess.run(
-        [
-            *postgres_prefix(),
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data_dir),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ],
-        check=False,
-        capture_output=True,
-    )
+    )  # fmt: skip
+    try:
+        yield port, log
+    finally:
+        stop_cluster(data_dir)
 
 
 def wait_promoted(server: PostgresServer, port: int, *, timeout: float = 60) -> None:
@@ -98,11 +75,50 @@ def wait_promoted(server: PostgresServer, port: int, *, timeout: float = 60) -> 
             time.sleep(0.1)
 
 
-def promoted_rows(server: PostgresServer, port: int) -> list[int]:
-    """The `writes` a restored server holds once it has been promoted."""
-    wait_promoted(server, port)
-    with psycopg.connect(server.conninfo(), port=port) as conn:
-        return [n for (n,) in conn.execute("SELECT n FROM writes ORDER BY n").fetchall()]
+def empty_dir(parent: Path, name: str) -> Path:
+    """A new directory of mode 0700 that postgres owns (a restore's target)."""
+    path = parent / name
+    path.mkdir(mode=0o700)
+    as_postgres(path)
+    return path
+
+
+def rows_restored_to(
+    pgbackrest: archive.PgBackRest,
+    server: PostgresServer,
+    directory: Path,
+    target: datetime | None,
+) -> list[int]:
+    """Restore into the empty `directory` to `target` (None: the latest), start a server on
+    it, and read the `writes` it holds once promoted."""
+    archive.restore_to_time(pgbackrest, str(directory), target)
+    with restored_server(directory) as (port, _log):
+        wait_promoted(server, port)
+        with psycopg.connect(server.conninfo(), port=port) as conn:
+            return [n for (n,) in conn.execute("SELECT n FROM writes ORDER BY n").fetchall()]
+
+
+def past_the_newest_backup(
+    pgbackrest: archive.PgBackRest, server: PostgresServer, *, repo: int = 1
+) -> None:
+    """Until the server's clock is a second past the newest base backup's stop: pgBackRest
+    keeps whole seconds, and a target must come after a backup that stopped before it."""
+    newest = archive.repository_states(pgbackrest)[repo - 1].newest
+    assert newest is not None, "no base backup in the repository"
+    earliest = newest.stopped + timedelta(seconds=1)
+    deadline = time.monotonic() + 5
+    while server_now(server) < earliest:
+        assert time.monotonic() < deadline, "the server's clock does not reach the backup's"
+        time.sleep(0.05)
+
+
+def writes_around_a_target(server: PostgresServer) -> datetime:
+    """Rows 0..9, then the moment returned (the server's clock), then rows 10..19: a restore
+    to that moment must hold exactly rows 0..9."""
+    insert(server, range(10))
+    target = server_now(server)
+    insert(server, range(10, 20))
+    return target
 
 
 def archived_after(executor: Executor, moment: datetime) -> archive.ArchiverState:

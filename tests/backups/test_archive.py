@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,11 +21,11 @@ from tests.backups.archiving import (
     archiving_conf,
     as_postgres,
     configure,
+    empty_dir,
     insert,
-    promoted_rows,
-    server_now,
-    start_restored,
-    stop,
+    past_the_newest_backup,
+    rows_restored_to,
+    writes_around_a_target,
 )
 from tests.services import PostgresServer, postgres_server
 
@@ -66,24 +65,12 @@ def archived() -> Iterator[Archived]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _empty_dir(archived: Archived, name: str) -> Path:
-    path = archived.base / name
-    path.mkdir(mode=0o700)
-    as_postgres(path)
-    return path
-
-
 def test_a_restore_to_a_time_between_two_writes_gets_exactly_the_rows_before_it(
     archived: Archived,
 ) -> None:
     archive.base_backup(archived.pgbackrest, archive.BackupKind.FULL)
-    # A target at least a second after the backup's stop (pgBackRest keeps whole seconds).
-    time.sleep(1.1)
-    insert(archived.server, range(10))
-    time.sleep(0.3)
-    target = server_now(archived.server)
-    time.sleep(0.3)
-    insert(archived.server, range(10, 20))
+    past_the_newest_backup(archived.pgbackrest, archived.server)
+    target = writes_around_a_target(archived.server)
     # Switches WAL and waits until the segment holding rows 10..19 is in the repository.
     archive.check_archiving(archived.pgbackrest)
 
@@ -95,25 +82,18 @@ def test_a_restore_to_a_time_between_two_writes_gets_exactly_the_rows_before_it(
     assert archiver.last_archived_wal is not None and not archiver.failing
     assert state.ok and [b.kind for b in state.backups] == [archive.BackupKind.FULL]
 
-    restored = _empty_dir(archived, "restored")
-    archive.restore_to_time(archived.pgbackrest, str(restored), target)
-    port, _log = start_restored(restored)
-    try:
-        assert promoted_rows(archived.server, port) == list(range(10))
-    finally:
-        stop(restored)
+    restored = empty_dir(archived.base, "restored")
+    assert rows_restored_to(archived.pgbackrest, archived.server, restored, target) == list(
+        range(10)
+    )
 
 
 def test_a_restore_to_the_latest_gets_every_archived_row(archived: Archived) -> None:
     insert(archived.server, range(100, 105))
     archive.check_archiving(archived.pgbackrest)
-    restored = _empty_dir(archived, "latest")
-    archive.restore_to_time(archived.pgbackrest, str(restored), None)
-    port, _log = start_restored(restored)
-    try:
-        assert set(range(100, 105)) <= set(promoted_rows(archived.server, port))
-    finally:
-        stop(restored)
+    restored = empty_dir(archived.base, "latest")
+    rows = rows_restored_to(archived.pgbackrest, archived.server, restored, None)
+    assert set(range(100, 105)) <= set(rows)
 
 
 def test_a_time_outside_the_window_is_refused_naming_the_window(archived: Archived) -> None:
@@ -133,7 +113,7 @@ def test_a_time_outside_the_window_is_refused_naming_the_window(archived: Archiv
 def test_a_wrong_passphrase_is_refused_with_pgbackrest_s_reason(archived: Archived) -> None:
     # The same repository, another passphrase.
     wrong = configure(
-        _empty_dir(archived, "wrong"),
+        empty_dir(archived.base, "wrong"),
         archived.server,
         [archive.Repository(str(archived.base / "repo"))],
         [archive.RepositoryKeys("not-the-key")],

@@ -24,11 +24,11 @@ from tests.backups.archiving import (
     archiving_conf,
     as_postgres,
     configure,
+    empty_dir,
     insert,
-    promoted_rows,
-    server_now,
-    start_restored,
-    stop,
+    past_the_newest_backup,
+    rows_restored_to,
+    writes_around_a_target,
 )
 from tests.objectstore import S3Server, s3_server
 from tests.services import PostgresServer, postgres_server
@@ -99,21 +99,10 @@ def remote() -> Iterator[Remote]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _empty_dir(remote: Remote, name: str) -> Path:
-    path = remote.base / name
-    path.mkdir(mode=0o700)
-    as_postgres(path)
-    return path
-
-
 def test_the_bucket_alone_restores_to_a_time_between_two_writes(remote: Remote) -> None:
     archive.base_backup(remote.pgbackrest, archive.BackupKind.FULL, repo=2)
-    time.sleep(1.1)
-    insert(remote.server, range(10))
-    time.sleep(0.3)
-    target = server_now(remote.server)
-    time.sleep(0.3)
-    insert(remote.server, range(10, 20))
+    past_the_newest_backup(remote.pgbackrest, remote.server, repo=2)
+    target = writes_around_a_target(remote.server)
     archive.check_archiving(remote.pgbackrest)
     states = archive.repository_states(remote.pgbackrest)
     assert states[1].ok, states[1].status
@@ -124,13 +113,8 @@ def test_the_bucket_alone_restores_to_a_time_between_two_writes(remote: Remote) 
 
     # A new host: its configuration knows no local repository, only the bucket and its keys.
     new_host = remote.configured("new-host", [remote.bucket_repository()], [remote.bucket_keys()])
-    restored = _empty_dir(remote, "restored")
-    archive.restore_to_time(new_host, str(restored), target)
-    port, _log = start_restored(restored)
-    try:
-        assert promoted_rows(remote.server, port) == list(range(10))
-    finally:
-        stop(restored)
+    restored = empty_dir(remote.base, "restored")
+    assert rows_restored_to(new_host, remote.server, restored, target) == list(range(10))
 
 
 def test_a_wrong_secret_key_is_refused_and_names_the_key_files(remote: Remote) -> None:

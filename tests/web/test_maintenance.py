@@ -17,6 +17,7 @@ from tests.web.support import goto
 
 pytestmark = pytest.mark.browser
 
+
 @contextlib.contextmanager
 def maintenance(flag: Path) -> Iterator[None]:
     flag.touch()
