@@ -44,12 +44,11 @@ from tests.backups.archiving import (
     configure,
     empty_dir,
     past_the_newest_backup,
-    postgres_prefix,
     restored_server,
     server_now,
     wait_promoted,
 )
-from tests.services import PostgresServer, postgres_server
+from tests.services import PostgresServer, as_postgres_user, postgres_server
 
 PASSPHRASE = "bench passphrase, not a secret"  # noqa: S105
 
@@ -133,7 +132,7 @@ def main() -> None:
 
             raw_dir = empty_dir(base, "raw-basebackup")
             basebackup = [
-                *postgres_prefix(),
+                *as_postgres_user(),
                 pg_tool("pg_basebackup"),
                 "--host", pg.host, "--port", str(pg.port), "--username", pg.user,
                 "--pgdata", str(raw_dir), "--wal-method=stream", "--checkpoint=fast",

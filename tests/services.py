@@ -41,18 +41,16 @@ def wait_for_port(port: int, *, timeout: float = 20.0, host: str = "127.0.0.1") 
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
-def _as_postgres_user() -> list[str]:
-    """Command prefix that runs a PostgreSQL binary as a non-root user."""
-    if os.geteuid() != 0:
-        return []
-    return ["runuser", "-u", "postgres", "--"]
+def as_postgres_user() -> tuple[str, ...]:
+    """Command prefix that runs a PostgreSQL binary as `postgres` (PostgreSQL refuses root)."""
+    return ("runuser", "-u", "postgres", "--") if os.geteuid() == 0 else ()
 
 
 def stop_cluster(data_dir: Path) -> None:
     """`pg_ctl stop -m fast` of the cluster in `data_dir`, if it runs."""
     subprocess.run(
         [
-            *_as_postgres_user(),
+            *as_postgres_user(),
             str(PG_BIN / "pg_ctl"),
             "-D",
             str(data_dir),
@@ -104,7 +102,7 @@ class PostgresServer:
     def start(self) -> None:
         subprocess.run(
             [
-                *_as_postgres_user(),
+                *as_postgres_user(),
                 str(PG_BIN / "pg_ctl"),
                 "-D",
                 str(self.data_dir),
@@ -137,7 +135,7 @@ def postgres_server(
     port = free_port()
     subprocess.run(
         [
-            *_as_postgres_user(),
+            *as_postgres_user(),
             str(PG_BIN / "initdb"),
             "-D",
             str(data_dir),

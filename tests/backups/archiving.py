@@ -16,17 +16,13 @@ import psycopg
 
 from backups import archive
 from backups.executor import Executor
-from tests.services import PG_BIN, PostgresServer, free_port, stop_cluster
+from tests.services import PG_BIN, PostgresServer, as_postgres_user, free_port, stop_cluster
 
 
 def as_postgres(path: Path) -> None:
     if os.geteuid() == 0:
         entry = pwd.getpwnam("postgres")
         os.chown(path, entry.pw_uid, entry.pw_gid)
-
-
-def postgres_prefix() -> tuple[str, ...]:
-    return ("runuser", "-u", "postgres", "--") if os.geteuid() == 0 else ()
 
 
 def insert(server: PostgresServer, values: range) -> None:
@@ -52,7 +48,7 @@ def restored_server(data_dir: Path) -> Iterator[tuple[int, Path]]:
     log = data_dir.parent / f"{data_dir.name}.log"
     options = f"-p {port} -c unix_socket_directories={data_dir.parent}"
     subprocess.run(
-        [*postgres_prefix(), str(PG_BIN / "pg_ctl"), "-D", str(data_dir), "-l", str(log),
+        [*as_postgres_user(), str(PG_BIN / "pg_ctl"), "-D", str(data_dir), "-l", str(log),
          "-o", options, "-w", "-t", "120", "start"],
         check=True,
         capture_output=True,
@@ -103,7 +99,8 @@ def past_the_newest_backup(
 ) -> None:
     """Until the server's clock is a second past the newest base backup's stop: pgBackRest
     keeps whole seconds, and a target must come after a backup that stopped before it."""
-    newest = archive.repository_states(pgbackrest)[repo - 1].newest
+    state = next(s for s in archive.repository_states(pgbackrest) if s.repo == repo)
+    newest = state.newest
     assert newest is not None, "no base backup in the repository"
     earliest = newest.stopped + timedelta(seconds=1)
     deadline = time.monotonic() + 5
@@ -156,7 +153,7 @@ def configure(
     secret.chmod(0o600)
     as_postgres(secret)
     return archive.PgBackRest(
-        postgres_prefix(),
+        as_postgres_user(),
         str(directory / "pgbackrest.conf"),
         str(directory / "conf.d"),
         {"PGPASSWORD": server.password},
