@@ -35,7 +35,7 @@ from typing import Any
 
 import psycopg
 
-from backups import archive
+from backups import archive, pgbackrest_config
 from backups.executor import LocalExecutor, pg_tool
 from bench.backup import fill_database
 from tests.backups.archiving import (
@@ -121,8 +121,8 @@ def main() -> None:
             pgbackrest = configure(
                 base / "conf",
                 pg,
-                [archive.Repository(str(base / "repo"))],
-                [archive.RepositoryKeys(PASSPHRASE)],
+                [pgbackrest_config.Repository(str(base / "repo"))],
+                [pgbackrest_config.RepositoryKeys(PASSPHRASE)],
             )
             archive.create_stanza(pgbackrest)
             live = pg.create_database("orbis")

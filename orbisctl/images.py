@@ -2,8 +2,9 @@
 
 Two sources (`images.source` in orbis.yaml):
 
-- `registry`: official base images (python:3.11-slim, nginx:alpine; postgres and redis are used
-  as they are) pulled from a registry, plus our runtime and nginx images built on top.
+- `registry`: official base images (python:3.11-slim, nginx:alpine, postgres:alpine; redis is
+  used as it is) pulled from a registry, plus our runtime, nginx and postgres (with pgBackRest)
+  images built on top.
 - `local`: nothing is pulled. A Debian base is made with `debootstrap` and `docker import`;
   PostgreSQL 15, Redis 7, Nginx and Python come from Debian packages inside the builds; the
   Python dependencies come from a wheelhouse built on the host with `pip wheel`.
@@ -58,6 +59,7 @@ DEBIAN_SECURITY_MIRROR = os.environ.get(
 # Base images of the registry source.
 REGISTRY_PYTHON = image_digests.pinned("python")
 REGISTRY_NGINX = image_digests.pinned("nginx")
+REGISTRY_POSTGRES = image_digests.pinned("postgres")
 # The image's Python: host wheels must match it (cp311, manylinux).
 IMAGE_PYTHON = (3, 11)
 # Files written into the debootstrap tree before `docker import`; part of the base's cache key.
@@ -574,9 +576,16 @@ def build_all(config: OrbisConfig, *, progress: Progress = NO_PROGRESS) -> Image
         ]
     else:
         python = REGISTRY_PYTHON
-        for ref in (refs.postgres, refs.redis, REGISTRY_PYTHON, REGISTRY_NGINX):
+        for ref in (REGISTRY_POSTGRES, refs.redis, REGISTRY_PYTHON, REGISTRY_NGINX):
             _pull(client, ref, progress)
         services = [
+            BuildSpec(
+                refs.postgres,
+                "postgres.Dockerfile",
+                {},
+                {"POSTGRES_IMAGE": REGISTRY_POSTGRES},
+                REGISTRY_POSTGRES,
+            ),
             BuildSpec(
                 refs.nginx,
                 "nginx.Dockerfile",

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from backups.pgbackrest_config import RepositoryKeys, render_secret_config
 from orbisctl.core import engine
 from orbisctl.core.config import (
     CONFIG_FILENAME,
@@ -45,9 +46,12 @@ from orbisctl.core.install import (
     require_install,
 )
 from orbisctl.core.secretfiles import (
+    ARCHIVE_KEY,
     GEMINI_API_KEY,
     MOUNTED_SECRETS,
+    PGBACKREST_SECRET_CONFIG,
     SECRET_NAMES,
+    current_value,
     generate_secret,
     is_emulator_key,
     read_gemini_key,
@@ -265,6 +269,42 @@ def _plan_secrets(
     return planned
 
 
+def _plan_archive_secret_config(
+    install: InstallDir, planned: list[PlannedFile]
+) -> PlannedFile | None:
+    """secrets/pgbackrest.conf from the archive key (being created in `planned`, or on
+    disk), when it is missing or no longer matches."""
+    relative = f"secrets/{ARCHIVE_KEY}"
+    new_key = next((item.data for item in planned if item.path == relative), None)
+    key = new_key.decode() if new_key is not None else current_value(install.secret(ARCHIVE_KEY))
+    data = render_secret_config([RepositoryKeys(cipher_pass=key.strip())]).encode()
+    if _read_existing(install, f"secrets/{PGBACKREST_SECRET_CONFIG}") == data:
+        return None
+    return PlannedFile(f"secrets/{PGBACKREST_SECRET_CONFIG}", data, SECRET_MODE, mounted=True)
+
+
+def _write_planned(install: InstallDir, planned: list[PlannedFile]) -> None:
+    for item in planned:
+        atomic_write(
+            install.root / item.path, item.data, mode=item.mode, owner=_owner(item.mounted)
+        )
+
+
+def complete_archive_secrets(root: Path) -> list[str]:
+    """Give an install made before continuous archiving its archive key and pgBackRest's
+    secret configuration (`up` runs this first); the files created, relative to `root`."""
+    install = require_install(root)
+    planned = []
+    if not install.secret(ARCHIVE_KEY).exists():
+        value = generate_secret(ARCHIVE_KEY).encode()
+        planned.append(PlannedFile(f"secrets/{ARCHIVE_KEY}", value, SECRET_MODE, mounted=False))
+    config = _plan_archive_secret_config(install, planned)
+    if config is not None:
+        planned.append(config)
+    _write_planned(install, planned)
+    return [item.path for item in planned]
+
+
 def _differs(path: Path, data: bytes) -> bool:
     try:
         return path.read_bytes() != data
@@ -345,6 +385,11 @@ def init_install(
     check_project_free(cfg.project_name, install.root)
     result = InitResult(config=cfg)
     planned = _plan_secrets(install, cfg, gemini_key_file, result)
+    archive_config = _plan_archive_secret_config(install, planned)
+    if archive_config is None:
+        result.kept.append(f"secrets/{PGBACKREST_SECRET_CONFIG}")
+    else:
+        planned.append(archive_config)
     tls_files, server_chain = _plan_tls(install, cfg, result)
     planned += tls_files
     rendered = render_stack(cfg, ocsp_stapling=has_ocsp_responder(server_chain))
@@ -355,16 +400,13 @@ def init_install(
     install.secrets.chmod(SECRETS_DIR_MODE)
     install.tls.mkdir(exist_ok=True)
     install.backups.mkdir(exist_ok=True)
-    for item in planned:
-        atomic_write(
-            install.root / item.path, item.data, mode=item.mode, owner=_owner(item.mounted)
-        )
-        result.created.append(item.path)
+    _write_planned(install, planned)
+    result.created.extend(item.path for item in planned)
     if any(item.mounted for item in planned) and os.geteuid() != 0:
         result.ownership_warning = (
             f"not running as root: the secret files stay yours; the containers (uid "
             f"{RUNTIME_UID}) can read them only after `chown {RUNTIME_UID}:{RUNTIME_UID}` "
-            "of secrets/* (except backup_key) and tls/server.key, tls/emulator.key"
+            "of secrets/* (except backup_key and archive_key) and tls/server.key, tls/emulator.key"
         )
     atomic_write(install.config, dump_config(cfg).encode())
     result.rendered = write_tree(rendered, install.root, in_place=SINGLE_FILE_MOUNTS)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backups import pgbackrest_config
 from orbisctl import image_digests
 from orbisctl.core.config import EVERY_IPV4_ADDRESS, ImageSource, ModelProvider, OrbisConfig, Target
 from orbisctl.templating import environment
@@ -42,6 +43,21 @@ WEB_ROOT = "/usr/share/orbis/web"
 MAINTENANCE_FLAG = "/tmp/orbis-maintenance/on"  # noqa: S108 (inside the container, not here)
 UNAVAILABLE_RETRY_SECONDS = 5
 CONTAINER_TLS_DIR = "/etc/orbis/tls"
+
+# Continuous archiving inside the postgres container: the install's pgbackrest/ is mounted
+# at pgBackRest's default configuration directory (a directory, so a re-rendered file reaches
+# the running container) and the secret half is a compose secret in the include directory the
+# container's environment names, so a bare `pgbackrest` there (the server's archive_command,
+# `docker compose exec`) reads both. The local repository and the async spool are in the
+# `pgbackrest_data` volume, the locks in the container's tmpfs.
+PGBACKREST_CONFIG = Path("pgbackrest/pgbackrest.conf")
+PGBACKREST_CONFIG_MOUNT = "/etc/pgbackrest"
+PGBACKREST_INCLUDE_DIR = "/run/secrets/pgbackrest"
+PGBACKREST_VOLUME_MOUNT = "/var/lib/pgbackrest"
+CONTAINER_PGDATA = "/var/lib/postgresql/data/pgdata"
+# PostgreSQL switches to a new WAL segment at least this often when there were writes, so
+# at most this much of them is not yet archived (the seed's RPO, issue 16: at most 60 s).
+ARCHIVE_TIMEOUT_SECONDS = 60
 
 # Output path -> template path (relative to the template root). Explicit, so templates that
 # are not install files (Dockerfiles for local image builds) are never rendered into it.
@@ -157,22 +173,18 @@ def image_refs(cfg: OrbisConfig) -> ImageRefs:
     """Official images from a registry, or the ones `orbisctl` builds locally (offline)."""
     tag = cfg.images.tag
     runtime = f"orbisvoice/runtime:{tag}"
-    # Ours in both sources: it carries the web files (registry: built FROM the upstream nginx
-    # of image_digests.json). Built on this host, so it has no registry digest to pin.
+    # Ours in both sources: nginx carries the web files, postgres pgBackRest (registry: built
+    # FROM the upstream images of image_digests.json). Built on this host, so they have no
+    # registry digest to pin.
     nginx = f"orbisvoice/nginx:{tag}"
+    postgres = f"orbisvoice/postgres:15-{tag}"
     if cfg.images.source is ImageSource.LOCAL:
         return ImageRefs(
-            postgres=f"orbisvoice/postgres:15-{tag}",
-            redis=f"orbisvoice/redis:7-{tag}",
-            nginx=nginx,
-            runtime=runtime,
+            postgres=postgres, redis=f"orbisvoice/redis:7-{tag}", nginx=nginx, runtime=runtime
         )
     # Pinned by digest from image_digests.json once scripts/refresh-image-digests has run.
     return ImageRefs(
-        postgres=image_digests.pinned("postgres"),
-        redis=image_digests.pinned("redis"),
-        nginx=nginx,
-        runtime=runtime,
+        postgres=postgres, redis=image_digests.pinned("redis"), nginx=nginx, runtime=runtime
     )
 
 
@@ -202,6 +214,26 @@ def published_ports(cfg: OrbisConfig) -> list[str]:
 
 def _bytes(size: str) -> int:
     return int(size[:-1]) * _SIZE_UNITS[size[-1]]
+
+
+def archiving_enabled(cfg: OrbisConfig) -> bool:
+    """pgBackRest runs in the compose stack; the swarm target has no archiving yet."""
+    return cfg.backup.archive.enabled and cfg.target is Target.COMPOSE
+
+
+def render_pgbackrest_config(cfg: OrbisConfig) -> str:
+    """The secret-free half of pgBackRest's configuration in the postgres container."""
+    cluster = pgbackrest_config.ClusterLocation(
+        data_dir=CONTAINER_PGDATA, socket_dir="/var/run/postgresql", user="orbis"
+    )
+    local = pgbackrest_config.Repository(
+        f"{PGBACKREST_VOLUME_MOUNT}/repo", window_days=cfg.backup.archive.window_days
+    )
+    workspace = pgbackrest_config.Workspace(
+        spool_dir=f"{PGBACKREST_VOLUME_MOUNT}/spool",
+        lock_dir="/tmp/pgbackrest",  # noqa: S108 (the container's own tmpfs)
+    )
+    return pgbackrest_config.render_config(cluster, [local], workspace)
 
 
 def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str, Any]:
@@ -256,6 +288,16 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
         },
         "web_root": WEB_ROOT,
         "tls_dir": CONTAINER_TLS_DIR,
+        "archiving": archiving_enabled(cfg),
+        "archive_command": pgbackrest_config.archive_command(),
+        "archive_timeout_seconds": ARCHIVE_TIMEOUT_SECONDS,
+        "pgdata": CONTAINER_PGDATA,
+        "pgbackrest": {
+            "config": PGBACKREST_CONFIG.as_posix(),
+            "config_mount": PGBACKREST_CONFIG_MOUNT,
+            "include_dir": PGBACKREST_INCLUDE_DIR,
+            "volume_mount": PGBACKREST_VOLUME_MOUNT,
+        },
     }
 
 
@@ -269,11 +311,14 @@ def render_stack(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[Path,
     context = render_context(cfg, ocsp_stapling=ocsp_stapling)
     # target: swarm has no compose.yaml; `up` renders stack.yaml (render_swarm_stack).
     skip = {COMPOSE_FILE} if cfg.target is Target.SWARM else set()
-    return {
+    files = {
         path: env.get_template(template).render(context)
         for path, template in sorted(RENDERED_FILES.items())
         if path not in skip
     }
+    if archiving_enabled(cfg):
+        files[PGBACKREST_CONFIG] = render_pgbackrest_config(cfg)
+    return dict(sorted(files.items()))
 
 
 def render_swarm_stack(

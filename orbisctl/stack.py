@@ -16,15 +16,16 @@ from typing import Any
 import docker
 import docker.errors
 
+from backups import archive_stack
 from orbisctl import images, rendered
 from orbisctl.core import engine, secretfiles
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import EngineError, UnhealthyError, UserError
 from orbisctl.core.install import Install
 from orbisctl.core.progress import NO_PROGRESS, Progress
-from orbisctl.installer import Renewal, renew_server_cert
+from orbisctl.installer import Renewal, complete_archive_secrets, renew_server_cert
 from orbisctl.nginx import NGINX_SERVICE, reload_nginx, running_nginx
-from orbisctl.render import image_refs
+from orbisctl.render import PGBACKREST_CONFIG, archiving_enabled, image_refs
 from orbisctl.rotation.compose import ComposeRoller, ExecPostgresAdmin
 from orbisctl.rotation.journal import JournalStore
 
@@ -267,6 +268,8 @@ def up(
     # Before compose starts nginx (a new one reads the new certificate); a running one takes
     # it at the reload below, which must happen whenever `certificate.renewed`.
     certificate = renew_server_cert(install.root)
+    for created in complete_archive_secrets(install.root):
+        progress.note(f"created {created} (continuous archiving)")
     if certificate.renewed:
         progress.note(f"server certificate renewed, valid until {certificate.expires:%Y-%m-%d}")
     wanted = image_refs(install.config)
@@ -282,6 +285,10 @@ def up(
         # Before migrate and api first try to log in (see ensure_database_login).
         if ensure_database_login(install, client) is None:
             progress.note("a rotation is in progress: its --resume or --abort sets the login roles")
+        # Not before `render` gave an older install its pgBackRest files.
+        if archiving_enabled(install.config) and (install.root / PGBACKREST_CONFIG).is_file():
+            progress.step("pgBackRest: create or check the stanza (continuous archiving)")
+            archive_stack.ensure_stanza(install)
     nginx_before = {c.id for c in running_nginx(install, client)}
     progress.step("docker compose up (migrations run first), wait until all is healthy")
     process = subprocess.Popen(

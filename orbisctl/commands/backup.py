@@ -95,6 +95,12 @@ class BackupContext:
             )
         return ComposeExecutor(self.install.compose(), self.install.secrets_dir)
 
+    def archiving(self) -> bool:
+        """pgBackRest archives this install's stack (not servers given by URL)."""
+        from orbisctl.render import archiving_enabled
+
+        return not self.database_url and archiving_enabled(self.config)
+
     def offline(self) -> bool:
         """No database to reach: neither URLs nor a rendered stack in this directory."""
         return not (self.database_url or self.redis_url) and not self.install.compose_file.exists()
@@ -189,6 +195,7 @@ def _create(
     # interrupted restore unattended.
     converge(ctx, as_json=as_json)
     started = time.monotonic()
+    base = None
     with output.StepReporter() as progress:
         result = create_backup(
             ctx.install,
@@ -197,6 +204,10 @@ def _create(
             label=label,
             progress=progress,
         )
+        if ctx.archiving():
+            from backups.archive_stack import take_base_backup
+
+            base = take_base_backup(ctx.install, progress=progress)
     elapsed = time.monotonic() - started
     size = sum(component.size for component in result.components.values())
     if as_json:
@@ -206,6 +217,13 @@ def _create(
                 "size": size,
                 "seconds": round(elapsed, 2),
                 "row_counts": result.row_counts,
+                "base_backup": None
+                if base is None
+                else {
+                    "label": base.label,
+                    "type": base.kind.value,
+                    "seconds": round(base.seconds, 2),
+                },
             }
         )
         return
@@ -214,6 +232,11 @@ def _create(
         f"[green]backup {escape(result.backup_id)}[/] {_size(size)} in {elapsed:.1f} s, "
         f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables{escrow_note}"
     )
+    if base is not None:
+        output.info(
+            f"[green]pgBackRest {base.kind.value} base backup {escape(base.label)}[/] "
+            f"in {base.seconds:.1f} s"
+        )
 
 
 @app.callback(invoke_without_command=True)
@@ -295,6 +318,49 @@ def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = Fal
             str(info.schema_version or "-"),
             escape(opens_with),
             escape(info.label),
+        )
+    output.print_table(table)
+
+
+@app.command("status")
+def status_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
+    """Continuous archiving: what each repository can restore to, the archive lag, the
+    newest base backup."""
+    from backups.archive_stack import archive_report
+
+    ctx = BackupContext(directory, None, None)
+    if not ctx.archiving():
+        raise UserError(
+            "continuous archiving is off for this install",
+            hint="set backup.archive.enabled: true (target compose) in orbis.yaml, then "
+            "`orbisctl render` and `orbisctl up`",
+        )
+    report = archive_report(ctx.install, ctx.executor())
+    if as_json:
+        output.print_json(report.to_json())
+        return
+    archiver = report.archiver
+    if archiver.failing:
+        output.info(
+            f"[red]archiving is failing[/]: segment {escape(archiver.last_failed_wal or '')} "
+            f"last failed at {archiver.last_failed_at:%Y-%m-%d %H:%M:%S} UTC; it waits in "
+            "pg_wal and is retried (see `orbisctl logs postgres`)"
+        )
+    lag = "none archived yet" if archiver.lag_seconds is None else f"{archiver.lag_seconds:.0f} s"
+    output.info(
+        f"archived {archiver.archived_count} WAL segments, the last {lag} ago "
+        f"(now writing {escape(archiver.current_wal)})"
+    )
+    table = Table("repository", "status", "restorable window (UTC)", "newest base backup")
+    for repo in report.repositories:
+        newest = repo.state.newest
+        table.add_row(
+            str(repo.state.repo),
+            escape(repo.state.status),
+            repo.window.describe() if repo.window else "[yellow]none: no base backup yet[/]",
+            "-"
+            if newest is None
+            else f"{escape(newest.label)} ({newest.kind.value}, {newest.stopped:%Y-%m-%d %H:%M:%S})",
         )
     output.print_table(table)
 

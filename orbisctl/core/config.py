@@ -189,6 +189,18 @@ class ObjectivesConfig(_Model):
     rpo_hours: int = Field(24, ge=1, le=24 * 31)
 
 
+class ArchiveConfig(_Model):
+    """Continuous archiving with pgBackRest (compose target): every WAL segment and a base
+    backup with each `backup create`, so a restore can reach any second of the window."""
+
+    enabled: bool = True
+    # The recoverable window: full backups (and the WAL they need) older than this go.
+    window_days: int = Field(7, ge=1, le=3650)
+    # `backup create` takes a full base backup when the newest full is this old, else a
+    # differential one.
+    full_every_days: int = Field(7, ge=1, le=3650)
+
+
 class BackupConfig(_Model):
     location: Path = Path("backups")
     retention: RetentionConfig = RetentionConfig()
@@ -199,6 +211,7 @@ class BackupConfig(_Model):
     # Databases a restore replaced, kept as <db>_pre_restore_<time>; older ones are dropped
     # after each successful restore (each is as big as the live database was).
     keep_previous_databases: int = Field(1, ge=0, le=100)
+    archive: ArchiveConfig = ArchiveConfig()
 
 
 class RotationConfig(_Model):

@@ -18,6 +18,11 @@ JWT_KEYS = "jwt_keys.json"
 INTERNAL_TOKEN = "internal_token"  # noqa: S105
 BACKUP_KEY = "backup_key"
 GEMINI_API_KEY = "gemini_api_key"
+# The pgBackRest repositories' cipher passphrase (continuous archiving).
+ARCHIVE_KEY = "archive_key"
+# pgBackRest's secret configuration half, made from ARCHIVE_KEY (and the object store's keys)
+# by `init` and `up`; mounted into postgres.
+PGBACKREST_SECRET_CONFIG = "pgbackrest.conf"  # noqa: S105
 
 SECRET_NAMES = (
     POSTGRES_USER,
@@ -27,12 +32,21 @@ SECRET_NAMES = (
     INTERNAL_TOKEN,
     BACKUP_KEY,
     GEMINI_API_KEY,
+    ARCHIVE_KEY,
 )
 
 # Mounted into containers (Compose `secrets:`), so owned by the containers' uid. The others
 # are read only by orbisctl on the host.
 MOUNTED_SECRETS = frozenset(
-    {POSTGRES_USER, POSTGRES_PASSWORD, REDIS_PASSWORD, JWT_KEYS, INTERNAL_TOKEN, GEMINI_API_KEY}
+    {
+        POSTGRES_USER,
+        POSTGRES_PASSWORD,
+        REDIS_PASSWORD,
+        JWT_KEYS,
+        INTERNAL_TOKEN,
+        GEMINI_API_KEY,
+        PGBACKREST_SECRET_CONFIG,
+    }
 )
 
 _TOKEN_BYTES = 32

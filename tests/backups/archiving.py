@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from backups import archive
+from backups import archive, pgbackrest_config
 from backups.executor import Executor
 from tests.services import PG_BIN, PostgresServer, as_postgres_user, free_port, stop_cluster
 
@@ -133,23 +133,23 @@ def archived_after(executor: Executor, moment: datetime) -> archive.ArchiverStat
 def configure(
     directory: Path,
     server: PostgresServer,
-    repositories: Sequence[archive.Repository],
-    keys: Sequence[archive.RepositoryKeys],
+    repositories: Sequence[pgbackrest_config.Repository],
+    keys: Sequence[pgbackrest_config.RepositoryKeys],
 ) -> archive.PgBackRest:
     """pgBackRest's two configuration halves for `server` under `directory` (which postgres
     may read), and the PgBackRest that runs as postgres with them."""
     for sub in ("", "conf.d", "spool", "lock"):
         (directory / sub).mkdir(exist_ok=True)
         as_postgres(directory / sub)
-    cluster = archive.ClusterLocation(
+    cluster = pgbackrest_config.ClusterLocation(
         str(server.data_dir), str(server.data_dir.parent), server.port
     )
-    workspace = archive.Workspace(str(directory / "spool"), str(directory / "lock"))
+    workspace = pgbackrest_config.Workspace(str(directory / "spool"), str(directory / "lock"))
     (directory / "pgbackrest.conf").write_text(
-        archive.render_config(cluster, repositories, workspace)
+        pgbackrest_config.render_config(cluster, repositories, workspace)
     )
     secret = directory / "conf.d" / "secrets.conf"
-    secret.write_text(archive.render_secret_config(keys))
+    secret.write_text(pgbackrest_config.render_secret_config(keys))
     secret.chmod(0o600)
     as_postgres(secret)
     return archive.PgBackRest(

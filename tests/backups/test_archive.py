@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backups import archive
+from backups import archive, pgbackrest_config
 from backups.executor import LocalExecutor
 from orbisctl.core.errors import DataError, EngineError
 from tests.backups.archiving import (
@@ -52,8 +52,8 @@ def archived() -> Iterator[Archived]:
         pgbackrest = configure(
             base,
             server,
-            [archive.Repository(str(base / "repo"))],
-            [archive.RepositoryKeys(CIPHER_PASS)],
+            [pgbackrest_config.Repository(str(base / "repo"))],
+            [pgbackrest_config.RepositoryKeys(CIPHER_PASS)],
         )
         executor = LocalExecutor(server.url("postgres"), "redis://127.0.0.1:1/0")
         archive.create_stanza(pgbackrest)
@@ -115,8 +115,8 @@ def test_a_wrong_passphrase_is_refused_with_pgbackrest_s_reason(archived: Archiv
     wrong = configure(
         empty_dir(archived.base, "wrong"),
         archived.server,
-        [archive.Repository(str(archived.base / "repo"))],
-        [archive.RepositoryKeys("not-the-key")],
+        [pgbackrest_config.Repository(str(archived.base / "repo"))],
+        [pgbackrest_config.RepositoryKeys("not-the-key")],
     )
     (state,) = archive.repository_states(wrong)
     assert not state.ok and not state.backups
@@ -142,8 +142,12 @@ def test_verify_passes_a_sound_repository_and_names_a_damaged_segment(archived: 
 
 def test_a_secret_spanning_lines_is_refused() -> None:
     with pytest.raises(DataError, match="spans lines"):
-        archive.render_secret_config([archive.RepositoryKeys("one\nrepo1-path=/elsewhere")])
-    assert "repo1-cipher-pass=k" in archive.render_secret_config([archive.RepositoryKeys("k")])
+        pgbackrest_config.render_secret_config(
+            [pgbackrest_config.RepositoryKeys("one\nrepo1-path=/elsewhere")]
+        )
+    assert "repo1-cipher-pass=k" in pgbackrest_config.render_secret_config(
+        [pgbackrest_config.RepositoryKeys("k")]
+    )
 
 
 def test_a_target_time_without_a_zone_is_utc_and_garbage_is_refused() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from backups import archive
+from backups import archive, pgbackrest_config
 from backups.executor import LocalExecutor
 from orbisctl.core.errors import DataError, EngineError
 from tests.backups.archiving import (
@@ -49,14 +49,14 @@ class Remote:
     def configured(
         self,
         name: str,
-        repositories: Sequence[archive.Repository],
-        keys: Sequence[archive.RepositoryKeys],
+        repositories: Sequence[pgbackrest_config.Repository],
+        keys: Sequence[pgbackrest_config.RepositoryKeys],
     ) -> archive.PgBackRest:
         """A pgBackRest configuration of its own under base/name."""
         return configure(self.base / name, self.server, repositories, keys)
 
-    def bucket_repository(self, bucket: str = BUCKET) -> archive.Repository:
-        store = archive.ObjectStore(
+    def bucket_repository(self, bucket: str = BUCKET) -> pgbackrest_config.Repository:
+        store = pgbackrest_config.ObjectStore(
             # pgBackRest 2.45 matches the certificate by name only, never by IP address.
             endpoint="localhost",
             bucket=bucket,
@@ -65,10 +65,10 @@ class Remote:
             uri_style="path",
             ca_file=self.store.ca_file,
         )
-        return archive.Repository("/orbis", store)
+        return pgbackrest_config.Repository("/orbis", store)
 
-    def bucket_keys(self, *, secret_key: str | None = None) -> archive.RepositoryKeys:
-        return archive.RepositoryKeys(
+    def bucket_keys(self, *, secret_key: str | None = None) -> pgbackrest_config.RepositoryKeys:
+        return pgbackrest_config.RepositoryKeys(
             REMOTE_PASS, self.store.access_key, secret_key or self.store.secret_key
         )
 
@@ -88,8 +88,8 @@ def remote() -> Iterator[Remote]:
         found = Remote(server, store, base, archive.PgBackRest(), LocalExecutor(server.url(), ""))
         found.pgbackrest = found.configured(
             "live",
-            [archive.Repository(str(base / "repo")), found.bucket_repository()],
-            [archive.RepositoryKeys(LOCAL_PASS), found.bucket_keys()],
+            [pgbackrest_config.Repository(str(base / "repo")), found.bucket_repository()],
+            [pgbackrest_config.RepositoryKeys(LOCAL_PASS), found.bucket_keys()],
         )
         archive.create_stanza(found.pgbackrest)
         try:

@@ -104,8 +104,9 @@ def test_internal_network_and_egress_only_for_a_real_model(
 
 def test_state_lives_in_named_volumes(any_install: Path) -> None:
     compose = yaml.safe_load((any_install / "compose.yaml").read_text())
-    assert set(compose["volumes"]) == {"postgres_data", "redis_data"}
+    assert set(compose["volumes"]) == {"postgres_data", "redis_data", "pgbackrest_data"}
     assert "postgres_data:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
+    assert "pgbackrest_data:/var/lib/pgbackrest" in compose["services"]["postgres"]["volumes"]
     assert "redis_data:/data" in compose["services"]["redis"]["volumes"]
     # Everything else a service mounts from the host is read-only config or certificates.
     for name, service in compose["services"].items():

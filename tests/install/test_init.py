@@ -26,6 +26,8 @@ SECRETS = {
     "internal_token",
     "backup_key",
     "gemini_api_key",
+    "archive_key",
+    "pgbackrest.conf",
 }
 NOBODY = 65534
 TLS_FILES = {"ca.crt", "ca.key", "server.crt", "server.key", "emulator.crt", "emulator.key"}
@@ -39,6 +41,7 @@ def test_init_writes_the_install_directory(default_install: Path) -> None:
         "tls",
         "compose.yaml",
         "nginx",
+        "pgbackrest",
         "backups",
     }
     assert stat.S_IMODE((root / "secrets").stat().st_mode) == 0o700
@@ -58,9 +61,10 @@ def test_init_writes_the_install_directory(default_install: Path) -> None:
 def test_secrets_read_in_containers_belong_to_the_runtime_uid(default_install: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root can give files to another uid")
-    for name in SECRETS - {"backup_key"}:
+    for name in SECRETS - {"backup_key", "archive_key"}:
         assert (default_install / "secrets" / name).stat().st_uid == RUNTIME_UID, name
     assert (default_install / "secrets" / "backup_key").stat().st_uid == 0
+    assert (default_install / "secrets" / "archive_key").stat().st_uid == 0
     assert (default_install / "tls" / "server.key").stat().st_uid == RUNTIME_UID
     assert (default_install / "tls" / "ca.key").stat().st_uid == 0
 

@@ -54,10 +54,11 @@ def test_templates_come_from_the_source_tree_in_a_checkout() -> None:
 
 def test_image_references_by_source() -> None:
     registry = image_refs(OrbisConfig())
-    assert registry.postgres.startswith("postgres:15")
     assert registry.redis.startswith("redis:7")
-    # nginx is always our image: it carries the widget and dashboard files.
+    # nginx and postgres are always our images: they carry the widget and dashboard files,
+    # and pgBackRest.
     assert registry.nginx == "orbisvoice/nginx:0.1.0"
+    assert registry.postgres == "orbisvoice/postgres:15-0.1.0"
     local = image_refs(parse_config({"images": {"source": "local", "tag": "9.9"}}))
     assert (local.postgres, local.redis, local.nginx, local.runtime) == (
         "orbisvoice/postgres:15-9.9",

@@ -146,7 +146,7 @@ def test_images_build_shows_each_stage_in_order(
     )
     monkeypatch.setattr(sys, "executable", str(fake_python))
     refs = image_refs(OrbisConfig.model_validate({"images": {"source": "registry"}}))
-    pulled = [refs.postgres, refs.redis, images.REGISTRY_PYTHON, images.REGISTRY_NGINX]
+    pulled = [images.REGISTRY_POSTGRES, refs.redis, images.REGISTRY_PYTHON, images.REGISTRY_NGINX]
     fake = FakeEngine(present=set(pulled))
     monkeypatch.setattr(engine, "connect", lambda: fake)
     result = _build("--source", ImageSource.REGISTRY.value)
@@ -165,7 +165,7 @@ def test_images_build_shows_each_stage_in_order(
         re.escape("    Building wheel for orbisvoice (pyproject.toml): started"),
         re.escape(f"{step} orbisvoice wheel: pip wheel --no-deps… done in ") + DURATION,
     ]
-    for ref in (refs.nginx, refs.runtime):
+    for ref in (refs.postgres, refs.nginx, refs.runtime):
         expected += [
             re.escape(f"{step} {ref}: building…"),
             re.escape("    Step 1/2 : FROM base"),
@@ -176,5 +176,5 @@ def test_images_build_shows_each_stage_in_order(
     assert len(lines) == len(expected), result.stderr
     for line, pattern in zip(lines, expected, strict=True):
         assert re.fullmatch(pattern, line), (line, pattern)
-    assert fake.built == [refs.nginx, refs.runtime]
+    assert fake.built == [refs.postgres, refs.nginx, refs.runtime]
     assert "images ready" in result.stdout

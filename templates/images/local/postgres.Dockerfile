@@ -3,6 +3,7 @@
 # POSTGRES_PASSWORD(_FILE) and /docker-entrypoint-initdb.d, `pg_isready` on PATH. The compose
 # file may run it as any uid: the socket directory is world-writable and sticky (3777) as there.
 # Like the official image it listens on every address (listen_addresses = '*' in the sample).
+# pgBackRest (continuous archiving, issue 16) reads the configuration the compose file mounts.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
@@ -11,7 +12,7 @@ RUN groupadd --system --gid 999 postgres \
  && apt-get update \
  && apt-get install -y --no-install-recommends postgresql-common \
  && sed -ri 's/#(create_main_cluster) .*$/\1 = false/' /etc/postgresql-common/createcluster.conf \
- && apt-get install -y --no-install-recommends postgresql-15 libnss-wrapper \
+ && apt-get install -y --no-install-recommends postgresql-15 libnss-wrapper pgbackrest \
  && sed -ri "s!^#?(listen_addresses)\s*=\s*\S+.*!\1 = '*'!" /usr/share/postgresql/15/postgresql.conf.sample \
  && grep -F "listen_addresses = '*'" /usr/share/postgresql/15/postgresql.conf.sample \
  && rm -rf /var/lib/apt/lists/* \
