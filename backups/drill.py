@@ -450,8 +450,12 @@ def run_drill(
         with _timed(report, "render the scratch stack", on_step):
             restored = load_config(root / CONFIG_FILENAME)
             # The backup's settings, this install's images: a recovery runs today's release.
+            # No archiving: the scratch has no stanza, and its WAL is no one's history.
+            backup = restored.backup.model_copy(
+                update={"archive": restored.backup.archive.model_copy(update={"enabled": False})}
+            )
             config = restored.model_copy(
-                update={"project_name": project, "images": production.images}
+                update={"project_name": project, "images": production.images, "backup": backup}
             )
             write_tree(render_stack(config), root)
             atomic_write(root / OVERRIDE_FILE, OVERRIDE_TEXT.encode())
