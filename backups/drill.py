@@ -451,11 +451,11 @@ def run_drill(
             restored = load_config(root / CONFIG_FILENAME)
             # The backup's settings, this install's images: a recovery runs today's release.
             # No archiving: the scratch has no stanza, and its WAL is no one's history.
-            backup = restored.backup.model_copy(
+            unarchived = restored.backup.model_copy(
                 update={"archive": restored.backup.archive.model_copy(update={"enabled": False})}
             )
             config = restored.model_copy(
-                update={"project_name": project, "images": production.images, "backup": backup}
+                update={"project_name": project, "images": production.images, "backup": unarchived}
             )
             write_tree(render_stack(config), root)
             atomic_write(root / OVERRIDE_FILE, OVERRIDE_TEXT.encode())
