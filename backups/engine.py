@@ -715,7 +715,7 @@ def _drop_leftovers(executor: Executor, live: str) -> None:
             _drop_database(executor, name)
 
 
-def _row_counts(executor: Executor, dbname: str) -> dict[str, int]:
+def row_counts(executor: Executor, dbname: str) -> dict[str, int]:
     with psql_session(executor, dbname) as session:
         return _count_rows(session, [row[0] for row in session.query(_table_list_sql())])
 
@@ -751,7 +751,7 @@ def verify_backup(
         try:
             _restore_database(verified, executor, scratch, progress)
             progress.step(STEP_CHECK_ROWS)
-            verified.deep_row_counts = _row_counts(executor, scratch)
+            verified.deep_row_counts = row_counts(executor, scratch)
         finally:
             _drop_database(executor, scratch)
         problems = _count_mismatches(verified.manifest.row_counts, verified.deep_row_counts)
@@ -979,7 +979,7 @@ def restore_backup(
         live_exists = _database_exists(executor, live)
         safety_id = None
         if safety_backup and live_exists:
-            safety_id = _safety_backup(install, executor, ring, progress, now)
+            safety_id = take_safety_backup(install, executor, ring, progress, now)
         # Names carry the second the restore started; one that second already kept (two
         # restores within a second) moves the stamp on.
         while live_exists and _database_exists(executor, kept.kept_name(live, started)):
@@ -1016,7 +1016,7 @@ def restore_backup(
     )
 
 
-def _safety_backup(
+def take_safety_backup(
     install: Install,
     executor: Executor,
     ring: BackupKeyRing,
@@ -1063,7 +1063,7 @@ def _prepare(
         session.query(f"CREATE DATABASE {quote_ident(journal.scratch)}{owner_clause}")
     _restore_database(verified, executor, journal.scratch, progress)
     progress.step(STEP_CHECK_ROWS)
-    counts = _row_counts(executor, journal.scratch)
+    counts = row_counts(executor, journal.scratch)
     problems = _count_mismatches(verified.manifest.row_counts, counts)
     if problems:
         raise _refuse(

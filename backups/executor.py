@@ -246,6 +246,9 @@ class ComposeExecutor:
     database_name: str = "orbis"
     db_user: str = "orbis"
     redis_user: str = "orbis"
+    # Another server in the postgres container, by its socket directory (a point-in-time
+    # restore's scratch server); None: the live one.
+    postgres_host: str | None = None
 
     @property
     def database(self) -> str:
@@ -253,7 +256,8 @@ class ComposeExecutor:
 
     def postgres(self, tool: str, args: Sequence[str], *, dbname: str) -> Command:
         argv = self.compose.command("exec", "-T", "postgres", tool, "--username", self.db_user)
-        return Command([*argv, "--dbname", dbname, *args])
+        host = ["--host", self.postgres_host] if self.postgres_host else []
+        return Command([*argv, *host, "--dbname", dbname, *args])
 
     def redis_cli(self, args: Sequence[str]) -> Command:
         password = current_value(self.secrets_dir / REDIS_PASSWORD)

@@ -637,8 +637,27 @@ def finish_unfinished_restore(
     ctx: BackupContext, *, abort: bool = False, say: Callable[[str], None] = output.info
 ) -> FinishedRestore | None:
     """Finish or undo the install's interrupted restore, saying which (None: there is none)."""
-    from backups.engine import finish_restore
+    from backups import pitr
+    from backups.engine import FinishedRestore, finish_restore
 
+    if pitr.journals(ctx.install).load() is not None:
+        with output.StepReporter() as progress:
+            done = pitr.finish_pitr(
+                ctx.install,
+                ctx.app_control(),
+                abort=abort,
+                keep_previous=ctx.config.backup.keep_previous_databases,
+                progress=progress,
+            )
+        if done is not None:
+            say(
+                f"[green]finished the interrupted restore {escape(done.label)}[/]: the restored "
+                "cluster serves"
+                if done.outcome == "finished"
+                else f"[green]undid the interrupted restore {escape(done.label)}[/]: the "
+                "previous data serves"
+            )
+            return FinishedRestore(done.label, done.outcome)
     with output.StepReporter() as progress:
         finished = finish_restore(
             ctx.install,
@@ -668,9 +687,10 @@ def converge_restore(directory: Path, *, as_json: bool = False) -> None:
 
 def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
     """`converge_restore` on the servers of `ctx` (the stack's, or those of the URLs)."""
+    from backups import pitr
     from backups.engine import locked_backup, restore_journals
 
-    if restore_journals(ctx.install).load() is None:
+    if restore_journals(ctx.install).load() is None and pitr.journals(ctx.install).load() is None:
         return
     say = output.aside if as_json else output.info
     holder = locked_backup(ctx.install.repository)
@@ -784,6 +804,22 @@ def restore_command(
             "--abort", help="Undo a restore that was interrupted before its database switch."
         ),
     ] = False,
+    to_time: Annotated[
+        str | None,
+        typer.Option(
+            "--to-time",
+            metavar="'YYYY-MM-DD HH:MM:SS[+TZ]'",
+            help="Restore the database to this moment from the archived WAL (UTC without a zone).",
+            show_default=False,
+        ),
+    ] = None,
+    to_latest: Annotated[
+        bool,
+        typer.Option(
+            "--to-latest",
+            help="Restore the database to the last archived WAL (api and gateway stop first).",
+        ),
+    ] = False,
     database_url: DatabaseUrlOption = None,
     redis_url: RedisUrlOption = None,
     as_json: JsonOption = False,
@@ -821,6 +857,16 @@ def restore_command(
                 hint="orbisctl restore --list-kept; orbisctl restore --drop-kept NAME|all",
             )
         _kept_databases(ctx, drop_kept=drop_kept, yes=yes, as_json=as_json)
+        return
+    if to_time is not None or to_latest:
+        if backup is not None or with_secrets or secrets_only or (to_time and to_latest):
+            raise UserError(
+                "--to-time and --to-latest restore the database from the archive: no backup, "
+                "no --with-secrets or --secrets-only, not both",
+                hint="orbisctl restore --to-time '2026-01-31 13:45:00'; orbisctl restore "
+                "--to-latest",
+            )
+        _restore_to_time(ctx, to_time, yes=yes, safety_backup=not no_safety_backup, as_json=as_json)
         return
     if backup is None:
         raise UserError(
@@ -872,3 +918,61 @@ def restore_command(
         )
     if result.restored_config:
         output.info("orbis.yaml, secrets/ and tls/ restored: run `orbisctl render` and `up`")
+
+
+def _restore_to_time(
+    ctx: BackupContext, to_time: str | None, *, yes: bool, safety_backup: bool, as_json: bool
+) -> None:
+    """`restore --to-time` / `--to-latest`: the stack's cluster from pgBackRest's archive."""
+    from backups import pitr
+
+    if not ctx.archiving():
+        raise UserError(
+            "point-in-time restore needs continuous archiving, which is off for this install",
+            hint="set backup.archive.enabled: true (target compose) in orbis.yaml, then "
+            "`orbisctl render`, `orbisctl up` and `orbisctl backup create`",
+        )
+    target = pitr.parse_target(to_time) if to_time is not None else None
+    executor = ctx.executor()
+    moment = f"{target:%Y-%m-%d %H:%M:%S %Z}" if target else "the latest archived WAL"
+    _confirm(
+        f"Restore the database of {executor.describe()} to {moment}? What was written after "
+        "it is kept only in the safety backup and the previous data directory.",
+        yes=yes,
+    )
+    with output.StepReporter() as progress:
+        result = pitr.restore_stack_to_time(
+            ctx.install,
+            executor,
+            ctx.app_control(),
+            ctx.ring(),
+            target,
+            safety_backup=safety_backup,
+            keep_previous=ctx.config.backup.keep_previous_databases,
+            progress=progress,
+        )
+    if as_json:
+        output.print_json(result.__dict__)
+        return
+    output.info(
+        f"[green]restored the database to {escape(moment)}[/]: the newest transaction "
+        f"replayed is of {escape(result.recovered_to or 'unknown time')}; "
+        f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables"
+    )
+    output.info(
+        f"api and gateway were unavailable for {result.switch_seconds:.1f} s "
+        "(nginx answered 503 with Retry-After meanwhile)"
+    )
+    if result.safety_backup:
+        output.info(f"safety backup of the previous state: {escape(result.safety_backup)}")
+    output.info(
+        f"previous data directory kept in the postgres volume as {escape(result.kept_as)} "
+        f"(the newest {ctx.config.backup.keep_previous_databases} are kept)"
+    )
+    if result.full_backup:
+        output.info(f"full base backup of the new timeline: {escape(result.full_backup)}")
+    else:
+        output.warn(
+            f"the full base backup after the restore failed ({escape(result.full_backup_error)});"
+            " run `orbisctl backup create`"
+        )
