@@ -4,6 +4,7 @@ widget call through nginx, and read the call's session back once the gateway has
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from typing import Any
 
@@ -24,6 +25,25 @@ async def signup(http: aiohttp.ClientSession, stack: Stack, email: str) -> dict[
         body = await response.json()
         assert response.status == 201, body
     return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+async def login_status(http: aiohttp.ClientSession, stack: Stack, email: str) -> int:
+    """The HTTP status of a login with PASSWORD: 200 while the owner exists, 401 not."""
+    async with http.post(
+        f"{stack.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
+    ) as response:
+        return response.status
+
+
+def psql(stack: Stack, sql: str) -> str:
+    """One statement in the stack's `orbis` database as its owner; the rows as psql's -At."""
+    result = subprocess.run(
+        ["docker", "compose", "--project-name", stack.project, "exec", "-T", "postgres",
+         "psql", "-U", "orbis", "-d", "orbis", "-At", "-c", sql],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 async def create_agent(http: aiohttp.ClientSession, stack: Stack, auth: dict[str, str]) -> str:

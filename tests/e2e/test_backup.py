@@ -44,6 +44,8 @@ from tests.e2e.support import (
     connect_widget,
     create_agent,
     ended_session,
+    login_status,
+    psql,
     signup,
     widget_call,
     widget_session,
@@ -96,23 +98,6 @@ def owner() -> Owner:
     return Owner(f"owner-{time.time_ns()}@example.com")
 
 
-async def _login(http: aiohttp.ClientSession, stack: Stack, email: str) -> int:
-    async with http.post(
-        f"{stack.url}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
-    ) as response:
-        return response.status
-
-
-def _psql(stack: Stack, sql: str) -> str:
-    result = subprocess.run(
-        ["docker", "compose", "--project-name", stack.project, "exec", "-T", "postgres",
-         "psql", "-U", "orbis", "-d", "orbis", "-At", "-c", sql],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def _json(result: Any) -> Any:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
@@ -130,8 +115,8 @@ async def test_data_made_through_the_api_survives_backup_destruction_and_restore
     owner.backup_id = backup["id"]
     assert backup["row_counts"]["public.transcript_segments"] >= 2
 
-    _psql(stack, "TRUNCATE orgs CASCADE")  # every tenant, agent, call and transcript
-    assert await _login(http, stack, owner.email) == 401
+    psql(stack, "TRUNCATE orgs CASCADE")  # every tenant, agent, call and transcript
+    assert await login_status(http, stack, owner.email) == 401
 
     restored = _timed("restore_seconds", stack, "restore", backup["id"], "--yes")
     assert restored.exit_code == 0, restored.output
@@ -230,7 +215,7 @@ async def test_a_restore_is_an_announced_short_maintenance_window(
     assert set(probed["statuses"]) <= {"200", "503"}, probed
     assert probed["unavailable"]["without"] == 0, probed
     assert probed["unavailable"]["with_retry_after"] >= 1, probed  # the switch was seen
-    assert await _login(http, stack, owner.email) == 200
+    assert await login_status(http, stack, owner.email) == 200
 
 
 def _redis(stack: Stack, *args: str) -> str:
@@ -248,7 +233,7 @@ def _redis(stack: Stack, *args: str) -> str:
 def _state(stack: Stack) -> tuple[str, str, str]:
     """What a restore replaces: the agents in the database and two keys in Redis."""
     return (
-        _psql(stack, "SELECT string_agg(public_id, ',' ORDER BY public_id) FROM agents"),
+        psql(stack, "SELECT string_agg(public_id, ',' ORDER BY public_id) FROM agents"),
         _redis(stack, "GET", "e2e:battery:value"),
         _redis(stack, "EXISTS", "e2e:battery:only-in-backup"),
     )
@@ -330,8 +315,8 @@ async def test_a_restore_killed_anywhere_is_finished_or_undone_by_the_next_statu
             assert said in status.output, (step, status.output)
         assert _state(stack) == (restored if outcome == "finished" else old), step
         assert not (stack.root / "restore" / "journal.json").exists(), step
-        assert _psql(stack, SCRATCH_DATABASES) == "0", step
-        assert await _login(http, stack, owner.email) == 200, step
+        assert psql(stack, SCRATCH_DATABASES) == "0", step
+        assert await login_status(http, stack, owner.email) == 200, step
         await widget_call(http, stack, owner.agent_public_id)
         rounds.append({
             "step": step, "killed_at_seconds": round(killed_at, 1), "outcome": outcome,
@@ -491,7 +476,7 @@ async def test_a_tampered_backup_is_refused_and_the_data_keeps_serving(
     result = stack.cli("restore", str(tampered), "--yes")
     assert result.exit_code == ExitCode.DATA, result.output
     assert newest.name in result.stderr
-    assert await _login(http, stack, owner.email) == 200
+    assert await login_status(http, stack, owner.email) == 200
     async with http.get(f"{stack.url}/api/v1/sessions/{owner.call_id}", headers=owner.auth) as r:
         assert r.status == 200
 
@@ -499,7 +484,7 @@ async def test_a_tampered_backup_is_refused_and_the_data_keeps_serving(
 async def test_backup_while_a_call_is_in_progress(
     stack: Stack, http: aiohttp.ClientSession, owner: Owner
 ) -> None:
-    calls_before = int(_psql(stack, "SELECT count(*) FROM calls"))
+    calls_before = int(psql(stack, "SELECT count(*) FROM calls"))
     session = await widget_session(http, stack, owner.agent_public_id)
     async with await connect_widget(
         http, f"{session['gateway_url']}?token={session['token']}"

@@ -1,0 +1,170 @@
+"""Continuous archiving and point-in-time restore on a real stack (its own compose project).
+
+The tests share the stack and run in file order: `backup create` takes a full and then a
+differential base backup and `backup status` shows the window; a time outside it is refused;
+a restore to a moment between two pairs of sign-ups keeps exactly the first pair; a restore
+to the latest archived WAL keeps the newest sign-up. Durations go to
+test-artifacts/e2e-archive-timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+
+from backups import pitr
+from orbisctl.core.errors import ExitCode
+from tests.e2e.conftest import ARTIFACTS, Stack
+from tests.e2e.support import login_status, psql, signup
+
+pytestmark = pytest.mark.docker
+
+TIMINGS: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _timings() -> Iterator[None]:
+    yield
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "e2e-archive-timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
+
+
+def _cli_json(name: str, stack: Stack, *args: str) -> Any:
+    started = time.monotonic()
+    result = stack.cli(*args, "--json")
+    TIMINGS[name] = round(time.monotonic() - started, 1)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _server_now(stack: Stack) -> datetime:
+    return datetime.fromtimestamp(float(psql(stack, "SELECT extract(epoch FROM now())")), UTC)
+
+
+def _users(stack: Stack) -> int:
+    return int(psql(stack, "SELECT count(*) FROM users"))
+
+
+def _data_directories(stack: Stack) -> list[str]:
+    (container,) = stack.containers("postgres")
+    code, listing = container.exec_run(["ls", pitr.VOLUME_ROOT])
+    assert code == 0, listing
+    return sorted(listing.decode().split())
+
+
+def _email(name: str) -> str:
+    return f"{name}-{time.time_ns()}@example.com"
+
+
+def test_backup_create_takes_a_full_then_a_differential_and_status_shows_the_window(
+    stack: Stack,
+) -> None:
+    first = _cli_json("backup_create_full_seconds", stack, "backup", "create")
+    second = _cli_json("backup_create_differential_seconds", stack, "backup", "create")
+    assert first["base_backup"]["type"] == "full", first
+    assert second["base_backup"]["type"] == "diff", second
+
+    status = _cli_json("backup_status_seconds", stack, "backup", "status")
+    archiver = status["archiver"]
+    assert archiver["failing"] is False, archiver
+    assert archiver["archived_count"] >= 1, archiver
+    (local,) = status["repositories"]
+    assert local["status"] == "ok", local
+    assert [b["type"] for b in local["backups"]] == ["full", "diff"], local
+    assert local["last_base_backup"]["label"] == second["base_backup"]["label"], local
+    window = local["window"]
+    assert window is not None, local
+    earliest, latest = (datetime.fromisoformat(window[k]) for k in ("earliest", "latest"))
+    assert earliest < latest <= _server_now(stack) + timedelta(seconds=1), window
+
+
+def test_a_time_outside_the_window_is_refused_and_nothing_changes(stack: Stack) -> None:
+    users, directories = _users(stack), _data_directories(stack)
+    result = stack.cli("restore", "--to-time", "2020-01-01 00:00:00", "--yes")
+    assert result.exit_code == ExitCode.DATA, result.output
+    assert "outside the recoverable window of repository 1" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert _users(stack) == users
+    assert _data_directories(stack) == directories
+    assert not pitr.PitrJournalStore(stack.root).path.exists()
+
+
+def _wait_inside_the_window(stack: Stack) -> None:
+    """Until the server's clock is past the window's start (a second after the oldest base
+    backup stopped: pgBackRest keeps whole seconds)."""
+    status = _cli_json("backup_status_seconds", stack, "backup", "status")
+    earliest = datetime.fromisoformat(status["repositories"][0]["window"]["earliest"])
+    deadline = time.monotonic() + 10
+    while _server_now(stack) <= earliest:
+        assert time.monotonic() < deadline, "the server's clock does not reach the window"
+        time.sleep(0.2)
+
+
+async def test_restore_to_a_time_between_writes_keeps_exactly_those_before_it(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    _wait_inside_the_window(stack)
+    before = [_email("before"), _email("before")]
+    for email in before:
+        await signup(http, stack, email)
+    # Read in its own statement, after the commits before it and before those after it.
+    target = _server_now(stack)
+    users_at_target = _users(stack)
+    after = [_email("after"), _email("after")]
+    for email in after:
+        await signup(http, stack, email)
+    assert _users(stack) == users_at_target + len(after)
+
+    restored = _cli_json(
+        "restore_to_time_seconds",
+        stack,
+        "restore",
+        "--to-time",
+        target.isoformat(),
+        "--yes",
+    )
+    TIMINGS["restore_to_time_switch_seconds"] = restored["switch_seconds"]
+
+    assert _users(stack) == users_at_target
+    for email in before:
+        assert await login_status(http, stack, email) == 200, email
+    for email in after:
+        assert await login_status(http, stack, email) == 401, email
+    assert restored["row_counts"]["public.users"] == users_at_target, restored
+    assert restored["safety_backup"], restored
+    assert restored["full_backup"], restored
+    # The switch stops api and gateway only for the renames and the restart.
+    assert 0 < restored["switch_seconds"] < TIMINGS["restore_to_time_seconds"], restored
+    assert _data_directories(stack) == sorted(["pgdata", restored["kept_as"]])
+    assert not pitr.PitrJournalStore(stack.root).path.exists()
+
+    status = _cli_json("backup_status_seconds", stack, "backup", "status")
+    (local,) = status["repositories"]
+    assert local["last_base_backup"]["label"] == restored["full_backup"], local
+    assert local["last_base_backup"]["type"] == "full", local
+
+
+async def test_restore_to_latest_keeps_the_newest_write(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    newest = _email("newest")
+    await signup(http, stack, newest)
+    users = _users(stack)
+
+    restored = _cli_json("restore_to_latest_seconds", stack, "restore", "--to-latest", "--yes")
+    TIMINGS["restore_to_latest_downtime_seconds"] = restored["switch_seconds"]
+
+    assert _users(stack) == users
+    assert await login_status(http, stack, newest) == 200
+    # api and gateway stop before the WAL is sealed: the downtime is the whole restore.
+    assert restored["switch_seconds"] > 0, restored
+    # backup.keep_previous_databases (1): the first restore's directory is gone.
+    assert _data_directories(stack) == sorted(["pgdata", restored["kept_as"]])
+    status = _cli_json("backup_status_seconds", stack, "backup", "status")
+    assert status["archiver"]["failing"] is False, status
