@@ -685,12 +685,26 @@ def converge_restore(directory: Path, *, as_json: bool = False) -> None:
     converge(BackupContext(directory, None, None), as_json=as_json)
 
 
+def refuse_unfinished_switch(directory: Path) -> None:
+    """For `up`: postgres must not start while a point-in-time restore's switch is unfinished
+    (on a half-renamed volume its entrypoint would make a new, empty cluster)."""
+    from backups import pitr
+
+    journal = pitr.PitrJournalStore(directory.resolve()).load()
+    if journal is not None and journal.phase == "verified":
+        raise UserError(
+            f"the switch of the point-in-time restore {journal.label} is unfinished",
+            hint="`orbisctl restore --resume` finishes it and starts the stack",
+        )
+
+
 def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
     """`converge_restore` on the servers of `ctx` (the stack's, or those of the URLs)."""
     from backups import pitr
     from backups.engine import locked_backup, restore_journals
 
-    if restore_journals(ctx.install).load() is None and pitr.journals(ctx.install).load() is None:
+    point_in_time = pitr.journals(ctx.install).load()
+    if restore_journals(ctx.install).load() is None and point_in_time is None:
         return
     say = output.aside if as_json else output.info
     holder = locked_backup(ctx.install.repository)
@@ -699,7 +713,8 @@ def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
         return
     needed = {"postgres", "redis"}
     stopped = [] if ctx.database_url else sorted(needed - set(ctx.running_services()))
-    if stopped:
+    # A point-in-time restore starts postgres itself, and only once its volume is whole.
+    if stopped and point_in_time is None:
         if not needed <= set(ctx.created_services()):
             output.warn(
                 "a restore was interrupted; it is finished or undone once the stack runs: "
@@ -926,6 +941,11 @@ def _restore_to_time(
     """`restore --to-time` / `--to-latest`: the stack's cluster from pgBackRest's archive."""
     from backups import pitr
 
+    if ctx.database_url:
+        raise UserError(
+            "point-in-time restore works on the install's own stack, not on servers given by URL",
+            hint="drop --database-url and --redis-url (and ORBIS_BACKUP_*_URL)",
+        )
     if not ctx.archiving():
         raise UserError(
             "point-in-time restore needs continuous archiving, which is off for this install",

@@ -101,6 +101,7 @@ def up(
 
         swarmstack.up(install, timeout=timeout)
         return
+    backup.refuse_unfinished_switch(install.root)
     problems = preflight.run(
         install_root=install.root,
         secrets_dir=install.secrets_dir,
