@@ -30,7 +30,8 @@ from backups.process import psql_session
 from orbisctl.core.errors import DataError, EngineError, OrbisError
 
 _LOG_PREFIX = re.compile(r"^.*?P\d+ +[A-Z]+: ")
-_INVALID = re.compile(r"invalid checksum|status: invalid|invalid: [1-9]")
+# A file that fails its checksum, or one that does not even decompress or decrypt.
+_INVALID = re.compile(r"invalid checksum|invalid result|status: (invalid|error)|invalid: [1-9]")
 # pgBackRest's own exit code when a command finds another one holding its lock.
 _LOCK_HELD = 50
 

@@ -72,6 +72,17 @@ def take_base_backup(install: Install, *, progress: Progress = NO_PROGRESS) -> B
     return BaseBackupResult(kind, newest.label if newest else "", seconds)
 
 
+def verify_repositories(install: Install, *, progress: Progress = NO_PROGRESS) -> list[int]:
+    """`pgbackrest verify` of every repository the stack archives into; the numbers checked.
+    A file that fails its checksum is a DataError naming it."""
+    pgbackrest = stack_pgbackrest(install)
+    repos = [state.repo for state in archive.repository_states(pgbackrest)]
+    for repo in repos:
+        progress.step(f"pgBackRest: verify repository {repo}")
+        archive.verify_repository(pgbackrest, repo=repo)
+    return repos
+
+
 @dataclass(frozen=True)
 class RepositoryReport:
     state: RepositoryState

@@ -379,7 +379,10 @@ def verify_command(
     redis_url: RedisUrlOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Check a backup: checksums, decryption and authentication, dump readable (--deep: restore)."""
+    """Check a backup: checksums, decryption and authentication, dump readable (--deep: restore).
+
+    With continuous archiving, pgBackRest's repositories are verified as well.
+    """
     from backups.engine import latest_backup, open_backup, resolve, verify_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
@@ -399,6 +402,11 @@ def verify_command(
                 deep=deep,
                 progress=progress,
             )
+        repositories: list[int] = []
+        if not offline and ctx.archiving():
+            from backups.archive_stack import verify_repositories
+
+            repositories = verify_repositories(ctx.install, progress=progress)
     if as_json:
         output.print_json(
             {
@@ -407,6 +415,7 @@ def verify_command(
                 "opened_with": verified.opened_with,
                 "archive_entries": verified.archive_entries,
                 "deep_row_counts": verified.deep_row_counts,
+                "repositories_verified": repositories,
             }
         )
         return
@@ -422,6 +431,11 @@ def verify_command(
         f"[green]ok[/] {escape(verified.manifest.backup_id)}: checksums, authentication "
         f"({escape(verified.opened_with)}), {listing}{depth}"
     )
+    for repo in repositories:
+        output.info(
+            f"[green]ok[/] pgBackRest repository {repo}: every base backup file and WAL "
+            "segment matches its checksum"
+        )
 
 
 @app.command("prune")
