@@ -211,22 +211,29 @@ def _scratch_executor(install: Install) -> ComposeExecutor:
     return ComposeExecutor(install.compose(), install.secrets_dir, postgres_host=SCRATCH_SOCKET_DIR)
 
 
-def seal_archive(executor: Executor, *, timeout: float = ARCHIVE_WAIT_SECONDS) -> datetime:
-    """Commit a transaction, close the WAL segment and wait until it is archived; return the
-    server's time of that commit. Recovery to any earlier moment then finds a commit after it
-    in the archive (it stops there), and `--to-latest` reaches this moment."""
+@dataclass(frozen=True)
+class Seal:
+    committed: datetime  # the server's time of the sealing commit
+    lsn: str  # where the server's WAL stood after it: recovery to the latest must pass it
+
+
+def seal_archive(executor: Executor, *, timeout: float = ARCHIVE_WAIT_SECONDS) -> Seal:
+    """Commit a transaction, close the WAL segment and wait until it is archived. Recovery to
+    any earlier moment then finds a commit after it in the archive (it stops there), and
+    `--to-latest` must replay past the returned position."""
     with psql_session(executor, MAINTENANCE_DATABASE) as session:
         # An xid of its own makes the commit a WAL record with its time.
         committed = datetime.fromtimestamp(
             float(session.scalar("SELECT extract(epoch FROM now()) FROM pg_current_xact_id()")),
             UTC,
         )
+        lsn = session.scalar("SELECT pg_current_wal_lsn()")
         segment = session.scalar("SELECT pg_walfile_name(pg_switch_wal())")
     deadline = time.monotonic() + timeout
     while True:
         state = archive.archiver_state(executor)
         if state.last_archived_wal is not None and state.last_archived_wal[:24] >= segment:
-            return committed
+            return Seal(committed, lsn)
         if time.monotonic() > deadline:
             raise EngineError(
                 f"WAL segment {segment} was not archived within {timeout:.0f} s "
@@ -235,6 +242,21 @@ def seal_archive(executor: Executor, *, timeout: float = ARCHIVE_WAIT_SECONDS) -
                 "shows why pgBackRest cannot push",
             )
         time.sleep(0.5)
+
+
+def _check_replayed_past(executor: Executor, seal: Seal) -> None:
+    """Recovery without a target ends wherever the archive stops being readable: a missing
+    or corrupt segment would silently cut the newest writes off. Refuse that."""
+    with psql_session(executor, MAINTENANCE_DATABASE) as session:
+        replayed = session.scalar("SELECT pg_last_wal_replay_lsn()")
+        reached = session.scalar(f"SELECT '{replayed}'::pg_lsn >= '{seal.lsn}'::pg_lsn")
+    if reached != "t":
+        raise DataError(
+            f"recovery stopped at WAL position {replayed}, before the archive's end "
+            f"({seal.lsn}): a WAL segment after it is missing or unreadable; nothing was changed",
+            hint="`orbisctl backup verify` names the damaged file; `--to-time` up to the "
+            "last readable moment restores what the archive still holds",
+        )
 
 
 def _window(install: Install, executor: Executor) -> archive.RecoveryWindow | None:
@@ -314,7 +336,7 @@ def _check_restored(executor: Executor, live_database: str) -> dict[str, int]:
 
 
 def _restore_and_check(
-    install: Install, target: datetime | None, live_database: str, progress: Progress
+    install: Install, target: datetime | None, seal: Seal, live_database: str, progress: Progress
 ) -> tuple[str, dict[str, int]]:
     progress.step(STEP_RESTORE)
     _in_postgres(install, _CLEAR_RESTORING, RESTORING_DIR)
@@ -324,6 +346,8 @@ def _restore_and_check(
         progress.step(STEP_REPLAY)
         _wait_promoted(install, scratch)
         progress.step(STEP_CHECK)
+        if target is None:
+            _check_replayed_past(scratch, seal)
         counts = _check_restored(scratch, live_database)
         lines = _in_postgres(install, _RECOVERED_TO, SCRATCH_SOCKET_DIR).strip().splitlines()
     return (lines[-1] if lines else ""), counts
@@ -356,7 +380,7 @@ def restore_stack_to_time(
                 app.stop()
                 app_stopped = True
             progress.step(STEP_SEAL)
-            seal_archive(executor)
+            seal = seal_archive(executor)
             window = _window(install, executor)
             if target is not None:
                 archive.check_target(target, window)
@@ -376,7 +400,7 @@ def restore_stack_to_time(
             store.save(journal)
             try:
                 recovered_to, counts = _restore_and_check(
-                    install, target, executor.database, progress
+                    install, target, seal, executor.database, progress
                 )
             except BaseException:
                 _in_postgres(install, 'rm -rf "$1"', RESTORING_DIR)
@@ -384,7 +408,7 @@ def restore_stack_to_time(
                 raise
         except BaseException:
             if app_stopped:
-                progress.step(engine.STEP_START_APP)
+                # No step of its own: the one that failed stays the one reported.
                 app.start()
             raise
         journal.phase = "verified"

@@ -80,8 +80,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             {
                 "project_name": project,
                 "images": {"source": "local"},
-                # test_backup's restore probe asks 4 times a second without credentials.
-                "rate_limits": {"public_per_minute": 1200},
+                # test_backup's restore probe asks 4 times a second without credentials;
+                # test_archive signs up and logs in a dozen times a minute.
+                "rate_limits": {"public_per_minute": 1200, "login_per_minute": 120},
             }
         )
     )
@@ -135,7 +136,10 @@ def _logs(stack: Stack) -> str:
 
 @pytest.fixture
 async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    """An HTTP client that trusts the stack's own CA."""
-    connector = aiohttp.TCPConnector(ssl=stack.ssl_context())
+    """An HTTP client that trusts the stack's own CA, with a new connection for every
+    request: restores and rotations reload nginx, whose old workers close the connections a
+    pooled client would reuse (a browser sends the request again then; aiohttp fails it with
+    'Server disconnected')."""
+    connector = aiohttp.TCPConnector(ssl=stack.ssl_context(), force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
         yield session

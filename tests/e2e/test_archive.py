@@ -10,9 +10,13 @@ test-artifacts/e2e-archive-timings.json.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +24,7 @@ import pytest
 
 from backups import pitr
 from orbisctl.core.errors import ExitCode
+from orbisctl.output import STEP_MARK
 from tests.e2e.conftest import ARTIFACTS, Stack
 from tests.e2e.support import login_status, psql, signup
 
@@ -168,3 +173,107 @@ async def test_restore_to_latest_keeps_the_newest_write(
     assert _data_directories(stack) == sorted(["pgdata", restored["kept_as"]])
     status = _cli_json("backup_status_seconds", stack, "backup", "status")
     assert status["archiver"]["failing"] is False, status
+
+
+def _killed_after(stack: Stack, step: str, *args: str) -> str:
+    """Run `orbisctl restore ARGS --yes` and SIGKILL it as soon as `step` has ended (the next
+    step has begun); what it printed until then."""
+    restore = subprocess.Popen(
+        [str(Path(sys.executable).parent / "orbisctl"), "restore", *args, "--yes",
+         "--dir", str(stack.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert restore.stdout is not None
+    printed = []
+    deadline = time.monotonic() + 300
+    for line in restore.stdout:
+        printed.append(line)
+        if line.startswith(f"{STEP_MARK} {step}… done"):
+            restore.send_signal(signal.SIGKILL)
+            break
+        assert time.monotonic() < deadline, printed
+    restore.wait(timeout=60)
+    assert restore.returncode == -signal.SIGKILL, "".join(printed)
+    return "".join(printed)
+
+
+async def test_a_killed_restore_is_undone_before_its_switch_and_finished_after(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    _wait_inside_the_window(stack)
+    kept = _email("kept")
+    await signup(http, stack, kept)
+    target = _server_now(stack)
+    dropped = _email("dropped")
+    await signup(http, stack, dropped)
+    users, directories = _users(stack), _data_directories(stack)
+    journal = pitr.PitrJournalStore(stack.root)
+
+    # Killed while the restored cluster is checked: `status` undoes it.
+    _killed_after(stack, pitr.STEP_REPLAY, "--to-time", target.isoformat())
+    assert journal.load() is not None
+    result = stack.cli("status")
+    assert result.exit_code == 0, result.output
+    assert "undid the interrupted restore" in result.output, result.output
+    assert journal.load() is None
+    assert _data_directories(stack) == directories
+    assert _users(stack) == users
+    assert await login_status(http, stack, dropped) == 200
+
+    # Killed as the switch begins: `up` refuses to start postgres, `--resume` finishes.
+    _killed_after(stack, pitr.STEP_STOP, "--to-time", target.isoformat())
+    loaded = journal.load()
+    assert loaded is not None and loaded.phase == "verified", loaded
+    refused = stack.cli("up")
+    assert refused.exit_code == ExitCode.USAGE, refused.output
+    assert "restore --resume" in refused.output, refused.output
+    result = stack.cli("restore", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "finished the interrupted restore" in result.output, result.output
+    assert journal.load() is None
+    assert _users(stack) == users - 1
+    assert await login_status(http, stack, kept) == 200
+    assert await login_status(http, stack, dropped) == 401
+    assert _data_directories(stack) == sorted(["pgdata", loaded.kept_as])
+
+
+async def test_a_corrupt_wal_segment_fails_verify_and_restore_leaves_everything_as_it_was(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    newest = _email("kept")
+    await signup(http, stack, newest)
+    segment = _archived_path(stack, psql(stack, "SELECT pg_walfile_name(pg_switch_wal())"))
+    (container,) = stack.containers("postgres")
+    code, out = container.exec_run(
+        ["sh", "-c", f"printf garbage-garbage | dd of={segment} bs=1 seek=100 conv=notrunc"]
+    )
+    assert code == 0, out
+    users, directories = _users(stack), _data_directories(stack)
+
+    verify = stack.cli("backup", "verify")
+    assert verify.exit_code == ExitCode.DATA, verify.output
+    assert "pgBackRest verify of repository 1 failed" in verify.output, verify.output
+    assert segment.rsplit("/", 1)[1][:24] in verify.output, verify.output
+
+    restore = stack.cli("restore", "--to-latest", "--yes")
+    assert restore.exit_code == ExitCode.DATA, restore.output
+    assert "missing or unreadable; nothing was changed" in restore.output, restore.output
+    assert _users(stack) == users
+    assert _data_directories(stack) == directories
+    assert await login_status(http, stack, newest) == 200
+    assert not pitr.PitrJournalStore(stack.root).path.exists()
+
+
+def _archived_path(stack: Stack, name: str) -> str:
+    """The path of WAL segment `name` in the local repository, once the async push has put
+    it there (the newest segment: the restore to the latest needs it)."""
+    (container,) = stack.containers("postgres")
+    deadline = time.monotonic() + 60
+    while True:
+        code, out = container.exec_run(
+            ["sh", "-c", f"ls /var/lib/pgbackrest/repo/archive/orbis/*/*/{name}-*"]
+        )
+        if code == 0:
+            return str(out.decode().split()[0])
+        assert time.monotonic() < deadline, f"{name} never reached the repository"
+        time.sleep(0.5)

@@ -23,7 +23,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +81,6 @@ class Owner:
         self.agent_public_id = ""
         self.call_id = ""
         self.backup_id = ""
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[aiohttp.ClientSession]:
-    """The stack's client, with a new connection for every request: a restore reloads
-    nginx, whose old workers close the connections a pooled client would reuse (a browser
-    sends the request again then; aiohttp fails it with 'Server disconnected')."""
-    connector = aiohttp.TCPConnector(ssl=stack.ssl_context(), force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        yield session
 
 
 @pytest.fixture(scope="module")
