@@ -273,7 +273,9 @@ def _archived_path(stack: Stack, name: str) -> str:
         code, out = container.exec_run(
             ["sh", "-c", f"ls /var/lib/pgbackrest/repo/archive/orbis/*/*/{name}-*"]
         )
-        if code == 0:
-            return str(out.decode().split()[0])
+        # Not the file the push is still writing (it is renamed into place when complete).
+        done = [path for path in out.decode().split() if not path.endswith(".tmp")]
+        if code == 0 and done:
+            return done[0]
         assert time.monotonic() < deadline, f"{name} never reached the repository"
         time.sleep(0.5)
