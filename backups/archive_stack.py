@@ -52,24 +52,29 @@ def next_kind(state: RepositoryState | None, *, full_every: timedelta, now: date
 
 @dataclass(frozen=True)
 class BaseBackupResult:
+    repo: int
     kind: BackupKind
     label: str
     seconds: float
 
 
-def take_base_backup(install: Install, *, progress: Progress = NO_PROGRESS) -> BaseBackupResult:
-    """The scheduled base backup into the local repository; expired ones go after it."""
+def take_base_backups(
+    install: Install, *, progress: Progress = NO_PROGRESS
+) -> list[BaseBackupResult]:
+    """The scheduled base backup into each repository (local first, then backup.remote),
+    its kind by that repository's own fulls; expired ones go after each."""
     pgbackrest = stack_pgbackrest(install)
-    states = {s.repo: s for s in archive.repository_states(pgbackrest)}
     full_every = timedelta(days=install.config.backup.archive.full_every_days)
-    kind = next_kind(states.get(LOCAL_REPOSITORY), full_every=full_every, now=datetime.now(UTC))
-    progress.step(f"pgBackRest: {kind.value} base backup")
-    started = time.monotonic()
-    archive.base_backup(pgbackrest, kind, repo=LOCAL_REPOSITORY)
-    seconds = time.monotonic() - started
-    after = {s.repo: s for s in archive.repository_states(pgbackrest)}
-    newest = after[LOCAL_REPOSITORY].newest
-    return BaseBackupResult(kind, newest.label if newest else "", seconds)
+    results = []
+    for state in archive.repository_states(pgbackrest):
+        kind = next_kind(state, full_every=full_every, now=datetime.now(UTC))
+        progress.step(f"pgBackRest: {kind.value} base backup into repository {state.repo}")
+        started = time.monotonic()
+        archive.base_backup(pgbackrest, kind, repo=state.repo)
+        seconds = time.monotonic() - started
+        results.append(BaseBackupResult(state.repo, kind, "", seconds))
+    labels = {s.repo: s.newest.label for s in archive.repository_states(pgbackrest) if s.newest}
+    return [BaseBackupResult(r.repo, r.kind, labels.get(r.repo, ""), r.seconds) for r in results]
 
 
 def verify_repositories(install: Install, *, progress: Progress = NO_PROGRESS) -> list[int]:

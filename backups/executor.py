@@ -32,7 +32,7 @@ import redis
 from orbisctl.core import engine
 from orbisctl.core.engine import Compose
 from orbisctl.core.errors import DataError, EngineError
-from orbisctl.core.secretfiles import REDIS_PASSWORD, current_value
+from orbisctl.core.secretfiles import POSTGRES_PASSWORD, REDIS_PASSWORD, current_value
 from orbisctl.render import MAINTENANCE_FLAG
 
 PG_BIN_DIR = Path("/usr/lib/postgresql/15/bin")
@@ -324,7 +324,8 @@ class ComposeExecutor:
 
 # PostgreSQL reads its password file only when it creates its cluster: a restored password
 # reaches the running cluster through `before_start` (`ensure_database_login`), not a restart.
-READ_AT_INIT_ONLY = frozenset({"postgres"})
+# (pgBackRest's secret configuration, in the same container, is read by every command.)
+READ_AT_INIT_ONLY = frozenset({("postgres", POSTGRES_PASSWORD)})
 
 
 def _started_at(container: Any) -> float:
@@ -345,11 +346,14 @@ def stale_services(containers: Collection[Any], files: Collection[Path]) -> list
     stale = set()
     for container in containers:
         service = container.labels.get(engine.SERVICE_LABEL, "")
-        if container.status != "running" or service in READ_AT_INIT_ONLY:
+        if container.status != "running":
             continue
         started = _started_at(container)
         for mount in container.attrs.get("Mounts") or []:
-            mtime = written.get(Path(str(mount.get("Source", ""))))
+            source = Path(str(mount.get("Source", "")))
+            mtime = written.get(source)
+            if (service, source.name) in READ_AT_INIT_ONLY:
+                continue
             if mtime is not None and started < mtime:
                 stale.add(service)
     return sorted(stale)

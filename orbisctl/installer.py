@@ -50,6 +50,8 @@ from orbisctl.core.secretfiles import (
     GEMINI_API_KEY,
     MOUNTED_SECRETS,
     PGBACKREST_SECRET_CONFIG,
+    REMOTE_ACCESS_KEY,
+    REMOTE_SECRET_KEY,
     SECRET_NAMES,
     current_value,
     generate_secret,
@@ -270,17 +272,39 @@ def _plan_secrets(
 
 
 def _plan_archive_secret_config(
-    install: InstallDir, planned: list[PlannedFile]
+    install: InstallDir, cfg: OrbisConfig, planned: list[PlannedFile]
 ) -> PlannedFile | None:
     """secrets/pgbackrest.conf from the archive key (being created in `planned`, or on
-    disk), when it is missing or no longer matches."""
+    disk) and, with backup.remote, the object store's key pair, when it is missing or no
+    longer matches. Both repositories are encrypted with the archive key, which the backup
+    escrow covers."""
     relative = f"secrets/{ARCHIVE_KEY}"
     new_key = next((item.data for item in planned if item.path == relative), None)
     key = new_key.decode() if new_key is not None else current_value(install.secret(ARCHIVE_KEY))
-    data = render_secret_config([RepositoryKeys(cipher_pass=key.strip())]).encode()
+    keys = [RepositoryKeys(cipher_pass=key.strip())]
+    if cfg.backup.remote is not None:
+        keys.append(
+            RepositoryKeys(
+                cipher_pass=key.strip(),
+                access_key=_remote_key(install, REMOTE_ACCESS_KEY),
+                secret_key=_remote_key(install, REMOTE_SECRET_KEY),
+            )
+        )
+    data = render_secret_config(keys).encode()
     if _read_existing(install, f"secrets/{PGBACKREST_SECRET_CONFIG}") == data:
         return None
     return PlannedFile(f"secrets/{PGBACKREST_SECRET_CONFIG}", data, SECRET_MODE, mounted=True)
+
+
+def _remote_key(install: InstallDir, name: str) -> str:
+    path = install.secret(name)
+    if not path.is_file() or not path.read_text().strip():
+        raise InstallDirError(
+            f"backup.remote is set but {path} is missing or empty",
+            hint=f"write the object store's {name.removeprefix('remote_').replace('_', ' ')} "
+            f"there on one line (`install -m 600 /dev/stdin {path}`), or remove backup.remote",
+        )
+    return current_value(path).strip()
 
 
 def _write_planned(install: InstallDir, planned: list[PlannedFile]) -> None:
@@ -298,7 +322,7 @@ def complete_archive_secrets(root: Path) -> list[str]:
     if not install.secret(ARCHIVE_KEY).exists():
         value = generate_secret(ARCHIVE_KEY).encode()
         planned.append(PlannedFile(f"secrets/{ARCHIVE_KEY}", value, SECRET_MODE, mounted=False))
-    config = _plan_archive_secret_config(install, planned)
+    config = _plan_archive_secret_config(install, load_config(install.config), planned)
     if config is not None:
         planned.append(config)
     _write_planned(install, planned)
@@ -385,7 +409,7 @@ def init_install(
     check_project_free(cfg.project_name, install.root)
     result = InitResult(config=cfg)
     planned = _plan_secrets(install, cfg, gemini_key_file, result)
-    archive_config = _plan_archive_secret_config(install, planned)
+    archive_config = _plan_archive_secret_config(install, cfg, planned)
     if archive_config is None:
         result.kept.append(f"secrets/{PGBACKREST_SECRET_CONFIG}")
     else:

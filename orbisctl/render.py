@@ -54,6 +54,9 @@ PGBACKREST_CONFIG = Path("pgbackrest/pgbackrest.conf")
 PGBACKREST_CONFIG_MOUNT = "/etc/pgbackrest"
 PGBACKREST_INCLUDE_DIR = "/run/secrets/pgbackrest"
 PGBACKREST_VOLUME_MOUNT = "/var/lib/pgbackrest"
+# backup.remote.ca_file inside the postgres container (beside, not inside, the read-only
+# configuration mount).
+REMOTE_CA_MOUNT = "/etc/ssl/orbis-remote-ca.crt"
 CONTAINER_PGDATA = "/var/lib/postgresql/data/pgdata"
 # PostgreSQL switches to a new WAL segment at least this often when there were writes, so
 # at most this much of them is not yet archived (the seed's RPO, issue 16: at most 60 s).
@@ -233,7 +236,24 @@ def render_pgbackrest_config(cfg: OrbisConfig) -> str:
         spool_dir=f"{PGBACKREST_VOLUME_MOUNT}/spool",
         lock_dir="/tmp/pgbackrest",  # noqa: S108 (the container's own tmpfs)
     )
-    return pgbackrest_config.render_config(cluster, [local], workspace)
+    repositories = [local]
+    remote = cfg.backup.remote
+    if remote is not None:
+        store = pgbackrest_config.ObjectStore(
+            endpoint=remote.endpoint,
+            bucket=remote.bucket,
+            region=remote.region,
+            port=remote.port,
+            uri_style=remote.uri_style,
+            ca_file=Path(REMOTE_CA_MOUNT) if remote.ca_file else None,
+            verify_tls=remote.verify_tls,
+        )
+        repositories.append(
+            pgbackrest_config.Repository(
+                remote.path, store=store, window_days=cfg.backup.archive.window_days
+            )
+        )
+    return pgbackrest_config.render_config(cluster, repositories, workspace)
 
 
 def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str, Any]:
@@ -297,6 +317,11 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
             "config_mount": PGBACKREST_CONFIG_MOUNT,
             "include_dir": PGBACKREST_INCLUDE_DIR,
             "volume_mount": PGBACKREST_VOLUME_MOUNT,
+            "remote": cfg.backup.remote is not None,
+            "remote_ca": cfg.backup.remote.ca_file.as_posix()
+            if cfg.backup.remote and cfg.backup.remote.ca_file
+            else None,
+            "remote_ca_mount": REMOTE_CA_MOUNT,
         },
     }
 

@@ -17,6 +17,7 @@ import docker
 import docker.errors
 
 from backups import archive_stack
+from backups.executor import stale_services
 from orbisctl import images, rendered
 from orbisctl.core import engine, secretfiles
 from orbisctl.core.config import OrbisConfig
@@ -287,6 +288,13 @@ def up(
             progress.note("a rotation is in progress: its --resume or --abort sets the login roles")
         # Not before `render` gave an older install its pgBackRest files.
         if archiving_enabled(install.config) and (install.root / PGBACKREST_CONFIG).is_file():
+            secret = install.secrets_dir / secretfiles.PGBACKREST_SECRET_CONFIG
+            if stale_services(install.containers(client), [secret]):
+                # Rewritten (backup.remote added, its keys changed): a bind mount keeps the
+                # file it was made from until the container starts again.
+                progress.step("postgres: restart for pgBackRest's new secret configuration")
+                compose.run("restart", POSTGRES_SERVICE, timeout=left)
+                compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=left)
             progress.step("pgBackRest: create or check the stanza (continuous archiving)")
             archive_stack.ensure_stanza(install)
     nginx_before = {c.id for c in running_nginx(install, client)}

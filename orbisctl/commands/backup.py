@@ -27,6 +27,7 @@ from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
 from orbisctl.core.errors import EngineError, UserError
 
 if TYPE_CHECKING:
+    from backups.archive_stack import BaseBackupResult
     from backups.engine import AppControl, FinishedRestore
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
@@ -195,7 +196,7 @@ def _create(
     # interrupted restore unattended.
     converge(ctx, as_json=as_json)
     started = time.monotonic()
-    base = None
+    bases: list[BaseBackupResult] = []
     with output.StepReporter() as progress:
         result = create_backup(
             ctx.install,
@@ -205,25 +206,30 @@ def _create(
             progress=progress,
         )
         if ctx.archiving():
-            from backups.archive_stack import take_base_backup
+            from backups.archive_stack import take_base_backups
 
-            base = take_base_backup(ctx.install, progress=progress)
+            bases = take_base_backups(ctx.install, progress=progress)
     elapsed = time.monotonic() - started
     size = sum(component.size for component in result.components.values())
     if as_json:
+        described = [
+            {
+                "repo": base.repo,
+                "label": base.label,
+                "type": base.kind.value,
+                "seconds": round(base.seconds, 2),
+            }
+            for base in bases
+        ]
         output.print_json(
             {
                 "id": result.backup_id,
                 "size": size,
                 "seconds": round(elapsed, 2),
                 "row_counts": result.row_counts,
-                "base_backup": None
-                if base is None
-                else {
-                    "label": base.label,
-                    "type": base.kind.value,
-                    "seconds": round(base.seconds, 2),
-                },
+                # The local repository's (repository 1), and every repository's.
+                "base_backup": described[0] if described else None,
+                "base_backups": described,
             }
         )
         return
@@ -232,33 +238,10 @@ def _create(
         f"[green]backup {escape(result.backup_id)}[/] {_size(size)} in {elapsed:.1f} s, "
         f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables{escrow_note}"
     )
-    if base is not None:
+    for base in bases:
         output.info(
             f"[green]pgBackRest {base.kind.value} base backup {escape(base.label)}[/] "
-            f"in {base.seconds:.1f} s"
-        )
-
-
-@app.callback(invoke_without_command=True)
-def _backup_group(
-    ctx: typer.Context,
-    directory: InstallDirOption = Path(),
-    database_url: DatabaseUrlOption = None,
-    redis_url: RedisUrlOption = None,
-) -> None:
-    """Take, list, verify, prune and schedule backups (plain `backup` takes one)."""
-    if ctx.invoked_subcommand is None:
-        _create(directory, database_url, redis_url, "", as_json=False)
-        return
-    given = [
-        name
-        for name in ("directory", "database_url", "redis_url")
-        if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"
-    ]
-    if given:
-        raise UserError(
-            f"options before `{ctx.invoked_subcommand}` apply only to a plain `orbisctl backup`",
-            hint=f"put them after it: orbisctl backup {ctx.invoked_subcommand} --dir …",
+            f"into repository {base.repo} in {base.seconds:.1f} s"
         )
 
 

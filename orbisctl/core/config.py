@@ -201,6 +201,32 @@ class ArchiveConfig(_Model):
     full_every_days: int = Field(7, ge=1, le=3650)
 
 
+class RemoteConfig(_Model):
+    """The S3-compatible object store that holds pgBackRest's second repository (AWS S3,
+    Backblaze B2, Wasabi, Cloudflare R2, MinIO): a copy of every WAL segment and base backup
+    off this host. Its keys are secrets/remote_access_key and secrets/remote_secret_key."""
+
+    # The store's host name, e.g. s3.eu-central-1.amazonaws.com (no scheme, no path).
+    endpoint: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+    port: int = Field(443, ge=1, le=65535)
+    bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = Field("us-east-1", pattern=r"^[a-z0-9-]+$")
+    # `path` for stores without per-bucket host names (MinIO and most self-hosted ones).
+    uri_style: Literal["host", "path"] = "host"
+    # The repository's prefix inside the bucket: one bucket can hold several installs.
+    path: str = Field("/orbisvoice", pattern=r"^/[A-Za-z0-9._/-]*$")
+    # A CA certificate (PEM, relative to the install directory) for a store with its own CA.
+    ca_file: Path | None = None
+    verify_tls: bool = True
+
+    @field_validator("ca_file")
+    @classmethod
+    def _relative(cls, value: Path | None) -> Path | None:
+        if value is not None and (value.is_absolute() or ".." in value.parts):
+            raise ValueError("give a path inside the install directory, e.g. tls/remote-ca.crt")
+        return value
+
+
 class BackupConfig(_Model):
     location: Path = Path("backups")
     retention: RetentionConfig = RetentionConfig()
@@ -212,6 +238,8 @@ class BackupConfig(_Model):
     # after each successful restore (each is as big as the live database was).
     keep_previous_databases: int = Field(1, ge=0, le=100)
     archive: ArchiveConfig = ArchiveConfig()
+    # None: the local repository only (the data dies with this host's disk).
+    remote: RemoteConfig | None = None
 
 
 class RotationConfig(_Model):

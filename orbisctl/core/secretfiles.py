@@ -23,6 +23,9 @@ ARCHIVE_KEY = "archive_key"
 # pgBackRest's secret configuration half, made from ARCHIVE_KEY (and the object store's keys)
 # by `init` and `up`; mounted into postgres.
 PGBACKREST_SECRET_CONFIG = "pgbackrest.conf"  # noqa: S105
+# The object store's key pair for backup.remote: the operator writes them, one line each.
+REMOTE_ACCESS_KEY = "remote_access_key"
+REMOTE_SECRET_KEY = "remote_secret_key"  # noqa: S105
 
 SECRET_NAMES = (
     POSTGRES_USER,

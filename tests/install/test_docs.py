@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -18,9 +19,10 @@ def key_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
     for name, field in model.model_fields.items():
         path = prefix + name
         paths.add(path)
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            paths |= key_paths(annotation, path + ".")
+        # A section, or an optional one (`backup.remote: RemoteConfig | None`).
+        for annotation in (field.annotation, *typing.get_args(field.annotation)):
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                paths |= key_paths(annotation, path + ".")
     return paths
 
 
