@@ -63,7 +63,7 @@ STEP_CHECK = "check the restored database"
 STEP_STOP = "stop api, gateway and postgres"
 STEP_SWITCH = "switch the data directory"
 STEP_START = "start postgres, api and gateway"
-STEP_FULL_BACKUP = "pgBackRest: full base backup of the new timeline"
+STEP_FULL_BACKUP = "pgBackRest: full base backups of the new timeline"
 
 Phase = Literal["restoring", "verified"]
 
@@ -259,13 +259,19 @@ def _check_replayed_past(executor: Executor, seal: Seal) -> None:
         )
 
 
-def _window(install: Install, executor: Executor) -> archive.RecoveryWindow | None:
+def _window(install: Install, executor: Executor, repo: int) -> archive.RecoveryWindow | None:
+    """Repository `repo`'s window; a repository the stack does not have is refused."""
     pgbackrest = stack_pgbackrest(install)
     archiver = archive.archiver_state(executor)
-    for state in archive.repository_states(pgbackrest):
-        if state.repo == LOCAL_REPOSITORY:
+    states = archive.repository_states(pgbackrest)
+    for state in states:
+        if state.repo == repo:
             return archive.recovery_window(state, archiver)
-    return None
+    raise UserError(
+        f"this install has no pgBackRest repository {repo}",
+        hint=f"its repositories: {', '.join(str(s.repo) for s in states)} "
+        "(2 is backup.remote, when it is set)",
+    )
 
 
 @contextlib.contextmanager
@@ -336,11 +342,16 @@ def _check_restored(executor: Executor, live_database: str) -> dict[str, int]:
 
 
 def _restore_and_check(
-    install: Install, target: datetime | None, seal: Seal, live_database: str, progress: Progress
+    install: Install,
+    target: datetime | None,
+    seal: Seal,
+    live_database: str,
+    repo: int,
+    progress: Progress,
 ) -> tuple[str, dict[str, int]]:
     progress.step(STEP_RESTORE)
     _in_postgres(install, _CLEAR_RESTORING, RESTORING_DIR)
-    archive.restore_to_time(stack_pgbackrest(install), RESTORING_DIR, target)
+    archive.restore_to_time(stack_pgbackrest(install), RESTORING_DIR, target, repo=repo)
     scratch = _scratch_executor(install)
     with _scratch_server(install):
         progress.step(STEP_REPLAY)
@@ -360,13 +371,14 @@ def restore_stack_to_time(
     ring: BackupKeyRing,
     target: datetime | None,
     *,
+    repo: int = LOCAL_REPOSITORY,
     safety_backup: bool = True,
     keep_previous: int = 1,
     progress: Progress = NO_PROGRESS,
     now: datetime | None = None,
 ) -> PitrResult:
-    """Restore the stack's database to `target` (None: the latest archived WAL); on any
-    failure before the switch the stack is as it was."""
+    """Restore the stack's database to `target` (None: the latest archived WAL) from
+    repository `repo`; on any failure before the switch the stack is as it was."""
     started = now or datetime.now(UTC)
     store = journals(install)
     with engine.restore_lock(install.repository, f"point-in-time {target or 'latest'}"):
@@ -381,7 +393,7 @@ def restore_stack_to_time(
                 app_stopped = True
             progress.step(STEP_SEAL)
             seal = seal_archive(executor)
-            window = _window(install, executor)
+            window = _window(install, executor, repo)
             if target is not None:
                 archive.check_target(target, window)
             elif window is None:
@@ -400,7 +412,7 @@ def restore_stack_to_time(
             store.save(journal)
             try:
                 recovered_to, counts = _restore_and_check(
-                    install, target, seal, executor.database, progress
+                    install, target, seal, executor.database, repo, progress
                 )
             except BaseException:
                 _in_postgres(install, 'rm -rf "$1"', RESTORING_DIR)
@@ -492,12 +504,14 @@ def _wait_accepting(install: Install, timeout: float = 300) -> None:
 
 
 def _full_backup(install: Install, progress: Progress) -> tuple[str, str]:
-    """A full base backup on the new timeline; a failure is reported, not raised: the
-    restore itself is done, and the next `backup create` takes it."""
+    """A full base backup of the new timeline into every repository; the local one's label.
+    A failure is reported, not raised: the restore itself is done, and the next `backup
+    create` takes it."""
     progress.step(STEP_FULL_BACKUP)
     pgbackrest = stack_pgbackrest(install)
     try:
-        archive.base_backup(pgbackrest, BackupKind.FULL, repo=LOCAL_REPOSITORY)
+        for state in archive.repository_states(pgbackrest):
+            archive.base_backup(pgbackrest, BackupKind.FULL, repo=state.repo)
         states = {s.repo: s for s in archive.repository_states(pgbackrest)}
     except OrbisError as exc:
         return "", exc.message

@@ -832,6 +832,14 @@ def restore_command(
             help="Restore the database to the last archived WAL (api and gateway stop first).",
         ),
     ] = False,
+    repo: Annotated[
+        int,
+        typer.Option(
+            "--repo",
+            min=1,
+            help="The pgBackRest repository --to-time/--to-latest read: 1 local, 2 backup.remote.",
+        ),
+    ] = 1,
     database_url: DatabaseUrlOption = None,
     redis_url: RedisUrlOption = None,
     as_json: JsonOption = False,
@@ -878,7 +886,9 @@ def restore_command(
                 hint="orbisctl restore --to-time '2026-01-31 13:45:00'; orbisctl restore "
                 "--to-latest",
             )
-        _restore_to_time(ctx, to_time, yes=yes, safety_backup=not no_safety_backup, as_json=as_json)
+        _restore_to_time(
+            ctx, to_time, repo=repo, yes=yes, safety_backup=not no_safety_backup, as_json=as_json
+        )
         return
     if backup is None:
         raise UserError(
@@ -933,7 +943,13 @@ def restore_command(
 
 
 def _restore_to_time(
-    ctx: BackupContext, to_time: str | None, *, yes: bool, safety_backup: bool, as_json: bool
+    ctx: BackupContext,
+    to_time: str | None,
+    *,
+    repo: int,
+    yes: bool,
+    safety_backup: bool,
+    as_json: bool,
 ) -> None:
     """`restore --to-time` / `--to-latest`: the stack's cluster from pgBackRest's archive."""
     from backups import pitr
@@ -964,6 +980,7 @@ def _restore_to_time(
             ctx.app_control(),
             ctx.ring(),
             target,
+            repo=repo,
             safety_backup=safety_backup,
             keep_previous=ctx.config.backup.keep_previous_databases,
             progress=progress,
