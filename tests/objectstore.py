@@ -38,12 +38,13 @@ import shutil
 import subprocess
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
+import docker
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -78,22 +79,14 @@ class _Process:
 
 
 @dataclass(frozen=True)
-class S3Server:
-    endpoint: str  # host:port
+class S3Access:
+    """What a test needs to talk to a store as its one identity: boto3, path-style."""
+
     url: str  # https://127.0.0.1:port (http:// without TLS)
     region: str
     access_key: str
     secret_key: str
     ca_file: Path | None
-    data_dir: Path
-    log_file: Path
-    ports: tuple[int, ...]
-    command: tuple[str, ...] = field(repr=False)
-    _process: _Process = field(default_factory=_Process, repr=False, compare=False)
-
-    @property
-    def port(self) -> int:
-        return int(self.endpoint.rsplit(":", 1)[1])
 
     def client(
         self,
@@ -142,6 +135,44 @@ class S3Server:
         self.put(bucket, key, data)
         return data
 
+    def wait_answering(self, timeout: float, *, gone: Callable[[], str | None]) -> None:
+        """Until a signed ListBuckets succeeds; `gone` says why the server stopped (None
+        while it runs)."""
+        deadline = time.monotonic() + timeout
+        client = self.client()
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            why = gone()
+            if why is not None:
+                raise RuntimeError(why)
+            try:
+                client.list_buckets()
+            except (BotoCoreError, ClientError) as exc:
+                last = exc
+                time.sleep(0.1)
+            else:
+                return
+        raise TimeoutError(
+            f"S3 on {self.url} did not answer a signed ListBuckets within {timeout}s"
+            f" (last error: {last!r})"
+        )
+
+
+@dataclass(frozen=True)
+class S3Server(S3Access):
+    """weed on loopback, a process of this test run."""
+
+    endpoint: str  # host:port
+    data_dir: Path
+    log_file: Path
+    ports: tuple[int, ...]
+    command: tuple[str, ...] = field(repr=False)
+    _process: _Process = field(default_factory=_Process, repr=False, compare=False)
+
+    @property
+    def port(self) -> int:
+        return int(self.endpoint.rsplit(":", 1)[1])
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             text = self.log_file.read_text(errors="replace")
@@ -173,29 +204,19 @@ class S3Server:
             raise
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         popen = self._process.popen
         assert popen is not None
         wait_for_port(self.port, timeout=timeout)
-        client = self.client()
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if popen.poll() is not None:
-                raise RuntimeError(
-                    f"weed exited with {popen.returncode} while starting;"
-                    f" log tail:\n{self.log_tail()}"
-                )
-            try:
-                client.list_buckets()
-            except (BotoCoreError, ClientError) as exc:
-                last = exc
-                time.sleep(0.1)
-            else:
-                return
-        raise TimeoutError(
-            f"S3 on {self.url} did not answer a signed ListBuckets within {timeout}s"
-            f" (last error: {last!r}); weed log tail:\n{self.log_tail()}"
-        )
+
+        def gone() -> str | None:
+            if popen.poll() is None:
+                return None
+            return f"weed exited with {popen.returncode} while starting; log:\n{self.log_tail()}"
+
+        try:
+            self.wait_answering(timeout, gone=gone)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; weed log tail:\n{self.log_tail()}") from None
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM weed and wait; SIGKILL it if it has not exited after `timeout` seconds."""
@@ -215,11 +236,13 @@ class S3Server:
                 sock.unlink(missing_ok=True)
 
 
-def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+def _write_tls_files(
+    directory: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1")
+) -> tuple[Path, Path, Path]:
     """A throwaway CA (the install CA's kind, `orbisctl.tls`) and a server certificate it
-    signs for localhost and 127.0.0.1."""
-    ca = tls.new_ca("localhost")
-    server = tls.issue_server_cert(ca, ["localhost", "127.0.0.1"], days=7)
+    signs for `names`."""
+    ca = tls.new_ca(names[0])
+    server = tls.issue_server_cert(ca, list(names), days=7)
     ca_file = directory / "ca.crt"
     cert_file = directory / "server.crt"
     key_file = directory / "server.key"
@@ -228,6 +251,28 @@ def _write_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     key_file.touch(mode=0o600)
     key_file.write_bytes(server.key)
     return ca_file, cert_file, key_file
+
+
+def _write_identity(directory: Path) -> tuple[str, str, Path]:
+    """weed's `-s3.config` with one identity allowed everything; its key pair and the file."""
+    access_key = "AK" + secrets.token_hex(9).upper()
+    secret_key = secrets.token_urlsafe(30)
+    identities = directory / "identities.json"
+    identities.touch(mode=0o600)
+    identities.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "orbis-test",
+                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    return access_key, secret_key, identities
 
 
 def _distinct_free_ports(count: int) -> list[int]:
@@ -245,23 +290,7 @@ def s3_server(tmp_dir: Path, *, tls: bool = True) -> Iterator[S3Server]:
     base = tmp_dir / "s3"
     data_dir = base / "data"
     data_dir.mkdir(parents=True)
-    access_key = "AK" + secrets.token_hex(9).upper()
-    secret_key = secrets.token_urlsafe(30)
-    identities = base / "identities.json"
-    identities.touch(mode=0o600)
-    identities.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "orbis-test",
-                        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
-    )
+    access_key, secret_key, identities = _write_identity(base)
     ports = _distinct_free_ports(10)
     master, master_grpc, volume, volume_grpc, filer, filer_grpc = ports[:6]
     s3, s3_grpc, admin, admin_grpc = ports[6:]
@@ -310,3 +339,87 @@ def s3_server(tmp_dir: Path, *, tls: bool = True) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+CONTAINER_S3_PORT = 8333
+
+
+@dataclass(frozen=True)
+class S3Container(S3Access):
+    """weed in a container of the test's own: published on loopback for the test (boto3),
+    and joined to a compose network as `alias` for the stack's services."""
+
+    alias: str
+    container: Any = field(repr=False)
+    port: int = CONTAINER_S3_PORT  # inside the network
+
+    def stop(self) -> None:
+        self.container.stop(timeout=int(STOP_TIMEOUT))
+
+    def start(self, *, timeout: float = START_TIMEOUT) -> None:
+        self.container.start()
+        self.wait_answering(timeout, gone=self._gone)
+
+    def _gone(self) -> str | None:
+        self.container.reload()
+        if self.container.status in ("created", "running"):
+            return None
+        logs = self.container.logs(tail=40).decode(errors="replace")
+        return f"the weed container is {self.container.status}; log tail:\n{logs}"
+
+
+@contextlib.contextmanager
+def s3_container(
+    engine: docker.DockerClient, tmp_dir: Path, *, image: str, network: str, alias: str
+) -> Iterator[S3Container]:
+    """A SeaweedFS S3 gateway (TLS for `alias`, one identity) in a container made from any
+    local `image` (weed is static: it is mounted in and run as the entrypoint), its data in a
+    volume of its own so that it survives a stop; removed with that volume at the end."""
+    base = tmp_dir / "s3-container"
+    base.mkdir(parents=True)
+    access_key, secret_key, identities = _write_identity(base)
+    ca_file, cert_file, key_file = _write_tls_files(base, (alias, "localhost", "127.0.0.1"))
+    for path in (identities, key_file):
+        path.chmod(0o644)  # read by the container's root through the bind mount
+    name = f"orbis-test-s3-{secrets.token_hex(3)}"
+    volume = engine.volumes.create(name)
+    host_port = free_port()
+    container = None
+    try:
+        container = engine.containers.run(
+            image,
+            entrypoint=["/weed"],
+            command=[
+                "mini", "-dir=/data", "-ip.bind=0.0.0.0",
+                f"-s3.port={CONTAINER_S3_PORT}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                "-s3.config=/cfg/identities.json",
+                f"-s3.cert.file=/cfg/{cert_file.name}", f"-s3.key.file=/cfg/{key_file.name}",
+                "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+                "-volume.preStopSeconds=0",
+            ],
+            name=name,
+            user="0:0",
+            detach=True,
+            ports={f"{CONTAINER_S3_PORT}/tcp": ("127.0.0.1", host_port)},
+            volumes={
+                str(weed_binary()): {"bind": "/weed", "mode": "ro"},
+                str(base): {"bind": "/cfg", "mode": "ro"},
+                name: {"bind": "/data", "mode": "rw"},
+            },
+        )  # fmt: skip
+        engine.networks.get(network).connect(container, aliases=[alias])
+        store = S3Container(
+            url=f"https://localhost:{host_port}",
+            region=REGION,
+            access_key=access_key,
+            secret_key=secret_key,
+            ca_file=ca_file,
+            alias=alias,
+            container=container,
+        )
+        store.wait_answering(START_TIMEOUT, gone=store._gone)
+        yield store
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        volume.remove(force=True)

@@ -3,13 +3,17 @@
 The tests share the stack and run in file order: `backup create` takes a full and then a
 differential base backup and `backup status` shows the window; a time outside it is refused;
 a restore to a moment between two pairs of sign-ups keeps exactly the first pair; a restore
-to the latest archived WAL keeps the newest sign-up. Durations go to
-test-artifacts/e2e-archive-timings.json.
+to the latest archived WAL keeps the newest sign-up; restores killed before and in their switch
+are undone and finished; a corrupt archived segment fails verify and the restore; with
+`backup.remote` (SeaweedFS in a container of the test's own) every segment and base backup
+reaches the bucket too, an outage of the store loses no segment, and a restore reads the
+bucket alone. Durations go to test-artifacts/e2e-archive-timings.json.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +25,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from backups import pitr
 from orbisctl.core.errors import ExitCode
 from orbisctl.output import STEP_MARK
 from tests.e2e.conftest import ARTIFACTS, Stack
 from tests.e2e.support import login_status, psql, signup
+from tests.objectstore import s3_container
 
 pytestmark = pytest.mark.docker
 
@@ -100,11 +106,11 @@ def test_a_time_outside_the_window_is_refused_and_nothing_changes(stack: Stack) 
     assert not pitr.PitrJournalStore(stack.root).path.exists()
 
 
-def _wait_inside_the_window(stack: Stack) -> None:
-    """Until the server's clock is past the window's start (a second after the oldest base
-    backup stopped: pgBackRest keeps whole seconds)."""
+def _wait_inside_the_window(stack: Stack, repo: int = 1) -> None:
+    """Until the server's clock is past repository `repo`'s window start (a second after its
+    oldest base backup stopped: pgBackRest keeps whole seconds)."""
     status = _cli_json("backup_status_seconds", stack, "backup", "status")
-    earliest = datetime.fromisoformat(status["repositories"][0]["window"]["earliest"])
+    earliest = datetime.fromisoformat(status["repositories"][repo - 1]["window"]["earliest"])
     deadline = time.monotonic() + 10
     while _server_now(stack) <= earliest:
         assert time.monotonic() < deadline, "the server's clock does not reach the window"
@@ -244,10 +250,11 @@ async def test_a_corrupt_wal_segment_fails_verify_and_restore_leaves_everything_
     await signup(http, stack, newest)
     segment = _archived_path(stack, psql(stack, "SELECT pg_walfile_name(pg_switch_wal())"))
     (container,) = stack.containers("postgres")
-    code, out = container.exec_run(
-        ["sh", "-c", f"printf garbage-garbage | dd of={segment} bs=1 seek=100 conv=notrunc"]
+    code, original = container.exec_run(
+        ["sh", "-c", f"dd if={segment} bs=1 skip=100 count=15 2>/dev/null"]
     )
-    assert code == 0, out
+    assert code == 0 and len(original) == 15, original
+    _overwrite(container, segment, b"garbage-garbage")
     users, directories = _users(stack), _data_directories(stack)
 
     verify = stack.cli("backup", "verify")
@@ -262,6 +269,18 @@ async def test_a_corrupt_wal_segment_fails_verify_and_restore_leaves_everything_
     assert _data_directories(stack) == directories
     assert await login_status(http, stack, newest) == 200
     assert not pitr.PitrJournalStore(stack.root).path.exists()
+    # Put the bytes back: the tests after this one verify the repository.
+    _overwrite(container, segment, original)
+    assert stack.cli("backup", "verify").exit_code == 0
+
+
+def _overwrite(container: Any, path: str, data: bytes) -> None:
+    """`data` over the bytes of `path` from offset 100 on, inside the container."""
+    octal = "".join(f"\\{byte:03o}" for byte in data)
+    code, out = container.exec_run(
+        ["sh", "-c", f"printf '{octal}' | dd of={path} bs=1 seek=100 conv=notrunc 2>&1"]
+    )
+    assert code == 0, out
 
 
 def _archived_path(stack: Stack, name: str) -> str:
@@ -279,3 +298,131 @@ def _archived_path(stack: Stack, name: str) -> str:
             return done[0]
         assert time.monotonic() < deadline, f"{name} never reached the repository"
         time.sleep(0.5)
+
+
+REMOTE_BUCKET = "orbis-e2e"
+
+
+def _set_remote(stack: Stack, remote: dict[str, Any] | None) -> None:
+    path = stack.root / "orbis.yaml"
+    config = yaml.safe_load(path.read_text())
+    backup = config.setdefault("backup", {})
+    if remote is None:
+        backup.pop("remote", None)
+    else:
+        backup["remote"] = remote
+    path.write_text(yaml.safe_dump(config))
+
+
+def _render_and_up(stack: Stack) -> None:
+    for command in ("render", "up"):
+        result = stack.cli(command)
+        assert result.exit_code == 0, result.output
+
+
+def _archiver(stack: Stack) -> dict[str, Any]:
+    archiver: dict[str, Any] = _cli_json("backup_status_seconds", stack, "backup", "status")[
+        "archiver"
+    ]
+    return archiver
+
+
+def _until(what: str, condition: Any, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f} s"
+        time.sleep(1)
+
+
+async def test_backup_remote_puts_every_segment_and_base_backup_in_the_object_store_too(
+    stack: Stack, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    (redis,) = stack.containers("redis")
+    with s3_container(
+        stack.client,
+        tmp_path,
+        image=redis.image.tags[0],
+        network=f"{stack.project}_internal",
+        alias="objectstore",
+    ) as store:
+        store.create_bucket(REMOTE_BUCKET)
+        secrets_dir = stack.root / "secrets"
+        for name, value in (
+            ("remote_access_key", store.access_key),
+            ("remote_secret_key", store.secret_key),
+        ):
+            (secrets_dir / name).write_text(value + "\n")
+            (secrets_dir / name).chmod(0o600)
+        assert store.ca_file is not None
+        shutil.copyfile(store.ca_file, stack.root / "tls" / "remote-ca.crt")
+        _set_remote(
+            stack,
+            {
+                "endpoint": store.alias,
+                "port": store.port,
+                "bucket": REMOTE_BUCKET,
+                "uri_style": "path",
+                "ca_file": "tls/remote-ca.crt",
+            },
+        )
+        started = time.monotonic()
+        _render_and_up(stack)
+        TIMINGS["up_with_remote_seconds"] = round(time.monotonic() - started, 1)
+
+        created = _cli_json("backup_create_remote_seconds", stack, "backup", "create")
+        kinds = {b["repo"]: b["type"] for b in created["base_backups"]}
+        assert kinds == {1: "diff", 2: "full"}, created
+        status = _cli_json("backup_status_seconds", stack, "backup", "status")
+        remote = status["repositories"][1]
+        assert remote["repo"] == 2 and remote["status"] == "ok", status
+        assert remote["window"] is not None, status
+        keys = store.list_keys(REMOTE_BUCKET, "orbisvoice/")
+        assert any(key.startswith("orbisvoice/archive/orbis/") for key in keys), keys
+        assert any(key.startswith("orbisvoice/backup/orbis/") for key in keys), keys
+
+        # The store goes away: the segment waits, is not lost, and goes once it is back.
+        store.stop()
+        await signup(http, stack, _email("outage"))
+        segment = psql(stack, "SELECT pg_walfile_name(pg_switch_wal())")
+        failed_before = _archiver(stack)["failed_count"]
+        started = time.monotonic()
+        _until(
+            "pg_stat_archiver counts a failure",
+            lambda: _archiver(stack)["failed_count"] > failed_before,
+            timeout=120,
+        )
+        store.start()
+        # After its retries PostgreSQL's archiver sleeps up to 60 s; a new segment wakes it.
+        psql(stack, "SELECT pg_current_xact_id()")
+        psql(stack, "SELECT pg_switch_wal()")
+        _until(
+            f"{segment} is archived once the store is back",
+            lambda: (_archiver(stack)["last_archived_wal"] or "")[:24] >= segment,
+            timeout=240,
+        )
+        TIMINGS["remote_outage_recovered_seconds"] = round(time.monotonic() - started, 1)
+        assert _archiver(stack)["failing"] is False
+        assert any(segment in key for key in store.list_keys(REMOTE_BUCKET, "orbisvoice/"))
+
+        verified = _cli_json("backup_verify_seconds", stack, "backup", "verify")
+        assert verified["repositories_verified"] == [1, 2], verified
+
+        # The bucket alone brings a moment back.
+        _wait_inside_the_window(stack, repo=2)
+        kept = _email("kept-remote")
+        await signup(http, stack, kept)
+        target = _server_now(stack)
+        dropped = _email("dropped-remote")
+        await signup(http, stack, dropped)
+        restored = _cli_json(
+            "restore_from_remote_seconds",
+            stack,
+            "restore", "--to-time", target.isoformat(), "--repo", "2", "--yes",
+        )  # fmt: skip
+        assert restored["full_backup"], restored
+        assert await login_status(http, stack, kept) == 200
+        assert await login_status(http, stack, dropped) == 401
+
+        # Back to the local repository alone: the store is removed with this block.
+        _set_remote(stack, None)
+        _render_and_up(stack)
