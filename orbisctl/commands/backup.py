@@ -245,6 +245,29 @@ def _create(
         )
 
 
+@app.callback(invoke_without_command=True)
+def _backup_group(
+    ctx: typer.Context,
+    directory: InstallDirOption = Path(),
+    database_url: DatabaseUrlOption = None,
+    redis_url: RedisUrlOption = None,
+) -> None:
+    """Take, list, verify, prune and schedule backups (plain `backup` takes one)."""
+    if ctx.invoked_subcommand is None:
+        _create(directory, database_url, redis_url, "", as_json=False)
+        return
+    given = [
+        name
+        for name in ("directory", "database_url", "redis_url")
+        if (source := ctx.get_parameter_source(name)) is not None and source.name == "COMMANDLINE"
+    ]
+    if given:
+        raise UserError(
+            f"options before `{ctx.invoked_subcommand}` apply only to a plain `orbisctl backup`",
+            hint=f"put them after it: orbisctl backup {ctx.invoked_subcommand} --dir …",
+        )
+
+
 @app.command("create")
 def create_command(
     directory: InstallDirOption = Path(),
