@@ -33,7 +33,7 @@ LOCAL_REPOSITORY = 1
 
 def stack_pgbackrest(install: Install) -> PgBackRest:
     """pgBackRest in the install's running postgres container."""
-    return PgBackRest(prefix=tuple(install.compose().command("exec", "-T", POSTGRES_SERVICE)))
+    return PgBackRest(prefix=tuple(install.compose().exec_command(POSTGRES_SERVICE, [])))
 
 
 def ensure_stanza(install: Install) -> None:

@@ -293,7 +293,7 @@ def _probe(compose: engine.Compose, params: dict[str, Any]) -> dict[str, Any]:
     source = Path(drill_probe.__file__).read_text(encoding="utf-8")
     try:
         result = subprocess.run(
-            compose.command("exec", "-T", "api", "python", "-c", source),
+            compose.exec_command("api", ["python", "-c", source]),
             input=json.dumps(params),
             capture_output=True,
             text=True,
