@@ -269,9 +269,16 @@ def parse_info(text: str) -> list[RepositoryState]:
     return states
 
 
-def repository_states(pgbackrest: PgBackRest) -> list[RepositoryState]:
+def repository_states(
+    pgbackrest: PgBackRest, *, io_timeout: int | None = None
+) -> list[RepositoryState]:
+    """`io_timeout` bounds each of pgBackRest's reads: info makes four, each waiting up to
+    io-timeout (default 60 s) for a store that is away, so a report on an unreachable
+    backup.remote took 240 s."""
     # Console logging off: its lines would go to stdout, before the JSON.
     args = ["--log-level-console=off", "--output=json", "info"]
+    if io_timeout is not None:
+        args.insert(0, f"--io-timeout={io_timeout}")
     return parse_info(pgbackrest.run(args, what="info", timeout=300))
 
 

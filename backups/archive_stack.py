@@ -29,6 +29,9 @@ from orbisctl.core.progress import NO_PROGRESS, Progress
 
 POSTGRES_SERVICE = "postgres"
 LOCAL_REPOSITORY = 1
+# What `backup status` and doctor wait for each of pgBackRest's reads: an unreachable store is
+# reported in about 20 s (four reads), not four minutes; a reachable one answers in well under.
+REPORT_IO_TIMEOUT_SECONDS = 5
 
 
 def stack_pgbackrest(install: Install) -> PgBackRest:
@@ -148,7 +151,7 @@ def archive_report(pgbackrest: PgBackRest, executor: Executor) -> ArchiveReport:
     """Read pg_stat_archiver (through `executor`) and `pgbackrest info`: for the running stack,
     `stack_pgbackrest(install)` and its ComposeExecutor."""
     archiver = archive.archiver_state(executor)
-    states = archive.repository_states(pgbackrest)
+    states = archive.repository_states(pgbackrest, io_timeout=REPORT_IO_TIMEOUT_SECONDS)
     return ArchiveReport(
         archiver,
         [RepositoryReport(state, archive.recovery_window(state, archiver)) for state in states],
