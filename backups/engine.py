@@ -11,7 +11,6 @@ leftover of a killed backup: the next backup (and `prune`) removes it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -20,14 +19,22 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from backups import crypto, kept, manifest, restore_journal
+from backups.databases import (
+    count_mismatches,
+    count_rows,
+    database_exists,
+    drop_database,
+    row_counts,
+    table_list_sql,
+)
 from backups.executor import MAINTENANCE_DATABASE, Command, Executor
 from backups.keys import BackupKeyRing, load_escrow
 from backups.manifest import (
@@ -38,15 +45,35 @@ from backups.manifest import (
     Component,
     Manifest,
 )
-from backups.process import (
-    PsqlSession,
-    psql_session,
-    quote_ident,
-    quote_literal,
-    stream_in,
-    stream_out,
+from backups.partials import (
+    PARTIAL_PREFIX,
+    WRITER_PID_FILE,
+    lock_writer,
+    partials_lock,
+    stale_partials,
+    sweep_partials,
 )
+from backups.ports import (
+    STEP_CHECK_ROWS,
+    STEP_DROP_SCRATCH,
+    STEP_RESTORE_CONFIG,
+    STEP_RESTORE_DATABASE,
+    STEP_RESTORE_REDIS,
+    STEP_SAFETY_BACKUP,
+    STEP_STAGE_CONFIG,
+    STEP_STAGE_REDIS,
+    STEP_START_APP,
+    STEP_STOP_APP,
+    STEP_SWITCH_DATABASE,
+    STEP_VERIFY,
+    AppControl,
+    NullProgress,
+    Progress,
+)
+from backups.process import psql_session, quote_ident, quote_literal, stream_in, stream_out
+from backups.rdb_tail import RdbTail
 from backups.restore_journal import RestoreJournal, RestoreJournalStore
+from backups.restore_lock import restore_lock
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl import __version__
 from orbisctl.core.config import CONFIG_FILENAME
@@ -54,61 +81,8 @@ from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, UserError
 from orbisctl.core.fsutil import fsync_dir
 from orbisctl.core.install import Install
 
-PARTIAL_PREFIX = ".partial-"
-RESTORE_LOCK = ".restore-lock"
-WRITER_PID_FILE = "writer.pid"
 CONFIG_DIRS = ("secrets", "tls")
 _READ_CHUNK = 1024 * 1024
-
-# Restore steps, in order; progress reporters see these names.
-STEP_VERIFY = "verify"
-STEP_SAFETY_BACKUP = "safety backup"
-STEP_RESTORE_DATABASE = "restore database"
-STEP_CHECK_ROWS = "check row counts"
-STEP_STOP_APP = "stop api and gateway"
-STEP_SWITCH_DATABASE = "switch database"
-STEP_STAGE_CONFIG = "stage config and secrets"
-STEP_STAGE_REDIS = "stage redis"
-STEP_RESTORE_CONFIG = "restore config and secrets"
-STEP_RESTORE_REDIS = "restore redis"
-STEP_START_APP = "start api and gateway"
-STEP_DROP_SCRATCH = "drop the unfinished restore's database"
-
-
-class Progress(Protocol):
-    def step(self, name: str, total_bytes: int | None = None) -> None:
-        """A new step starts; `total_bytes` when its size is known."""
-
-    def advance(self, nbytes: int) -> None:
-        """`nbytes` more bytes of the current step are done."""
-
-
-class NullProgress:
-    def step(self, name: str, total_bytes: int | None = None) -> None:
-        del name, total_bytes
-
-    def advance(self, nbytes: int) -> None:
-        del nbytes
-
-
-class AppControl(Protocol):
-    """Stops and starts what writes to the database (api, gateway); the stack provides it."""
-
-    def stop(self) -> None: ...
-
-    def start(self, restored: Collection[Path] = ()) -> None:
-        """Start again; `restored` are the install files `--with-secrets` changed, which
-        every running service that mounts one must now read."""
-
-
-class NoAppControl:
-    """For databases no application of ours serves (tests, external databases)."""
-
-    def stop(self) -> None:
-        return None
-
-    def start(self, restored: Collection[Path] = ()) -> None:
-        del restored
 
 
 # --- create ----------------------------------------------------------------------------------
@@ -171,60 +145,6 @@ def _component(
     return sink.finish()
 
 
-def _table_list_sql() -> str:
-    return (
-        "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
-        "AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1"
-    )
-
-
-def _count_rows(session: PsqlSession, tables: list[str]) -> dict[str, int]:
-    if not tables:
-        return {}
-    sql = " UNION ALL ".join(
-        # quoted by quote_ident in the catalog query; psql has no bind parameters
-        f"SELECT {quote_literal(table)}, count(*) FROM {table}"  # noqa: S608
-        for table in tables
-    )
-    return {name: int(count) for name, count in session.query(sql)}
-
-
-# With diskless replication (Redis 7's default) the RDB arrives ended by a 40-character
-# random hex mark; `redis-cli --rdb FILE` truncates it off the file afterwards, but on stdout
-# it cannot, so the mark is cut here. An RDB ends with the EOF opcode 0xFF and an 8-byte CRC,
-# so "0xFF at -49, then 40 hex characters" only ever matches the mark.
-_EOF_MARK_BYTES = 40
-_HEX = frozenset(b"0123456789abcdef")
-
-
-class RdbTail:
-    """Passes an RDB stream through, holding back its last bytes to cut a diskless EOF mark."""
-
-    def __init__(self, write: Callable[[bytes], object]) -> None:
-        self._write = write
-        self._held = b""
-
-    def write(self, data: bytes) -> None:
-        data = self._held + data
-        keep = _EOF_MARK_BYTES + 9
-        if len(data) > keep:
-            self._write(data[:-keep])
-            data = data[-keep:]
-        self._held = data
-
-    def finish(self) -> None:
-        tail = self._held
-        if (
-            len(tail) == _EOF_MARK_BYTES + 9
-            and tail[-_EOF_MARK_BYTES - 9] == 0xFF
-            and set(tail[-_EOF_MARK_BYTES:]) <= _HEX
-        ):
-            tail = tail[:-_EOF_MARK_BYTES]
-        self._write(tail)
-
-
 def _stream_rdb(command: Command, sink: _Sink) -> None:
     tail = RdbTail(sink.write)
     stream_out(command, tail.write, what="redis-cli --rdb")
@@ -273,11 +193,11 @@ def create_backup(
     workdir = install.repository / f"{PARTIAL_PREFIX}{backup_id}"
     try:
         install.repository.mkdir(parents=True, exist_ok=True)
-        with _partials_lock(install.repository):
+        with partials_lock(install.repository):
             # Interrupted backups' leftovers first: they may be what fills the disk.
-            _sweep_partials(stale_partials(install.repository))
+            sweep_partials(stale_partials(install.repository))
             workdir.mkdir(mode=0o700)
-            writer = _lock_writer(workdir)
+            writer = lock_writer(workdir)
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         raise _write_error(exc, install) from None
@@ -293,7 +213,7 @@ def create_backup(
             snapshot = session.scalar("SELECT pg_export_snapshot()")
             postgres_version = session.scalar("SHOW server_version")
             schema_version = database_schema_version(session)
-            tables = [row[0] for row in session.query(_table_list_sql())]
+            tables = [row[0] for row in session.query(table_list_sql())]
             progress.step("dump database and count rows")
             dump = executor.postgres(
                 "pg_dump", ["--format=custom", f"--snapshot={snapshot}"], dbname=executor.database
@@ -301,7 +221,7 @@ def create_backup(
             # The counts scan every table in the same snapshot while pg_dump reads it: run
             # side by side, the counting costs almost no wall time.
             with ThreadPoolExecutor(max_workers=1) as counter:
-                counting = counter.submit(_count_rows, session, tables)
+                counting = counter.submit(count_rows, session, tables)
                 components[COMPONENT_DATABASE] = _component(
                     workdir,
                     COMPONENT_DATABASE,
@@ -363,80 +283,6 @@ def create_backup(
     finally:
         os.close(writer)
     return result
-
-
-@contextlib.contextmanager
-def _partials_lock(repository: Path) -> Iterator[None]:
-    """Held (a lock on the repository directory itself: no file to leave behind) while a
-    partial directory is created or swept, so a sweep never sees a new partial before its
-    writer has locked it."""
-    fd = os.open(repository, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        # A file system without flock on directories (some network mounts) only loses the
-        # guard for the instant between a new partial's mkdir and its writer.pid.
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _lock_writer(workdir: Path) -> int:
-    """Create the partial's `writer.pid` holding our pid and locked until the backup ends
-    (the OS drops the lock when the process dies, however it dies)."""
-    fd = os.open(workdir / WRITER_PID_FILE, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, str(os.getpid()).encode())
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _writer_alive(partial: Path) -> bool:
-    """Whether a backup is still writing `partial`: its `writer.pid` is locked."""
-    try:
-        fd = os.open(partial / WRITER_PID_FILE, os.O_RDONLY)
-    except FileNotFoundError:
-        return False  # killed before it wrote one: writers create it under _partials_lock
-    except OSError:
-        return True  # cannot tell: leave it alone
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def stale_partials(repository: Path) -> list[Path]:
-    """Partial directories of interrupted backups: no live writer holds their lock."""
-    if not repository.is_dir():
-        return []
-    return [
-        path
-        for path in sorted(repository.glob(f"{PARTIAL_PREFIX}*"))
-        if path.is_dir() and not _writer_alive(path)
-    ]
-
-
-def _sweep_partials(candidates: Collection[Path]) -> list[Path]:
-    removed = []
-    for path in candidates:
-        if not _writer_alive(path):  # re-checked: the caller's list may be old
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
-
-
-def remove_stale_partials(repository: Path, candidates: Collection[Path]) -> list[Path]:
-    """Remove those of `candidates` that are still stale partials; return them."""
-    if not candidates:
-        return []
-    with _partials_lock(repository):
-        return _sweep_partials(candidates)
 
 
 def _write_error(exc: OSError, install: Install) -> OSError | StorageError:
@@ -538,7 +384,7 @@ class Verified:
     deep_row_counts: dict[str, int] | None = None
 
 
-def _refuse(path: Path, problem: str, hint: str | None = None) -> DataError:
+def refuse(path: Path, problem: str, hint: str | None = None) -> DataError:
     return DataError(
         f"backup {path.name}: {problem}",
         hint=hint or "this backup cannot be trusted; pick another (`orbisctl backup list`)",
@@ -549,15 +395,15 @@ def _check_files(path: Path, loaded: Manifest, progress: Progress) -> None:
     for name in (COMPONENT_DATABASE, COMPONENT_REDIS, COMPONENT_CONFIG):
         component = loaded.components.get(name)
         if component is None:
-            raise _refuse(path, f"the manifest lists no {name} component")
+            raise refuse(path, f"the manifest lists no {name} component")
         file = path / component.file
         if not file.is_file():
-            raise _refuse(path, f"component {name} is missing ({component.file})")
+            raise refuse(path, f"component {name} is missing ({component.file})")
         size = file.stat().st_size
         if size < component.size:
-            raise _refuse(path, f"component {name} is truncated ({size} of {component.size} bytes)")
+            raise refuse(path, f"component {name} is truncated ({size} of {component.size} bytes)")
         if size > component.size:
-            raise _refuse(path, f"component {name} has {size - component.size} extra bytes")
+            raise refuse(path, f"component {name} has {size - component.size} extra bytes")
         progress.step(f"checksum {name}", size)
         digest = hashlib.sha256()
         with file.open("rb") as handle:
@@ -565,7 +411,7 @@ def _check_files(path: Path, loaded: Manifest, progress: Progress) -> None:
                 digest.update(piece)
                 progress.advance(len(piece))
         if digest.hexdigest() != component.sha256:
-            raise _refuse(path, f"component {name} fails its SHA-256 checksum (corrupted)")
+            raise refuse(path, f"component {name} fails its SHA-256 checksum (corrupted)")
 
 
 def _unwrap(
@@ -580,7 +426,7 @@ def _unwrap(
     escrow_wraps = [wrap for wrap in loaded.key_wraps if wrap.get("type") == "escrow"]
     if passphrase is not None:
         if not escrow_wraps:
-            raise _refuse(
+            raise refuse(
                 path,
                 "it has no passphrase escrow, so the passphrase given cannot be checked",
                 hint="restore it with its key, without --passphrase-file",
@@ -588,7 +434,7 @@ def _unwrap(
         try:
             return crypto.unwrap_with_passphrase(escrow_wraps[0], passphrase), "passphrase"
         except crypto.CryptoError:
-            raise _refuse(
+            raise refuse(
                 path, "the passphrase is wrong", hint="check the passphrase and try again"
             ) from None
     for wrap in loaded.key_wraps:
@@ -600,16 +446,16 @@ def _unwrap(
         try:
             return crypto.unwrap_with_key(wrap, key), f"key {wrap['kid']}"
         except crypto.CryptoError as exc:
-            raise _refuse(path, str(exc)) from None
+            raise refuse(path, str(exc)) from None
     made_with = ", ".join(loaded.key_ids) or "no key"
     here = ring.current_kid or "no backup key"
     hint = "copy secrets/backup_key or backup_keys.json from the old host"
     if escrow_wraps:
         hint += ", or give the escrow passphrase with --passphrase-file"
-    raise _refuse(path, f"it was made with {made_with}, and this host has {here}", hint=hint)
+    raise refuse(path, f"it was made with {made_with}, and this host has {here}", hint=hint)
 
 
-def _decrypted(
+def decrypted(
     path: Path, component: Component, data_key: bytes, name: str, progress: Progress
 ) -> Iterator[bytes]:
     with (path / component.file).open("rb") as handle:
@@ -618,10 +464,12 @@ def _decrypted(
                 progress.advance(len(piece))
                 yield piece
         except crypto.CryptoError as exc:
-            raise _refuse(path, str(exc)) from None
+            raise refuse(path, str(exc)) from None
 
 
-def _open(path: Path, ring: BackupKeyRing, passphrase: str | None, progress: Progress) -> Verified:
+def open_without_dump(
+    path: Path, ring: BackupKeyRing, passphrase: str | None, progress: Progress
+) -> Verified:
     """Everything but the dump's chunks: sizes and SHA-256 (no key needed), the data key
     (key ring or passphrase), the manifest MAC, and the small components decrypted."""
     progress.step(STEP_VERIFY)
@@ -630,11 +478,11 @@ def _open(path: Path, ring: BackupKeyRing, passphrase: str | None, progress: Pro
     _check_files(path, info, progress)
     data_key, opened_with = _unwrap(path, info, ring, passphrase)
     if not crypto.manifest_mac_ok(data_key, loaded.body_bytes, loaded.mac):
-        raise _refuse(path, "manifest.json fails authentication (tampered)")
+        raise refuse(path, "manifest.json fails authentication (tampered)")
     for name in (COMPONENT_REDIS, COMPONENT_CONFIG):
         component = info.components[name]
         progress.step(f"decrypt {name}", component.plain_size)
-        for _ in _decrypted(path, component, data_key, name, progress):
+        for _ in decrypted(path, component, data_key, name, progress):
             pass
     return Verified(path, info, data_key, opened_with)
 
@@ -649,14 +497,14 @@ def open_backup(
 ) -> Verified:
     """Check everything that can be checked without a database server being changed.
 
-    `_open`'s checks, every chunk of the dump authenticated, and (when an executor is
+    `open_without_dump`'s checks, every chunk of the dump authenticated, and (when an executor is
     given) `pg_restore --list` reading the dump's table of contents.
     """
     progress = progress or NullProgress()
-    result = _open(path, ring, passphrase, progress)
+    result = open_without_dump(path, ring, passphrase, progress)
     database = result.manifest.components[COMPONENT_DATABASE]
     progress.step(f"decrypt {COMPONENT_DATABASE}", database.plain_size)
-    pieces = _decrypted(path, database, result.data_key, COMPONENT_DATABASE, progress)
+    pieces = decrypted(path, database, result.data_key, COMPONENT_DATABASE, progress)
     if executor is None:
         for _ in pieces:
             pass
@@ -675,30 +523,17 @@ def open_backup(
     return result
 
 
-def _restore_database(
+def restore_database(
     verified: Verified, executor: Executor, dbname: str, progress: Progress
 ) -> None:
     database = verified.manifest.components[COMPONENT_DATABASE]
     progress.step(STEP_RESTORE_DATABASE, database.plain_size)
-    pieces = _decrypted(verified.path, database, verified.data_key, COMPONENT_DATABASE, progress)
+    pieces = decrypted(verified.path, database, verified.data_key, COMPONENT_DATABASE, progress)
     stream_in(
         executor.postgres("pg_restore", ["--exit-on-error", "--no-password"], dbname=dbname),
         pieces,
         what="pg_restore",
     )
-
-
-def _database_exists(executor: Executor, name: str) -> bool:
-    with psql_session(executor, MAINTENANCE_DATABASE) as session:
-        rows = session.query(
-            f"SELECT 1 FROM pg_database WHERE datname = {quote_literal(name)}"  # noqa: S608
-        )
-    return bool(rows)
-
-
-def _drop_database(executor: Executor, name: str) -> None:
-    with psql_session(executor, MAINTENANCE_DATABASE) as session:
-        session.query(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 
 def _drop_leftovers(executor: Executor, live: str) -> None:
@@ -712,24 +547,7 @@ def _drop_leftovers(executor: Executor, live: str) -> None:
         names = [row[0] for row in session.query("SELECT datname FROM pg_database")]
     for name in names:
         if name.startswith(prefixes):
-            _drop_database(executor, name)
-
-
-def row_counts(executor: Executor, dbname: str) -> dict[str, int]:
-    with psql_session(executor, dbname) as session:
-        return _count_rows(session, [row[0] for row in session.query(_table_list_sql())])
-
-
-def _count_mismatches(expected: dict[str, int], actual: dict[str, int]) -> list[str]:
-    problems = []
-    for table in sorted(expected.keys() | actual.keys()):
-        want, got = expected.get(table), actual.get(table)
-        if want != got:
-            problems.append(
-                f"{table}: {got if got is not None else 'missing'} rows, "
-                f"expected {want if want is not None else 'none'}"
-            )
-    return problems
+            drop_database(executor, name)
 
 
 def verify_backup(
@@ -749,14 +567,14 @@ def verify_backup(
         with psql_session(executor, MAINTENANCE_DATABASE) as session:
             session.query(f"CREATE DATABASE {quote_ident(scratch)}")
         try:
-            _restore_database(verified, executor, scratch, progress)
+            restore_database(verified, executor, scratch, progress)
             progress.step(STEP_CHECK_ROWS)
             verified.deep_row_counts = row_counts(executor, scratch)
         finally:
-            _drop_database(executor, scratch)
-        problems = _count_mismatches(verified.manifest.row_counts, verified.deep_row_counts)
+            drop_database(executor, scratch)
+        problems = count_mismatches(verified.manifest.row_counts, verified.deep_row_counts)
         if problems:
-            raise _refuse(
+            raise refuse(
                 path, "restored row counts differ from the manifest: " + "; ".join(problems)
             )
     return verified
@@ -779,65 +597,11 @@ class RestoreResult:
     switch_seconds: float = 0.0
 
 
-@contextlib.contextmanager
-def restore_lock(repository: Path, backup_id: str) -> Iterator[None]:
-    """One restore at a time; `prune` never deletes the backup named in the lock."""
-    lock = repository / RESTORE_LOCK
-    holder = locked_backup(repository)
-    if holder is not None:
-        raise UserError(
-            f"another restore (of {holder}) is running", hint="wait for it to finish, then retry"
-        )
-    payload = json.dumps({"backup_id": backup_id, "pid": os.getpid()}).encode()
-    try:
-        repository.mkdir(parents=True, exist_ok=True)
-        lock.unlink(missing_ok=True)  # a stale lock: its process is gone
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise UserError("another restore started just now", hint="wait, then retry") from None
-    except OSError as exc:
-        if exc.errno not in USER_ERRNOS:
-            raise
-        raise storage_error(exc, repository, doing="cannot write the restore lock") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-    except OSError as exc:
-        lock.unlink(missing_ok=True)  # no empty or cut lock left behind
-        if exc.errno not in USER_ERRNOS:
-            raise
-        raise storage_error(exc, repository, doing="cannot write the restore lock") from None
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def locked_backup(repository: Path) -> str | None:
-    """The backup id a live restore is using, if any."""
-    try:
-        data = json.loads((repository / RESTORE_LOCK).read_text())
-        backup_id, pid = str(data["backup_id"]), int(data["pid"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-    return backup_id if pid_alive(pid) else None
-
-
 def _check_schema(verified: Verified) -> None:
     backup_schema = verified.manifest.schema_version
     known = code_schema_version()
     if backup_schema is not None and backup_schema > known:
-        raise _refuse(
+        raise refuse(
             verified.path,
             f"its database schema (version {backup_schema}) is newer than this code knows "
             f"({known})",
@@ -872,7 +636,7 @@ def _stage_config(verified: Verified, staging: Path, progress: Progress) -> None
     component = verified.manifest.components[COMPONENT_CONFIG]
     progress.step(STEP_STAGE_CONFIG, component.plain_size)
     with tempfile.TemporaryFile(dir=staging) as buffer:
-        for piece in _decrypted(
+        for piece in decrypted(
             verified.path, component, verified.data_key, COMPONENT_CONFIG, progress
         ):
             buffer.write(piece)
@@ -882,7 +646,7 @@ def _stage_config(verified: Verified, staging: Path, progress: Progress) -> None
             owners = {}
             for member in bundle.getmembers():
                 if member.name.split("/", 1)[0] not in allowed:
-                    raise _refuse(verified.path, f"config bundle holds {member.name!r}")
+                    raise refuse(verified.path, f"config bundle holds {member.name!r}")
                 owners[member.name] = (member.uid, member.gid)
             bundle.extractall(staging / "config", filter="data")
     (staging / _OWNERS_FILE).write_text(json.dumps(owners))
@@ -974,15 +738,15 @@ def restore_backup(
         # The dump's chunks authenticate as they stream into the new database: a bad chunk
         # stops pg_restore there, and the new database is dropped, so a separate pass over
         # the largest component would only add time.
-        verified = _open(ref_path, ring, passphrase, progress)
+        verified = open_without_dump(ref_path, ring, passphrase, progress)
         _check_schema(verified)
-        live_exists = _database_exists(executor, live)
+        live_exists = database_exists(executor, live)
         safety_id = None
         if safety_backup and live_exists:
             safety_id = take_safety_backup(install, executor, ring, progress, now)
         # Names carry the second the restore started; one that second already kept (two
         # restores within a second) moves the stamp on.
-        while live_exists and _database_exists(executor, kept.kept_name(live, started)):
+        while live_exists and database_exists(executor, kept.kept_name(live, started)):
             started += timedelta(seconds=1)
         journal = RestoreJournal(
             backup_id=verified.manifest.backup_id,
@@ -996,7 +760,7 @@ def restore_backup(
         try:
             counts = _prepare(verified, executor, journals, journal, progress)
         except BaseException:
-            _drop_database(executor, journal.scratch)
+            drop_database(executor, journal.scratch)
             journals.finish()
             raise
         journal.phase = "prepared"
@@ -1061,12 +825,12 @@ def _prepare(
         )
         owner_clause = f" OWNER {quote_ident(owner)}" if owner else ""
         session.query(f"CREATE DATABASE {quote_ident(journal.scratch)}{owner_clause}")
-    _restore_database(verified, executor, journal.scratch, progress)
+    restore_database(verified, executor, journal.scratch, progress)
     progress.step(STEP_CHECK_ROWS)
     counts = row_counts(executor, journal.scratch)
-    problems = _count_mismatches(verified.manifest.row_counts, counts)
+    problems = count_mismatches(verified.manifest.row_counts, counts)
     if problems:
-        raise _refuse(
+        raise refuse(
             verified.path, "restored row counts differ from the manifest: " + "; ".join(problems)
         )
     staging = journals.new_staging()
@@ -1095,7 +859,7 @@ def _switch(
     restored_files: list[Path] = []
     try:
         if journal.phase != "switched":
-            if _database_exists(executor, journal.scratch):
+            if database_exists(executor, journal.scratch):
                 progress.step(STEP_SWITCH_DATABASE)
                 _switch_databases(executor, journal.live, journal.scratch, journal.keep_as)
             journal.phase = "switched"
@@ -1152,13 +916,13 @@ def finish_restore(
         return None
     with restore_lock(install.repository, journal.backup_id):
         forward = journal.phase == "switched" or (
-            journal.phase == "prepared" and not _database_exists(executor, journal.scratch)
+            journal.phase == "prepared" and not database_exists(executor, journal.scratch)
         )
         if (
             forward
             and journal.phase == "prepared"
             and journal.keep_as is not None
-            and not _database_exists(executor, journal.keep_as)
+            and not database_exists(executor, journal.keep_as)
         ):
             raise DataError(
                 f"the unfinished restore of {journal.backup_id} cannot be judged: neither "
@@ -1177,9 +941,9 @@ def finish_restore(
                 install, executor, app, journals, journal, keep_previous_databases, progress
             )
             return FinishedRestore(journal.backup_id, "finished", dropped)
-        if _database_exists(executor, journal.scratch):
+        if database_exists(executor, journal.scratch):
             progress.step(STEP_DROP_SCRATCH)
-            _drop_database(executor, journal.scratch)
+            drop_database(executor, journal.scratch)
         if journal.phase == "prepared":
             # The killed restore may have been stopping api and gateway: the engine carries
             # a stop on after its client died, and would end it after our start.
@@ -1206,7 +970,7 @@ def restore_config_only(
     """
     progress = progress or NullProgress()
     with restore_lock(install.repository, ref_path.name):
-        verified = _open(ref_path, ring, passphrase, progress)
+        verified = open_without_dump(ref_path, ring, passphrase, progress)
         install.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".config-restore-", dir=install.root) as tmp:
             _stage_config(verified, Path(tmp), progress)
@@ -1224,7 +988,7 @@ def _stage_redis(verified: Verified, staging: Path, progress: Progress) -> None:
     try:
         fd = os.open(rdb, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            for piece in _decrypted(
+            for piece in decrypted(
                 verified.path, component, verified.data_key, COMPONENT_REDIS, progress
             ):
                 handle.write(piece)

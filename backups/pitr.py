@@ -32,12 +32,14 @@ from typing import Literal
 from backups import archive, engine
 from backups.archive import BackupKind
 from backups.archive_stack import LOCAL_REPOSITORY, POSTGRES_SERVICE, stack_pgbackrest
-from backups.engine import AppControl
+from backups.databases import row_counts
 from backups.executor import MAINTENANCE_DATABASE, ComposeExecutor, Executor
 from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
+from backups.ports import STEP_STOP_APP, AppControl
 from backups.process import psql_session
 from backups.restore_journal import RESTORE_DIRNAME
+from backups.restore_lock import restore_lock
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl.core.errors import DataError, EngineError, InstallDirError, OrbisError, UserError
 from orbisctl.core.install import Install
@@ -334,7 +336,7 @@ def _check_restored(executor: Executor, live_database: str) -> dict[str, int]:
             f"knows ({code_schema_version()})",
             hint="nothing was changed; upgrade OrbisVoice first",
         )
-    counts = engine.row_counts(executor, live_database)
+    counts = row_counts(executor, live_database)
     with psql_session(executor, MAINTENANCE_DATABASE) as session:
         for setting in _RECOVERY_SETTINGS:
             session.query(f"ALTER SYSTEM RESET {setting}")
@@ -381,13 +383,13 @@ def restore_stack_to_time(
     repository `repo`; on any failure before the switch the stack is as it was."""
     started = now or datetime.now(UTC)
     store = journals(install)
-    with engine.restore_lock(install.repository, f"point-in-time {target or 'latest'}"):
+    with restore_lock(install.repository, f"point-in-time {target or 'latest'}"):
         _refuse_unfinished(install)
         app_stopped = False
         stopped_at = None
         try:
             if target is None:
-                progress.step(engine.STEP_STOP_APP)
+                progress.step(STEP_STOP_APP)
                 stopped_at = time.monotonic()
                 app.stop()
                 app_stopped = True
@@ -535,7 +537,7 @@ def finish_pitr(
     journal = store.load()
     if journal is None:
         return None
-    with engine.restore_lock(install.repository, f"point-in-time {journal.label}"):
+    with restore_lock(install.repository, f"point-in-time {journal.label}"):
         if journal.phase == "verified":
             if abort:
                 raise UserError(

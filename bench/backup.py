@@ -53,6 +53,7 @@ import yaml
 
 from backups import engine, keys
 from backups.executor import LocalExecutor, pg_tool
+from backups.ports import NoAppControl
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.install import Install
 from tests.services import PostgresServer, free_port, postgres_server, redis_server
@@ -412,7 +413,7 @@ def main() -> None:
                     executor,
                     ring,
                     last_backup[-1],
-                    app=engine.NoAppControl(),
+                    app=NoAppControl(),
                     safety_backup=False,
                 ),
             )

@@ -26,6 +26,7 @@ from backups import drill as backup_drill
 from backups import engine as backup_engine
 from backups import kept as backup_kept
 from backups.executor import ComposeExecutor, Executor
+from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
 from orbisctl.core import engine
 from orbisctl.core.config import TlsMode
@@ -500,7 +501,7 @@ def check_unfinished_restore(ctx: DoctorContext) -> list[Check]:
     journal = backup_engine.restore_journals(ctx.install).load()
     if journal is None:
         return []
-    running = backup_engine.locked_backup(ctx.install.repository)
+    running = locked_backup(ctx.install.repository)
     if running is not None:
         return [Check("restore", Verdict.WARN, f"a restore of {running} is running")]
     return [

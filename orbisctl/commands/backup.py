@@ -28,9 +28,10 @@ from orbisctl.core.errors import EngineError, UserError
 
 if TYPE_CHECKING:
     from backups.archive_stack import BaseBackupResult
-    from backups.engine import AppControl, FinishedRestore
+    from backups.engine import FinishedRestore
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
+    from backups.ports import AppControl
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
 # and the Docker client are imported inside the commands that use them: `orbisctl --help` must
@@ -107,8 +108,8 @@ class BackupContext:
         return not (self.database_url or self.redis_url) and not self.install.compose_file.exists()
 
     def app_control(self) -> AppControl:
-        from backups.engine import NoAppControl
         from backups.executor import ComposeAppControl
+        from backups.ports import NoAppControl
         from orbisctl import nginx, stack
         from orbisctl.core import engine
 
@@ -721,7 +722,8 @@ def refuse_unfinished_switch(directory: Path) -> None:
 def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
     """`converge_restore` on the servers of `ctx` (the stack's, or those of the URLs)."""
     from backups import pitr
-    from backups.engine import locked_backup, restore_journals
+    from backups.engine import restore_journals
+    from backups.restore_lock import locked_backup
 
     point_in_time = pitr.journals(ctx.install).load()
     if restore_journals(ctx.install).load() is None and point_in_time is None:
@@ -749,7 +751,7 @@ def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
 def _kept_databases(ctx: BackupContext, *, drop_kept: str | None, yes: bool, as_json: bool) -> None:
     """`restore --list-kept` / `--drop-kept NAME|all`: the previous databases restores kept."""
     from backups import kept
-    from backups.engine import locked_backup
+    from backups.restore_lock import locked_backup
 
     executor = ctx.executor()
     if drop_kept is not None:

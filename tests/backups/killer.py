@@ -16,6 +16,7 @@ from pathlib import Path
 
 from backups import engine, keys
 from backups.executor import LocalExecutor
+from backups.ports import NoAppControl
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.install import Install
 
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> None:
             executor,
             ring,
             Path(argv[3]),
-            app=engine.NoAppControl(),
+            app=NoAppControl(),
             progress=KillAt(step),
         )
     sys.exit("the step was never reached")
