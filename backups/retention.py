@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from backups import engine
+from backups.catalog import list_backups
 from backups.partials import remove_stale_partials, stale_partials
 from backups.restore_lock import locked_backup
 from orbisctl.core.config import RetentionConfig
@@ -72,7 +72,7 @@ class PrunePlan:
 def plan_prune(
     repository: Path, policy: RetentionConfig, *, include_labelled: bool = False
 ) -> PrunePlan:
-    entries = engine.list_backups(repository)
+    entries = list_backups(repository)
     dated = [
         Dated(entry.path.name, entry.manifest.created_at)
         for entry in entries

@@ -25,6 +25,7 @@ from cryptography import x509
 from backups import drill as backup_drill
 from backups import engine as backup_engine
 from backups import kept as backup_kept
+from backups.catalog import list_backups
 from backups.executor import ComposeExecutor, Executor
 from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
@@ -371,7 +372,7 @@ def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Ch
     config = ctx.install.config
     repository = ctx.install.repository
     rpo_hours = config.backup.objectives.rpo_hours
-    backups = [e.manifest for e in backup_engine.list_backups(repository) if e.manifest]
+    backups = [e.manifest for e in list_backups(repository) if e.manifest]
     if not backups:
         backup = Check(
             "backup age", Verdict.WARN, "no backup yet", "`orbisctl backup` takes one now"
@@ -428,7 +429,7 @@ def check_backup_space(ctx: DoctorContext) -> list[Check]:
         fix = "remount it read-write" if read_only else "let orbisctl's user write to it"
         return [Check("backup space", Verdict.FAIL, f"{place} {reason}", f"{fix}, {elsewhere}")]
     free = shutil.disk_usage(place).free
-    entries = [e for e in backup_engine.list_backups(repository) if e.manifest is not None]
+    entries = [e for e in list_backups(repository) if e.manifest is not None]
     if not entries:
         return [Check("backup space", Verdict.PASS, f"{_size(free)} free on {place}")]
     newest = entries[-1]  # ids sort by time

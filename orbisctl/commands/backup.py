@@ -284,7 +284,7 @@ def create_command(
 @app.command("list")
 def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """List the backups in the repository, oldest first."""
-    from backups.engine import list_backups
+    from backups.catalog import list_backups
 
     ctx = BackupContext(directory, None, None)
     entries = list_backups(ctx.install.repository)
@@ -390,7 +390,8 @@ def verify_command(
 
     With continuous archiving, pgBackRest's repositories are verified as well.
     """
-    from backups.engine import latest_backup, open_backup, resolve, verify_backup
+    from backups.catalog import latest_backup, resolve
+    from backups.engine import open_backup, verify_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
@@ -880,7 +881,8 @@ def restore_command(
     The replaced database is kept as orbis_pre_restore_<time>, bounded by
     backup.keep_previous_databases.
     """
-    from backups.engine import resolve, restore_backup
+    from backups.catalog import resolve
+    from backups.engine import restore_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     if resume or abort:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from backups import crypto, engine, keys, manifest
+from backups.catalog import list_backups
 from backups.engine import create_backup, open_backup, restore_backup, verify_backup
 from backups.partials import WRITER_PID_FILE, stale_partials
 from backups.ports import (
@@ -481,7 +482,7 @@ def test_backups_leave_a_restores_staged_data_out(stack: Stack) -> None:
 
 def test_interrupted_backup_leaves_nothing_that_looks_complete(stack: Stack) -> None:
     _run_killed(stack, "backup", "dump redis")
-    assert engine.list_backups(stack.install.repository) == []
+    assert list_backups(stack.install.repository) == []
     partials = list(stack.install.repository.glob(".partial-*"))
     assert len(partials) == 1
     assert not (partials[0] / "manifest.json").exists()
@@ -502,7 +503,7 @@ def test_a_wrong_passphrase_is_refused_even_with_the_host_key(stack: Stack) -> N
     keys.save_escrow(stack.install.secrets_dir, "correct horse battery staple")
     path = _backup(stack)
     _destroy(stack)
-    databases, backups = _database_names(stack), engine.list_backups(stack.install.repository)
+    databases, backups = _database_names(stack), list_backups(stack.install.repository)
 
     for attempt in (
         lambda: open_backup(path, stack.ring(), passphrase="wrong passphrase!"),
@@ -519,7 +520,7 @@ def test_a_wrong_passphrase_is_refused_even_with_the_host_key(stack: Stack) -> N
     assert client.get("session:new") == b"x"
     client.close()
     assert _database_names(stack) == databases
-    assert engine.list_backups(stack.install.repository) == backups
+    assert list_backups(stack.install.repository) == backups
     assert not (stack.install.repository / RESTORE_LOCK).exists()
     # The right passphrase opens it, and says that is what opened it.
     opened = open_backup(path, stack.ring(), passphrase="correct horse battery staple")
@@ -548,7 +549,7 @@ def test_the_next_backup_sweeps_interrupted_partials_but_not_one_being_written(
         assert stale_partials(stack.install.repository) == []
     finally:
         os.close(writer)
-    assert [e.path for e in engine.list_backups(stack.install.repository)] == [path]
+    assert [e.path for e in list_backups(stack.install.repository)] == [path]
     # Once its writer is gone, the next backup takes that one too.
     _backup(stack)
     assert not writing.exists()
