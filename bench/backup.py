@@ -52,6 +52,7 @@ import psycopg
 import yaml
 
 from backups import engine, keys
+from backups.create import create_backup
 from backups.executor import LocalExecutor, pg_tool
 from backups.ports import NoAppControl
 from orbisctl.core.config import OrbisConfig
@@ -403,7 +404,7 @@ def main() -> None:
             timed(
                 "backup",
                 lambda: last_backup.append(
-                    install.repository / engine.create_backup(install, executor, ring).backup_id
+                    install.repository / create_backup(install, executor, ring).backup_id
                 ),
             )
             timed(

@@ -190,7 +190,7 @@ def _size(nbytes: int) -> str:
 def _create(
     directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
 ) -> None:
-    from backups.engine import create_backup
+    from backups.create import create_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     # Back up what serves, not a half-switched install; a scheduled backup so finishes an

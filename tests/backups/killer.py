@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from backups import engine, keys
+from backups.create import create_backup
 from backups.executor import LocalExecutor
 from backups.ports import NoAppControl
 from orbisctl.core.config import OrbisConfig
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> None:
     )
     ring = keys.load_key_ring(install.secrets_dir)
     if verb == "backup":
-        engine.create_backup(install, executor, ring, progress=KillAt(step))
+        create_backup(install, executor, ring, progress=KillAt(step))
     else:
         engine.restore_backup(
             install,

@@ -17,7 +17,8 @@ import pytest
 
 from backups import crypto, engine, keys, manifest
 from backups.catalog import list_backups
-from backups.engine import create_backup, open_backup, restore_backup, verify_backup
+from backups.create import create_backup
+from backups.engine import open_backup, restore_backup, verify_backup
 from backups.partials import WRITER_PID_FILE, stale_partials
 from backups.ports import (
     STEP_CHECK_ROWS,
