@@ -391,7 +391,7 @@ def verify_command(
     With continuous archiving, pgBackRest's repositories are verified as well.
     """
     from backups.catalog import latest_backup, resolve
-    from backups.engine import open_backup, verify_backup
+    from backups.verify import open_backup, verify_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)

@@ -18,7 +18,7 @@ import pytest
 from backups import crypto, engine, keys, manifest
 from backups.catalog import list_backups
 from backups.create import create_backup
-from backups.engine import open_backup, restore_backup, verify_backup
+from backups.engine import restore_backup
 from backups.partials import WRITER_PID_FILE, stale_partials
 from backups.ports import (
     STEP_CHECK_ROWS,
@@ -31,6 +31,7 @@ from backups.ports import (
     NoAppControl,
 )
 from backups.restore_lock import RESTORE_LOCK
+from backups.verify import open_backup, verify_backup
 from orbisctl import doctor
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import DataError, UserError
