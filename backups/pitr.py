@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from backups import archive, engine
+from backups import archive
 from backups.archive import BackupKind
 from backups.archive_stack import LOCAL_REPOSITORY, POSTGRES_SERVICE, stack_pgbackrest
 from backups.databases import row_counts
@@ -38,6 +38,7 @@ from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
 from backups.ports import STEP_STOP_APP, AppControl
 from backups.process import psql_session
+from backups.restore import restore_journals, take_safety_backup
 from backups.restore_journal import RESTORE_DIRNAME
 from backups.restore_lock import restore_lock
 from backups.schema import code_schema_version, database_schema_version
@@ -401,7 +402,7 @@ def restore_stack_to_time(
             elif window is None:
                 archive.check_target(started, window)  # refuses: no base backup yet
             safety_id = (
-                engine.take_safety_backup(install, executor, ring, progress, now)
+                take_safety_backup(install, executor, ring, progress, now)
                 if safety_backup
                 else None
             )
@@ -445,7 +446,7 @@ def restore_stack_to_time(
 
 
 def _refuse_unfinished(install: Install) -> None:
-    unfinished = journals(install).load() or engine.restore_journals(install).load()
+    unfinished = journals(install).load() or restore_journals(install).load()
     if unfinished is not None:
         raise UserError(
             "an earlier restore is unfinished",

@@ -51,10 +51,11 @@ from typing import Any
 import psycopg
 import yaml
 
-from backups import engine, keys
+from backups import keys
 from backups.create import create_backup
 from backups.executor import LocalExecutor, pg_tool
 from backups.ports import NoAppControl
+from backups.restore import restore_backup
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.install import Install
 from tests.services import PostgresServer, free_port, postgres_server, redis_server
@@ -409,7 +410,7 @@ def main() -> None:
             )
             timed(
                 "restore",
-                lambda: engine.restore_backup(
+                lambda: restore_backup(
                     install,
                     executor,
                     ring,

@@ -23,10 +23,10 @@ import docker
 from cryptography import x509
 
 from backups import drill as backup_drill
-from backups import engine as backup_engine
 from backups import kept as backup_kept
 from backups.catalog import list_backups
 from backups.executor import ComposeExecutor, Executor
+from backups.restore import restore_journals
 from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
 from orbisctl.core import engine
@@ -499,7 +499,7 @@ def check_kept_databases(ctx: DoctorContext) -> list[Check]:
 
 def check_unfinished_restore(ctx: DoctorContext) -> list[Check]:
     """A restore that was interrupted and not yet finished or undone."""
-    journal = backup_engine.restore_journals(ctx.install).load()
+    journal = restore_journals(ctx.install).load()
     if journal is None:
         return []
     running = locked_backup(ctx.install.repository)

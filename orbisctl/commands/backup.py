@@ -28,10 +28,10 @@ from orbisctl.core.errors import EngineError, UserError
 
 if TYPE_CHECKING:
     from backups.archive_stack import BaseBackupResult
-    from backups.engine import FinishedRestore
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
     from backups.ports import AppControl
+    from backups.restore import FinishedRestore
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
 # and the Docker client are imported inside the commands that use them: `orbisctl --help` must
@@ -629,7 +629,7 @@ def _confirm(question: str, *, yes: bool, doing: str = "restore replaces live da
 def _restore_secrets_only(
     ctx: BackupContext, path: Path, *, yes: bool, passphrase_file: Path | None
 ) -> None:
-    from backups.engine import restore_config_only
+    from backups.restore import restore_config_only
 
     running = ctx.running_services()
     if running:
@@ -660,7 +660,7 @@ def finish_unfinished_restore(
 ) -> FinishedRestore | None:
     """Finish or undo the install's interrupted restore, saying which (None: there is none)."""
     from backups import pitr
-    from backups.engine import FinishedRestore, finish_restore
+    from backups.restore import FinishedRestore, finish_restore
 
     if pitr.journals(ctx.install).load() is not None:
         with output.StepReporter() as progress:
@@ -723,7 +723,7 @@ def refuse_unfinished_switch(directory: Path) -> None:
 def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
     """`converge_restore` on the servers of `ctx` (the stack's, or those of the URLs)."""
     from backups import pitr
-    from backups.engine import restore_journals
+    from backups.restore import restore_journals
     from backups.restore_lock import locked_backup
 
     point_in_time = pitr.journals(ctx.install).load()
@@ -882,7 +882,7 @@ def restore_command(
     backup.keep_previous_databases.
     """
     from backups.catalog import resolve
-    from backups.engine import restore_backup
+    from backups.restore import restore_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     if resume or abort:

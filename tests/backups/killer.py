@@ -14,10 +14,11 @@ import signal
 import sys
 from pathlib import Path
 
-from backups import engine, keys
+from backups import keys
 from backups.create import create_backup
 from backups.executor import LocalExecutor
 from backups.ports import NoAppControl
+from backups.restore import restore_backup
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.install import Install
 
@@ -55,7 +56,7 @@ def main(argv: list[str]) -> None:
     if verb == "backup":
         create_backup(install, executor, ring, progress=KillAt(step))
     else:
-        engine.restore_backup(
+        restore_backup(
             install,
             executor,
             ring,

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from backups import crypto, engine, keys, manifest
+from backups import crypto, keys, manifest
 from backups.catalog import list_backups
 from backups.create import create_backup
-from backups.engine import restore_backup
 from backups.partials import WRITER_PID_FILE, stale_partials
 from backups.ports import (
     STEP_CHECK_ROWS,
@@ -29,6 +28,13 @@ from backups.ports import (
     STEP_STOP_APP,
     STEP_SWITCH_DATABASE,
     NoAppControl,
+)
+from backups.restore import (
+    RestoreResult,
+    finish_restore,
+    restore_backup,
+    restore_config_only,
+    restore_journals,
 )
 from backups.restore_lock import RESTORE_LOCK
 from backups.verify import open_backup, verify_backup
@@ -48,7 +54,7 @@ def _backup(stack: Stack, **kwargs: object) -> Path:
     return stack.install.repository / result.backup_id
 
 
-def _restore(stack: Stack, path: Path, **kwargs: object) -> engine.RestoreResult:
+def _restore(stack: Stack, path: Path, **kwargs: object) -> RestoreResult:
     return restore_backup(
         stack.install,
         stack.executor,
@@ -412,12 +418,12 @@ def test_a_killed_restore_is_finished_or_undone_whole(
 
     _run_killed(stack, "restore", step, str(path))
 
-    journals = engine.restore_journals(stack.install)
+    journals = restore_journals(stack.install)
     assert journals.load() is not None
     with pytest.raises(UserError, match="is unfinished"):
         _restore(stack, path)  # a new restore does not start over an unfinished one
     app = CallsAppControl()
-    finished = engine.finish_restore(stack.install, stack.executor, app)
+    finished = finish_restore(stack.install, stack.executor, app)
 
     assert finished is not None
     assert finished.outcome == outcome
@@ -430,7 +436,7 @@ def test_a_killed_restore_is_finished_or_undone_whole(
     assert not journals.staging.exists()
     scratch = f"{stack.executor.database}_restore_"
     assert not [name for name in _database_names(stack) if name.startswith(scratch)]
-    assert engine.finish_restore(stack.install, stack.executor, NoAppControl()) is None
+    assert finish_restore(stack.install, stack.executor, NoAppControl()) is None
     # And the install restores as ever.
     _restore(stack, path)
     assert _state(stack) == restored_state
@@ -443,8 +449,8 @@ def test_abort_refuses_once_the_database_was_switched(stack: Stack) -> None:
     _run_killed(stack, "restore", STEP_RESTORE_REDIS, str(path))
 
     with pytest.raises(UserError, match="already switched the database"):
-        engine.finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
-    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl())
+        finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
+    finished = finish_restore(stack.install, stack.executor, NoAppControl())
 
     assert finished is not None and finished.outcome == "finished"
     assert _state(stack) == restored_state
@@ -460,7 +466,7 @@ def test_abort_undoes_a_restore_killed_before_the_switch(stack: Stack) -> None:
     assert "was interrupted (at or before its database switch)" in unfinished.detail
     assert "--resume" in unfinished.fix
 
-    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
+    finished = finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
 
     assert finished is not None and finished.outcome == "undone"
     assert _state(stack) == previous_state
@@ -470,7 +476,7 @@ def test_abort_undoes_a_restore_killed_before_the_switch(stack: Stack) -> None:
 def test_backups_leave_a_restores_staged_data_out(stack: Stack) -> None:
     path = _backup(stack)
     _run_killed(stack, "restore", STEP_STOP_APP, str(path))
-    assert (engine.restore_journals(stack.install).staging / "dump.rdb").is_file()
+    assert (restore_journals(stack.install).staging / "dump.rdb").is_file()
 
     again = _backup(stack)
 
@@ -511,7 +517,7 @@ def test_a_wrong_passphrase_is_refused_even_with_the_host_key(stack: Stack) -> N
         lambda: open_backup(path, stack.ring(), passphrase="wrong passphrase!"),
         lambda: verify_backup(path, stack.ring(), stack.executor, passphrase="wrong one!"),
         lambda: _restore(stack, path, passphrase="wrong passphrase!"),
-        lambda: engine.restore_config_only(stack.install, stack.ring(), path, passphrase="nope"),
+        lambda: restore_config_only(stack.install, stack.ring(), path, passphrase="nope"),
     ):
         with pytest.raises(DataError, match="the passphrase is wrong"):
             attempt()

@@ -336,7 +336,7 @@ def test_the_next_backup_finishes_an_interrupted_restore_first(
 ) -> None:
     """A scheduled backup is the next command on an unattended host: it converges the
     install first, and backs up the state that then serves."""
-    from backups import engine
+    from backups.restore import restore_journals
 
     _restore_killed_after_its_switch(cli, stack)
 
@@ -346,4 +346,4 @@ def test_the_next_backup_finishes_an_interrupted_restore_first(
     assert "finished the interrupted restore" in backup.stderr
     assert json.loads(backup.stdout)["row_counts"]["public.transcripts"] == 2000
     assert stack.count("transcripts") == 2000
-    assert engine.restore_journals(stack.install).load() is None
+    assert restore_journals(stack.install).load() is None

@@ -1,4 +1,9 @@
-"""Restore backups (`backups.create` makes them, `backups.verify` checks them)."""
+"""Restore a backup into the install: database, Redis and (with `--with-secrets`) the config.
+
+A restore keeps a journal (`backups.restore_journal`) from which an interrupted one is
+finished or undone (`finish_restore`); `restore_config_only` brings back the config alone,
+the first step on a new host.
+"""
 
 from __future__ import annotations
 
@@ -41,23 +46,6 @@ from backups.verify import Verified, decrypted, open_without_dump, refuse, resto
 from orbisctl.core.config import CONFIG_FILENAME
 from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, UserError, storage_error
 from orbisctl.core.install import Install
-
-
-def _drop_leftovers(executor: Executor, live: str) -> None:
-    """Scratch databases of restores and deep verifies that were killed half-way.
-
-    Only names this module makes are matched, and none of them ever serves: the restored
-    copy is renamed to the live name in the same transaction that frees it.
-    """
-    prefixes = (f"{live}_restore_", f"{live}_verify_")
-    with psql_session(executor, MAINTENANCE_DATABASE) as session:
-        names = [row[0] for row in session.query("SELECT datname FROM pg_database")]
-    for name in names:
-        if name.startswith(prefixes):
-            drop_database(executor, name)
-
-
-# --- restore ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -279,6 +267,20 @@ def take_safety_backup(
             "nothing was restored",
             hint=f"{exc.hint}; or pass --no-safety-backup to restore without one",
         ) from None
+
+
+def _drop_leftovers(executor: Executor, live: str) -> None:
+    """Scratch databases of restores and deep verifies that were killed half-way.
+
+    Only names this module and `backups.verify` make are matched, and none of them ever
+    serves: the restored copy is renamed to the live name in the same transaction that frees it.
+    """
+    prefixes = (f"{live}_restore_", f"{live}_verify_")
+    with psql_session(executor, MAINTENANCE_DATABASE) as session:
+        names = [row[0] for row in session.query("SELECT datname FROM pg_database")]
+    for name in names:
+        if name.startswith(prefixes):
+            drop_database(executor, name)
 
 
 def _prepare(
