@@ -8,11 +8,11 @@ a transcripts-like database (agents, calls, transcript segments of natural-ish t
 times, in this order and `--repeat` times each:
 
 - raw `pg_dump --format=custom` to a file, and raw `pg_restore` of it into a new database;
-- `orbisctl backup` (engine `create_backup`: snapshot + row counts, pg_dump streamed through
-  AES-GCM, Redis RDB, config bundle, manifest);
-- `orbisctl restore` (engine `restore_backup`, no safety backup: verify pass with checksums
-  and decryption of every byte and `pg_restore --list`, restore into a new database, row
-  counts, rename switch, Redis).
+- `orbisctl backup` (`backups.create.create_backup`: snapshot + row counts, pg_dump streamed
+  through AES-GCM, Redis RDB, config bundle, manifest);
+- `orbisctl restore` (`backups.restore.restore_backup`, no safety backup: verify pass with
+  checksums and decryption of every byte and `pg_restore --list`, restore into a new database,
+  row counts, rename switch, Redis).
 
 Timings on shared machines are noisy; the ratios against raw, measured in the same run, are
 the figures. Prints a table and writes JSON (`--output`).
