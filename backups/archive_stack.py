@@ -33,7 +33,7 @@ LOCAL_REPOSITORY = 1
 
 def stack_pgbackrest(install: Install) -> PgBackRest:
     """pgBackRest in the install's running postgres container."""
-    return PgBackRest(prefix=tuple(install.compose().command("exec", "-T", POSTGRES_SERVICE)))
+    return PgBackRest(prefix=tuple(install.compose().exec_command(POSTGRES_SERVICE, [])))
 
 
 def ensure_stanza(install: Install) -> None:
@@ -144,10 +144,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def archive_report(install: Install, executor: Executor) -> ArchiveReport:
-    """Read pg_stat_archiver and `pgbackrest info` from the running stack."""
+def archive_report(pgbackrest: PgBackRest, executor: Executor) -> ArchiveReport:
+    """Read pg_stat_archiver (through `executor`) and `pgbackrest info`: for the running stack,
+    `stack_pgbackrest(install)` and its ComposeExecutor."""
     archiver = archive.archiver_state(executor)
-    states = archive.repository_states(stack_pgbackrest(install))
+    states = archive.repository_states(pgbackrest)
     return ArchiveReport(
         archiver,
         [RepositoryReport(state, archive.recovery_window(state, archiver)) for state in states],

@@ -12,13 +12,14 @@ Steps, each timed: restore orbis.yaml, secrets/ and tls/ from the backup into a 
 directory (the config component is exercised too), render the stack from that config, start
 PostgreSQL and Redis, restore the data with the normal restore path (row counts checked
 against the manifest), start everything and wait until healthy, then run the smoke checks of
-`backups.drill_probe` inside the scratch api container. RTO is the wall time from the start to
+`runtime.api.drill_probe` inside the scratch api container. RTO is the wall time from the start to
 the last check; RPO the backup's age when the drill started. The scratch stack is always torn
 down (also on failure or Ctrl-C) and a report is written to `<repository>/drills/`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -32,7 +33,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backups import drill_probe
 from backups.executor import ComposeExecutor
 from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
@@ -291,11 +291,23 @@ def _isolation(compose: engine.Compose) -> DrillCheck:
 # --- smoke checks ----------------------------------------------------------------------------
 
 
+# The probe runs in the scratch api container (`python -c` of its source, so any image of the
+# install runs it), never here: the operator's CLI part has no aiohttp, so the module is found,
+# not imported.
+PROBE_MODULE = "runtime.api.drill_probe"
+
+
+def _probe_source() -> str:
+    spec = importlib.util.find_spec(PROBE_MODULE)
+    assert spec is not None and spec.origin is not None, PROBE_MODULE
+    return Path(spec.origin).read_text(encoding="utf-8")
+
+
 def _probe(compose: engine.Compose, params: dict[str, Any]) -> dict[str, Any]:
-    source = Path(drill_probe.__file__).read_text(encoding="utf-8")
+    source = _probe_source()
     try:
         result = subprocess.run(
-            compose.command("exec", "-T", "api", "python", "-c", source),
+            compose.exec_command("api", ["python", "-c", source]),
             input=json.dumps(params),
             capture_output=True,
             text=True,

@@ -255,16 +255,17 @@ class ComposeExecutor:
         return self.database_name
 
     def postgres(self, tool: str, args: Sequence[str], *, dbname: str) -> Command:
-        argv = self.compose.command("exec", "-T", "postgres", tool, "--username", self.db_user)
+        argv = self.compose.exec_command("postgres", [tool, "--username", self.db_user])
         host = ["--host", self.postgres_host] if self.postgres_host else []
         return Command([*argv, *host, "--dbname", dbname, *args])
 
     def redis_cli(self, args: Sequence[str]) -> Command:
         password = current_value(self.secrets_dir / REDIS_PASSWORD)
-        argv = self.compose.command(
-            "exec", "-T", "--env", "REDISCLI_AUTH", "redis",
-            "redis-cli", "--no-auth-warning", "--user", self.redis_user,
-        )  # fmt: skip
+        argv = self.compose.exec_command(
+            "redis",
+            ["redis-cli", "--no-auth-warning", "--user", self.redis_user],
+            env_names=["REDISCLI_AUTH"],
+        )
         return Command([*argv, *args], {"REDISCLI_AUTH": password})
 
     def load_redis(self, rdb: Path) -> None:
@@ -427,4 +428,4 @@ class ComposeAppControl:
         flag = shlex.quote(MAINTENANCE_FLAG)
         script = f"mkdir -p $(dirname {flag}) && touch {flag}" if on else f"rm -f {flag}"
         with contextlib.suppress(EngineError):
-            self.compose.run("exec", "-T", "nginx", "sh", "-c", script, timeout=30)
+            self.compose.exec("nginx", ["sh", "-c", script], timeout=30)

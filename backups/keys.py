@@ -21,9 +21,10 @@ from typing import Any
 
 from backups import crypto
 from backups.fs import atomic_write
+from orbisctl.core import secretfiles
 from orbisctl.core.errors import DataError
 
-BACKUP_KEY_FILE = "backup_key"
+BACKUP_KEY_FILE = secretfiles.BACKUP_KEY
 BACKUP_KEY_RING_FILE = "backup_keys.json"
 ESCROW_FILE = "backup_escrow.json"
 SECRET_MODE = 0o600

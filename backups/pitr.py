@@ -136,8 +136,8 @@ class PitrResult:
 
 def _in_postgres(install: Install, script: str, *args: str, timeout: float = 600) -> str:
     """Run a shell script as the postgres container's user, in the running container."""
-    return install.compose().run(
-        "exec", "-T", POSTGRES_SERVICE, "sh", "-c", script, "sh", *args, timeout=timeout
+    return install.compose().exec(
+        POSTGRES_SERVICE, ["sh", "-c", script, "sh", *args], timeout=timeout
     )
 
 

@@ -1,6 +1,6 @@
 """The database schema version: what a database holds, and what this code knows.
 
-The API's migration runner (`runtime.common.db`) records applied migrations in
+The API's migration runner (`runtime.common.migrations`) records applied migrations in
 `schema_migrations`; a backup records the highest applied version, and restore refuses a
 backup whose schema is newer than the migrations shipped with this code.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from backups.process import PsqlSession
 from runtime.api.settings import MIGRATIONS_DIR
-from runtime.common.db import load_migrations
+from runtime.common.migrations import load_migrations
 
 SCHEMA_TABLE = "schema_migrations"
 

@@ -4,6 +4,8 @@ A check is a plain function `(DoctorContext) -> list[Check]`; `checks()` lists t
 `check_backup_age` reads the backup repository: the newest backup (warn past the RPO, fail
 past twice it) and the last passed recovery drill (warn past DRILL_WARN_DAYS, or never).
 `check_kept_databases` asks PostgreSQL for the previous databases restores kept.
+`check_archiving` reads pg_stat_archiver and `pgbackrest info`: archiving failing or stuck,
+and each repository's health, newest base backup and recoverable window (`judge_archiving`).
 """
 
 from __future__ import annotations
@@ -24,14 +26,22 @@ from cryptography import x509
 
 from backups import drill as backup_drill
 from backups import kept as backup_kept
+from backups.archive import PgBackRest
+from backups.archive_stack import (
+    LOCAL_REPOSITORY,
+    ArchiveReport,
+    RepositoryReport,
+    archive_report,
+    stack_pgbackrest,
+)
 from backups.catalog import list_backups
 from backups.executor import ComposeExecutor, Executor
 from backups.restore import restore_journals
 from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
-from orbisctl.core import engine
-from orbisctl.core.config import TlsMode
-from orbisctl.core.errors import EngineError
+from orbisctl.core import engine, secretfiles
+from orbisctl.core.config import BackupConfig, Target, TlsMode
+from orbisctl.core.errors import EngineError, OrbisError
 from orbisctl.core.install import Install
 from orbisctl.rotation import core as rotation_core
 
@@ -44,6 +54,14 @@ DRILL_WARN_DAYS = 35
 # Previous databases kept by restores: warn when together they hold more than this, even
 # within backup.keep_previous_databases (each is a whole copy of the old data).
 KEPT_WARN_BYTES = 1024**3
+# A completed WAL segment still waiting this long (five archive_timeouts) means the push is
+# stuck, though no attempt has failed yet.
+ARCHIVE_STUCK_SECONDS = 300
+# A recoverable window this much shorter than backup.archive.window_days is worth a warning
+# (full backups come every full_every_days; retention keeps the window at least as long).
+WINDOW_SLACK = timedelta(days=1)
+# pgBackRest's status of a repository that is reachable but holds no base backup.
+NO_VALID_BACKUPS = "no valid backups"
 
 
 class Verdict(StrEnum):
@@ -76,6 +94,8 @@ class DoctorContext:
     containers: list[Any] = field(default_factory=list)
     # Where the database tools run; None: the stack's postgres, when it is running.
     database: Executor | None = None
+    # pgBackRest for the archiving check; None: the one in the stack's postgres container.
+    pgbackrest: PgBackRest | None = None
 
 
 def check_engine(ctx: DoctorContext) -> list[Check]:
@@ -459,16 +479,24 @@ def _size(nbytes: int) -> str:
     return f"{value:.1f} GiB"
 
 
+def _database(ctx: DoctorContext) -> Executor | None:
+    """Where to run database tools: None while the stack's postgres is down (check_containers
+    says so)."""
+    if ctx.database is not None:
+        return ctx.database
+    postgres_up = any(
+        row.service == stack.POSTGRES_SERVICE and row.state == "running" for row in ctx.statuses
+    )
+    if not postgres_up:
+        return None
+    return ComposeExecutor(ctx.install.compose(), ctx.install.secrets_dir)
+
+
 def check_kept_databases(ctx: DoctorContext) -> list[Check]:
     """The previous databases restores kept: how many and how much disk they hold."""
-    executor = ctx.database
+    executor = _database(ctx)
     if executor is None:
-        postgres_up = any(
-            row.service == stack.POSTGRES_SERVICE and row.state == "running" for row in ctx.statuses
-        )
-        if not postgres_up:
-            return []  # check_containers says postgres is down
-        executor = ComposeExecutor(ctx.install.compose(), ctx.install.secrets_dir)
+        return []
     kept = backup_kept.list_kept(executor)
     if not kept:
         return [Check("kept databases", Verdict.PASS, "no previous databases kept by restores")]
@@ -495,6 +523,139 @@ def check_kept_databases(ctx: DoctorContext) -> list[Check]:
             Check("kept databases", Verdict.WARN, f"{detail}; over {_size(KEPT_WARN_BYTES)}", fix)
         ]
     return [Check("kept databases", Verdict.PASS, detail)]
+
+
+def check_archiving(ctx: DoctorContext) -> list[Check]:
+    """Continuous archiving in the compose stack (docs/operations.md, "Continuous archiving")."""
+    config = ctx.install.config
+    if not config.backup.archive.enabled or config.target is Target.SWARM:
+        return []
+    executor = _database(ctx)
+    if executor is None:
+        return []
+    try:
+        report = archive_report(ctx.pgbackrest or stack_pgbackrest(ctx.install), executor)
+    except OrbisError as exc:
+        return [Check("wal archiving", Verdict.FAIL, exc.message, exc.hint or "")]
+    return judge_archiving(
+        report,
+        config.backup,
+        now=datetime.now(UTC),
+        archiving_since=_archiving_since(ctx.install),
+    )
+
+
+def _archiving_since(install: Install) -> datetime | None:
+    """When this install began archiving: its cipher passphrase was written then (by `init`,
+    or by the first `up` of an older install), and it is never rotated."""
+    try:
+        mtime = (install.secrets_dir / secretfiles.ARCHIVE_KEY).stat().st_mtime
+    except OSError:
+        return None
+    return datetime.fromtimestamp(mtime, UTC)
+
+
+def _segment_number(wal: str | None) -> int | None:
+    """A WAL segment's place in the timeline's sequence (16 MiB segments, 256 per log file);
+    None for other archived files (a timeline's .history)."""
+    if wal is None or len(wal) < 24 or not all(c in "0123456789ABCDEF" for c in wal[:24]):
+        return None
+    return int(wal[8:16], 16) * 0x100 + int(wal[16:24], 16)
+
+
+def judge_archiving(
+    report: ArchiveReport,
+    backup: BackupConfig,
+    *,
+    now: datetime,
+    archiving_since: datetime | None,
+) -> list[Check]:
+    """The archiver's verdict, then one per repository."""
+    return [
+        _archiver_check(report),
+        *(_repository_check(repo, backup, now, archiving_since) for repo in report.repositories),
+    ]
+
+
+def _archiver_check(report: ArchiveReport) -> Check:
+    archiver = report.archiver
+    if archiver.failing:
+        at = f"{archiver.last_failed_at:%Y-%m-%d %H:%M:%S} UTC"
+        return Check(
+            "wal archiving",
+            Verdict.FAIL,
+            f"archiving WAL fails: segment {archiver.last_failed_wal} last failed at {at} "
+            f"({archiver.failed_count} failures); it waits in pg_wal and is retried",
+            "`orbisctl logs postgres` shows pgBackRest's error; `orbisctl backup status` shows "
+            "which repository refuses (for backup.remote: the endpoint, the bucket and "
+            "secrets/remote_*_key)",
+        )
+    if archiver.lag_seconds is None:
+        return Check(
+            "wal archiving",
+            Verdict.WARN,
+            "no WAL segment archived yet",
+            "`orbisctl up` creates the stanza and archives a first segment",
+        )
+    current = _segment_number(archiver.current_wal)
+    archived = _segment_number(archiver.last_archived_wal)
+    waiting = current - archived - 1 if current is not None and archived is not None else 0
+    if waiting > 0 and archiver.lag_seconds > ARCHIVE_STUCK_SECONDS:
+        return Check(
+            "wal archiving",
+            Verdict.WARN,
+            f"{waiting} completed WAL segment(s) wait; the last one archived "
+            f"{archiver.lag_seconds:.0f} s ago",
+            "`orbisctl logs postgres` shows pgBackRest's async push; `orbisctl backup status`",
+        )
+    return Check(
+        "wal archiving",
+        Verdict.PASS,
+        f"{archiver.archived_count} segments archived, the last {archiver.lag_seconds:.0f} s ago",
+    )
+
+
+def _repository_check(
+    repo: RepositoryReport, backup: BackupConfig, now: datetime, archiving_since: datetime | None
+) -> Check:
+    number = repo.state.repo
+    local = number == LOCAL_REPOSITORY
+    name = f"backup repository {number} ({'local' if local else 'backup.remote'})"
+    take = "`orbisctl backup create` takes a base backup into every repository"
+    if not repo.state.ok and repo.state.status != NO_VALID_BACKUPS:
+        fix = (
+            "`orbisctl backup status`; `orbisctl backup verify` checks what it holds"
+            if local
+            else "check that the object store is reachable from this host and backup.remote "
+            "(endpoint, bucket, region, ca_file) and secrets/remote_*_key are right"
+        )
+        return Check(name, Verdict.FAIL, repo.state.status, fix)
+    newest, window = repo.state.newest, repo.window
+    if newest is None or window is None:
+        return Check(name, Verdict.WARN, "no base backup yet: nothing to restore from", take)
+    hours = (now - newest.stopped).total_seconds() / 3600
+    rpo_hours = backup.objectives.rpo_hours
+    detail = f"window {window.describe()}; newest base backup {newest.label} is {hours:.1f} h old"
+    if hours > rpo_hours:
+        return Check(
+            name,
+            Verdict.WARN if hours <= 2 * rpo_hours else Verdict.FAIL,
+            f"{detail} (RPO {rpo_hours} h)",
+            f"{take}; `orbisctl backup schedule` runs it daily",
+        )
+    configured = timedelta(days=backup.archive.window_days)
+    span = window.latest - window.earliest
+    archived_long_enough = archiving_since is not None and now - archiving_since > configured
+    if span < configured - WINDOW_SLACK and archived_long_enough:
+        return Check(
+            name,
+            Verdict.WARN,
+            f"{detail}: {span.total_seconds() / 86400:.1f} days, shorter than "
+            f"backup.archive.window_days ({backup.archive.window_days})",
+            "base backups were missed or removed: `orbisctl backup status` lists those kept; "
+            "the window grows back as new ones age",
+        )
+    return Check(name, Verdict.PASS, detail)
 
 
 def check_unfinished_restore(ctx: DoctorContext) -> list[Check]:
@@ -532,6 +693,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_backup_age,
     check_backup_space,
     check_kept_databases,
+    check_archiving,
     check_unfinished_restore,
 )
 

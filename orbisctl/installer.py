@@ -130,7 +130,7 @@ def _names_project(install: InstallDir) -> bool:
     names keeps its `orbisvoice`)."""
     if not install.is_install():
         return False
-    data = yaml.safe_load(install.config.read_text(encoding="utf-8"))
+    data = yaml.safe_load(install.config_file.read_text(encoding="utf-8"))
     return isinstance(data, dict) and "project_name" in data
 
 
@@ -163,7 +163,7 @@ def plan_config(
     `flags` names the command-line flag of each key path; `from_flags` are the key paths
     whose value came from one. A problem with such a value names the flag, not orbis.yaml.
     """
-    base = load_config(install.config).model_dump(mode="json") if install.is_install() else {}
+    base = load_config(install.config_file).model_dump(mode="json") if install.is_install() else {}
     if "project_name" not in overrides and not _names_project(install):
         overrides = {**overrides, "project_name": derived_project_name(install.root)}
     try:
@@ -322,7 +322,7 @@ def complete_archive_secrets(root: Path) -> list[str]:
     if not install.secret(ARCHIVE_KEY).exists():
         value = generate_secret(ARCHIVE_KEY).encode()
         planned.append(PlannedFile(f"secrets/{ARCHIVE_KEY}", value, SECRET_MODE, mounted=False))
-    config = _plan_archive_secret_config(install, load_config(install.config), planned)
+    config = _plan_archive_secret_config(install, load_config(install.config_file), planned)
     if config is not None:
         planned.append(config)
     _write_planned(install, planned)
@@ -420,10 +420,10 @@ def init_install(
 
     # Everything is checked; from here on we write.
     install.root.mkdir(parents=True, exist_ok=True)
-    install.secrets.mkdir(mode=SECRETS_DIR_MODE, exist_ok=True)
-    install.secrets.chmod(SECRETS_DIR_MODE)
-    install.tls.mkdir(exist_ok=True)
-    install.backups.mkdir(exist_ok=True)
+    install.secrets_dir.mkdir(mode=SECRETS_DIR_MODE, exist_ok=True)
+    install.secrets_dir.chmod(SECRETS_DIR_MODE)
+    install.tls_dir.mkdir(exist_ok=True)
+    install.backups_dir.mkdir(exist_ok=True)
     _write_planned(install, planned)
     result.created.extend(item.path for item in planned)
     if any(item.mounted for item in planned) and os.geteuid() != 0:
@@ -432,7 +432,7 @@ def init_install(
             f"{RUNTIME_UID}) can read them only after `chown {RUNTIME_UID}:{RUNTIME_UID}` "
             "of secrets/* (except backup_key and archive_key) and tls/server.key, tls/emulator.key"
         )
-    atomic_write(install.config, dump_config(cfg).encode())
+    atomic_write(install.config_file, dump_config(cfg).encode())
     result.rendered = write_tree(rendered, install.root, in_place=SINGLE_FILE_MOUNTS)
     return result
 
@@ -444,7 +444,7 @@ class RenderResult:
 
 
 def render_files(install: InstallDir) -> dict[Path, str]:
-    cfg = load_config(install.config)
+    cfg = load_config(install.config_file)
     server_chain = _read_existing(install, SERVER_CERT)
     if server_chain is None:
         raise InstallDirError(
@@ -494,7 +494,7 @@ def renew_server_cert(root: Path, *, force: bool = False, now: datetime | None =
     its next reload, which the caller does (a reload keeps open WebSocket calls).
     """
     install = require_install(root)
-    cfg = load_config(install.config)
+    cfg = load_config(install.config_file)
     recover_in_place(install.root / SERVER_CERT)
     chain = _require(install, SERVER_CERT)
     if cfg.tls.mode is not TlsMode.SELF_SIGNED:

@@ -8,6 +8,7 @@ inputs, so the same config always renders byte-identical files.
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from backups import pgbackrest_config
 from orbisctl import image_digests
 from orbisctl.core.config import EVERY_IPV4_ADDRESS, ImageSource, ModelProvider, OrbisConfig, Target
+from orbisctl.core.secretfiles import SecretMount, secret_mount, secret_mounts
 from orbisctl.templating import environment
 
 # Every container that reads a secret runs as this uid/gid; `init` makes it the owner of the
@@ -52,7 +54,7 @@ CONTAINER_TLS_DIR = "/etc/orbis/tls"
 # `pgbackrest_data` volume, the locks in the container's tmpfs.
 PGBACKREST_CONFIG = Path("pgbackrest/pgbackrest.conf")
 PGBACKREST_CONFIG_MOUNT = "/etc/pgbackrest"
-PGBACKREST_INCLUDE_DIR = "/run/secrets/pgbackrest"
+PGBACKREST_INCLUDE_DIR = posixpath.dirname(secret_mount("pgbackrest_secret").container_path)
 PGBACKREST_VOLUME_MOUNT = "/var/lib/pgbackrest"
 # backup.remote.ca_file inside the postgres container (beside, not inside, the read-only
 # configuration mount).
@@ -100,18 +102,9 @@ class SwarmObject:
 def swarm_objects(cfg: OrbisConfig) -> dict[str, SwarmObject]:
     """Every secret and config the stack file declares, by its key in the stack file."""
     emulator = cfg.model.provider is ModelProvider.EMULATOR
-    secret_files = {
-        "postgres_user": "secrets/postgres_user",
-        "postgres_password": "secrets/postgres_password",
-        "redis_password": "secrets/redis_password",
-        "jwt_keys": "secrets/jwt_keys.json",
-        "internal_token": "secrets/internal_token",
-        "gemini_api_key": "secrets/gemini_api_key",
-        "server_tls_key": "tls/server.key",
+    objects = {
+        key: SwarmObject("secret", Path(mount.path)) for key, mount in stack_secrets(cfg).items()
     }
-    if emulator:
-        secret_files["emulator_tls_key"] = "tls/emulator.key"
-    objects = {key: SwarmObject("secret", Path(path)) for key, path in secret_files.items()}
     for key, _target, path in _nginx_configs():
         objects[key] = SwarmObject("config", path)
     objects["server_crt"] = SwarmObject("config", Path("tls/server.crt"))
@@ -119,6 +112,14 @@ def swarm_objects(cfg: OrbisConfig) -> dict[str, SwarmObject]:
         objects["tls_ca"] = SwarmObject("config", Path("tls/ca.crt"))
         objects["emulator_crt"] = SwarmObject("config", Path("tls/emulator.crt"))
     return objects
+
+
+def stack_secrets(cfg: OrbisConfig) -> dict[str, SecretMount]:
+    """The secrets the stack mounts (orbisctl/core/secretfiles.py's registry), by key."""
+    return secret_mounts(
+        archiving=archiving_enabled(cfg),
+        emulator=cfg.model.provider is ModelProvider.EMULATOR,
+    )
 
 
 def _nginx_configs() -> list[tuple[str, str, Path]]:
@@ -309,6 +310,7 @@ def render_context(cfg: OrbisConfig, *, ocsp_stapling: bool = False) -> dict[str
         "web_root": WEB_ROOT,
         "tls_dir": CONTAINER_TLS_DIR,
         "archiving": archiving_enabled(cfg),
+        "secrets": stack_secrets(cfg),
         "archive_command": pgbackrest_config.archive_command(),
         "archive_timeout_seconds": ARCHIVE_TIMEOUT_SECONDS,
         "pgdata": CONTAINER_PGDATA,

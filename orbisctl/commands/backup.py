@@ -333,7 +333,7 @@ def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = Fal
 def status_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """Continuous archiving: what each repository can restore to, the archive lag, the
     newest base backup."""
-    from backups.archive_stack import archive_report
+    from backups.archive_stack import archive_report, stack_pgbackrest
 
     ctx = BackupContext(directory, None, None)
     if not ctx.archiving():
@@ -342,7 +342,7 @@ def status_command(directory: InstallDirOption = Path(), as_json: JsonOption = F
             hint="set backup.archive.enabled: true (target compose) in orbis.yaml, then "
             "`orbisctl render` and `orbisctl up`",
         )
-    report = archive_report(ctx.install, ctx.executor())
+    report = archive_report(stack_pgbackrest(ctx.install), ctx.executor())
     if as_json:
         output.print_json(report.to_json())
         return

@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,10 @@ def last_error_line(stderr: str) -> str:
     return lines[-1] if lines else "no error output"
 
 
+def _exec_args(service: str, argv: Sequence[str], env_names: Sequence[str]) -> list[str]:
+    return ["exec", "-T", *(arg for name in env_names for arg in ("--env", name)), service, *argv]
+
+
 @dataclass(frozen=True)
 class Compose:
     """`docker compose` bound to one project: its file, directory and name."""
@@ -161,6 +165,18 @@ class Compose:
             *(arg for override in self.overrides for arg in ("--file", str(override))),
             *args,
         ]
+
+    def exec_command(
+        self, service: str, argv: Sequence[str], *, env_names: Sequence[str] = ()
+    ) -> list[str]:
+        """`docker compose exec -T` of `argv` in the service's running container: the command
+        line, for a caller that streams stdin or stdout. `env_names` are passed on from the
+        caller's environment (`--env NAME`), so a secret value never appears in an argument."""
+        return self.command(*_exec_args(service, argv, env_names))
+
+    def exec(self, service: str, argv: Sequence[str], *, timeout: float | None = None) -> str:
+        """Run `argv` in the service's running container and return its output."""
+        return self.run(*_exec_args(service, argv, ()), timeout=timeout)
 
     def run(self, *args: str, timeout: float | None = None) -> str:
         """Run a compose command, capturing output; EngineError with compose's own error line."""
@@ -269,10 +285,15 @@ def start_container(container: Any) -> None:
         raise api_error(f"starting {container.name}", exc) from None
 
 
-def exec_in(container: Any, command: Sequence[str]) -> ExecResult:
-    """Run a command in a running container (as its own user) and collect its output."""
+def exec_in(
+    container: Any, command: Sequence[str], environment: Mapping[str, str] | None = None
+) -> ExecResult:
+    """Run a command in a running container (as its own user) and collect its output.
+    `environment` is how secrets reach the command without appearing in its arguments."""
     try:
-        exit_code, output = container.exec_run(list(command), stdout=True, stderr=True)
+        exit_code, output = container.exec_run(
+            list(command), stdout=True, stderr=True, environment=dict(environment or {})
+        )
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise api_error(f"running {command[0]} in {container.name}", exc) from None
     return ExecResult(int(exit_code), output.decode("utf-8", "replace").strip())

@@ -26,31 +26,38 @@ PUBLIC_MODE = 0o644
 
 @dataclass(frozen=True)
 class InstallDir:
-    """Paths inside one install directory."""
+    """The paths of one install directory: what `init` plans and writes before a config
+    exists. `Install` is the same directory with its config loaded."""
 
     root: Path
 
     @property
-    def config(self) -> Path:
+    def config_file(self) -> Path:
         return self.root / CONFIG_FILENAME
 
     @property
-    def secrets(self) -> Path:
+    def compose_file(self) -> Path:
+        return self.root / COMPOSE_FILENAME
+
+    @property
+    def secrets_dir(self) -> Path:
         return self.root / SECRETS_DIR
 
     @property
-    def tls(self) -> Path:
+    def tls_dir(self) -> Path:
         return self.root / TLS_DIR
 
     @property
-    def backups(self) -> Path:
+    def backups_dir(self) -> Path:
+        """The default backup repository, which `init` creates (`Install.repository` is the
+        configured one)."""
         return self.root / BACKUPS_DIR
 
     def secret(self, name: str) -> Path:
-        return self.secrets / name
+        return self.secrets_dir / name
 
     def is_install(self) -> bool:
-        return self.config.is_file()
+        return self.config_file.is_file()
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -106,34 +113,17 @@ def require_install(root: Path) -> InstallDir:
 
 
 @dataclass(frozen=True)
-class Install:
+class Install(InstallDir):
     """An install directory written by `orbisctl init`, and its config (the one model of an
     install that the stack, backups, the drill, rotation, doctor and images share)."""
 
-    root: Path
     config: OrbisConfig
-
-    @property
-    def config_file(self) -> Path:
-        return self.root / CONFIG_FILENAME
-
-    @property
-    def compose_file(self) -> Path:
-        return self.root / COMPOSE_FILENAME
 
     @property
     def repository(self) -> Path:
         """The backup repository: `backup.location`, under the install unless absolute."""
         location = self.config.backup.location
         return location if location.is_absolute() else self.root / location
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.root / SECRETS_DIR
-
-    @property
-    def tls_dir(self) -> Path:
-        return self.root / TLS_DIR
 
     def containers(self, client: docker.DockerClient) -> list[Any]:
         """This install's containers: of its project name *and* made in its directory."""

@@ -1,9 +1,13 @@
-"""The secret files of an install (docs/architecture.md): names, and how each is generated."""
+"""The secret files of an install (docs/architecture.md): names, how each is generated, and
+the registry of those the containers read (`SECRET_MOUNTS`), from which the compose and stack
+files take their secrets and the `*_FILE` paths they give the services."""
 
 from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from orbisctl.core.errors import InstallDirError, UserError
@@ -38,19 +42,73 @@ SECRET_NAMES = (
     ARCHIVE_KEY,
 )
 
-# Mounted into containers (Compose `secrets:`), so owned by the containers' uid. The others
+
+CONTAINER_SECRETS_DIR = "/run/secrets"
+
+
+class MountedWhen(StrEnum):
+    ALWAYS = "always"
+    ARCHIVING = "archiving"  # backup.archive on (render.archiving_enabled)
+    EMULATOR = "emulator"  # model.provider: emulator
+
+
+@dataclass(frozen=True)
+class SecretMount:
+    """An install file the containers read as a Compose (or Swarm) secret."""
+
+    # The secret's key in compose.yaml / stack.yaml.
+    key: str
+    # The install file, relative to the install directory.
+    path: str
+    # Where the container sees it: under /run/secrets (the key when empty), or absolute.
+    target: str = ""
+    when: MountedWhen = MountedWhen.ALWAYS
+
+    @property
+    def container_path(self) -> str:
+        target = self.target or self.key
+        return target if target.startswith("/") else f"{CONTAINER_SECRETS_DIR}/{target}"
+
+
+SECRET_MOUNTS = (
+    SecretMount("postgres_user", f"secrets/{POSTGRES_USER}"),
+    SecretMount("postgres_password", f"secrets/{POSTGRES_PASSWORD}"),
+    SecretMount("redis_password", f"secrets/{REDIS_PASSWORD}"),
+    SecretMount("jwt_keys", f"secrets/{JWT_KEYS}", target=JWT_KEYS),
+    SecretMount("internal_token", f"secrets/{INTERNAL_TOKEN}"),
+    SecretMount("gemini_api_key", f"secrets/{GEMINI_API_KEY}"),
+    SecretMount("server_tls_key", "tls/server.key", target="/etc/nginx/tls/server.key"),
+    # In the directory PGBACKREST_CONFIG_INCLUDE_PATH names (orbisctl/render.py).
+    SecretMount(
+        "pgbackrest_secret",
+        f"secrets/{PGBACKREST_SECRET_CONFIG}",
+        target=f"{CONTAINER_SECRETS_DIR}/pgbackrest/secret.conf",
+        when=MountedWhen.ARCHIVING,
+    ),
+    SecretMount("emulator_tls_key", "tls/emulator.key", when=MountedWhen.EMULATOR),
+)
+
+
+# The files under secrets/ that containers read, so owned by the containers' uid. The others
 # are read only by orbisctl on the host.
 MOUNTED_SECRETS = frozenset(
-    {
-        POSTGRES_USER,
-        POSTGRES_PASSWORD,
-        REDIS_PASSWORD,
-        JWT_KEYS,
-        INTERNAL_TOKEN,
-        GEMINI_API_KEY,
-        PGBACKREST_SECRET_CONFIG,
-    }
+    Path(mount.path).name for mount in SECRET_MOUNTS if Path(mount.path).parent.name == "secrets"
 )
+
+
+def secret_mount(key: str) -> SecretMount:
+    return next(mount for mount in SECRET_MOUNTS if mount.key == key)
+
+
+def secret_mounts(*, archiving: bool, emulator: bool) -> dict[str, SecretMount]:
+    """The secrets a stack with these parts mounts, by key, in the registry's order."""
+    wanted = {
+        MountedWhen.ALWAYS,
+        *((MountedWhen.ARCHIVING,) if archiving else ()),
+        *((MountedWhen.EMULATOR,) if emulator else ()),
+    }
+    return {mount.key: mount for mount in SECRET_MOUNTS if mount.when in wanted}
+
 
 _TOKEN_BYTES = 32
 # The database owner role, the first login role of a fresh install.

@@ -147,20 +147,6 @@ _VERIFIER = re.compile(r"^SCRAM-SHA-256\$[0-9]+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+
 _SECRET_TEXT = re.compile(r"^[A-Za-z0-9_.~+/=-]+$")
 
 
-def _exec(
-    container: Any, command: list[str], environment: dict[str, str] | None = None
-) -> engine.ExecResult:
-    """`engine.exec_in` with environment variables: how secrets reach a command in a
-    container without appearing in its arguments."""
-    try:
-        exit_code, output = container.exec_run(
-            command, stdout=True, stderr=True, environment=environment or {}
-        )
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise engine.api_error(f"running {command[0]} in {container.name}", exc) from None
-    return engine.ExecResult(int(exit_code), output.decode("utf-8", "replace").strip())
-
-
 def _checked(value: str, pattern: re.Pattern[str], what: str) -> str:
     if not pattern.match(value):
         raise ValueError(f"refusing to pass a malformed {what} to a shell-less command")
@@ -195,7 +181,7 @@ class ExecPostgresAdmin:
         if password is not None:
             command += ["-h", "127.0.0.1"]
             environment["PGPASSWORD"] = password
-        return _exec(container, [*command, "-c", sql], environment)
+        return engine.exec_in(container, [*command, "-c", sql], environment)
 
     def _admin(self, sql: str) -> None:
         result = self._psql(sql, user=self.admin_user)
@@ -247,7 +233,7 @@ class ExecRedisAdmin:
 
     def _cli(self, user: str, auth: str, *args: str) -> engine.ExecResult:
         container = _ServiceContainer(self.roller, "redis").one()
-        return _exec(
+        return engine.exec_in(
             container,
             ["redis-cli", "--no-auth-warning", "--user", user, *args],
             {"REDISCLI_AUTH": auth},
@@ -305,7 +291,7 @@ class ExecGeminiProbe:
             for item in container.attrs.get("Config", {}).get("Env", [])
             if "=" in item
         }
-        result = _exec(
+        result = engine.exec_in(
             container,
             ["python", "-c", _PROBE_SCRIPT],
             {
@@ -361,7 +347,9 @@ class ExecApiAudit:
                     "finished_at": entry.finished_at,
                 },
             }
-            result = _exec(container, ["python", "-c", _AUDIT_SCRIPT], {"BODY": json.dumps(body)})
+            result = engine.exec_in(
+                container, ["python", "-c", _AUDIT_SCRIPT], {"BODY": json.dumps(body)}
+            )
             if result.output.splitlines()[-1:] != ["204"]:
                 raise EngineError(
                     f"the api did not record the audit entry of rotation {entry.id} "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from backups import crypto as backup_crypto
 from backups import keys as backup_keys
+from orbisctl.core import secretfiles
 from orbisctl.core.config import ModelProvider
 from orbisctl.core.errors import UserError
 from orbisctl.core.secretfiles import generate_secret, read_gemini_key
@@ -46,17 +47,17 @@ ROTATION_ORDER = (
 
 # Files under secrets/ that each kind replaces (docs/architecture.md, "Install directory").
 SECRET_FILES: dict[SecretKind, str] = {
-    SecretKind.JWT: "jwt_keys.json",
-    SecretKind.INTERNAL_TOKEN: "internal_token",
-    SecretKind.REDIS_PASSWORD: "redis_password",
-    SecretKind.POSTGRES_PASSWORD: "postgres_password",
-    SecretKind.GEMINI_API_KEY: "gemini_api_key",
-    SecretKind.BACKUP_KEY: backup_keys.BACKUP_KEY_FILE,
+    SecretKind.JWT: secretfiles.JWT_KEYS,
+    SecretKind.INTERNAL_TOKEN: secretfiles.INTERNAL_TOKEN,
+    SecretKind.REDIS_PASSWORD: secretfiles.REDIS_PASSWORD,
+    SecretKind.POSTGRES_PASSWORD: secretfiles.POSTGRES_PASSWORD,
+    SecretKind.GEMINI_API_KEY: secretfiles.GEMINI_API_KEY,
+    SecretKind.BACKUP_KEY: secretfiles.BACKUP_KEY,
 }
 
 # The login role name the services use; absent means the owner role itself (first install).
-POSTGRES_USER_FILE = "postgres_user"
-POSTGRES_OWNER = "orbis"
+POSTGRES_USER_FILE = secretfiles.POSTGRES_USER
+POSTGRES_OWNER = secretfiles.POSTGRES_OWNER_ROLE
 POSTGRES_LOGIN_ROLES = ("orbis_a", "orbis_b")
 REDIS_USER = "orbis"
 

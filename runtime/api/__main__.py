@@ -17,9 +17,9 @@ from runtime.api import keys
 from runtime.api.app import create_app
 from runtime.api.serving import ApiRunner
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
-from runtime.common.db import MigrationError, load_migrations, migrate
 from runtime.common.keyring import KeyRingError
 from runtime.common.logs import configure_logging
+from runtime.common.migrations import MigrationError, load_migrations, migrate
 from runtime.common.serve import (
     refuse_arguments,
     serve_until_stopped,

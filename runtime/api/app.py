@@ -33,8 +33,9 @@ from runtime.api.security import KeyRingSource
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
 from runtime.api.telemetry import ApiMetrics
 from runtime.api.tools import webhook_session
-from runtime.common.db import Database, load_migrations, open_pool
+from runtime.common.db import Database, open_pool
 from runtime.common.logs import request_id_middleware
+from runtime.common.migrations import load_migrations
 from runtime.common.redis_client import open_redis
 from runtime.common.settings import reveal
 

@@ -15,7 +15,8 @@ from runtime.api.revocation import Revocations
 from runtime.api.security import KeyRingSource
 from runtime.api.settings import ApiSettings
 from runtime.api.telemetry import ApiMetrics
-from runtime.common.db import Database, Migration
+from runtime.common.db import Database
+from runtime.common.migrations import Migration
 
 SETTINGS = web.AppKey("settings", ApiSettings)
 METRICS = web.AppKey("metrics", ApiMetrics)

@@ -31,8 +31,8 @@ from aiohttp import web
 from runtime.api.app import create_app
 from runtime.api.serving import ApiRunner
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings, RateLimits
-from runtime.common.db import load_migrations, migrate
 from runtime.common.keyring import new_keyring
+from runtime.common.migrations import load_migrations, migrate
 
 INTERNAL_TOKEN = "internal-test-token-0123456789abcdef"
 PASSWORD = "correct horse battery"

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from runtime.api.settings import MIGRATIONS_DIR
-from runtime.common.db import load_migrations, migrate
+from runtime.common.migrations import load_migrations, migrate
 from tests.api.fixtures import ApiHarness
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from runtime.api.settings import MIGRATIONS_DIR
-from runtime.common.db import (
+from runtime.common.migrations import (
     Migration,
     MigrationError,
     SchemaTooNewError,

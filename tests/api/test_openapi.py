@@ -37,7 +37,7 @@ from runtime.api.app import create_app
 from runtime.api.models.accounts import EMAIL_PATTERN
 from runtime.api.models.sessions import CURSOR_PATTERN
 from runtime.api.settings import MIGRATIONS_DIR
-from runtime.common.db import load_migrations, migrate
+from runtime.common.migrations import load_migrations, migrate
 from tests.api.fixtures import INTERNAL_TOKEN, PASSWORD, api_settings, write_keyring
 from tests.services import free_port, wait_for_port
 

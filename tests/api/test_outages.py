@@ -15,7 +15,7 @@ from aiohttp import web
 from healthchecks.probes import DEFAULT_TIMEOUT as PROBE_TIMEOUT
 from runtime.api.app import create_app
 from runtime.api.settings import MIGRATIONS_DIR
-from runtime.common.db import load_migrations
+from runtime.common.migrations import load_migrations
 from tests.api.fixtures import ApiHarness, api_settings, start_api, write_keyring
 from tests.services import PostgresServer, RedisServer
 

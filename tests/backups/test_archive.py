@@ -15,6 +15,7 @@ import pytest
 
 from backups import archive, pgbackrest_config
 from backups.executor import LocalExecutor
+from orbisctl import doctor
 from orbisctl.core.errors import DataError, EngineError
 from tests.backups.archiving import (
     archived_after,
@@ -25,8 +26,10 @@ from tests.backups.archiving import (
     insert,
     past_the_newest_backup,
     rows_restored_to,
+    server_now,
     writes_around_a_target,
 )
+from tests.backups.conftest import make_install
 from tests.services import PostgresServer, postgres_server
 
 CIPHER_PASS = "a-test-passphrase-of-the-local-repository"
@@ -155,3 +158,42 @@ def test_a_target_time_without_a_zone_is_utc_and_garbage_is_refused() -> None:
     assert archive.parse_target_time("2026-12-04 12:00:00+02:00").astimezone(UTC).hour == 10
     with pytest.raises(DataError, match="not a time"):
         archive.parse_target_time("yesterday")
+
+
+def test_doctor_reads_the_archiver_and_each_repository(archived: Archived, tmp_path: Path) -> None:
+    install = make_install(tmp_path / "orbis")
+    ctx = doctor.DoctorContext(install, database=archived.executor, pgbackrest=archived.pgbackrest)
+    moment = server_now(archived.server)
+    archive.check_archiving(archived.pgbackrest)
+    archived_after(archived.executor, moment)
+    archive.base_backup(archived.pgbackrest, archive.BackupKind.INCREMENTAL)
+    archiver, local = doctor.check_archiving(ctx)
+    assert (archiver.name, archiver.verdict) == ("wal archiving", doctor.Verdict.PASS)
+    assert "segments archived, the last" in archiver.detail
+    assert (local.name, local.verdict) == ("backup repository 1 (local)", doctor.Verdict.PASS)
+    assert "newest base backup" in local.detail and "0.0 h old" in local.detail
+
+    # A stanza in a new repository, no base backup in it yet.
+    fresh = configure(
+        empty_dir(archived.base, "fresh"),
+        archived.server,
+        [pgbackrest_config.Repository(str(archived.base / "fresh-repo"))],
+        [pgbackrest_config.RepositoryKeys(CIPHER_PASS)],
+    )
+    archive.create_stanza(fresh)
+    ctx.pgbackrest = fresh
+    _, empty = doctor.check_archiving(ctx)
+    assert empty.verdict is doctor.Verdict.WARN, empty
+    assert empty.detail.startswith("no base backup yet")
+
+    # The first repository read with another passphrase: pgBackRest refuses it.
+    ctx.pgbackrest = configure(
+        empty_dir(archived.base, "wrong-doctor"),
+        archived.server,
+        [pgbackrest_config.Repository(str(archived.base / "repo"))],
+        [pgbackrest_config.RepositoryKeys("not-the-key")],
+    )
+    _, refused = doctor.check_archiving(ctx)
+    assert refused.verdict is doctor.Verdict.FAIL, refused
+    assert "unable to load info file" in refused.detail, refused
+    assert "not-the-key" not in refused.detail + refused.fix

@@ -327,6 +327,16 @@ def _archiver(stack: Stack) -> dict[str, Any]:
     return archiver
 
 
+def _doctor_archiving(stack: Stack) -> tuple[int, dict[str, dict[str, str]]]:
+    """doctor's exit code and its archiving checks by name."""
+    started = time.monotonic()
+    result = stack.cli("doctor", "--json")
+    TIMINGS.setdefault("doctor_seconds", []).append(round(time.monotonic() - started, 1))
+    checks = json.loads(result.stdout)["checks"]
+    wanted = ("wal archiving", "backup repository")
+    return result.exit_code, {c["name"]: c for c in checks if c["name"].startswith(wanted)}
+
+
 def _until(what: str, condition: Any, *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -391,6 +401,12 @@ async def test_backup_remote_puts_every_segment_and_base_backup_in_the_object_st
             lambda: _archiver(stack)["failed_count"] > failed_before,
             timeout=120,
         )
+        code, checks = _doctor_archiving(stack)
+        assert code == ExitCode.FAILURE, checks
+        assert checks["wal archiving"]["verdict"] == "fail", checks
+        assert "archiving WAL fails" in checks["wal archiving"]["detail"], checks
+        assert checks["backup repository 2 (backup.remote)"]["verdict"] == "fail", checks
+        assert checks["backup repository 1 (local)"]["verdict"] == "pass", checks
         store.start()
         # After its retries PostgreSQL's archiver sleeps up to 60 s; a new segment wakes it.
         psql(stack, "SELECT pg_current_xact_id()")
@@ -402,6 +418,12 @@ async def test_backup_remote_puts_every_segment_and_base_backup_in_the_object_st
         )
         TIMINGS["remote_outage_recovered_seconds"] = round(time.monotonic() - started, 1)
         assert _archiver(stack)["failing"] is False
+        _, checks = _doctor_archiving(stack)
+        assert {name: c["verdict"] for name, c in checks.items()} == {
+            "wal archiving": "pass",
+            "backup repository 1 (local)": "pass",
+            "backup repository 2 (backup.remote)": "pass",
+        }, checks
         assert any(segment in key for key in store.list_keys(REMOTE_BUCKET, "orbisvoice/"))
 
         verified = _cli_json("backup_verify_seconds", stack, "backup", "verify")

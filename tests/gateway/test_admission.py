@@ -43,10 +43,17 @@ SETUP_STEPS, SETUP_STEP_SECONDS = 4, 0.004  # 16 ms of CPU per set-up: 1 s for t
 @asynccontextmanager
 async def cpu_hog(seconds: float) -> AsyncIterator[None]:
     """Busy-looping processes on every core, as a neighbour's build would; each stops by
-    itself after `seconds` (and is killed on the way out)."""
+    itself after `seconds` (and is killed on the way out).
+
+    They run at nice -10 (the tests run as root): at the gateway's own priority the kernel
+    wakes the sleeping loop ahead of them often enough that only 8-30% of its samples came
+    late, too few for the test to be sure the neighbour was felt (CI on a clean clone saw
+    8%). At -10, 89-96% came late on 2 cores; `nice` runs them unchanged where it may not."""
     code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass"
     hogs = [
-        await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+        await asyncio.create_subprocess_exec(
+            "nice", "-n", "-10", sys.executable, "-c", code, stderr=asyncio.subprocess.DEVNULL
+        )
         for _ in range(HOGS_PER_CORE * (os.cpu_count() or 1))
     ]
     try:
@@ -92,9 +99,8 @@ async def test_an_idle_gateway_beside_a_cpu_hog_refuses_no_call(
     settings: GatewaySettings, emulator: EmulatorHandle, agents: Agents, http: aiohttp.ClientSession
 ) -> None:
     # A limit the neighbour's lag is sure to pass (more samples over it than the judge's 90th
-    # percentile allows): judged on wall-clock lag, it would shed. The kernel wakes a sleeping
-    # loop ahead of busy hogs, so their lag is mostly a few ms: measured on 2 cores, 25-30% of
-    # samples over 2.5 ms but only 4-6% over 5 ms (too few to be sure of); own lag <1% over.
+    # percentile allows): judged on wall-clock lag, it would shed. Measured on 2 cores with
+    # the hogs at nice -10: 89-96% of samples over 2.5 ms, the own lag 1-2% over.
     bound = "0.0025"
     limited = settings.model_copy(update={"max_loop_lag_seconds": float(bound)})
     token = await agents.token()
@@ -113,7 +119,11 @@ async def test_an_idle_gateway_beside_a_cpu_hog_refuses_no_call(
                 await call.wait_for("session.started", within=20)
         count, over = await share_of_samples_over(http, gw, bound)
         # The neighbour did make the loop late, as a wall clock sees it...
-        assert (over - over_before) / (count - count_before) > 0.1, (count, over)
+        assert (over - over_before) / (count - count_before) > 0.1, (
+            "the neighbour did not make the loop late (are the tests root, for nice -10?)",
+            count,
+            over,
+        )
         # ...and none of it was taken for the gateway's own load.
         assert not flipped
         assert gw.gateway.refused_calls == 0

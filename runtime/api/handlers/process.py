@@ -11,8 +11,8 @@ from aiohttp import web
 from runtime.api import keys
 from runtime.api.models.process import Health, Readiness
 from runtime.api.routing import Auth, Route, json_response
-from runtime.common.db import pending_migrations
 from runtime.common.metrics import metrics_response
+from runtime.common.migrations import pending_migrations
 
 # Below the container health probe's 3 s (healthchecks/probes.py), so a dependency that hangs
 # shows in the probe as "not ready: database unavailable" rather than as a probe timeout.
