@@ -33,12 +33,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backups.engine import NoAppControl, pid_alive, restore_backup, restore_config_only
 from backups.executor import ComposeExecutor
 from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
 from backups.manifest import MANIFEST_FILE, load
+from backups.ports import NoAppControl
 from backups.process import psql_session, quote_literal
+from backups.restore import restore_backup, restore_config_only
+from backups.restore_lock import pid_alive
 from orbisctl import stack
 from orbisctl.core import engine
 from orbisctl.core.config import CONFIG_FILENAME, ModelProvider, OrbisConfig, load_config

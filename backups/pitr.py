@@ -29,15 +29,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from backups import archive, engine
+from backups import archive
 from backups.archive import BackupKind
 from backups.archive_stack import LOCAL_REPOSITORY, POSTGRES_SERVICE, stack_pgbackrest
-from backups.engine import AppControl
+from backups.databases import row_counts
 from backups.executor import MAINTENANCE_DATABASE, ComposeExecutor, Executor
 from backups.fs import atomic_write
 from backups.keys import BackupKeyRing
+from backups.ports import STEP_STOP_APP, AppControl
 from backups.process import psql_session
+from backups.restore import restore_journals, take_safety_backup
 from backups.restore_journal import RESTORE_DIRNAME
+from backups.restore_lock import restore_lock
 from backups.schema import code_schema_version, database_schema_version
 from orbisctl.core.errors import DataError, EngineError, InstallDirError, OrbisError, UserError
 from orbisctl.core.install import Install
@@ -334,7 +337,7 @@ def _check_restored(executor: Executor, live_database: str) -> dict[str, int]:
             f"knows ({code_schema_version()})",
             hint="nothing was changed; upgrade OrbisVoice first",
         )
-    counts = engine.row_counts(executor, live_database)
+    counts = row_counts(executor, live_database)
     with psql_session(executor, MAINTENANCE_DATABASE) as session:
         for setting in _RECOVERY_SETTINGS:
             session.query(f"ALTER SYSTEM RESET {setting}")
@@ -381,13 +384,13 @@ def restore_stack_to_time(
     repository `repo`; on any failure before the switch the stack is as it was."""
     started = now or datetime.now(UTC)
     store = journals(install)
-    with engine.restore_lock(install.repository, f"point-in-time {target or 'latest'}"):
+    with restore_lock(install.repository, f"point-in-time {target or 'latest'}"):
         _refuse_unfinished(install)
         app_stopped = False
         stopped_at = None
         try:
             if target is None:
-                progress.step(engine.STEP_STOP_APP)
+                progress.step(STEP_STOP_APP)
                 stopped_at = time.monotonic()
                 app.stop()
                 app_stopped = True
@@ -399,7 +402,7 @@ def restore_stack_to_time(
             elif window is None:
                 archive.check_target(started, window)  # refuses: no base backup yet
             safety_id = (
-                engine.take_safety_backup(install, executor, ring, progress, now)
+                take_safety_backup(install, executor, ring, progress, now)
                 if safety_backup
                 else None
             )
@@ -443,7 +446,7 @@ def restore_stack_to_time(
 
 
 def _refuse_unfinished(install: Install) -> None:
-    unfinished = journals(install).load() or engine.restore_journals(install).load()
+    unfinished = journals(install).load() or restore_journals(install).load()
     if unfinished is not None:
         raise UserError(
             "an earlier restore is unfinished",
@@ -535,7 +538,7 @@ def finish_pitr(
     journal = store.load()
     if journal is None:
         return None
-    with engine.restore_lock(install.repository, f"point-in-time {journal.label}"):
+    with restore_lock(install.repository, f"point-in-time {journal.label}"):
         if journal.phase == "verified":
             if abort:
                 raise UserError(

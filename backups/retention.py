@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from backups import engine
+from backups.catalog import list_backups
+from backups.partials import remove_stale_partials, stale_partials
+from backups.restore_lock import locked_backup
 from orbisctl.core.config import RetentionConfig
 from orbisctl.core.errors import USER_ERRNOS, storage_error
 
@@ -70,7 +72,7 @@ class PrunePlan:
 def plan_prune(
     repository: Path, policy: RetentionConfig, *, include_labelled: bool = False
 ) -> PrunePlan:
-    entries = engine.list_backups(repository)
+    entries = list_backups(repository)
     dated = [
         Dated(entry.path.name, entry.manifest.created_at)
         for entry in entries
@@ -81,7 +83,7 @@ def plan_prune(
         if include_labelled
         else {entry.path.name for entry in entries if entry.manifest and entry.manifest.label}
     )
-    locked = engine.locked_backup(repository)
+    locked = locked_backup(repository)
     protected = frozenset({locked}) if locked else frozenset()
     # Labelled backups neither count against the policy's buckets nor leave through them.
     keep = (
@@ -93,13 +95,13 @@ def plan_prune(
         delete=sorted(b.backup_id for b in dated if b.backup_id not in keep),
         labelled=sorted(labelled),
         unreadable=sorted(entry.path.name for entry in entries if entry.manifest is None),
-        partial=engine.stale_partials(repository),
+        partial=stale_partials(repository),
     )
 
 
 def apply_prune(repository: Path, plan: PrunePlan) -> None:
     # Re-checked here: a restore may have started since the plan was made.
-    locked = engine.locked_backup(repository)
+    locked = locked_backup(repository)
     for backup_id in plan.delete:
         if backup_id != locked:
             try:
@@ -111,4 +113,4 @@ def apply_prune(repository: Path, plan: PrunePlan) -> None:
                 raise storage_error(
                     exc, repository, doing=f"cannot delete backup {backup_id}"
                 ) from None
-    engine.remove_stale_partials(repository, plan.partial)
+    remove_stale_partials(repository, plan.partial)

@@ -8,11 +8,11 @@ a transcripts-like database (agents, calls, transcript segments of natural-ish t
 times, in this order and `--repeat` times each:
 
 - raw `pg_dump --format=custom` to a file, and raw `pg_restore` of it into a new database;
-- `orbisctl backup` (engine `create_backup`: snapshot + row counts, pg_dump streamed through
-  AES-GCM, Redis RDB, config bundle, manifest);
-- `orbisctl restore` (engine `restore_backup`, no safety backup: verify pass with checksums
-  and decryption of every byte and `pg_restore --list`, restore into a new database, row
-  counts, rename switch, Redis).
+- `orbisctl backup` (`backups.create.create_backup`: snapshot + row counts, pg_dump streamed
+  through AES-GCM, Redis RDB, config bundle, manifest);
+- `orbisctl restore` (`backups.restore.restore_backup`, no safety backup: verify pass with
+  checksums and decryption of every byte and `pg_restore --list`, restore into a new database,
+  row counts, rename switch, Redis).
 
 Timings on shared machines are noisy; the ratios against raw, measured in the same run, are
 the figures. Prints a table and writes JSON (`--output`).
@@ -51,8 +51,11 @@ from typing import Any
 import psycopg
 import yaml
 
-from backups import engine, keys
+from backups import keys
+from backups.create import create_backup
 from backups.executor import LocalExecutor, pg_tool
+from backups.ports import NoAppControl
+from backups.restore import restore_backup
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.install import Install
 from tests.services import PostgresServer, free_port, postgres_server, redis_server
@@ -402,17 +405,17 @@ def main() -> None:
             timed(
                 "backup",
                 lambda: last_backup.append(
-                    install.repository / engine.create_backup(install, executor, ring).backup_id
+                    install.repository / create_backup(install, executor, ring).backup_id
                 ),
             )
             timed(
                 "restore",
-                lambda: engine.restore_backup(
+                lambda: restore_backup(
                     install,
                     executor,
                     ring,
                     last_backup[-1],
-                    app=engine.NoAppControl(),
+                    app=NoAppControl(),
                     safety_backup=False,
                 ),
             )

@@ -25,7 +25,6 @@ import docker
 from cryptography import x509
 
 from backups import drill as backup_drill
-from backups import engine as backup_engine
 from backups import kept as backup_kept
 from backups.archive import PgBackRest
 from backups.archive_stack import (
@@ -35,7 +34,10 @@ from backups.archive_stack import (
     archive_report,
     stack_pgbackrest,
 )
+from backups.catalog import list_backups
 from backups.executor import ComposeExecutor, Executor
+from backups.restore import restore_journals
+from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
 from orbisctl.core import engine, secretfiles
 from orbisctl.core.config import BackupConfig, Target, TlsMode
@@ -390,7 +392,7 @@ def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Ch
     config = ctx.install.config
     repository = ctx.install.repository
     rpo_hours = config.backup.objectives.rpo_hours
-    backups = [e.manifest for e in backup_engine.list_backups(repository) if e.manifest]
+    backups = [e.manifest for e in list_backups(repository) if e.manifest]
     if not backups:
         backup = Check(
             "backup age", Verdict.WARN, "no backup yet", "`orbisctl backup` takes one now"
@@ -447,7 +449,7 @@ def check_backup_space(ctx: DoctorContext) -> list[Check]:
         fix = "remount it read-write" if read_only else "let orbisctl's user write to it"
         return [Check("backup space", Verdict.FAIL, f"{place} {reason}", f"{fix}, {elsewhere}")]
     free = shutil.disk_usage(place).free
-    entries = [e for e in backup_engine.list_backups(repository) if e.manifest is not None]
+    entries = [e for e in list_backups(repository) if e.manifest is not None]
     if not entries:
         return [Check("backup space", Verdict.PASS, f"{_size(free)} free on {place}")]
     newest = entries[-1]  # ids sort by time
@@ -658,10 +660,10 @@ def _repository_check(
 
 def check_unfinished_restore(ctx: DoctorContext) -> list[Check]:
     """A restore that was interrupted and not yet finished or undone."""
-    journal = backup_engine.restore_journals(ctx.install).load()
+    journal = restore_journals(ctx.install).load()
     if journal is None:
         return []
-    running = backup_engine.locked_backup(ctx.install.repository)
+    running = locked_backup(ctx.install.repository)
     if running is not None:
         return [Check("restore", Verdict.WARN, f"a restore of {running} is running")]
     return [

@@ -28,9 +28,10 @@ from orbisctl.core.errors import EngineError, UserError
 
 if TYPE_CHECKING:
     from backups.archive_stack import BaseBackupResult
-    from backups.engine import AppControl, FinishedRestore
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
+    from backups.ports import AppControl
+    from backups.restore import FinishedRestore
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
 # and the Docker client are imported inside the commands that use them: `orbisctl --help` must
@@ -107,8 +108,8 @@ class BackupContext:
         return not (self.database_url or self.redis_url) and not self.install.compose_file.exists()
 
     def app_control(self) -> AppControl:
-        from backups.engine import NoAppControl
         from backups.executor import ComposeAppControl
+        from backups.ports import NoAppControl
         from orbisctl import nginx, stack
         from orbisctl.core import engine
 
@@ -189,7 +190,7 @@ def _size(nbytes: int) -> str:
 def _create(
     directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
 ) -> None:
-    from backups.engine import create_backup
+    from backups.create import create_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     # Back up what serves, not a half-switched install; a scheduled backup so finishes an
@@ -283,7 +284,7 @@ def create_command(
 @app.command("list")
 def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = False) -> None:
     """List the backups in the repository, oldest first."""
-    from backups.engine import list_backups
+    from backups.catalog import list_backups
 
     ctx = BackupContext(directory, None, None)
     entries = list_backups(ctx.install.repository)
@@ -389,7 +390,8 @@ def verify_command(
 
     With continuous archiving, pgBackRest's repositories are verified as well.
     """
-    from backups.engine import latest_backup, open_backup, resolve, verify_backup
+    from backups.catalog import latest_backup, resolve
+    from backups.verify import open_backup, verify_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)
@@ -627,7 +629,7 @@ def _confirm(question: str, *, yes: bool, doing: str = "restore replaces live da
 def _restore_secrets_only(
     ctx: BackupContext, path: Path, *, yes: bool, passphrase_file: Path | None
 ) -> None:
-    from backups.engine import restore_config_only
+    from backups.restore import restore_config_only
 
     running = ctx.running_services()
     if running:
@@ -658,7 +660,7 @@ def finish_unfinished_restore(
 ) -> FinishedRestore | None:
     """Finish or undo the install's interrupted restore, saying which (None: there is none)."""
     from backups import pitr
-    from backups.engine import FinishedRestore, finish_restore
+    from backups.restore import FinishedRestore, finish_restore
 
     if pitr.journals(ctx.install).load() is not None:
         with output.StepReporter() as progress:
@@ -721,7 +723,8 @@ def refuse_unfinished_switch(directory: Path) -> None:
 def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
     """`converge_restore` on the servers of `ctx` (the stack's, or those of the URLs)."""
     from backups import pitr
-    from backups.engine import locked_backup, restore_journals
+    from backups.restore import restore_journals
+    from backups.restore_lock import locked_backup
 
     point_in_time = pitr.journals(ctx.install).load()
     if restore_journals(ctx.install).load() is None and point_in_time is None:
@@ -749,7 +752,7 @@ def converge(ctx: BackupContext, *, as_json: bool = False) -> None:
 def _kept_databases(ctx: BackupContext, *, drop_kept: str | None, yes: bool, as_json: bool) -> None:
     """`restore --list-kept` / `--drop-kept NAME|all`: the previous databases restores kept."""
     from backups import kept
-    from backups.engine import locked_backup
+    from backups.restore_lock import locked_backup
 
     executor = ctx.executor()
     if drop_kept is not None:
@@ -878,7 +881,8 @@ def restore_command(
     The replaced database is kept as orbis_pre_restore_<time>, bounded by
     backup.keep_previous_databases.
     """
-    from backups.engine import resolve, restore_backup
+    from backups.catalog import resolve
+    from backups.restore import restore_backup
 
     ctx = BackupContext(directory, database_url, redis_url)
     if resume or abort:

@@ -74,8 +74,8 @@ def run_command(
     as_json: JsonOption = False,
 ) -> None:
     """Restore a backup into an isolated scratch stack, check it serves, measure RTO/RPO."""
+    from backups.catalog import latest_backup, resolve
     from backups.drill import drills_dir, run_drill
-    from backups.engine import latest_backup, resolve
 
     ctx = BackupContext(directory, None, None)
     path = resolve(ctx.install, backup) if backup else latest_backup(ctx.install)

@@ -14,8 +14,11 @@ import signal
 import sys
 from pathlib import Path
 
-from backups import engine, keys
+from backups import keys
+from backups.create import create_backup
 from backups.executor import LocalExecutor
+from backups.ports import NoAppControl
+from backups.restore import restore_backup
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.install import Install
 
@@ -51,14 +54,14 @@ def main(argv: list[str]) -> None:
     )
     ring = keys.load_key_ring(install.secrets_dir)
     if verb == "backup":
-        engine.create_backup(install, executor, ring, progress=KillAt(step))
+        create_backup(install, executor, ring, progress=KillAt(step))
     else:
-        engine.restore_backup(
+        restore_backup(
             install,
             executor,
             ring,
             Path(argv[3]),
-            app=engine.NoAppControl(),
+            app=NoAppControl(),
             progress=KillAt(step),
         )
     sys.exit("the step was never reached")

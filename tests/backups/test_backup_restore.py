@@ -15,8 +15,29 @@ from pathlib import Path
 
 import pytest
 
-from backups import crypto, engine, keys, manifest
-from backups.engine import NoAppControl, create_backup, open_backup, restore_backup, verify_backup
+from backups import crypto, keys, manifest
+from backups.catalog import list_backups
+from backups.create import create_backup
+from backups.partials import WRITER_PID_FILE, stale_partials
+from backups.ports import (
+    STEP_CHECK_ROWS,
+    STEP_RESTORE_DATABASE,
+    STEP_RESTORE_REDIS,
+    STEP_STAGE_REDIS,
+    STEP_START_APP,
+    STEP_STOP_APP,
+    STEP_SWITCH_DATABASE,
+    NoAppControl,
+)
+from backups.restore import (
+    RestoreResult,
+    finish_restore,
+    restore_backup,
+    restore_config_only,
+    restore_journals,
+)
+from backups.restore_lock import RESTORE_LOCK
+from backups.verify import open_backup, verify_backup
 from orbisctl import doctor
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.errors import DataError, UserError
@@ -33,7 +54,7 @@ def _backup(stack: Stack, **kwargs: object) -> Path:
     return stack.install.repository / result.backup_id
 
 
-def _restore(stack: Stack, path: Path, **kwargs: object) -> engine.RestoreResult:
+def _restore(stack: Stack, path: Path, **kwargs: object) -> RestoreResult:
     return restore_backup(
         stack.install,
         stack.executor,
@@ -369,13 +390,13 @@ class CallsAppControl:
 # Every step of a restore, with the way the next command must take after a kill there: back
 # to the previous state until the database switch committed, forward to the restored after.
 KILLS = [
-    (engine.STEP_RESTORE_DATABASE, "undone"),
-    (engine.STEP_CHECK_ROWS, "undone"),
-    (engine.STEP_STAGE_REDIS, "undone"),
-    (engine.STEP_STOP_APP, "undone"),
-    (engine.STEP_SWITCH_DATABASE, "undone"),
-    (engine.STEP_RESTORE_REDIS, "finished"),
-    (engine.STEP_START_APP, "finished"),
+    (STEP_RESTORE_DATABASE, "undone"),
+    (STEP_CHECK_ROWS, "undone"),
+    (STEP_STAGE_REDIS, "undone"),
+    (STEP_STOP_APP, "undone"),
+    (STEP_SWITCH_DATABASE, "undone"),
+    (STEP_RESTORE_REDIS, "finished"),
+    (STEP_START_APP, "finished"),
 ]
 
 
@@ -397,25 +418,25 @@ def test_a_killed_restore_is_finished_or_undone_whole(
 
     _run_killed(stack, "restore", step, str(path))
 
-    journals = engine.restore_journals(stack.install)
+    journals = restore_journals(stack.install)
     assert journals.load() is not None
     with pytest.raises(UserError, match="is unfinished"):
         _restore(stack, path)  # a new restore does not start over an unfinished one
     app = CallsAppControl()
-    finished = engine.finish_restore(stack.install, stack.executor, app)
+    finished = finish_restore(stack.install, stack.executor, app)
 
     assert finished is not None
     assert finished.outcome == outcome
     # Started at the end; stopped first wherever the killed restore may have been stopping
     # (the engine ends a stop after its client died).
-    stopping = KILLS.index((step, outcome)) >= KILLS.index((engine.STEP_STOP_APP, "undone"))
+    stopping = KILLS.index((step, outcome)) >= KILLS.index((STEP_STOP_APP, "undone"))
     assert app.calls == (["stop", "start"] if stopping else ["start"])
     assert _state(stack) == (restored_state if outcome == "finished" else previous_state)
     assert journals.load() is None
     assert not journals.staging.exists()
     scratch = f"{stack.executor.database}_restore_"
     assert not [name for name in _database_names(stack) if name.startswith(scratch)]
-    assert engine.finish_restore(stack.install, stack.executor, NoAppControl()) is None
+    assert finish_restore(stack.install, stack.executor, NoAppControl()) is None
     # And the install restores as ever.
     _restore(stack, path)
     assert _state(stack) == restored_state
@@ -425,11 +446,11 @@ def test_abort_refuses_once_the_database_was_switched(stack: Stack) -> None:
     path = _backup(stack)
     restored_state = _state(stack)
     _destroy(stack)
-    _run_killed(stack, "restore", engine.STEP_RESTORE_REDIS, str(path))
+    _run_killed(stack, "restore", STEP_RESTORE_REDIS, str(path))
 
     with pytest.raises(UserError, match="already switched the database"):
-        engine.finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
-    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl())
+        finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
+    finished = finish_restore(stack.install, stack.executor, NoAppControl())
 
     assert finished is not None and finished.outcome == "finished"
     assert _state(stack) == restored_state
@@ -439,13 +460,13 @@ def test_abort_undoes_a_restore_killed_before_the_switch(stack: Stack) -> None:
     path = _backup(stack)
     _destroy(stack)
     previous_state = _state(stack)
-    _run_killed(stack, "restore", engine.STEP_STOP_APP, str(path))
+    _run_killed(stack, "restore", STEP_STOP_APP, str(path))
     (unfinished,) = doctor.check_unfinished_restore(doctor.DoctorContext(stack.install))
     assert unfinished.verdict is doctor.Verdict.FAIL
     assert "was interrupted (at or before its database switch)" in unfinished.detail
     assert "--resume" in unfinished.fix
 
-    finished = engine.finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
+    finished = finish_restore(stack.install, stack.executor, NoAppControl(), abort=True)
 
     assert finished is not None and finished.outcome == "undone"
     assert _state(stack) == previous_state
@@ -454,8 +475,8 @@ def test_abort_undoes_a_restore_killed_before_the_switch(stack: Stack) -> None:
 
 def test_backups_leave_a_restores_staged_data_out(stack: Stack) -> None:
     path = _backup(stack)
-    _run_killed(stack, "restore", engine.STEP_STOP_APP, str(path))
-    assert (engine.restore_journals(stack.install).staging / "dump.rdb").is_file()
+    _run_killed(stack, "restore", STEP_STOP_APP, str(path))
+    assert (restore_journals(stack.install).staging / "dump.rdb").is_file()
 
     again = _backup(stack)
 
@@ -469,7 +490,7 @@ def test_backups_leave_a_restores_staged_data_out(stack: Stack) -> None:
 
 def test_interrupted_backup_leaves_nothing_that_looks_complete(stack: Stack) -> None:
     _run_killed(stack, "backup", "dump redis")
-    assert engine.list_backups(stack.install.repository) == []
+    assert list_backups(stack.install.repository) == []
     partials = list(stack.install.repository.glob(".partial-*"))
     assert len(partials) == 1
     assert not (partials[0] / "manifest.json").exists()
@@ -490,13 +511,13 @@ def test_a_wrong_passphrase_is_refused_even_with_the_host_key(stack: Stack) -> N
     keys.save_escrow(stack.install.secrets_dir, "correct horse battery staple")
     path = _backup(stack)
     _destroy(stack)
-    databases, backups = _database_names(stack), engine.list_backups(stack.install.repository)
+    databases, backups = _database_names(stack), list_backups(stack.install.repository)
 
     for attempt in (
         lambda: open_backup(path, stack.ring(), passphrase="wrong passphrase!"),
         lambda: verify_backup(path, stack.ring(), stack.executor, passphrase="wrong one!"),
         lambda: _restore(stack, path, passphrase="wrong passphrase!"),
-        lambda: engine.restore_config_only(stack.install, stack.ring(), path, passphrase="nope"),
+        lambda: restore_config_only(stack.install, stack.ring(), path, passphrase="nope"),
     ):
         with pytest.raises(DataError, match="the passphrase is wrong"):
             attempt()
@@ -507,8 +528,8 @@ def test_a_wrong_passphrase_is_refused_even_with_the_host_key(stack: Stack) -> N
     assert client.get("session:new") == b"x"
     client.close()
     assert _database_names(stack) == databases
-    assert engine.list_backups(stack.install.repository) == backups
-    assert not (stack.install.repository / engine.RESTORE_LOCK).exists()
+    assert list_backups(stack.install.repository) == backups
+    assert not (stack.install.repository / RESTORE_LOCK).exists()
     # The right passphrase opens it, and says that is what opened it.
     opened = open_backup(path, stack.ring(), passphrase="correct horse battery staple")
     assert opened.opened_with == "passphrase"
@@ -525,7 +546,7 @@ def test_the_next_backup_sweeps_interrupted_partials_but_not_one_being_written(
 ) -> None:
     _run_killed(stack, "backup", "dump redis")
     (dead,) = stack.install.repository.glob(".partial-*")
-    assert (dead / engine.WRITER_PID_FILE).exists()  # its writer died holding it
+    assert (dead / WRITER_PID_FILE).exists()  # its writer died holding it
     writing = stack.install.repository / ".partial-20990101T000000Z-abcdef"
     writing.mkdir()
     writer = hold_writer_lock(writing)  # a backup in progress in another process
@@ -533,10 +554,10 @@ def test_the_next_backup_sweeps_interrupted_partials_but_not_one_being_written(
         path = _backup(stack)
         assert not dead.exists()
         assert writing.is_dir()  # never taken for a leftover while its writer lives
-        assert engine.stale_partials(stack.install.repository) == []
+        assert stale_partials(stack.install.repository) == []
     finally:
         os.close(writer)
-    assert [e.path for e in engine.list_backups(stack.install.repository)] == [path]
+    assert [e.path for e in list_backups(stack.install.repository)] == [path]
     # Once its writer is gone, the next backup takes that one too.
     _backup(stack)
     assert not writing.exists()

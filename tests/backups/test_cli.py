@@ -295,16 +295,14 @@ def test_backup_list_never_shows_a_partial_backup(cli: CliRunner, stack: Stack) 
 def _restore_killed_after_its_switch(cli: CliRunner, stack: Stack) -> dict[str, object]:
     """Back up, delete the transcripts, and SIGKILL a restore of the backup once its
     database switch committed: the restore can only be finished. Returns the backup."""
-    from backups import engine
+    from backups.ports import STEP_RESTORE_REDIS
     from tests.backups.test_backup_restore import _run_killed
 
     created = _json(cli, "backup", "create", "--json")
     assert isinstance(created, dict)
     with stack.connect() as conn:
         conn.execute("DELETE FROM transcripts")
-    _run_killed(
-        stack, "restore", engine.STEP_RESTORE_REDIS, str(stack.install.repository / created["id"])
-    )
+    _run_killed(stack, "restore", STEP_RESTORE_REDIS, str(stack.install.repository / created["id"]))
     return created
 
 
@@ -338,7 +336,7 @@ def test_the_next_backup_finishes_an_interrupted_restore_first(
 ) -> None:
     """A scheduled backup is the next command on an unattended host: it converges the
     install first, and backs up the state that then serves."""
-    from backups import engine
+    from backups.restore import restore_journals
 
     _restore_killed_after_its_switch(cli, stack)
 
@@ -348,4 +346,4 @@ def test_the_next_backup_finishes_an_interrupted_restore_first(
     assert "finished the interrupted restore" in backup.stderr
     assert json.loads(backup.stdout)["row_counts"]["public.transcripts"] == 2000
     assert stack.count("transcripts") == 2000
-    assert engine.restore_journals(stack.install).load() is None
+    assert restore_journals(stack.install).load() is None

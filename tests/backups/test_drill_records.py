@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from backups.create import create_backup
 from backups.drill import (
     DrillCheck,
     DrillReport,
@@ -22,7 +23,6 @@ from backups.drill import (
     remove_leftovers,
     write_report,
 )
-from backups.engine import create_backup
 from orbisctl import doctor
 from orbisctl.cli import app
 from orbisctl.core.config import OrbisConfig

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backups import kept
-from backups.engine import create_backup
+from backups.create import create_backup
 from orbisctl import doctor
 from orbisctl.cli import app
 from orbisctl.core.config import OrbisConfig

@@ -9,7 +9,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from backups import engine
+from backups.ports import STEP_CHECK_ROWS, STEP_RESTORE_DATABASE, STEP_VERIFY
 from orbisctl.cli import app
 from orbisctl.output import STEP_MARK
 from tests.backups.conftest import Stack
@@ -47,12 +47,12 @@ def test_backup_create_verify_and_restore_show_each_step(cli: CliRunner) -> None
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.stdout)["ok"] is True
     steps = _steps(verified.stderr)
-    assert steps[0] == engine.STEP_VERIFY and "checksum database" in steps
+    assert steps[0] == STEP_VERIFY and "checksum database" in steps
     restored = cli.invoke(
         app, ["restore", backup_id, "--yes", "--no-safety-backup", "--json"], catch_exceptions=False
     )
     assert restored.exit_code == 0, restored.output
     assert json.loads(restored.stdout)["backup_id"] == backup_id
     steps = _steps(restored.stderr)
-    order = [engine.STEP_VERIFY, engine.STEP_RESTORE_DATABASE, engine.STEP_CHECK_ROWS]
+    order = [STEP_VERIFY, STEP_RESTORE_DATABASE, STEP_CHECK_ROWS]
     assert [step for step in steps if step in order] == order, steps

@@ -7,7 +7,7 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backups.engine import RdbTail
+from backups.rdb_tail import RdbTail
 
 RDB = b"REDIS0010" + os.urandom(300) + b"\xff" + os.urandom(8)  # ... EOF opcode, CRC64
 MARK = b"0123456789abcdef0123456789abcdef01234567"

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from backups import engine, manifest, retention
+from backups import manifest, retention
+from backups.partials import WRITER_PID_FILE
+from backups.restore_lock import RESTORE_LOCK
 from backups.retention import Dated, keep_set
 from orbisctl.cli import app
 from orbisctl.core.config import BackupConfig, OrbisConfig, RetentionConfig, dump_config
@@ -97,12 +99,10 @@ def test_prune_spares_the_backup_a_restore_uses_and_removes_abandoned_partials(
 ) -> None:
     repository = tmp_path / "backups"
     ids = [fake_backup(repository, START + timedelta(days=day)) for day in range(5)]
-    (repository / engine.RESTORE_LOCK).write_text(
-        json.dumps({"backup_id": ids[0], "pid": os.getpid()})
-    )
+    (repository / RESTORE_LOCK).write_text(json.dumps({"backup_id": ids[0], "pid": os.getpid()}))
     dead = repository / ".partial-20260101T000000Z-abcdef"
     dead.mkdir()
-    (dead / engine.WRITER_PID_FILE).write_text("999999999")
+    (dead / WRITER_PID_FILE).write_text("999999999")
     alive = repository / ".partial-20260102T000000Z-abcdef"
     alive.mkdir()
     writer = hold_writer_lock(alive)  # a backup writing now holds its writer.pid lock
