@@ -34,6 +34,8 @@ _LOG_PREFIX = re.compile(r"^.*?P\d+ +[A-Z]+: ")
 _INVALID = re.compile(r"invalid checksum|invalid result|status: (invalid|error)|invalid: [1-9]")
 # pgBackRest's own exit code when a command finds another one holding its lock.
 _LOCK_HELD = 50
+# `info`'s status of a repository it can read that holds no base backup yet.
+NO_VALID_BACKUPS = "no valid backups"
 
 
 class BackupKind(StrEnum):
@@ -191,6 +193,11 @@ class RepositoryState:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def readable(self) -> bool:
+        """pgBackRest could read the repository: ok, or a stanza that has no base backup yet."""
+        return self.ok or self.status == NO_VALID_BACKUPS
 
     @property
     def oldest(self) -> BaseBackup | None:

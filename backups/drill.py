@@ -19,7 +19,7 @@ down (also on failure or Ctrl-C) and a report is written to `<repository>/drills
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.resources
 import json
 import os
 import secrets
@@ -294,17 +294,11 @@ def _isolation(compose: engine.Compose) -> DrillCheck:
 # The probe runs in the scratch api container (`python -c` of its source, so any image of the
 # install runs it), never here: the operator's CLI part has no aiohttp, so the module is found,
 # not imported.
-PROBE_MODULE = "runtime.api.drill_probe"
-
-
-def _probe_source() -> str:
-    spec = importlib.util.find_spec(PROBE_MODULE)
-    assert spec is not None and spec.origin is not None, PROBE_MODULE
-    return Path(spec.origin).read_text(encoding="utf-8")
+PROBE_PACKAGE, PROBE_FILE = "runtime.api", "drill_probe.py"
 
 
 def _probe(compose: engine.Compose, params: dict[str, Any]) -> dict[str, Any]:
-    source = _probe_source()
+    source = importlib.resources.files(PROBE_PACKAGE).joinpath(PROBE_FILE).read_text("utf-8")
     try:
         result = subprocess.run(
             compose.exec_command("api", ["python", "-c", source]),

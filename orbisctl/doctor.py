@@ -40,9 +40,10 @@ from backups.restore import restore_journals
 from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
 from orbisctl.core import engine, secretfiles
-from orbisctl.core.config import BackupConfig, Target, TlsMode
+from orbisctl.core.config import BackupConfig, TlsMode
 from orbisctl.core.errors import EngineError, OrbisError
 from orbisctl.core.install import Install
+from orbisctl.render import archiving_enabled
 from orbisctl.rotation import core as rotation_core
 
 CERT_WARN_DAYS = 21
@@ -60,8 +61,6 @@ ARCHIVE_STUCK_SECONDS = 300
 # A recoverable window this much shorter than backup.archive.window_days is worth a warning
 # (full backups come every full_every_days; retention keeps the window at least as long).
 WINDOW_SLACK = timedelta(days=1)
-# pgBackRest's status of a repository that is reachable but holds no base backup.
-NO_VALID_BACKUPS = "no valid backups"
 
 
 class Verdict(StrEnum):
@@ -528,7 +527,7 @@ def check_kept_databases(ctx: DoctorContext) -> list[Check]:
 def check_archiving(ctx: DoctorContext) -> list[Check]:
     """Continuous archiving in the compose stack (docs/operations.md, "Continuous archiving")."""
     config = ctx.install.config
-    if not config.backup.archive.enabled or config.target is Target.SWARM:
+    if not archiving_enabled(config):
         return []
     executor = _database(ctx)
     if executor is None:
@@ -622,7 +621,7 @@ def _repository_check(
     local = number == LOCAL_REPOSITORY
     name = f"backup repository {number} ({'local' if local else 'backup.remote'})"
     take = "`orbisctl backup create` takes a base backup into every repository"
-    if not repo.state.ok and repo.state.status != NO_VALID_BACKUPS:
+    if not repo.state.readable:
         fix = (
             "`orbisctl backup status`; `orbisctl backup verify` checks what it holds"
             if local

@@ -102,12 +102,12 @@ def secret_mount(key: str) -> SecretMount:
 
 def secret_mounts(*, archiving: bool, emulator: bool) -> dict[str, SecretMount]:
     """The secrets a stack with these parts mounts, by key, in the registry's order."""
-    wanted = {
-        MountedWhen.ALWAYS,
-        *((MountedWhen.ARCHIVING,) if archiving else ()),
-        *((MountedWhen.EMULATOR,) if emulator else ()),
+    mounted = {
+        MountedWhen.ALWAYS: True,
+        MountedWhen.ARCHIVING: archiving,
+        MountedWhen.EMULATOR: emulator,
     }
-    return {mount.key: mount for mount in SECRET_MOUNTS if mount.when in wanted}
+    return {mount.key: mount for mount in SECRET_MOUNTS if mounted[mount.when]}
 
 
 _TOKEN_BYTES = 32
