@@ -40,7 +40,6 @@ from backups.partials import (
     stale_partials,
     sweep_partials,
 )
-from backups.ports import NullProgress, Progress
 from backups.process import psql_session, stream_out
 from backups.rdb_tail import RdbTail
 from backups.schema import database_schema_version
@@ -49,6 +48,7 @@ from orbisctl.core.config import CONFIG_FILENAME
 from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, storage_error
 from orbisctl.core.fsutil import fsync_dir
 from orbisctl.core.install import Install
+from orbisctl.core.progress import NO_PROGRESS, Progress
 
 CONFIG_DIRS = ("secrets", "tls")
 
@@ -138,7 +138,7 @@ def create_backup(
     ring: BackupKeyRing,
     *,
     label: str = "",
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     now: datetime | None = None,
 ) -> Manifest:
     """Take a consistent backup of the database, Redis and the config; return its manifest.
@@ -147,7 +147,6 @@ def create_backup(
     `secrets/backup_escrow.json`, for the passphrase escrow. Row counts and the dump come
     from one exported snapshot, so they agree exactly even while the application writes.
     """
-    progress = progress or NullProgress()
     if ring.current is None:
         raise DataError(
             f"no backup key: {install.secrets_dir / 'backup_key'} is missing",

@@ -1,7 +1,7 @@
-"""What the backup engine needs from its caller, as small interfaces: a progress reporter
-(`Progress`, with `NullProgress` for none) and control over what writes to the database
-(`AppControl`, with `NoAppControl` where nothing of ours serves); and the names of the steps
-a restore reports, which reporters (and the tests that kill a restore at one) go by.
+"""What the backup engine needs from its caller: control over what writes to the database
+(`AppControl`, with `NoAppControl` where nothing of ours serves), and the names of the steps a
+restore reports, which reporters (and the tests that kill a restore at one) go by. Progress is
+reported through `orbisctl.core.progress.Progress`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -23,22 +23,6 @@ STEP_RESTORE_CONFIG = "restore config and secrets"
 STEP_RESTORE_REDIS = "restore redis"
 STEP_START_APP = "start api and gateway"
 STEP_DROP_SCRATCH = "drop the unfinished restore's database"
-
-
-class Progress(Protocol):
-    def step(self, name: str, total_bytes: int | None = None) -> None:
-        """A new step starts; `total_bytes` when its size is known."""
-
-    def advance(self, nbytes: int) -> None:
-        """`nbytes` more bytes of the current step are done."""
-
-
-class NullProgress:
-    def step(self, name: str, total_bytes: int | None = None) -> None:
-        del name, total_bytes
-
-    def advance(self, nbytes: int) -> None:
-        del nbytes
 
 
 class AppControl(Protocol):

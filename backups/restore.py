@@ -35,8 +35,6 @@ from backups.ports import (
     STEP_STOP_APP,
     STEP_SWITCH_DATABASE,
     AppControl,
-    NullProgress,
-    Progress,
 )
 from backups.process import psql_session, quote_ident, quote_literal
 from backups.restore_journal import RestoreJournal, RestoreJournalStore
@@ -46,6 +44,7 @@ from backups.verify import Verified, decrypted, open_without_dump, refuse, resto
 from orbisctl.core.config import CONFIG_FILENAME
 from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, UserError, storage_error
 from orbisctl.core.install import Install
+from orbisctl.core.progress import NO_PROGRESS, Progress
 
 
 @dataclass(frozen=True)
@@ -176,7 +175,7 @@ def restore_backup(
     with_secrets: bool = False,
     safety_backup: bool = True,
     keep_previous_databases: int | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
     now: datetime | None = None,
 ) -> RestoreResult:
     """Restore a backup so that an interruption at any point leaves a journal from which
@@ -189,7 +188,6 @@ def restore_backup(
     in one transaction (the old one kept as `<db>_pre_restore_<timestamp>`), the files, and
     Redis. Kept databases beyond the newest `keep_previous_databases` are dropped (None: none).
     """
-    progress = progress or NullProgress()
     started = now or datetime.now(UTC)
     live = executor.database
     journals = restore_journals(install)
@@ -378,7 +376,7 @@ def finish_restore(
     *,
     abort: bool = False,
     keep_previous_databases: int | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> FinishedRestore | None:
     """Finish or undo a restore that was interrupted (None: there is none).
 
@@ -388,7 +386,6 @@ def finish_restore(
     restored database serves: its previous database is kept, but Redis and the files may
     already be the restored ones, so only going forward ends in one consistent state.
     """
-    progress = progress or NullProgress()
     journals = restore_journals(install)
     journal = journals.load()
     if journal is None:
@@ -440,14 +437,13 @@ def restore_config_only(
     ref_path: Path,
     *,
     passphrase: str | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Manifest:
     """Bring back orbis.yaml, secrets/ and tls/ only: the first step on a new host.
 
     No database is touched, so it runs before `orbisctl up`; the stack then starts with the
     old host's passwords, and a normal restore brings the data back.
     """
-    progress = progress or NullProgress()
     with restore_lock(install.repository, ref_path.name):
         verified = open_without_dump(ref_path, ring, passphrase, progress)
         install.root.mkdir(parents=True, exist_ok=True)

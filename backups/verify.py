@@ -26,11 +26,10 @@ from backups.ports import (
     STEP_CHECK_ROWS,
     STEP_RESTORE_DATABASE,
     STEP_VERIFY,
-    NullProgress,
-    Progress,
 )
 from backups.process import psql_session, quote_ident, stream_in
 from orbisctl.core.errors import DataError
+from orbisctl.core.progress import NO_PROGRESS, Progress
 
 _READ_CHUNK = 1024 * 1024
 
@@ -156,14 +155,13 @@ def open_backup(
     *,
     passphrase: str | None = None,
     executor: Executor | None = None,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Verified:
     """Check everything that can be checked without a database server being changed.
 
     `open_without_dump`'s checks, every chunk of the dump authenticated, and (when an executor is
     given) `pg_restore --list` reading the dump's table of contents.
     """
-    progress = progress or NullProgress()
     result = open_without_dump(path, ring, passphrase, progress)
     database = result.manifest.components[COMPONENT_DATABASE]
     progress.step(f"decrypt {COMPONENT_DATABASE}", database.plain_size)
@@ -206,10 +204,9 @@ def verify_backup(
     *,
     passphrase: str | None = None,
     deep: bool = False,
-    progress: Progress | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> Verified:
     """`open_backup`, and with `deep` a restore into a throwaway database + row counts."""
-    progress = progress or NullProgress()
     verified = open_backup(path, ring, passphrase=passphrase, executor=executor, progress=progress)
     if deep:
         scratch = f"{verified.manifest.database}_verify_{secrets.token_hex(4)}"

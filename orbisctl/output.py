@@ -141,7 +141,7 @@ class StepReporter:
     and ended when it ends, `· dump redis… done in 3.2 s`; a step's detail lines go on
     lines of their own, and the step's end is then a line of its own. Nothing with --quiet.
 
-    It is an `orbisctl.core.progress.Progress` (and the backups engine's); `step` also serves
+    It is an `orbisctl.core.progress.Progress`; `step` also serves
     as an `on_step` callback. A step ends when the next step or a note begins, or when the
     reporter closes: as failed when an exception leaves the `with` block.
     """

@@ -3,8 +3,7 @@
 Core functions never print: one that can take more than a few seconds takes a keyword-only
 `progress: Progress = NO_PROGRESS` (or an `on_step` callback, where steps are all it has to
 say) and tells it what it is doing. The command passes `orbisctl.output.StepReporter`, which
-shows the steps on a terminal or writes one line per step to a log. The backups engine's
-`Progress` (`step` and `advance`) is the subset this one extends.
+shows the steps on a terminal or writes one line per step to a log.
 """
 
 from __future__ import annotations
