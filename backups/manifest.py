@@ -103,29 +103,43 @@ class LoadedManifest:
     mac: str
 
 
-def _refuse(where: Path, problem: str) -> DataError:
+def _refuse(backup: str, problem: str) -> DataError:
     return DataError(
-        f"backup {where.parent.name}: {problem}",
+        f"backup {backup}: {problem}",
         hint="pick another backup (`orbisctl backup list`)",
     )
 
 
 def load(path: Path) -> LoadedManifest:
-    """Parse and version-check a manifest; its MAC is checked later, with the data key."""
+    """Read, parse and version-check a backup directory's manifest (see `parse`)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except FileNotFoundError:
-        raise _refuse(path, "manifest.json is missing (incomplete or not a backup)") from None
-    except (OSError, ValueError) as exc:
-        raise _refuse(path, f"manifest.json is unreadable ({exc.__class__.__name__})") from None
+        raise _refuse(
+            path.parent.name, "manifest.json is missing (incomplete or not a backup)"
+        ) from None
+    except OSError as exc:
+        raise _refuse(
+            path.parent.name, f"manifest.json is unreadable ({exc.__class__.__name__})"
+        ) from None
+    return parse(text, path.parent.name)
+
+
+def parse(text: bytes, backup: str) -> LoadedManifest:
+    """Parse and version-check a manifest (`backup` names it in errors); its MAC is checked
+    later, with the data key."""
+    try:
+        data = json.loads(text.decode("utf-8"))
+    except ValueError as exc:
+        raise _refuse(backup, f"manifest.json is unreadable ({exc.__class__.__name__})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise _refuse(path, "manifest.json is not an OrbisVoice backup manifest")
+        raise _refuse(backup, "manifest.json is not an OrbisVoice backup manifest")
     version = data.get("format_version")
     if not isinstance(version, int):
-        raise _refuse(path, "manifest.json has no format version")
+        raise _refuse(backup, "manifest.json has no format version")
     if version > FORMAT_VERSION:
         raise DataError(
-            f"backup {path.parent.name} has format version {version}, newer than this "
+            f"backup {backup} has format version {version}, newer than this "
             f"orbisctl reads ({FORMAT_VERSION})",
             hint="upgrade orbisctl, then restore",
         )
@@ -155,9 +169,9 @@ def load(path: Path) -> LoadedManifest:
             format_version=version,
         )
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise _refuse(path, "manifest.json is malformed") from None
+        raise _refuse(backup, "manifest.json is malformed") from None
     if not isinstance(mac, str):
-        raise _refuse(path, "manifest.json has no MAC")
+        raise _refuse(backup, "manifest.json has no MAC")
     if manifest.body() != data:
-        raise _refuse(path, "manifest.json has unexpected fields (tampered?)")
+        raise _refuse(backup, "manifest.json has unexpected fields (tampered?)")
     return LoadedManifest(manifest, canonical(data), mac)

@@ -29,6 +29,7 @@ from orbisctl.core.errors import USER_ERRNOS, storage_error
 class Dated:
     backup_id: str
     created_at: datetime
+    label: str = ""
 
 
 def _buckets(
@@ -61,10 +62,35 @@ def keep_set(
 
 
 @dataclass(frozen=True)
-class PrunePlan:
+class Decision:
     keep: list[str]
     delete: list[str]
     labelled: list[str]  # kept because they carry a label (a subset of `keep`)
+
+
+def decide(
+    backups: Sequence[Dated],
+    policy: RetentionConfig,
+    *,
+    include_labelled: bool = False,
+    protected: frozenset[str] = frozenset(),
+) -> Decision:
+    """What the policy keeps of a repository's backups, the local one's or the bucket's."""
+    labelled = set() if include_labelled else {b.backup_id for b in backups if b.label}
+    # Labelled backups neither count against the policy's buckets nor leave through them.
+    keep = (
+        keep_set([b for b in backups if b.backup_id not in labelled], policy, protected=protected)
+        | labelled
+    )
+    return Decision(
+        keep=sorted(b.backup_id for b in backups if b.backup_id in keep),
+        delete=sorted(b.backup_id for b in backups if b.backup_id not in keep),
+        labelled=sorted(labelled),
+    )
+
+
+@dataclass(frozen=True)
+class PrunePlan(Decision):
     unreadable: list[str]  # backups whose manifest cannot be read: never deleted automatically
     partial: list[Path]  # leftovers of interrupted backups whose writer is gone
 
@@ -74,26 +100,19 @@ def plan_prune(
 ) -> PrunePlan:
     entries = list_backups(repository)
     dated = [
-        Dated(entry.path.name, entry.manifest.created_at)
+        Dated(entry.path.name, entry.manifest.created_at, entry.manifest.label)
         for entry in entries
         if entry.manifest is not None
     ]
-    labelled = (
-        set()
-        if include_labelled
-        else {entry.path.name for entry in entries if entry.manifest and entry.manifest.label}
-    )
     locked = locked_backup(repository)
-    protected = frozenset({locked}) if locked else frozenset()
-    # Labelled backups neither count against the policy's buckets nor leave through them.
-    keep = (
-        keep_set([b for b in dated if b.backup_id not in labelled], policy, protected=protected)
-        | labelled
+    decision = decide(
+        dated,
+        policy,
+        include_labelled=include_labelled,
+        protected=frozenset({locked}) if locked else frozenset(),
     )
     return PrunePlan(
-        keep=sorted(b.backup_id for b in dated if b.backup_id in keep),
-        delete=sorted(b.backup_id for b in dated if b.backup_id not in keep),
-        labelled=sorted(labelled),
+        **vars(decision),
         unreadable=sorted(entry.path.name for entry in entries if entry.manifest is None),
         partial=stale_partials(repository),
     )
