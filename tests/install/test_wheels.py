@@ -27,7 +27,7 @@ RUNTIME_ONLY = {
     "prometheus-client",
     "pyjwt",
 }
-CLI_ONLY = {"typer", "rich", "jinja2", "docker"}
+CLI_ONLY = {"typer", "rich", "jinja2", "docker", "boto3"}
 SHARED = {"psycopg", "redis", "pydantic", "pydantic-settings", "cryptography", "pyyaml"}
 
 # The installed distributions' names, normalized as PEP 503 says (prometheus_client ->
