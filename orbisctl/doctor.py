@@ -2,7 +2,8 @@
 
 A check is a plain function `(DoctorContext) -> list[Check]`; `checks()` lists them in order.
 `check_backup_age` reads the backup repository: the newest backup (warn past the RPO, fail
-past twice it) and the last passed recovery drill (warn past DRILL_WARN_DAYS, or never).
+past twice it) and the last passed recovery drill (warn past DRILL_WARN_DAYS, or never);
+`check_remote_copies` the same RPO for backup.remote's bucket, and backups not copied there.
 `check_kept_databases` asks PostgreSQL for the previous databases restores kept.
 `check_archiving` reads pg_stat_archiver and `pgbackrest info`: archiving failing or stuck,
 and each repository's health, newest base backup and recoverable window (`judge_archiving`).
@@ -36,6 +37,7 @@ from backups.archive_stack import (
 )
 from backups.catalog import list_backups
 from backups.executor import ComposeExecutor, Executor
+from backups.remote_copies import RemoteCopies, install_bucket, unpushed
 from backups.restore import restore_journals
 from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
@@ -43,6 +45,7 @@ from orbisctl.core import engine, secretfiles
 from orbisctl.core.config import BackupConfig, TlsMode
 from orbisctl.core.errors import EngineError, OrbisError
 from orbisctl.core.install import Install
+from orbisctl.core.units import format_size
 from orbisctl.render import archiving_enabled
 from orbisctl.rotation import core as rotation_core
 
@@ -399,13 +402,7 @@ def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Ch
     else:
         newest = max(backups, key=lambda m: m.created_at)
         hours = (now - newest.created_at).total_seconds() / 3600
-        verdict = (
-            Verdict.PASS
-            if hours <= rpo_hours
-            else Verdict.WARN
-            if hours <= 2 * rpo_hours
-            else Verdict.FAIL
-        )
+        verdict = _age_verdict(hours, rpo_hours)
         backup = Check(
             "backup age",
             verdict,
@@ -429,6 +426,60 @@ def check_backup_age(ctx: DoctorContext, now: datetime | None = None) -> list[Ch
     return [backup, drill]
 
 
+def _age_verdict(hours: float, rpo_hours: int) -> Verdict:
+    """Pass within the RPO, warn within twice it, fail beyond."""
+    if hours <= rpo_hours:
+        return Verdict.PASS
+    return Verdict.WARN if hours <= 2 * rpo_hours else Verdict.FAIL
+
+
+def check_remote_copies(ctx: DoctorContext, now: datetime | None = None) -> list[Check]:
+    """With backup.remote: the newest complete copy in the bucket against the RPO, and the
+    local backups not copied there yet (the store was down when they were taken)."""
+    name = "remote copies"
+    now = now or datetime.now(UTC)
+    try:
+        bucket = install_bucket(ctx.install)
+        if bucket is None:
+            return []
+        copies = RemoteCopies(bucket)
+        complete = copies.complete()
+        pending = unpushed(ctx.install.repository, copies)
+    except OrbisError as exc:
+        return [Check(name, Verdict.FAIL, exc.message, exc.hint or "")]
+    push = "`orbisctl backup remote push` copies them"
+    if pending:
+        listed = ", ".join(path.name for path in pending[:3]) + (", …" if len(pending) > 3 else "")
+        return [
+            Check(
+                name, Verdict.WARN, f"{len(pending)} backups not in backup.remote: {listed}", push
+            )
+        ]
+    if not complete:
+        return [
+            Check(
+                name,
+                Verdict.WARN,
+                f"no backup in {bucket.describe()} yet",
+                "`orbisctl backup` takes one and copies it",
+            )
+        ]
+    newest = complete[-1]
+    created = newest.created_at or newest.modified
+    rpo_hours = ctx.install.config.backup.objectives.rpo_hours
+    hours = (now - created).total_seconds() / 3600
+    verdict = _age_verdict(hours, rpo_hours)
+    return [
+        Check(
+            name,
+            verdict,
+            f"newest copy {newest.backup_id} is {hours:.1f} h old (RPO {rpo_hours} h), "
+            f"{len(complete)} in {bucket.describe()}",
+            "" if verdict is Verdict.PASS else "`orbisctl backup` takes one and copies it",
+        )
+    ]
+
+
 def _existing(path: Path) -> Path:
     """`path`, or its nearest existing parent (a location the first backup will create)."""
     while not path.exists() and path != path.parent:
@@ -450,12 +501,10 @@ def check_backup_space(ctx: DoctorContext) -> list[Check]:
     free = shutil.disk_usage(place).free
     entries = [e for e in list_backups(repository) if e.manifest is not None]
     if not entries:
-        return [Check("backup space", Verdict.PASS, f"{_size(free)} free on {place}")]
+        return [Check("backup space", Verdict.PASS, f"{format_size(free)} free on {place}")]
     newest = entries[-1]  # ids sort by time
     needed = newest.size
-    detail = (
-        f"{_size(free)} free on {place}; the last backup ({newest.backup_id}) took {_size(needed)}"
-    )
+    detail = f"{format_size(free)} free on {place}; the last backup ({newest.backup_id}) took {format_size(needed)}"
     if free < needed:
         return [
             Check(
@@ -467,15 +516,6 @@ def check_backup_space(ctx: DoctorContext) -> list[Check]:
             )
         ]
     return [Check("backup space", Verdict.PASS, detail)]
-
-
-def _size(nbytes: int) -> str:
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
 
 
 def _database(ctx: DoctorContext) -> Executor | None:
@@ -501,8 +541,9 @@ def check_kept_databases(ctx: DoctorContext) -> list[Check]:
         return [Check("kept databases", Verdict.PASS, "no previous databases kept by restores")]
     keep = ctx.install.config.backup.keep_previous_databases
     total = sum(k.size for k in kept)
-    detail = f"{len(kept)} previous database(s) kept by restores take {_size(total)}: " + ", ".join(
-        f"{k.name} ({_size(k.size)})" for k in kept
+    detail = (
+        f"{len(kept)} previous database(s) kept by restores take {format_size(total)}: "
+        + ", ".join(f"{k.name} ({format_size(k.size)})" for k in kept)
     )
     fix = (
         "`orbisctl restore --drop-kept NAME` (or `--drop-kept all`) once the restored data "
@@ -519,7 +560,12 @@ def check_kept_databases(ctx: DoctorContext) -> list[Check]:
         ]
     if total > KEPT_WARN_BYTES:
         return [
-            Check("kept databases", Verdict.WARN, f"{detail}; over {_size(KEPT_WARN_BYTES)}", fix)
+            Check(
+                "kept databases",
+                Verdict.WARN,
+                f"{detail}; over {format_size(KEPT_WARN_BYTES)}",
+                fix,
+            )
         ]
     return [Check("kept databases", Verdict.PASS, detail)]
 
@@ -690,6 +736,7 @@ CHECKS: tuple[CheckFunction, ...] = (
     check_secret_modes,
     check_secret_ages,
     check_backup_age,
+    check_remote_copies,
     check_backup_space,
     check_kept_databases,
     check_archiving,

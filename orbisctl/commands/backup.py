@@ -22,16 +22,22 @@ from rich.table import Table
 from backups import schedule
 from backups.fs import atomic_write
 from orbisctl import output
+from orbisctl.commands import backup_remote
+from orbisctl.commands.backup_remote import describe_push
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
-from orbisctl.core.errors import EngineError, UserError
+from orbisctl.core.errors import EngineError, OrbisError, StorageError, UserError
+from orbisctl.core.units import format_size
 
 if TYPE_CHECKING:
     from backups.archive_stack import BaseBackupResult
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
     from backups.ports import AppControl
+    from backups.remote_copies import PushResult, RemotePrunePlan
     from backups.restore import FinishedRestore
+    from orbisctl.core.install import Install
+    from orbisctl.core.progress import Progress
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
 # and the Docker client are imported inside the commands that use them: `orbisctl --help` must
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Take, list, verify, prune and schedule backups.")
 restore_app = typer.Typer()
+app.add_typer(backup_remote.app, name="remote")
 
 DatabaseUrlOption = Annotated[
     str | None,
@@ -178,15 +185,6 @@ def _read_passphrase(path: Path | None) -> str | None:
     return lines[0]
 
 
-def _size(nbytes: int) -> str:
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
 def _create(
     directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
 ) -> None:
@@ -210,6 +208,7 @@ def _create(
             from backups.archive_stack import take_base_backups
 
             bases = take_base_backups(ctx.install, progress=progress)
+        copies, copy_error = _copy_to_remote(ctx.install, progress)
     elapsed = time.monotonic() - started
     size = sum(component.size for component in result.components.values())
     if as_json:
@@ -231,18 +230,61 @@ def _create(
                 # The local repository's (repository 1), and every repository's.
                 "base_backup": described[0] if described else None,
                 "base_backups": described,
+                "remote_copies": [
+                    {"id": copy.backup_id, "uploaded_bytes": copy.uploaded_bytes} for copy in copies
+                ],
             }
         )
+        _raise_copy_failure(result.backup_id, copy_error)
         return
     escrow_note = "" if result.has_escrow else " (no passphrase escrow: see `backup escrow`)"
     output.info(
-        f"[green]backup {escape(result.backup_id)}[/] {_size(size)} in {elapsed:.1f} s, "
+        f"[green]backup {escape(result.backup_id)}[/] {format_size(size)} in {elapsed:.1f} s, "
         f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables{escrow_note}"
     )
     for base in bases:
         output.info(
             f"[green]pgBackRest {base.kind.value} base backup {escape(base.label)}[/] "
             f"into repository {base.repo} in {base.seconds:.1f} s"
+        )
+    for copy in copies:
+        if copy.uploaded_bytes:
+            output.info(describe_push(copy))
+    _raise_copy_failure(result.backup_id, copy_error)
+
+
+def _raise_copy_failure(backup_id: str, error: OrbisError | None) -> None:
+    _raise_remote_failure(
+        error,
+        done=f"backup {backup_id} is kept here",
+        failed="copying it to backup.remote",
+        retry="`orbisctl backup remote push` copies it",
+    )
+
+
+def _copy_to_remote(
+    install: Install, progress: Progress
+) -> tuple[list[PushResult], OrbisError | None]:
+    """With backup.remote, every local backup the bucket lacks (the new one and any an outage
+    of the store kept from it) copied there; a failure is returned, not raised: the backup
+    taken here stands and is said first."""
+    from backups.remote_copies import RemoteCopies, install_bucket, push_pending
+
+    try:
+        bucket = install_bucket(install)
+        if bucket is None:
+            return [], None
+        return push_pending(RemoteCopies(bucket), install.repository, progress=progress), None
+    except OrbisError as exc:
+        return [], exc
+
+
+def _raise_remote_failure(error: OrbisError | None, *, done: str, failed: str, retry: str) -> None:
+    """One line for a step on backup.remote that failed after the local one succeeded."""
+    if error is not None:
+        raise StorageError(
+            f"{done}, but {failed} failed: {error.message}",
+            hint="; then ".join(part for part in (error.hint, retry) if part),
         )
 
 
@@ -321,7 +363,7 @@ def list_command(directory: InstallDirOption = Path(), as_json: JsonOption = Fal
         opens_with = ", ".join(info.key_ids) + (" + passphrase" if info.has_escrow else "")
         table.add_row(
             escape(info.backup_id),
-            _size(entry.size),
+            format_size(entry.size),
             str(info.schema_version or "-"),
             escape(opens_with),
             escape(info.label),
@@ -469,6 +511,9 @@ def prune_command(
     )
     if not dry_run:
         retention.apply_prune(ctx.install.repository, plan)
+    remote, remote_error = _prune_remote(
+        ctx.install, ctx.config, include_labelled=include_labelled, dry_run=dry_run
+    )
     if as_json:
         output.print_json(
             {
@@ -478,8 +523,17 @@ def prune_command(
                 "labelled": plan.labelled,
                 "unreadable": plan.unreadable,
                 "partial": [path.name for path in plan.partial],
+                "remote": None
+                if remote is None
+                else {
+                    "keep": remote.keep,
+                    "delete": remote.delete,
+                    "labelled": remote.labelled,
+                    "incomplete": remote.incomplete,
+                },
             }
         )
+        _raise_remote_failure(remote_error, **_PRUNE_FAILURE)
         return
     verb = "would delete" if dry_run else "deleted"
     for backup_id in plan.delete:
@@ -495,6 +549,42 @@ def prune_command(
         else ""
     )
     output.info(f"kept {len(plan.keep)} backup(s){labelled}, {verb} {len(plan.delete)}")
+    if remote is not None:
+        for backup_id in remote.delete:
+            output.info(f"{verb} {escape(backup_id)} in backup.remote")
+        for backup_id in remote.incomplete:
+            output.info(f"{verb} {escape(backup_id)} in backup.remote (an interrupted copy)")
+        output.info(
+            f"backup.remote: kept {len(remote.keep)} backup(s), {verb} {len(remote.delete)}"
+        )
+    _raise_remote_failure(remote_error, **_PRUNE_FAILURE)
+
+
+_PRUNE_FAILURE = {
+    "done": "the backups here are pruned",
+    "failed": "pruning backup.remote",
+    "retry": "`orbisctl backup prune` again prunes it",
+}
+
+
+def _prune_remote(
+    install: Install, config: OrbisConfig, *, include_labelled: bool, dry_run: bool
+) -> tuple[RemotePrunePlan | None, OrbisError | None]:
+    """The retention policy applied to backup.remote's bucket as well, when there is one; a
+    failure is returned so that what was pruned here is said first."""
+    from backups.remote_copies import RemoteCopies, install_bucket
+
+    try:
+        bucket = install_bucket(install)
+        if bucket is None:
+            return None, None
+        copies = RemoteCopies(bucket)
+        plan = copies.plan_prune(config.backup.retention, include_labelled=include_labelled)
+        if not dry_run:
+            copies.delete([*plan.delete, *plan.incomplete])
+        return plan, None
+    except OrbisError as exc:
+        return None, exc
 
 
 ScheduleDirOption = Annotated[Path, typer.Option(help="Where systemd units go.")]
@@ -786,10 +876,12 @@ def _kept_databases(ctx: BackupContext, *, drop_kept: str | None, yes: bool, as_
         return
     table = Table(output.id_column("name"), "kept at (UTC)", "size")
     for row in rows:
-        table.add_row(escape(row.name), row.kept_at.strftime("%Y-%m-%d %H:%M:%S"), _size(row.size))
+        table.add_row(
+            escape(row.name), row.kept_at.strftime("%Y-%m-%d %H:%M:%S"), format_size(row.size)
+        )
     output.print_table(table)
     output.info(
-        f"{len(rows)} kept, {_size(sum(row.size for row in rows))} in all; restores keep the "
+        f"{len(rows)} kept, {format_size(sum(row.size for row in rows))} in all; restores keep the "
         f"newest {ctx.config.backup.keep_previous_databases} (backup.keep_previous_databases)"
     )
 

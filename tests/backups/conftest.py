@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import fcntl
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from backups import keys
 from backups.executor import LocalExecutor
 from orbisctl.core.config import OrbisConfig
 from orbisctl.core.install import Install
+from tests.objectstore import S3Server, s3_server
 from tests.services import PostgresServer, RedisServer
 
 SEED_SQL = """
@@ -120,3 +122,18 @@ def _redis_snapshots_without_delay(redis_srv: RedisServer) -> None:
     client = redis_srv.client()
     client.config_set("repl-diskless-sync-delay", 0)
     client.close()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """An S3-compatible store on loopback (SeaweedFS over TLS) for backup.remote."""
+    with s3_server(tmp_path_factory.mktemp("bundles-s3")) as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(store: S3Server) -> str:
+    """A fresh bucket in the store, for one test."""
+    name = f"bundles-{secrets.token_hex(4)}"
+    store.create_bucket(name)
+    return name

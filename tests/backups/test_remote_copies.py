@@ -5,10 +5,7 @@ the same policy as the local repository, and what the store refuses, said in one
 
 from __future__ import annotations
 
-import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,64 +15,20 @@ from backups import manifest
 from backups.create import create_backup
 from backups.remote_copies import ABANDONED_AFTER, INCOMPLETE, RemoteCopies, install_bucket
 from backups.verify import open_backup
-from orbisctl.core.config import OrbisConfig, RetentionConfig
+from orbisctl.core.config import RetentionConfig
 from orbisctl.core.errors import DataError, StorageError, UserError
 from orbisctl.core.install import Install
-from orbisctl.core.secretfiles import REMOTE_ACCESS_KEY, REMOTE_SECRET_KEY
+from orbisctl.core.secretfiles import REMOTE_SECRET_KEY
 from tests.backups.conftest import Stack
-from tests.objectstore import S3Server, s3_server
+from tests.backups.remote import BUNDLES_PREFIX, with_remote
+from tests.objectstore import S3Server
 
 pytestmark = pytest.mark.integration
-
-PREFIX = "orbis/bundles/"
-
-
-@pytest.fixture(scope="module")
-def store() -> Iterator[S3Server]:
-    base = Path(tempfile.mkdtemp(prefix="orbis-bundles-s3-"))
-    with s3_server(base) as server:
-        yield server
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def _with_remote(
-    install: Install, store: S3Server, bucket: str, *, secret_key: str | None = None, port: int = 0
-) -> Install:
-    """The install with backup.remote set to `bucket` of the store, its keys and CA in place."""
-    assert store.ca_file is not None
-    (install.root / "tls" / "remote-ca.crt").write_bytes(store.ca_file.read_bytes())
-    install.secret(REMOTE_ACCESS_KEY).write_text(store.access_key + "\n")
-    install.secret(REMOTE_SECRET_KEY).write_text((secret_key or store.secret_key) + "\n")
-    config = OrbisConfig.model_validate(
-        {
-            "domain": "voice.example.com",
-            "backup": {
-                "remote": {
-                    # The store's certificate names localhost (and 127.0.0.1, which
-                    # pgBackRest would not accept: the same name serves both).
-                    "endpoint": "localhost",
-                    "port": port or store.port,
-                    "bucket": bucket,
-                    "uri_style": "path",
-                    "path": "/orbis",
-                    "ca_file": "tls/remote-ca.crt",
-                }
-            },
-        }
-    )
-    return Install(install.root, config)
-
-
-@pytest.fixture
-def bucket(store: S3Server) -> str:
-    name = f"bundles-{secrets.token_hex(4)}"
-    store.create_bucket(name)
-    return name
 
 
 @pytest.fixture
 def install(stack: Stack, store: S3Server, bucket: str) -> Install:
-    return _with_remote(stack.install, store, bucket)
+    return with_remote(stack.install, store, bucket)
 
 
 def _copies(install: Install) -> RemoteCopies:
@@ -99,11 +52,14 @@ def test_a_pushed_backup_is_in_the_bucket_byte_for_byte_and_a_second_push_sends_
     again = copies.push(backup)
 
     files = sorted(path.name for path in backup.iterdir())
-    assert sorted(store.list_keys(bucket, PREFIX + backup.name + "/")) == [
-        f"{PREFIX}{backup.name}/{name}" for name in files
+    assert sorted(store.list_keys(bucket, BUNDLES_PREFIX + backup.name + "/")) == [
+        f"{BUNDLES_PREFIX}{backup.name}/{name}" for name in files
     ]
     for name in files:
-        assert store.get(bucket, f"{PREFIX}{backup.name}/{name}") == (backup / name).read_bytes()
+        assert (
+            store.get(bucket, f"{BUNDLES_PREFIX}{backup.name}/{name}")
+            == (backup / name).read_bytes()
+        )
     assert first.uploaded_bytes == sum(
         (backup / name).stat().st_size for name in files if name != manifest.MANIFEST_FILE
     )
@@ -140,7 +96,7 @@ def test_a_damaged_copy_is_refused_and_leaves_nothing_in_the_repository(
     copies.push(backup)
     loaded = manifest.load(backup / manifest.MANIFEST_FILE).manifest
     dump = loaded.components["database"].file
-    store.corrupt(bucket, f"{PREFIX}{backup.name}/{dump}")
+    store.corrupt(bucket, f"{BUNDLES_PREFIX}{backup.name}/{dump}")
     shutil.rmtree(install.repository)
 
     with pytest.raises(DataError, match=f"{dump} from backup\\.remote does not match"):
@@ -162,7 +118,9 @@ def test_an_interrupted_copy_is_listed_incomplete_finished_by_the_next_push_and_
     copies = _copies(install)
     copies.push(backup)
     client = store.client()
-    client.delete_object(Bucket=bucket, Key=f"{PREFIX}{backup.name}/{manifest.MANIFEST_FILE}")
+    client.delete_object(
+        Bucket=bucket, Key=f"{BUNDLES_PREFIX}{backup.name}/{manifest.MANIFEST_FILE}"
+    )
 
     [listed] = copies.bundles()
     assert (listed.manifest, listed.problem) == (None, INCOMPLETE)
@@ -196,13 +154,13 @@ def test_prune_keeps_what_the_policy_keeps_and_labelled_ones_and_deletes_the_res
     copies.delete(plan.delete)
 
     assert [b.backup_id for b in copies.bundles()] == sorted([labelled.name, newest.name])
-    assert store.list_keys(bucket, f"{PREFIX}{old.name}/") == []
+    assert store.list_keys(bucket, f"{BUNDLES_PREFIX}{old.name}/") == []
 
 
 def test_a_wrong_secret_key_names_the_key_files_and_not_the_key(
     stack: Stack, store: S3Server, bucket: str
 ) -> None:
-    install = _with_remote(stack.install, store, bucket, secret_key="not-the-secret-key")
+    install = with_remote(stack.install, store, bucket, secret_key="not-the-secret-key")
     with pytest.raises(StorageError) as refused:
         _copies(install).bundles()
     assert "SignatureDoesNotMatch" in refused.value.message
@@ -211,7 +169,7 @@ def test_a_wrong_secret_key_names_the_key_files_and_not_the_key(
 
 
 def test_a_missing_bucket_says_create_the_bucket(stack: Stack, store: S3Server) -> None:
-    install = _with_remote(stack.install, store, "no-such-bucket-here")
+    install = with_remote(stack.install, store, "no-such-bucket-here")
     with pytest.raises(StorageError, match="the bucket does not exist") as refused:
         _copies(install).bundles()
     assert "create the bucket" in (refused.value.hint or "")
@@ -223,7 +181,7 @@ def test_a_store_that_does_not_answer_is_named_with_its_endpoint(
     from tests.services import free_port
 
     port = free_port()
-    install = _with_remote(stack.install, store, bucket, port=port)
+    install = with_remote(stack.install, store, bucket, port=port)
     with pytest.raises(StorageError, match=f"cannot reach the object store at localhost:{port}"):
         _copies(install).bundles()
 
