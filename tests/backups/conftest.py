@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+from typer.testing import CliRunner
 
 from backups import keys
 from backups.executor import LocalExecutor
@@ -137,3 +138,13 @@ def bucket(store: S3Server) -> str:
     name = f"bundles-{secrets.token_hex(4)}"
     store.create_bucket(name)
     return name
+
+
+@pytest.fixture
+def cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """`orbisctl` in-process on the stack's install, its backups in direct mode (by URL)."""
+    monkeypatch.setenv("ORBIS_DIR", str(stack.install.root))
+    monkeypatch.setenv("ORBIS_BACKUP_DATABASE_URL", stack.executor.database_url)
+    monkeypatch.setenv("ORBIS_BACKUP_REDIS_URL", stack.executor.redis_url)
+    monkeypatch.chdir(stack.install.root)
+    return CliRunner()

@@ -17,15 +17,6 @@ from tests.backups.conftest import Stack
 from tests.backups.test_retention import fake_backup
 
 
-@pytest.fixture
-def cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("ORBIS_DIR", str(stack.install.root))
-    monkeypatch.setenv("ORBIS_BACKUP_DATABASE_URL", stack.executor.database_url)
-    monkeypatch.setenv("ORBIS_BACKUP_REDIS_URL", stack.executor.redis_url)
-    monkeypatch.chdir(stack.install.root)
-    return CliRunner()
-
-
 def _json(cli: CliRunner, *args: str) -> object:
     result = cli.invoke(app, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output

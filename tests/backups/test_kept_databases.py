@@ -22,15 +22,6 @@ from tests.backups.conftest import Stack
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("ORBIS_DIR", str(stack.install.root))
-    monkeypatch.setenv("ORBIS_BACKUP_DATABASE_URL", stack.executor.database_url)
-    monkeypatch.setenv("ORBIS_BACKUP_REDIS_URL", stack.executor.redis_url)
-    monkeypatch.chdir(stack.install.root)
-    return CliRunner()
-
-
 def _keep(stack: Stack, count: int) -> None:
     (stack.install.root / "orbis.yaml").write_text(
         f"domain: voice.example.com\nbackup:\n  keep_previous_databases: {count}\n"

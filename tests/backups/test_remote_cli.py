@@ -24,15 +24,6 @@ from tests.services import free_port
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("ORBIS_DIR", str(stack.install.root))
-    monkeypatch.setenv("ORBIS_BACKUP_DATABASE_URL", stack.executor.database_url)
-    monkeypatch.setenv("ORBIS_BACKUP_REDIS_URL", stack.executor.redis_url)
-    monkeypatch.chdir(stack.install.root)
-    return CliRunner()
-
-
 def _run(cli: CliRunner, *args: str) -> Result:
     return cli.invoke(app, list(args), catch_exceptions=False)
 
