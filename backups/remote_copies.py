@@ -106,6 +106,15 @@ def install_bucket(install: Install) -> Bucket | None:
     return Bucket(remote, access_key, secret_key, ca_file)
 
 
+def bundle_bucket(install: Install) -> Bucket | None:
+    """The bucket `backup create` copies bundles to (and prune and doctor look at): None
+    without backup.remote, or with backup.remote.copy_bundles false."""
+    remote = install.config.backup.remote
+    if remote is None or not remote.copy_bundles:
+        return None
+    return install_bucket(install)
+
+
 def _read_key(install: Install, name: str) -> str:
     path = install.secret(name)
     try:

@@ -37,7 +37,7 @@ from backups.archive_stack import (
 )
 from backups.catalog import list_backups
 from backups.executor import ComposeExecutor, Executor
-from backups.remote_copies import RemoteCopies, install_bucket, unpushed
+from backups.remote_copies import RemoteCopies, bundle_bucket, unpushed
 from backups.restore import restore_journals
 from backups.restore_lock import locked_backup
 from orbisctl import nginx, preflight, stack, tls
@@ -439,7 +439,7 @@ def check_remote_copies(ctx: DoctorContext, now: datetime | None = None) -> list
     name = "remote copies"
     now = now or datetime.now(UTC)
     try:
-        bucket = install_bucket(ctx.install)
+        bucket = bundle_bucket(ctx.install)
         if bucket is None:
             return []
         copies = RemoteCopies(bucket)

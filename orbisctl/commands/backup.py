@@ -268,10 +268,10 @@ def _copy_to_remote(
     """With backup.remote, every local backup the bucket lacks (the new one and any an outage
     of the store kept from it) copied there; a failure is returned, not raised: the backup
     taken here stands and is said first."""
-    from backups.remote_copies import RemoteCopies, install_bucket, push_pending
+    from backups.remote_copies import RemoteCopies, bundle_bucket, push_pending
 
     try:
-        bucket = install_bucket(install)
+        bucket = bundle_bucket(install)
         if bucket is None:
             return [], None
         return push_pending(RemoteCopies(bucket), install.repository, progress=progress), None
@@ -572,10 +572,10 @@ def _prune_remote(
 ) -> tuple[RemotePrunePlan | None, OrbisError | None]:
     """The retention policy applied to backup.remote's bucket as well, when there is one; a
     failure is returned so that what was pruned here is said first."""
-    from backups.remote_copies import RemoteCopies, install_bucket
+    from backups.remote_copies import RemoteCopies, bundle_bucket
 
     try:
-        bucket = install_bucket(install)
+        bucket = bundle_bucket(install)
         if bucket is None:
             return None, None
         copies = RemoteCopies(bucket)

@@ -218,6 +218,9 @@ class RemoteConfig(_Model):
     # A CA certificate (PEM, relative to the install directory) for a store with its own CA.
     ca_file: Path | None = None
     verify_tls: bool = True
+    # `backup create` copies each encrypted bundle to <path>/bundles/ (backups.remote_copies);
+    # false keeps only pgBackRest's repository there (`backup remote push` still copies).
+    copy_bundles: bool = True
 
     @field_validator("ca_file")
     @classmethod

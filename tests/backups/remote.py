@@ -23,9 +23,10 @@ def with_remote(
     secret_key: str | None = None,
     port: int = 0,
     backup: dict[str, Any] | None = None,
+    remote: dict[str, Any] | None = None,
 ) -> Install:
     """The install with backup.remote set to `bucket` of the store (and any other `backup`
-    settings), its keys and CA in place and orbis.yaml saying so, for the CLI."""
+    settings, and `remote` ones), its keys and CA in place and orbis.yaml saying so, for the CLI."""
     assert store.ca_file is not None
     (install.root / "tls" / "remote-ca.crt").write_bytes(store.ca_file.read_bytes())
     install.secret(REMOTE_ACCESS_KEY).write_text(store.access_key + "\n")
@@ -43,6 +44,7 @@ def with_remote(
                 "uri_style": "path",
                 "path": "/orbis",
                 "ca_file": "tls/remote-ca.crt",
+                **(remote or {}),
             },
         },
     }

@@ -144,3 +144,14 @@ def test_pulling_an_unknown_backup_is_a_one_line_refusal(
     assert "there is no complete backup in" in latest.stderr
     assert "holds no complete backup 20200101T000000Z-abcdef" in unknown.stderr
     assert not stack.install.repository.exists() or not list(stack.install.repository.iterdir())
+
+
+def test_copy_bundles_false_keeps_create_from_the_bucket(
+    cli: CliRunner, stack: Stack, store: S3Server, bucket: str
+) -> None:
+    with_remote(stack.install, store, bucket, remote={"copy_bundles": False})
+    created = _json(cli, "backup", "create")
+    assert created["remote_copies"] == []
+    assert store.list_keys(bucket, BUNDLES_PREFIX) == []
+    pushed = _json(cli, "backup", "remote", "push")  # by hand it still copies
+    assert [p["id"] for p in pushed] == [created["id"]]

@@ -373,6 +373,9 @@ async def test_backup_remote_puts_every_segment_and_base_backup_in_the_object_st
                 "bucket": REMOTE_BUCKET,
                 "uri_style": "path",
                 "ca_file": "tls/remote-ca.crt",
+                # The store's alias resolves only inside the stack's networks, not on the
+                # host where orbisctl copies bundles (tests/backups/test_remote_cli.py does).
+                "copy_bundles": False,
             },
         )
         started = time.monotonic()
