@@ -352,7 +352,7 @@ def test_drill_restores_the_newest_backup_into_a_scratch_stack_that_serves(
     assert markdown.startswith(f"# Recovery drill {report['drill_id']}: PASSED")
     # Torn down: no scratch directory, and Docker has nothing left of the drill's project.
     assert not list(drills.glob(".scratch-*"))
-    assert not _drill_projects()
+    assert not _drill_projects(stack)
     scratch = [name for name in _volume_names() if "-drill-" in name]
     assert not scratch, scratch
     history = _json(stack.cli("drill", "history", "--json"))
@@ -367,12 +367,15 @@ def _started(stack: Stack) -> dict[str, str]:
     }
 
 
-def _drill_projects() -> list[str]:
+def _drill_projects(stack: Stack) -> list[str]:
+    """This stack's drill projects (a killed run on the same engine may have left others)."""
     listing = subprocess.run(
         ["docker", "compose", "ls", "--all", "--format", "json"],
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
-    return [p["Name"] for p in json.loads(listing) if "-drill-" in p["Name"]]
+    return [
+        p["Name"] for p in json.loads(listing) if p["Name"].startswith(f"{stack.project}-drill-")
+    ]
 
 
 def _start_drill(stack: Stack, owner: Owner, **popen: Any) -> subprocess.Popen[str]:
@@ -383,7 +386,7 @@ def _start_drill(stack: Stack, owner: Owner, **popen: Any) -> subprocess.Popen[s
         text=True, **popen,
     )  # fmt: skip
     deadline = time.monotonic() + 120
-    while not _drill_projects():
+    while not _drill_projects(stack):
         if drill.poll() is not None:
             raise AssertionError(f"the drill ended (exit {drill.returncode}) before starting")
         if time.monotonic() > deadline:
@@ -404,7 +407,7 @@ def test_an_interrupted_drill_still_tears_its_scratch_stack_down(
         if drill.poll() is None:
             drill.kill()
     assert drill.returncode != 0
-    assert not _drill_projects(), stderr
+    assert not _drill_projects(stack), stderr
     assert not list((stack.root / "backups" / "drills").glob(".scratch-*"))
     history = _json(stack.cli("drill", "history", "--json"))
     assert history[-1]["ok"] is False and history[-1]["error"] == "interrupted"
@@ -433,14 +436,14 @@ def test_a_sigkilled_drill_leaves_nothing_behind_after_drill_cleanup(
     # The drill and its `docker compose` children: a killed unit's whole control group.
     os.killpg(drill.pid, signal.SIGKILL)
     drill.wait(timeout=60)
-    [project] = _drill_projects()
+    [project] = _drill_projects(stack)
     left = _labelled(stack, project)
     assert left["containers"] and left["volumes"], left  # the kill did leave something
     assert [p.name for p in drills.glob(".scratch-*")] == [f".scratch-{project}"]
 
     result = _timed("drill_cleanup_seconds", stack, "drill", "cleanup", "--json")
     assert _json(result) == {"removed": [project]}
-    assert not _drill_projects()
+    assert not _drill_projects(stack)
     assert _labelled(stack, project) == {"containers": [], "volumes": [], "networks": []}
     assert not list(drills.glob(".scratch-*"))
     # History stays readable, with the killed drill as a failure; no half-written file.
