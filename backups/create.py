@@ -34,9 +34,9 @@ from backups.manifest import (
 )
 from backups.partials import (
     PARTIAL_PREFIX,
-    WRITER_PID_FILE,
     lock_writer,
     partials_lock,
+    publish,
     stale_partials,
     sweep_partials,
 )
@@ -46,7 +46,6 @@ from backups.schema import database_schema_version
 from orbisctl import __version__
 from orbisctl.core.config import CONFIG_FILENAME
 from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, storage_error
-from orbisctl.core.fsutil import fsync_dir
 from orbisctl.core.install import Install
 from orbisctl.core.progress import NO_PROGRESS, Progress
 
@@ -230,13 +229,7 @@ def create_backup(
         manifest_path.write_bytes(manifest.render(result, crypto.manifest_mac(data_key, body)))
         with manifest_path.open("rb") as handle:
             os.fsync(handle.fileno())
-        fsync_dir(workdir)
-        final = install.repository / backup_id
-        workdir.rename(final)
-        fsync_dir(install.repository)
-        # Removed only after the rename: `prune` takes a partial without a live writer
-        # for abandoned.
-        (final / WRITER_PID_FILE).unlink()
+        publish(workdir, install.repository / backup_id)
     except OSError as exc:
         # Nothing half-written stays: the partial directory goes (freeing a full disk).
         shutil.rmtree(workdir, ignore_errors=True)

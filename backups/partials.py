@@ -14,6 +14,8 @@ import shutil
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
+from orbisctl.core.fsutil import fsync_dir
+
 PARTIAL_PREFIX = ".partial-"
 WRITER_PID_FILE = "writer.pid"
 
@@ -45,6 +47,16 @@ def lock_writer(workdir: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def publish(workdir: Path, final: Path) -> None:
+    """Rename a finished partial (its files already fsynced) into place, durably. Its
+    `writer.pid` goes only after the rename: `prune` takes a partial without a live writer
+    for abandoned."""
+    fsync_dir(workdir)
+    workdir.rename(final)
+    fsync_dir(final.parent)
+    (final / WRITER_PID_FILE).unlink()
 
 
 def _writer_alive(partial: Path) -> bool:

@@ -32,15 +32,14 @@ from backups import manifest
 from backups.catalog import list_backups
 from backups.partials import (
     PARTIAL_PREFIX,
-    WRITER_PID_FILE,
     lock_writer,
     partials_lock,
+    publish,
     sweep_partials,
 )
 from backups.retention import Dated, Decision, decide
 from orbisctl.core.config import RemoteConfig, RetentionConfig
 from orbisctl.core.errors import USER_ERRNOS, DataError, StorageError, UserError, storage_error
-from orbisctl.core.fsutil import fsync_dir
 from orbisctl.core.install import Install
 from orbisctl.core.progress import NO_PROGRESS, Progress
 from orbisctl.core.secretfiles import REMOTE_ACCESS_KEY, REMOTE_SECRET_KEY
@@ -283,16 +282,13 @@ class RemoteCopies:
             present = self._sizes(self._key(loaded.backup_id))
             manifest_key = self._key(loaded.backup_id, manifest.MANIFEST_FILE)
             manifest_bytes = (backup / manifest.MANIFEST_FILE).read_bytes()
-            if present.get(manifest_key) == len(manifest_bytes) and all(
-                present.get(self._key(loaded.backup_id, c.file)) == c.size
-                for c in loaded.components.values()
-            ):
-                return PushResult(loaded.backup_id, 0, time.monotonic() - started)
             missing = [
                 c
                 for c in loaded.components.values()
                 if present.get(self._key(loaded.backup_id, c.file)) != c.size
             ]
+            if not missing and present.get(manifest_key) == len(manifest_bytes):
+                return PushResult(loaded.backup_id, 0, time.monotonic() - started)
             progress.step(
                 f"copy backup {loaded.backup_id} to backup.remote",
                 total_bytes=sum(c.size for c in missing),
@@ -312,7 +308,7 @@ class RemoteCopies:
                     raise DataError(
                         f"backup {loaded.backup_id}: the bucket holds {size} bytes of "
                         f"{component.file}, not {component.size}",
-                        hint="run `orbisctl backup push` again; if it repeats, check the store",
+                        hint="run `orbisctl backup remote push` again; if it repeats, check the store",
                     )
             self._s3.put_object(
                 Bucket=self.bucket.remote.bucket, Key=manifest_key, Body=manifest_bytes
@@ -380,7 +376,7 @@ class RemoteCopies:
                     if _is_missing(exc):
                         raise UserError(
                             f"backup.remote holds no complete backup {backup_id}",
-                            hint="`orbisctl backup list --remote` shows the ids",
+                            hint="`orbisctl backup remote list` shows the ids",
                         ) from None
                     raise
                 loaded = manifest.load(manifest_path).manifest
@@ -401,10 +397,7 @@ class RemoteCopies:
             for path in workdir.iterdir():
                 with path.open("rb") as handle:
                     os.fsync(handle.fileno())
-            fsync_dir(workdir)
-            workdir.rename(final)
-            fsync_dir(repository)
-            (final / WRITER_PID_FILE).unlink()
+            publish(workdir, final)
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             raise _local_error(exc, repository) from None
@@ -461,6 +454,15 @@ class RemoteCopies:
             ),
         )
 
+    def prune(
+        self, policy: RetentionConfig, *, include_labelled: bool = False, dry_run: bool = False
+    ) -> RemotePrunePlan:
+        """Delete what `plan_prune` lets go (nothing with `dry_run`); return the plan."""
+        plan = self.plan_prune(policy, include_labelled=include_labelled)
+        if not dry_run:
+            self.delete([*plan.delete, *plan.incomplete])
+        return plan
+
 
 def _is_missing(exc: Exception) -> bool:
     from botocore.exceptions import ClientError
@@ -483,7 +485,7 @@ def _check_download(backup_id: str, path: Path, component: manifest.Component) -
             f"backup {backup_id}: {component.file} from backup.remote does not match its "
             f"manifest ({size} bytes, {component.size} expected, or a different checksum)",
             hint="the copy in the bucket is damaged: pull another backup "
-            "(`orbisctl backup list --remote`)",
+            "(`orbisctl backup remote list`)",
         )
 
 
@@ -498,9 +500,9 @@ def _local_error(exc: OSError, repository: Path) -> OSError | StorageError:
     )
 
 
-def unpushed(repository: Path, copies: RemoteCopies) -> list[Path]:
-    """Local complete backups the bucket lacks, oldest first."""
-    in_bucket = {b.backup_id for b in copies.complete()}
+def unpushed(repository: Path, complete: Sequence[RemoteBundle]) -> list[Path]:
+    """Local complete backups missing from the bucket's `complete` bundles, oldest first."""
+    in_bucket = {b.backup_id for b in complete}
     return [
         entry.path
         for entry in list_backups(repository)
@@ -513,4 +515,5 @@ def push_pending(
 ) -> list[PushResult]:
     """Copy every local backup the bucket lacks, oldest first: after an outage of the store,
     the next backup's push catches up on what the outage missed."""
-    return [copies.push(path, progress=progress) for path in unpushed(repository, copies)]
+    pending = unpushed(repository, copies.complete())
+    return [copies.push(path, progress=progress) for path in pending]

@@ -444,7 +444,7 @@ def check_remote_copies(ctx: DoctorContext, now: datetime | None = None) -> list
             return []
         copies = RemoteCopies(bucket)
         complete = copies.complete()
-        pending = unpushed(ctx.install.repository, copies)
+        pending = unpushed(ctx.install.repository, complete)
     except OrbisError as exc:
         return [Check(name, Verdict.FAIL, exc.message, exc.hint or "")]
     push = "`orbisctl backup remote push` copies them"

@@ -23,10 +23,10 @@ from backups import schedule
 from backups.fs import atomic_write
 from orbisctl import output
 from orbisctl.commands import backup_remote
-from orbisctl.commands.backup_remote import describe_push
+from orbisctl.commands.backup_remote import describe_push, on_bundle_copies, raise_after_local
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, load_config
-from orbisctl.core.errors import EngineError, OrbisError, StorageError, UserError
+from orbisctl.core.errors import EngineError, UserError
 from orbisctl.core.units import format_size
 
 if TYPE_CHECKING:
@@ -34,10 +34,9 @@ if TYPE_CHECKING:
     from backups.executor import Executor
     from backups.keys import BackupKeyRing
     from backups.ports import AppControl
-    from backups.remote_copies import PushResult, RemotePrunePlan
+    from backups.remote_copies import RemotePrunePlan
     from backups.restore import FinishedRestore
-    from orbisctl.core.install import Install
-    from orbisctl.core.progress import Progress
+    from backups.retention import PrunePlan
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
 # and the Docker client are imported inside the commands that use them: `orbisctl --help` must
@@ -189,6 +188,7 @@ def _create(
     directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
 ) -> None:
     from backups.create import create_backup
+    from backups.remote_copies import push_pending
 
     ctx = BackupContext(directory, database_url, redis_url)
     # Back up what serves, not a half-switched install; a scheduled backup so finishes an
@@ -208,7 +208,12 @@ def _create(
             from backups.archive_stack import take_base_backups
 
             bases = take_base_backups(ctx.install, progress=progress)
-        copies, copy_error = _copy_to_remote(ctx.install, progress)
+        # Every local backup the bucket lacks: the new one and any an outage kept from it.
+        pushed, copy_error = on_bundle_copies(
+            ctx.install,
+            lambda copies: push_pending(copies, ctx.install.repository, progress=progress),
+        )
+    copies = pushed or []
     elapsed = time.monotonic() - started
     size = sum(component.size for component in result.components.values())
     if as_json:
@@ -235,57 +240,27 @@ def _create(
                 ],
             }
         )
-        _raise_copy_failure(result.backup_id, copy_error)
-        return
-    escrow_note = "" if result.has_escrow else " (no passphrase escrow: see `backup escrow`)"
-    output.info(
-        f"[green]backup {escape(result.backup_id)}[/] {format_size(size)} in {elapsed:.1f} s, "
-        f"{sum(result.row_counts.values())} rows in {len(result.row_counts)} tables{escrow_note}"
-    )
-    for base in bases:
+    else:
+        escrow_note = "" if result.has_escrow else " (no passphrase escrow: see `backup escrow`)"
         output.info(
-            f"[green]pgBackRest {base.kind.value} base backup {escape(base.label)}[/] "
-            f"into repository {base.repo} in {base.seconds:.1f} s"
+            f"[green]backup {escape(result.backup_id)}[/] {format_size(size)} in "
+            f"{elapsed:.1f} s, {sum(result.row_counts.values())} rows in "
+            f"{len(result.row_counts)} tables{escrow_note}"
         )
-    for copy in copies:
-        if copy.uploaded_bytes:
-            output.info(describe_push(copy))
-    _raise_copy_failure(result.backup_id, copy_error)
-
-
-def _raise_copy_failure(backup_id: str, error: OrbisError | None) -> None:
-    _raise_remote_failure(
-        error,
-        done=f"backup {backup_id} is kept here",
+        for base in bases:
+            output.info(
+                f"[green]pgBackRest {base.kind.value} base backup {escape(base.label)}[/] "
+                f"into repository {base.repo} in {base.seconds:.1f} s"
+            )
+        for copy in copies:
+            if copy.uploaded_bytes:
+                output.info(describe_push(copy))
+    raise_after_local(
+        copy_error,
+        done=f"backup {result.backup_id} is kept here",
         failed="copying it to backup.remote",
         retry="`orbisctl backup remote push` copies it",
     )
-
-
-def _copy_to_remote(
-    install: Install, progress: Progress
-) -> tuple[list[PushResult], OrbisError | None]:
-    """With backup.remote, every local backup the bucket lacks (the new one and any an outage
-    of the store kept from it) copied there; a failure is returned, not raised: the backup
-    taken here stands and is said first."""
-    from backups.remote_copies import RemoteCopies, bundle_bucket, push_pending
-
-    try:
-        bucket = bundle_bucket(install)
-        if bucket is None:
-            return [], None
-        return push_pending(RemoteCopies(bucket), install.repository, progress=progress), None
-    except OrbisError as exc:
-        return [], exc
-
-
-def _raise_remote_failure(error: OrbisError | None, *, done: str, failed: str, retry: str) -> None:
-    """One line for a step on backup.remote that failed after the local one succeeded."""
-    if error is not None:
-        raise StorageError(
-            f"{done}, but {failed} failed: {error.message}",
-            hint="; then ".join(part for part in (error.hint, retry) if part),
-        )
 
 
 @app.callback(invoke_without_command=True)
@@ -511,8 +486,11 @@ def prune_command(
     )
     if not dry_run:
         retention.apply_prune(ctx.install.repository, plan)
-    remote, remote_error = _prune_remote(
-        ctx.install, ctx.config, include_labelled=include_labelled, dry_run=dry_run
+    remote, remote_error = on_bundle_copies(
+        ctx.install,
+        lambda copies: copies.prune(
+            ctx.config.backup.retention, include_labelled=include_labelled, dry_run=dry_run
+        ),
     )
     if as_json:
         output.print_json(
@@ -533,8 +511,17 @@ def prune_command(
                 },
             }
         )
-        _raise_remote_failure(remote_error, **_PRUNE_FAILURE)
-        return
+    else:
+        _describe_prune(plan, remote, dry_run=dry_run)
+    raise_after_local(
+        remote_error,
+        done="this host's plan is shown" if dry_run else "the backups here are pruned",
+        failed="pruning backup.remote",
+        retry="`orbisctl backup prune` again prunes it",
+    )
+
+
+def _describe_prune(plan: PrunePlan, remote: RemotePrunePlan | None, *, dry_run: bool) -> None:
     verb = "would delete" if dry_run else "deleted"
     for backup_id in plan.delete:
         output.info(f"{verb} {escape(backup_id)}")
@@ -557,34 +544,6 @@ def prune_command(
         output.info(
             f"backup.remote: kept {len(remote.keep)} backup(s), {verb} {len(remote.delete)}"
         )
-    _raise_remote_failure(remote_error, **_PRUNE_FAILURE)
-
-
-_PRUNE_FAILURE = {
-    "done": "the backups here are pruned",
-    "failed": "pruning backup.remote",
-    "retry": "`orbisctl backup prune` again prunes it",
-}
-
-
-def _prune_remote(
-    install: Install, config: OrbisConfig, *, include_labelled: bool, dry_run: bool
-) -> tuple[RemotePrunePlan | None, OrbisError | None]:
-    """The retention policy applied to backup.remote's bucket as well, when there is one; a
-    failure is returned so that what was pruned here is said first."""
-    from backups.remote_copies import RemoteCopies, bundle_bucket
-
-    try:
-        bucket = bundle_bucket(install)
-        if bucket is None:
-            return None, None
-        copies = RemoteCopies(bucket)
-        plan = copies.plan_prune(config.backup.retention, include_labelled=include_labelled)
-        if not dry_run:
-            copies.delete([*plan.delete, *plan.incomplete])
-        return plan, None
-    except OrbisError as exc:
-        return None, exc
 
 
 ScheduleDirOption = Annotated[Path, typer.Option(help="Where systemd units go.")]

@@ -8,8 +8,9 @@ bundle into the local repository (`pull`), which `restore` then reads as any oth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.markup import escape
@@ -17,7 +18,7 @@ from rich.table import Table
 
 from orbisctl import output
 from orbisctl.commands.options import InstallDirOption, JsonOption
-from orbisctl.core.errors import UserError
+from orbisctl.core.errors import OrbisError, StorageError, UserError
 from orbisctl.core.install import Install, open_install
 from orbisctl.core.units import format_size
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from backups.remote_copies import PushResult, RemoteCopies
 
 app = typer.Typer(help="The backups' copies in backup.remote's bucket: list, push, pull.")
+
+T = TypeVar("T")
 
 
 def remote_copies(install: Install) -> RemoteCopies:
@@ -39,6 +42,30 @@ def remote_copies(install: Install) -> RemoteCopies:
             "files secrets/remote_access_key and secrets/remote_secret_key",
         )
     return RemoteCopies(bucket)
+
+
+def on_bundle_copies(
+    install: Install, work: Callable[[RemoteCopies], T]
+) -> tuple[T | None, OrbisError | None]:
+    """`work` done on the bucket `backup create` and `prune` keep the bundles' copies in (None
+    without one); a failure is returned, not raised, so that what was done here is said
+    first (`raise_after_local`)."""
+    from backups.remote_copies import RemoteCopies, bundle_bucket
+
+    try:
+        bucket = bundle_bucket(install)
+        return (None if bucket is None else work(RemoteCopies(bucket))), None
+    except OrbisError as exc:
+        return None, exc
+
+
+def raise_after_local(error: OrbisError | None, *, done: str, failed: str, retry: str) -> None:
+    """One line for a step on backup.remote that failed after the local one succeeded."""
+    if error is not None:
+        raise StorageError(
+            f"{done}, but {failed} failed: {error.message}",
+            hint="; then ".join(part for part in (error.hint, retry) if part),
+        )
 
 
 def describe_push(result: PushResult) -> str:

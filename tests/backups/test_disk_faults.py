@@ -28,14 +28,11 @@ INSERT INTO transcripts (agent_id, seq, text)
 
 
 @pytest.fixture
-def cli(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("ORBIS_DIR", str(stack.install.root))
-    monkeypatch.setenv("ORBIS_BACKUP_DATABASE_URL", stack.executor.database_url)
-    monkeypatch.setenv("ORBIS_BACKUP_REDIS_URL", stack.executor.redis_url)
-    monkeypatch.chdir(stack.install.root)
+def cli(cli: CliRunner, stack: Stack) -> CliRunner:
+    """The backup tests' in-process CLI (conftest), on a database too big for a small disk."""
     with stack.connect() as conn:
         conn.execute(MORE_ROWS_SQL.encode())
-    return CliRunner()
+    return cli
 
 
 def _locate_backups(stack: Stack, location: Path) -> None:

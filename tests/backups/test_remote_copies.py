@@ -42,6 +42,14 @@ def _backup(stack: Stack, install: Install, **kwargs: object) -> Path:
     return install.repository / result.backup_id
 
 
+def _pushed(stack: Stack, install: Install) -> tuple[Path, RemoteCopies]:
+    """A new backup, copied to the bucket."""
+    backup = _backup(stack, install)
+    copies = _copies(install)
+    copies.push(backup)
+    return backup, copies
+
+
 def test_a_pushed_backup_is_in_the_bucket_byte_for_byte_and_a_second_push_sends_nothing(
     stack: Stack, install: Install, store: S3Server, bucket: str
 ) -> None:
@@ -73,9 +81,7 @@ def test_a_pushed_backup_is_in_the_bucket_byte_for_byte_and_a_second_push_sends_
 def test_a_new_host_pulls_the_bundle_and_opens_it_with_the_key(
     stack: Stack, install: Install
 ) -> None:
-    backup = _backup(stack, install)
-    copies = _copies(install)
-    copies.push(backup)
+    backup, copies = _pushed(stack, install)
     original = {path.name: path.read_bytes() for path in backup.iterdir()}
     shutil.rmtree(install.repository)  # the old disk is gone
 
@@ -91,9 +97,7 @@ def test_a_new_host_pulls_the_bundle_and_opens_it_with_the_key(
 def test_a_damaged_copy_is_refused_and_leaves_nothing_in_the_repository(
     stack: Stack, install: Install, store: S3Server, bucket: str
 ) -> None:
-    backup = _backup(stack, install)
-    copies = _copies(install)
-    copies.push(backup)
+    backup, copies = _pushed(stack, install)
     loaded = manifest.load(backup / manifest.MANIFEST_FILE).manifest
     dump = loaded.components["database"].file
     store.corrupt(bucket, f"{BUNDLES_PREFIX}{backup.name}/{dump}")
@@ -114,9 +118,7 @@ def test_an_unknown_backup_id_is_a_one_line_refusal(install: Install) -> None:
 def test_an_interrupted_copy_is_listed_incomplete_finished_by_the_next_push_and_pruned_when_old(
     stack: Stack, install: Install, store: S3Server, bucket: str
 ) -> None:
-    backup = _backup(stack, install)
-    copies = _copies(install)
-    copies.push(backup)
+    backup, copies = _pushed(stack, install)
     client = store.client()
     client.delete_object(
         Bucket=bucket, Key=f"{BUNDLES_PREFIX}{backup.name}/{manifest.MANIFEST_FILE}"
