@@ -1,3 +1,3 @@
 """orbisctl: the OrbisVoice appliance's operator CLI."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"

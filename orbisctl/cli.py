@@ -81,6 +81,11 @@ VERBS = {
         "say how to fix.",
         whole_app=False,
     ),
+    "version": Verb(
+        "version",
+        "Versions of this orbisctl, each service's image and digest, the schema and PostgreSQL.",
+        whole_app=False,
+    ),
     "images": Verb("images", "Build the stack's images, or save/load them for air-gapped hosts."),
     "rotate-keys": Verb(
         "rotate", "Rotate secrets with no downtime; `rotate-keys status` shows their ages."

@@ -51,6 +51,9 @@ from orbisctl.render import ImageRefs, image_refs
 log = logging.getLogger(__name__)
 
 INPUTS_LABEL = "org.orbisvoice.inputs"
+# The release an image was built from (`orbisctl version` reads it); part of the inputs, so a
+# new release relabels every image it builds.
+VERSION_LABEL = "org.opencontainers.image.version"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = os.environ.get("ORBIS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 DEBIAN_SECURITY_MIRROR = os.environ.get(
@@ -479,7 +482,13 @@ def build_image(
     siblings = sorted(p for p in dockerfile.parent.glob("*.sh") if p.name in text)
     trees |= {f"script:{p.name}": p for p in siblings}
     key = hash_inputs(
-        [spec.ref, parent_id, *sorted(f"{k}={v}" for k, v in spec.build_args.items())], trees
+        [
+            spec.ref,
+            parent_id,
+            orbisctl.__version__,
+            *sorted(f"{k}={v}" for k, v in spec.build_args.items()),
+        ],
+        trees,
     )
     if _labelled(client, spec.ref) == key:
         progress.note(f"{spec.ref}: cached")
@@ -503,7 +512,7 @@ def build_image(
                 path=str(context),
                 tag=spec.ref,
                 buildargs=dict(spec.build_args),
-                labels={INPUTS_LABEL: key},
+                labels={INPUTS_LABEL: key, VERSION_LABEL: orbisctl.__version__},
                 rm=True,
                 forcerm=True,
                 decode=True,

@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from orbisctl import __version__
 from orbisctl.core.errors import ConfigError
 
 CONFIG_FILENAME = "orbis.yaml"
@@ -174,7 +175,9 @@ class ImageSource(StrEnum):
 
 class ImagesConfig(_Model):
     source: ImageSource = ImageSource.REGISTRY
-    tag: str = Field("0.1.0", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    # The release's own images by default; `init` writes it down, so an install keeps running
+    # the images of the release it was made with until it is upgraded.
+    tag: str = Field(__version__, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 class RetentionConfig(_Model):

@@ -25,6 +25,8 @@ import aiohttp
 import docker.errors
 import pytest
 
+from backups.schema import code_schema_version
+from orbisctl import __version__ as orbisctl_version
 from orbisctl import images
 from orbisctl.core import engine
 from orbisctl.core.config import parse_config
@@ -92,8 +94,24 @@ def test_every_service_is_healthy_and_status_json_says_so(stack: Stack) -> None:
     for service in ONE_SHOT:
         (row,) = rows[service]
         assert (row["state"], row["exit_code"]) == ("exited", 0), row
-    assert rows["postgres"][0]["image"] == "orbisvoice/postgres:15-0.1.0"
-    assert rows["api"][0]["image"] == "orbisvoice/runtime:0.1.0"
+    assert rows["postgres"][0]["image"] == f"orbisvoice/postgres:15-{orbisctl_version}"
+    assert rows["api"][0]["image"] == f"orbisvoice/runtime:{orbisctl_version}"
+
+
+def test_version_reads_each_image_and_the_database(stack: Stack) -> None:
+    result = stack.cli("version", "--json")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["cli"] == orbisctl_version
+    assert shown["database"]["postgres_major"] == 15
+    assert shown["database"]["schema"] == shown["code_schema"] == code_schema_version()
+    by_service = {row["service"]: row for row in shown["images"]}
+    assert set(by_service) == LONG_RUNNING  # the one-shot jobs have exited
+    for service, row in by_service.items():
+        # Every image of a local install is built here, stamped with this release.
+        assert row["version"] == orbisctl_version, (service, row)
+        assert row["image_id"].startswith("sha256:") and row["containers"] == 1
+    assert shown["notes"] == []  # nothing mismatched
 
 
 def test_up_again_is_idempotent(stack: Stack) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orbisctl import image_digests, tls
+from orbisctl import __version__, image_digests, tls
 from tests.install.helpers import invoke, run_probe
 
 # Every MEDIUM compose-lint may report on a rendered file, per (rule, service), with the reason
@@ -110,7 +110,7 @@ def test_registry_mode_pins_upstream_images_by_digest(
     services = yaml.safe_load((install / "compose.yaml").read_text())["services"]
     assert services["redis"]["image"] == f"redis:7.4-alpine@{EXAMPLE_DIGEST}"
     # Ours, built FROM the pinned upstream (pgBackRest added).
-    assert services["postgres"]["image"] == "orbisvoice/postgres:15-0.1.0"
+    assert services["postgres"]["image"] == f"orbisvoice/postgres:15-{__version__}"
     assert image_digests.pinned("postgres") == f"postgres:15.10-alpine@{EXAMPLE_DIGEST}"
     findings = compose_lint(install)
     assert unexplained(findings, COMPOSE_LINT_ALLOWED) == []

@@ -9,6 +9,7 @@ import jinja2
 import pytest
 import yaml
 
+from orbisctl import __version__
 from orbisctl.core.config import OrbisConfig, parse_config
 from orbisctl.render import CLOUDFLARE_RANGES, image_refs, render_stack
 from orbisctl.templating import environment, template_root
@@ -57,8 +58,8 @@ def test_image_references_by_source() -> None:
     assert registry.redis.startswith("redis:7")
     # nginx and postgres are always our images: they carry the widget and dashboard files,
     # and pgBackRest.
-    assert registry.nginx == "orbisvoice/nginx:0.1.0"
-    assert registry.postgres == "orbisvoice/postgres:15-0.1.0"
+    assert registry.nginx == f"orbisvoice/nginx:{__version__}"
+    assert registry.postgres == f"orbisvoice/postgres:15-{__version__}"
     local = image_refs(parse_config({"images": {"source": "local", "tag": "9.9"}}))
     assert (local.postgres, local.redis, local.nginx, local.runtime) == (
         "orbisvoice/postgres:15-9.9",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from orbisctl import __version__
 from orbisctl.core import engine
 from orbisctl.core.config import OrbisConfig, dump_config
 from orbisctl.core.errors import EngineError, UnhealthyError
@@ -20,7 +21,7 @@ from orbisctl.rotation.secretfiles import SecretStore
 
 pytestmark = pytest.mark.docker
 
-IMAGE = "orbisvoice/python:3.11-0.1.0"
+IMAGE = f"orbisvoice/python:3.11-{__version__}"
 # Serves the token it read at start; healthy only when the token is not "broken".
 SERVER = """
 import http.server, pathlib

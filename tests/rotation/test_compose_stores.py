@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from orbisctl import __version__
 from orbisctl.core import engine
 from orbisctl.core.config import OrbisConfig, dump_config
 from orbisctl.core.install import open_install
@@ -21,8 +22,8 @@ from tests.rotation.conftest import LocalRoller, make_install
 
 pytestmark = pytest.mark.docker
 
-POSTGRES_IMAGE = "orbisvoice/postgres:15-0.1.0"
-REDIS_IMAGE = "orbisvoice/redis:7-0.1.0"
+POSTGRES_IMAGE = f"orbisvoice/postgres:15-{__version__}"
+REDIS_IMAGE = f"orbisvoice/redis:7-{__version__}"
 IMAGE_UID = 999  # both images run as uid 999; mounted secrets must be theirs
 
 COMPOSE = f"""

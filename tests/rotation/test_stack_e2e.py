@@ -27,6 +27,7 @@ import jwt
 import pytest
 import yaml
 
+from orbisctl import __version__
 from orbisctl.core import engine
 from runtime.api.security import issue_access_token
 from runtime.common.keyring import KeyRing
@@ -38,7 +39,11 @@ from tests.services import free_port
 pytestmark = pytest.mark.docker
 
 ORBISCTL = [str(Path(sys.executable).parent / "orbisctl")]
-IMAGES = {"orbisvoice/runtime:0.1.0", "orbisvoice/postgres:15-0.1.0", "orbisvoice/redis:7-0.1.0"}
+IMAGES = {
+    f"orbisvoice/runtime:{__version__}",
+    f"orbisvoice/postgres:15-{__version__}",
+    f"orbisvoice/redis:7-{__version__}",
+}
 REQUEST_INTERVAL_SECONDS = 0.25
 HELD_CALLS = 2
 # How long a moved call may take to find a gateway that takes it (503 while none is ready).
