@@ -256,28 +256,6 @@ class ExecRedisAdmin:
         return self._cli(user, password, "PING").output == "PONG"
 
 
-# Run inside a gateway container: the gateway's own SDK, trust store and network path.
-_PROBE_SCRIPT = """
-import asyncio, os, ssl, sys
-from google import genai
-from google.genai import types
-async def main():
-    args = {}
-    if os.environ.get("CA"):
-        args["ssl"] = ssl.create_default_context(cafile=os.environ["CA"])
-    options = types.HttpOptions(base_url=os.environ.get("BASE") or None, async_client_args=args or None)
-    client = genai.Client(api_key=os.environ["KEY"], http_options=options)
-    config = types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO])
-    try:
-        async with asyncio.timeout(15):
-            async with client.aio.live.connect(model=os.environ["MODEL"], config=config):
-                print("accepted")
-    except Exception as exc:
-        print("refused", type(exc).__name__, getattr(exc, "code", ""))
-asyncio.run(main())
-"""
-
-
 @dataclass
 class ExecGeminiProbe:
     """`GeminiProbe` run in a gateway container with the gateway's endpoint settings."""
@@ -285,43 +263,22 @@ class ExecGeminiProbe:
     roller: ComposeRoller
 
     def check(self, api_key: str) -> str | None:
+        # In the gateway container: the gateway's own SDK, trust store, endpoint settings and
+        # network path (runtime/gateway/keyprobe.py).
         container = _ServiceContainer(self.roller, "gateway").one()
-        env = {
-            item.split("=", 1)[0]: item.split("=", 1)[1]
-            for item in container.attrs.get("Config", {}).get("Env", [])
-            if "=" in item
-        }
         result = engine.exec_in(
             container,
-            ["python", "-c", _PROBE_SCRIPT],
-            {
-                "KEY": api_key,
-                "BASE": env.get("ORBIS_GEMINI_BASE_URL", ""),
-                "CA": env.get("ORBIS_GEMINI_CA_FILE", ""),
-                "MODEL": env.get("ORBIS_GEMINI_MODEL", self.roller.install.config.model.name),
-            },
+            ["python", "-m", "runtime.gateway", "probe-key"],
+            {"ORBIS_PROBE_GEMINI_KEY": api_key},
         )
         last = result.output.splitlines()[-1] if result.output else ""
         if last == "accepted":
             return None
-        return last or f"the probe failed (exit {result.exit_code})"
+        if last.startswith("refused: "):
+            return last.removeprefix("refused: ")
+        return f"the probe failed (exit {result.exit_code}): {last[-200:]}"
 
 
-# Run inside an api container: its own internal token file (every line of it is accepted by
-# that very container) and its own port; the token never leaves the container.
-_AUDIT_SCRIPT = """
-import os, sys, urllib.request
-token = open("/run/secrets/internal_token").read().split()[0]
-request = urllib.request.Request(
-    "http://127.0.0.1:" + os.environ.get("ORBIS_API_PORT", "3000") + "/internal/audit",
-    data=os.environ["BODY"].encode(), method="POST",
-    headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
-)
-try:
-    print(urllib.request.urlopen(request, timeout=10).status)
-except Exception as exc:
-    print("failed", getattr(exc, "code", type(exc).__name__))
-"""
 AUDIT_ACTION = "secret.rotate"
 
 
@@ -347,8 +304,11 @@ class ExecApiAudit:
                     "finished_at": entry.finished_at,
                 },
             }
+            # runtime/api/audit_post.py: the token that very container accepts, never sent out.
             result = engine.exec_in(
-                container, ["python", "-c", _AUDIT_SCRIPT], {"BODY": json.dumps(body)}
+                container,
+                ["python", "-m", "runtime.api", "post-audit"],
+                {"ORBIS_AUDIT_BODY": json.dumps(body)},
             )
             if result.output.splitlines()[-1:] != ["204"]:
                 raise EngineError(

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import hmac
 import os
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,31 +168,16 @@ class SdkGeminiProbe:
     timeout: float = 15.0
 
     def check(self, api_key: str) -> str | None:
-        return asyncio.run(self._check(api_key))
-
-    async def _check(self, api_key: str) -> str | None:
         # Imported here: google-genai takes ~0.5 s to import and every `orbisctl` start-up
-        # loads this module through `rotate-keys`.
-        from google import genai
-        from google.genai import errors as genai_errors
-        from google.genai import types as genai_types
+        # loads this module through `rotate-keys`; and only direct mode needs the SDK here.
+        from runtime.gateway.keyprobe import probe_key
 
-        client_args: dict[str, Any] = {}
-        if self.ca_file is not None:
-            client_args["ssl"] = ssl.create_default_context(cafile=str(self.ca_file))
-        options = genai_types.HttpOptions(
-            base_url=self.base_url, async_client_args=client_args or None
+        return asyncio.run(
+            probe_key(
+                api_key,
+                model=self.model,
+                base_url=self.base_url or "",
+                ca_file=self.ca_file,
+                within_seconds=self.timeout,
+            )
         )
-        client = genai.Client(api_key=api_key, http_options=options)
-        config = genai_types.LiveConnectConfig(response_modalities=[genai_types.Modality.AUDIO])
-        try:
-            # connect() waits for setupComplete without a timeout of its own.
-            async with asyncio.timeout(self.timeout):
-                async with client.aio.live.connect(model=self.model, config=config):
-                    return None
-        except genai_errors.APIError as exc:
-            return f"the endpoint refused the key (close code {exc.code})"
-        except TimeoutError:
-            return f"no session within {self.timeout:.0f}s"
-        except OSError as exc:
-            return f"cannot reach the endpoint: {exc.strerror or type(exc).__name__}"

@@ -15,6 +15,7 @@ import uvloop
 
 from runtime.api import keys
 from runtime.api.app import create_app
+from runtime.api.audit_post import AUDIT_BODY_VARIABLE, post_audit
 from runtime.api.serving import ApiRunner
 from runtime.api.settings import MIGRATIONS_DIR, ApiSettings
 from runtime.common.keyring import KeyRingError
@@ -29,10 +30,12 @@ from runtime.common.settings import SettingsError
 
 log = logging.getLogger("runtime.api")
 
-USAGE = """usage: python -m runtime.api [serve|migrate]
+USAGE = """usage: python -m runtime.api [serve|migrate|post-audit]
 
-  serve    serve the API until SIGTERM, then drain (the default)
-  migrate  apply the database schema's pending migrations and exit
+  serve       serve the API until SIGTERM, then drain (the default)
+  migrate     apply the database schema's pending migrations and exit
+  post-audit  post the audit entry in ORBIS_AUDIT_BODY to this container's running API;
+              print its HTTP status (rotate-keys records each rotation this way)
 
 Settings come from ORBIS_* environment variables (docs/architecture.md)."""
 
@@ -71,13 +74,15 @@ def main(argv: list[str]) -> int:
     if usage_requested(argv, USAGE):
         return 0
     command = argv[0] if argv else "serve"
-    if command not in ("serve", "migrate") or len(argv) > 1:
+    if command not in ("serve", "migrate", "post-audit") or len(argv) > 1:
         return refuse_arguments(USAGE)
     try:
         settings = ApiSettings.from_env(os.environ)
         configure_logging(settings.log_level, service="api")
         if command == "migrate":
             _migrate(settings)
+        elif command == "post-audit":
+            print(post_audit(settings, os.environ.get(AUDIT_BODY_VARIABLE, "")))
         else:
             uvloop.run(_serve(settings))
     except (SettingsError, KeyRingError) as exc:

@@ -15,13 +15,17 @@ from runtime.common.serve import (
     usage_requested,
 )
 from runtime.common.settings import SettingsError
+from runtime.gateway import keyprobe
 from runtime.gateway.app import create_app
 from runtime.gateway.keys import GATEWAY
 from runtime.gateway.settings import GatewaySettings
 
-USAGE = """usage: python -m runtime.gateway
+USAGE = """usage: python -m runtime.gateway [serve|probe-key]
 
-Serves widget calls until SIGTERM, then drains them to other instances.
+  serve      serve widget calls until SIGTERM, then drain them to other instances (the default)
+  probe-key  open one Live session with the key in ORBIS_PROBE_GEMINI_KEY; print `accepted`
+             or `refused: <why>` (rotate-keys asks this before a gateway uses a new key)
+
 Settings come from ORBIS_* environment variables (docs/architecture.md)."""
 
 
@@ -46,8 +50,11 @@ async def serve(settings: GatewaySettings) -> None:
 def main(argv: list[str]) -> int:
     if usage_requested(argv, USAGE):
         return 0
-    if argv:
+    command = argv[0] if argv else "serve"
+    if command not in ("serve", "probe-key") or len(argv) > 1:
         return refuse_arguments(USAGE)
+    if command == "probe-key":
+        return keyprobe.main(os.environ)
     try:
         settings = GatewaySettings.from_env(os.environ)
     except SettingsError as exc:

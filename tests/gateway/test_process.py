@@ -143,3 +143,30 @@ async def test_missing_setting_is_one_clear_line(tmp_path: Path) -> None:
     assert stderr.decode().strip().splitlines() == [
         "gateway: ORBIS_API_URL is not set; set it in the service's environment"
     ]
+
+
+async def _probe_key(env: dict[str, str], key: str | None) -> tuple[int, str, str]:
+    probe_env = {**env} if key is None else {**env, "ORBIS_PROBE_GEMINI_KEY": key}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "runtime.gateway", "probe-key",
+        env=probe_env, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+@pytest.mark.integration
+async def test_probe_key_opens_a_session_with_the_gateway_s_own_endpoint_settings(
+    env: dict[str, str], emulator: EmulatorHandle
+) -> None:
+    """What rotate-keys asks a gateway container before any gateway uses a new key."""
+    code, stdout, _ = await _probe_key(env, emulator.api_key)
+    assert (code, stdout.splitlines()[-1]) == (0, "accepted")
+    code, stdout, stderr = await _probe_key(env, "not-a-key-the-endpoint-knows")
+    assert code == 0
+    assert stdout.splitlines()[-1].startswith("refused: the endpoint refused the key")
+    assert "not-a-key-the-endpoint-knows" not in stdout + stderr
+    code, _, stderr = await _probe_key(env, None)
+    assert code == 2
+    assert stderr.strip() == "gateway probe-key: ORBIS_PROBE_GEMINI_KEY is not set"
