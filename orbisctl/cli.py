@@ -28,7 +28,6 @@ class Verb:
 
     module: str
     help: str
-    app: str = "app"
     whole_app: bool = True
 
 
@@ -48,9 +47,8 @@ VERBS = {
     ),
     "backup": Verb("backup", "Take, list, verify, prune and schedule backups."),
     "restore": Verb(
-        "backup",
+        "restore",
         "Restore a backup; the current data keeps serving until all is ready to switch.",
-        app="restore_app",
         whole_app=False,
     ),
     "drill": Verb(
@@ -105,7 +103,7 @@ class DeferredCommand(TyperCommand):
     # Any: the loaded command is a click.Command of typer's private vendored click.
     def load(self) -> Any:
         module = importlib.import_module(f"orbisctl.commands.{self.verb.module}")
-        group = typer.main.get_group(getattr(module, self.verb.app))
+        group = typer.main.get_group(module.app)
         return group if self.verb.whole_app else group.commands[self.verb_name]
 
 

@@ -19,8 +19,9 @@ from typer.core import TyperGroup
 
 from backups import schedule
 from orbisctl import output
-from orbisctl.commands.backup import BackupContext, schedule_command
+from orbisctl.commands.backup_context import BackupContext
 from orbisctl.commands.options import InstallDirOption, JsonOption
+from orbisctl.commands.schedules import schedule_command
 from orbisctl.core.errors import CheckFailed
 
 if TYPE_CHECKING:

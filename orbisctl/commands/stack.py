@@ -12,7 +12,7 @@ from rich.table import Table
 
 from orbisctl import output, preflight, swarm
 from orbisctl import stack as core
-from orbisctl.commands import backup
+from orbisctl.commands import restore
 from orbisctl.commands.options import InstallDirOption, JsonOption, YesOption
 from orbisctl.core.errors import CheckFailed, ExitCode, UserError
 from orbisctl.core.install import open_install
@@ -101,7 +101,7 @@ def up(
 
         swarmstack.up(install, timeout=timeout)
         return
-    backup.refuse_unfinished_switch(install.root)
+    restore.refuse_unfinished_switch(install.root)
     problems = preflight.run(
         install_root=install.root,
         secrets_dir=install.secrets_dir,
@@ -122,7 +122,7 @@ def up(
             on_status=_health_details(progress),
         )
     output.print_table(_status_table(result.statuses, project))
-    backup.converge_restore(install.root)
+    restore.converge_restore(install.root)
     for line in result.refreshed:
         output.info(escape(line))
     output.info(f"[green]OrbisVoice is up[/] ({result.seconds:.0f} s)")
@@ -171,7 +171,7 @@ def status(directory: InstallDirOption = Path(), as_json: JsonOption = False) ->
 
         swarmstack.status(install, as_json=as_json)
         return
-    backup.converge_restore(install.root, as_json=as_json)
+    restore.converge_restore(install.root, as_json=as_json)
     rows = core.status(install)
     if as_json:
         output.print_json(

@@ -11,8 +11,8 @@ from rich.markup import escape
 from backups import schedule
 from orbisctl import output
 from orbisctl import stack as core
-from orbisctl.commands.backup import schedule_command
 from orbisctl.commands.options import InstallDirOption
+from orbisctl.commands.schedules import schedule_command
 from orbisctl.core.install import open_install
 
 app = typer.Typer(help="Renew the install's server certificate, now or on a timer.")
