@@ -174,8 +174,13 @@ def installed_versions(install: Install | None) -> Versions:
     ]
     notes: list[str] = []
     if running:
+        # One inspection per image, not per container (replicas share theirs).
+        records = {
+            image_id: _image(client, image_id)
+            for image_id in {str(container.attrs.get("Image", "")) for _, container in running}
+        }
         images = running_images(
-            (service, _configured_ref(container), _container_image(container))
+            (service, _configured_ref(container), records[str(container.attrs.get("Image", ""))])
             for service, container in running
         )
         database = None
@@ -191,7 +196,8 @@ def installed_versions(install: Install | None) -> Versions:
         database = None
         notes.append("the stack is not running: the images shown are the configured ones")
     versions = Versions(cli, code_schema, images, database, notes)
-    return Versions(cli, code_schema, images, database, [*notes, *mismatches(versions)])
+    versions.notes.extend(mismatches(versions))
+    return versions
 
 
 def database_version(executor: ComposeExecutor) -> DatabaseVersion:
@@ -204,17 +210,17 @@ def database_version(executor: ComposeExecutor) -> DatabaseVersion:
 
 
 def _configured_ref(container: Any) -> str:
-    return str((container.attrs.get("Config") or {}).get("Image") or container.image.id)
+    return str((container.attrs.get("Config") or {}).get("Image") or container.attrs.get("Image"))
 
 
-def _container_image(container: Any) -> ImageRecord:
+def _image(client: docker.DockerClient, image_id: str) -> ImageRecord:
     try:
-        return image_record(container.image)
+        return image_record(client.images.get(image_id))
     except docker.errors.ImageNotFound:
         # Removed (or re-tagged and pruned) since the container started: its id is all.
-        return ImageRecord(str(container.attrs.get("Image", "")), (), {})
+        return ImageRecord(image_id, (), {})
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise engine.api_error(f"inspecting the image of {container.name}", exc) from None
+        raise engine.api_error(f"inspecting image {image_id}", exc) from None
 
 
 def _configured_images(client: docker.DockerClient, install: Install) -> list[ImageVersion]:
