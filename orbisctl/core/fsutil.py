@@ -1,13 +1,16 @@
-"""Atomic file writes and the one place rendered trees reach the disk."""
+"""Atomic file writes, append-only logs, per-install locks, and the one place rendered trees
+reach the disk."""
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import fcntl
+import json
 import os
 import stat
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -63,6 +66,51 @@ def recover_in_place(path: Path) -> bool:
         return False
     rewrite_in_place(path, staged.read_bytes())
     return True
+
+
+def append_json_line(path: Path, record: dict[str, object]) -> None:
+    """Append one JSON record to an audit log (mode 0600), durably. A line a crash cut short
+    is ended first, so the new record is not glued to it and lost with it."""
+    line = json.dumps(record, sort_keys=True) + "\n"
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = "\n" + line
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json_lines(path: Path) -> list[dict[str, object]]:
+    """The records of an audit log; a line cut short by a crash mid-append is skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: Exception) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created 0600) or raise `busy` at once; the OS
+    releases it when the process dies, so a killed holder never leaves it taken."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -11,18 +11,16 @@ when, the outcome); `rotate-keys status` reads ages from it.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from orbisctl.core.errors import InstallDirError
-from orbisctl.core.fsutil import atomic_write
+from orbisctl.core.fsutil import append_json_line, atomic_write, exclusive_lock, read_json_lines
 from orbisctl.rotation.secretfiles import SECRET_MODE
 
 ROTATION_DIRNAME = "rotation"
@@ -130,41 +128,22 @@ class JournalStore:
 
     def append_history(self, entry: HistoryEntry) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        line = json.dumps(asdict(entry), sort_keys=True) + "\n"
-        fd = os.open(self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_json_line(self.history_path, asdict(entry))
 
     def history(self) -> list[HistoryEntry]:
-        try:
-            lines = self.history_path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
         entries = []
-        for line in lines:
-            # A line cut short by a crash mid-append is skipped, not fatal.
-            try:
-                entries.append(HistoryEntry.from_json(json.loads(line)))
-            except (ValueError, TypeError):
-                continue
+        for record in read_json_lines(self.history_path):
+            with suppress(TypeError):
+                entries.append(HistoryEntry.from_json(record))
         return entries
 
     @contextmanager
     def lock(self) -> Iterator[None]:
         """One rotation at a time per install; the OS releases the lock if we are killed."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise InstallDirError(
-                    "another `orbisctl rotate-keys` is running on this install",
-                    hint="wait for it to finish; if it was killed, the lock frees itself",
-                ) from None
+        busy = InstallDirError(
+            "another `orbisctl rotate-keys` is running on this install",
+            hint="wait for it to finish; if it was killed, the lock frees itself",
+        )
+        with exclusive_lock(self.directory / "lock", busy):
             yield
-        finally:
-            os.close(fd)
