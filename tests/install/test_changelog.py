@@ -8,6 +8,7 @@ from packaging.version import Version
 
 from backups.schema import code_schema_version
 from orbisctl import __version__
+from orbisctl.releases import RELEASES
 from tests.releases import git, in_git_checkout, releases
 
 MIGRATIONS = "runtime/api/migrations"
@@ -41,3 +42,17 @@ def test_each_cut_release_names_a_commit_that_shipped_its_schema() -> None:
         listing = git("ls-tree", "--name-only", f"{entry.fields['Commit']}:{MIGRATIONS}").split()
         newest = max(int(name.split("_", 1)[0]) for name in listing if name.endswith(".sql"))
         assert newest == int(entry.fields["Schema"]), entry
+
+
+def test_the_releases_orbisctl_knows_are_the_changelog_s() -> None:
+    """orbisctl.releases is what `upgrade` checks a path against; CHANGELOG.md the prose."""
+    listed = {
+        str(entry.version): (
+            int(entry.fields["Schema"]),
+            entry.fields["Required stop"] == "yes",
+            entry.fields["Commit"] if entry.cut else None,
+        )
+        for entry in releases()
+    }
+    known = {r.version: (r.schema, r.required_stop, r.commit) for r in RELEASES}
+    assert known == listed
