@@ -297,7 +297,7 @@ def _isolation(compose: engine.Compose) -> DrillCheck:
 PROBE_PACKAGE, PROBE_FILE = "runtime.api", "drill_probe.py"
 
 
-def _probe(compose: engine.Compose, params: dict[str, Any]) -> dict[str, Any]:
+def run_probe(compose: engine.Compose, params: dict[str, Any]) -> dict[str, Any]:
     source = importlib.resources.files(PROBE_PACKAGE).joinpath(PROBE_FILE).read_text("utf-8")
     try:
         result = subprocess.run(
@@ -361,7 +361,7 @@ def _smoke_checks(
         # A known password for one restored user, in the scratch database only: a real login
         # of a restored account, with the image's own hashing; production never changes.
         password = secrets.token_urlsafe(24)
-        hashed = _probe(scratch.compose, {"mode": "hash", "password": password})["hash"]
+        hashed = run_probe(scratch.compose, {"mode": "hash", "password": password})["hash"]
         with psql_session(executor, executor.database) as session:
             session.query(
                 f"UPDATE users SET password_hash = {quote_literal(hashed)} "  # noqa: S608
@@ -388,7 +388,7 @@ def _smoke_checks(
         "origin": origin,
         "call": CHECK_CALL not in skipped,
     }
-    checks = [DrillCheck(**check) for check in _probe(scratch.compose, params)["checks"]]
+    checks = [DrillCheck(**check) for check in run_probe(scratch.compose, params)["checks"]]
     return checks + [DrillCheck(name, None, reason) for name, reason in skipped.items()]
 
 

@@ -88,6 +88,11 @@ VERBS = {
     "rotate-keys": Verb(
         "rotate", "Rotate secrets with no downtime; `rotate-keys status` shows their ages."
     ),
+    "upgrade": Verb(
+        "upgrade",
+        "Upgrade to this checkout's release: checked, backed up, rolled, rolled back on failure.",
+        whole_app=False,
+    ),
     "tls": Verb("tls", "Renew the install's server certificate, now or on a timer."),
 }
 

@@ -171,12 +171,14 @@ class ImageRefs:
     redis: str
     nginx: str
     runtime: str
+    migrate: str  # the runtime image the migrate job runs (images.migrate_tag)
 
 
 def image_refs(cfg: OrbisConfig) -> ImageRefs:
     """Official images from a registry, or the ones `orbisctl` builds locally (offline)."""
     tag = cfg.images.tag
     runtime = f"orbisvoice/runtime:{tag}"
+    migrate = f"orbisvoice/runtime:{cfg.images.migrate_tag or tag}"
     # Ours in both sources: nginx carries the web files, postgres pgBackRest (registry: built
     # FROM the upstream images of image_digests.json). Built on this host, so they have no
     # registry digest to pin.
@@ -184,11 +186,19 @@ def image_refs(cfg: OrbisConfig) -> ImageRefs:
     postgres = f"orbisvoice/postgres:15-{tag}"
     if cfg.images.source is ImageSource.LOCAL:
         return ImageRefs(
-            postgres=postgres, redis=f"orbisvoice/redis:7-{tag}", nginx=nginx, runtime=runtime
+            postgres=postgres,
+            redis=f"orbisvoice/redis:7-{tag}",
+            nginx=nginx,
+            runtime=runtime,
+            migrate=migrate,
         )
     # Pinned by digest from image_digests.json once scripts/refresh-image-digests has run.
     return ImageRefs(
-        postgres=postgres, redis=image_digests.pinned("redis"), nginx=nginx, runtime=runtime
+        postgres=postgres,
+        redis=image_digests.pinned("redis"),
+        nginx=nginx,
+        runtime=runtime,
+        migrate=migrate,
     )
 
 

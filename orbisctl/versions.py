@@ -225,7 +225,10 @@ def _image(client: docker.DockerClient, image_id: str) -> ImageRecord:
 
 def _configured_images(client: docker.DockerClient, install: Install) -> list[ImageVersion]:
     rows = []
-    for role, ref in asdict(image_refs(install.config)).items():
+    refs = asdict(image_refs(install.config))
+    if refs["migrate"] == refs["runtime"]:
+        del refs["migrate"]  # one image, one row
+    for role, ref in refs.items():
         try:
             record: ImageRecord | None = image_record(client.images.get(ref))
         except docker.errors.ImageNotFound:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -31,12 +32,14 @@ from orbisctl.commands.backup_remote import describe_push, on_bundle_copies, rai
 from orbisctl.commands.options import InstallDirOption, JsonOption
 from orbisctl.commands.restore import converge
 from orbisctl.commands.schedules import schedule_command
-from orbisctl.core.errors import UserError
+from orbisctl.core.errors import OrbisError, UserError
+from orbisctl.core.progress import Progress
 from orbisctl.core.units import format_size
 
 if TYPE_CHECKING:
     from backups.archive_stack import BaseBackupResult
-    from backups.remote_copies import RemotePrunePlan
+    from backups.manifest import Manifest
+    from backups.remote_copies import PushResult, RemotePrunePlan
     from backups.retention import PrunePlan
 
 # The backups engine (psycopg, aiohttp, cryptography, google-genai through the drill's probes)
@@ -47,36 +50,44 @@ app = typer.Typer(help="Take, list, verify, prune and schedule backups.")
 app.add_typer(backup_remote.app, name="remote")
 
 
-def _create(
-    directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
-) -> None:
+@dataclass(frozen=True)
+class TakenBackup:
+    manifest: Manifest
+    bases: list[BaseBackupResult]  # pgBackRest's base backups, one per repository
+    copies: list[PushResult]  # the bundles copied to backup.remote
+    copy_error: OrbisError | None  # copying to backup.remote failed (the backup is kept here)
+
+
+def take_backup(ctx: BackupContext, label: str, progress: Progress) -> TakenBackup:
+    """A backup bundle, a base backup when archiving, and the bundles' copies to the bucket:
+    what `backup create` and `upgrade`'s pre-upgrade backup take."""
     from backups.create import create_backup
     from backups.remote_copies import push_pending
 
+    result = create_backup(ctx.install, ctx.executor(), ctx.ring(), label=label, progress=progress)
+    bases: list[BaseBackupResult] = []
+    if ctx.archiving():
+        from backups.archive_stack import take_base_backups
+
+        bases = take_base_backups(ctx.install, progress=progress)
+    # Every local backup the bucket lacks: the new one and any an outage kept from it.
+    pushed, copy_error = on_bundle_copies(
+        ctx.install, lambda copies: push_pending(copies, ctx.install.repository, progress=progress)
+    )
+    return TakenBackup(result, bases, pushed or [], copy_error)
+
+
+def _create(
+    directory: Path, database_url: str | None, redis_url: str | None, label: str, as_json: bool
+) -> None:
     ctx = BackupContext(directory, database_url, redis_url)
     # Back up what serves, not a half-switched install; a scheduled backup so finishes an
     # interrupted restore unattended.
     converge(ctx, as_json=as_json)
     started = time.monotonic()
-    bases: list[BaseBackupResult] = []
     with output.StepReporter() as progress:
-        result = create_backup(
-            ctx.install,
-            ctx.executor(),
-            ctx.ring(),
-            label=label,
-            progress=progress,
-        )
-        if ctx.archiving():
-            from backups.archive_stack import take_base_backups
-
-            bases = take_base_backups(ctx.install, progress=progress)
-        # Every local backup the bucket lacks: the new one and any an outage kept from it.
-        pushed, copy_error = on_bundle_copies(
-            ctx.install,
-            lambda copies: push_pending(copies, ctx.install.repository, progress=progress),
-        )
-    copies = pushed or []
+        taken = take_backup(ctx, label, progress)
+    result, bases, copies, copy_error = taken.manifest, taken.bases, taken.copies, taken.copy_error
     elapsed = time.monotonic() - started
     size = sum(component.size for component in result.components.values())
     if as_json:

@@ -173,11 +173,18 @@ class ImageSource(StrEnum):
     LOCAL = "local"  # built here from debootstrap + a host wheelhouse; nothing pulled
 
 
+_TAG = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+
+
 class ImagesConfig(_Model):
     source: ImageSource = ImageSource.REGISTRY
     # The release's own images by default; `init` writes it down, so an install keeps running
     # the images of the release it was made with until it is upgraded.
-    tag: str = Field(__version__, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    tag: str = Field(__version__, pattern=_TAG)
+    # The release whose image runs the migrate job when it is not `tag`'s: set by an upgrade
+    # rolled back after its migrations ran. The schema stays that release's (expand only, so
+    # `tag`'s services serve on it), and an older migrator refuses a schema newer than it knows.
+    migrate_tag: str | None = Field(None, pattern=_TAG)
 
 
 class RetentionConfig(_Model):

@@ -1,0 +1,159 @@
+"""The upgrade journal and history: what an upgrade has done, so a killed one resumes or rolls
+back, and what past upgrades did.
+
+`<install>/upgrade/journal.json` exists while an upgrade (or its rollback) is in progress or
+was killed; it is rewritten atomically after every step change. `<install>/upgrade/previous/`
+keeps the orbis.yaml the install ran before, for the rollback. `<install>/upgrade/history.jsonl`
+is the audit trail `status` shows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from orbisctl.core.errors import InstallDirError
+from orbisctl.core.fsutil import append_json_line, atomic_write, exclusive_lock, read_json_lines
+from orbisctl.rotation.journal import StepRecord
+
+UPGRADE_DIRNAME = "upgrade"
+JOURNAL_VERSION = 1
+
+Mode = Literal["upgrade", "rollback"]
+Outcome = Literal["upgraded", "rolled back", "rollback failed"]
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """When a step began (epoch seconds) and how long it took: `upgrade --history` shows them."""
+
+    kind: str  # "upgrade" or "rollback"
+    name: str
+    started: float
+    seconds: float
+
+
+@dataclass
+class UpgradeJournal:
+    id: str
+    actor: str
+    started_at: str
+    from_version: str  # the images.tag the install ran
+    to_version: str
+    steps: list[StepRecord]
+    mode: Mode = "upgrade"
+    # Non-secret facts steps record for the ones after them and for a resume: the
+    # pre-upgrade backup, the schema before and after, why the upgrade failed.
+    facts: dict[str, str] = field(default_factory=dict)
+    timings: list[StepTiming] = field(default_factory=list)
+    version: int = JOURNAL_VERSION
+
+    def forward_done(self, step: str) -> bool:
+        """Whether the forward step `step` finished before the upgrade turned back."""
+        return step in self.facts.get("forward_done", "").split(",")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, *, source: Path) -> UpgradeJournal:
+        try:
+            data = json.loads(text)
+            if data.get("version") != JOURNAL_VERSION:
+                raise ValueError(f"unknown journal version {data.get('version')!r}")
+            data["steps"] = [StepRecord(**step) for step in data["steps"]]
+            data["timings"] = [StepTiming(**item) for item in data.get("timings", [])]
+            return cls(**data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InstallDirError(
+                f"the upgrade journal {source} is unreadable: {exc}",
+                hint="inspect it by hand (it holds no secrets); `orbisctl version` shows what runs",
+            ) from None
+
+
+@dataclass(frozen=True)
+class UpgradeRecord:
+    """One finished upgrade or rollback, for `status` and the audit trail."""
+
+    id: str
+    actor: str
+    from_version: str
+    to_version: str
+    started_at: str
+    finished_at: str
+    outcome: Outcome
+    detail: str = ""
+    timings: list[StepTiming] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return round(sum(timing.seconds for timing in self.timings), 1)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UpgradeRecord:
+        timings = [StepTiming(**item) for item in data.pop("timings", [])]
+        return cls(**data, timings=timings)
+
+
+@dataclass(frozen=True)
+class UpgradeStore:
+    directory: Path
+
+    @classmethod
+    def of_install(cls, install_dir: Path) -> UpgradeStore:
+        return cls(install_dir / UPGRADE_DIRNAME)
+
+    @property
+    def journal_path(self) -> Path:
+        return self.directory / "journal.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.directory / "history.jsonl"
+
+    @property
+    def previous_config(self) -> Path:
+        return self.directory / "previous" / "orbis.yaml"
+
+    def load(self) -> UpgradeJournal | None:
+        try:
+            text = self.journal_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return UpgradeJournal.from_json(text, source=self.journal_path)
+
+    def save(self, journal: UpgradeJournal) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self.journal_path, journal.to_json().encode(), mode=0o600)
+
+    def remove(self) -> None:
+        self.journal_path.unlink(missing_ok=True)
+
+    def keep_previous_config(self, data: bytes) -> None:
+        self.previous_config.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(self.previous_config, data, mode=0o600)
+
+    def append_history(self, record: UpgradeRecord) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        append_json_line(self.history_path, asdict(record))
+
+    def history(self) -> list[UpgradeRecord]:
+        records = []
+        for data in read_json_lines(self.history_path):
+            with suppress(TypeError):
+                records.append(UpgradeRecord.from_json(data))
+        return records
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        busy = InstallDirError(
+            "another `orbisctl upgrade` is running on this install",
+            hint="wait for it to finish; if it was killed, the lock frees itself",
+        )
+        with exclusive_lock(self.directory / "lock", busy):
+            yield
