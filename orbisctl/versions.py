@@ -136,7 +136,7 @@ def mismatches(versions: Versions) -> list[str]:
             subject = f"{image.service} runs" if image.containers else f"{image.ref} is"
             found.append(
                 f"{subject} {image.version or 'an unversioned image'}, this orbisctl is "
-                f"{versions.cli}: `orbisctl up --build` builds and runs this checkout's images"
+                f"{versions.cli}: `orbisctl upgrade` moves the install to this checkout's release"
             )
     schema = versions.database.schema if versions.database else None
     if schema is not None and schema > versions.code_schema:
@@ -147,7 +147,9 @@ def mismatches(versions: Versions) -> list[str]:
     elif versions.database and (schema or 0) < versions.code_schema:
         found.append(
             f"the database's schema is {schema or 'empty'}, this code's is "
-            f"{versions.code_schema}: `orbisctl up` applies the new migrations"
+            f"{versions.code_schema}: "
+            + ("`orbisctl up`" if schema is None else "`orbisctl upgrade`")
+            + " applies the new migrations"
         )
     return found
 

@@ -76,7 +76,7 @@ def test_an_image_of_another_release_and_a_split_service_are_named() -> None:
     assert len(found) == 2
     assert found[0].startswith("gateway runs 2 different images")
     assert f"gateway runs 0.0.9, this orbisctl is {__version__}" in found[1]
-    assert "`orbisctl up --build`" in found[1]
+    assert "`orbisctl upgrade`" in found[1]
 
 
 def test_an_absent_image_and_an_unlabelled_own_image_are_named() -> None:
@@ -89,7 +89,7 @@ def test_an_absent_image_and_an_unlabelled_own_image_are_named() -> None:
         f"{RUNTIME} is not on this engine: `orbisctl images build` makes it",
         (
             f"nginx runs an unversioned image, this orbisctl is {__version__}: "
-            "`orbisctl up --build` builds and runs this checkout's images"
+            "`orbisctl upgrade` moves the install to this checkout's release"
         ),
     ]
     # With the stack down, the rows are the configured images.
