@@ -280,23 +280,10 @@ def up(
             progress.note(f"images missing: {', '.join(missing)}")
         images.build_all(install.config, progress=progress)
     if POSTGRES_SERVICE in model.services:
-        progress.step("postgres: start, then give the login role in secrets/ its password")
-        left = max(1.0, timeout - (time.monotonic() - started))
-        compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=left)
-        # Before migrate and api first try to log in (see ensure_database_login).
-        if ensure_database_login(install, client) is None:
-            progress.note("a rotation is in progress: its --resume or --abort sets the login roles")
-        # Not before `render` gave an older install its pgBackRest files.
-        if archiving_enabled(install.config) and (install.root / PGBACKREST_CONFIG).is_file():
-            secret = install.secrets_dir / secretfiles.PGBACKREST_SECRET_CONFIG
-            if stale_services(install.containers(client), [secret]):
-                # Rewritten (backup.remote added, its keys changed): a bind mount keeps the
-                # file it was made from until the container starts again.
-                progress.step("postgres: restart for pgBackRest's new secret configuration")
-                compose.run("restart", POSTGRES_SERVICE, timeout=left)
-                compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=left)
-            progress.step("pgBackRest: create or check the stanza (continuous archiving)")
-            archive_stack.ensure_stanza(install)
+        start_postgres(
+            install, client, timeout=max(1.0, timeout - (time.monotonic() - started)),
+            progress=progress,
+        )  # fmt: skip
     nginx_before = {c.id for c in running_nginx(install, client)}
     progress.step("docker compose up (migrations run first), wait until all is healthy")
     process = subprocess.Popen(
@@ -333,6 +320,29 @@ def up(
         certificate,
         refreshed,
     )
+
+
+def start_postgres(
+    install: Install, client: docker.DockerClient, *, timeout: float, progress: Progress
+) -> None:
+    """Start (or recreate, when its definition changed) postgres, give the login role its
+    password, and have pgBackRest's stanza ready: before migrate and api first connect."""
+    compose = install.compose()
+    progress.step("postgres: start, then give the login role in secrets/ its password")
+    compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=timeout)
+    if ensure_database_login(install, client) is None:
+        progress.note("a rotation is in progress: its --resume or --abort sets the login roles")
+    # Not before `render` gave an older install its pgBackRest files.
+    if archiving_enabled(install.config) and (install.root / PGBACKREST_CONFIG).is_file():
+        secret = install.secrets_dir / secretfiles.PGBACKREST_SECRET_CONFIG
+        if stale_services(install.containers(client), [secret]):
+            # Rewritten (backup.remote added, its keys changed): a bind mount keeps the
+            # file it was made from until the container starts again.
+            progress.step("postgres: restart for pgBackRest's new secret configuration")
+            compose.run("restart", POSTGRES_SERVICE, timeout=timeout)
+            compose.run("up", "--detach", "--wait", POSTGRES_SERVICE, timeout=timeout)
+        progress.step("pgBackRest: create or check the stanza (continuous archiving)")
+        archive_stack.ensure_stanza(install)
 
 
 def _refresh_rendered(

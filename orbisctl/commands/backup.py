@@ -58,15 +58,17 @@ class TakenBackup:
     copy_error: OrbisError | None  # copying to backup.remote failed (the backup is kept here)
 
 
-def take_backup(ctx: BackupContext, label: str, progress: Progress) -> TakenBackup:
-    """A backup bundle, a base backup when archiving, and the bundles' copies to the bucket:
-    what `backup create` and `upgrade`'s pre-upgrade backup take."""
+def take_backup(
+    ctx: BackupContext, label: str, progress: Progress, *, base_backups: bool = True
+) -> TakenBackup:
+    """A backup bundle, a base backup when archiving (and `base_backups`), and the bundles'
+    copies to the bucket: what `backup create` and `upgrade`'s pre-upgrade backup take."""
     from backups.create import create_backup
     from backups.remote_copies import push_pending
 
     result = create_backup(ctx.install, ctx.executor(), ctx.ring(), label=label, progress=progress)
     bases: list[BaseBackupResult] = []
-    if ctx.archiving():
+    if base_backups and ctx.archiving():
         from backups.archive_stack import take_base_backups
 
         bases = take_base_backups(ctx.install, progress=progress)

@@ -31,7 +31,13 @@ def _backup_port(directory: Path, progress: Progress) -> BackupPort:
     from orbisctl.upgrade.run import BackupPort
 
     def take(label: str) -> str:
-        taken = take_backup(BackupContext(directory, None, None), label, progress)
+        ctx = BackupContext(directory, None, None)
+        # A release from before continuous archiving runs a postgres without pgBackRest:
+        # its pre-upgrade backup is the bundle alone.
+        archived = ctx.archiving() and _runs_pgbackrest(ctx)
+        if ctx.archiving() and not archived:
+            progress.note("the running postgres has no pgBackRest: the backup bundle only")
+        taken = take_backup(ctx, label, progress, base_backups=archived)
         backup_id = str(taken.manifest.backup_id)
         # Kept here either way: an upgrade does not wait for the bucket.
         if taken.copy_error is not None:
@@ -57,6 +63,16 @@ def _backup_port(directory: Path, progress: Progress) -> BackupPort:
         )
 
     return BackupPort(take, restore_database)
+
+
+def _runs_pgbackrest(ctx: BackupContext) -> bool:
+    from orbisctl.core.errors import EngineError
+
+    try:
+        ctx.install.compose().exec("postgres", ["pgbackrest", "version"], timeout=60)
+    except EngineError:
+        return False
+    return True
 
 
 def _print_plan(found: Plan, as_json: bool) -> None:

@@ -56,6 +56,10 @@ class UpgradeJournal:
         """Whether the forward step `step` finished before the upgrade turned back."""
         return step in self.facts.get("forward_done", "").split(",")
 
+    def forward_begun(self, step: str) -> bool:
+        """Whether the forward step `step` had begun (maybe not finished) before turning back."""
+        return step in self.facts.get("forward_begun", "").split(",")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 

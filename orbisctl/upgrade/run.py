@@ -49,7 +49,7 @@ from orbisctl.core.fsutil import atomic_write
 from orbisctl.core.install import Install, open_install
 from orbisctl.core.progress import NO_PROGRESS, Progress
 from orbisctl.images import build_all, missing_images
-from orbisctl.installer import render_install
+from orbisctl.installer import complete_archive_secrets, render_install
 from orbisctl.render import image_refs
 from orbisctl.rotation.compose import ComposeRoller
 from orbisctl.rotation.core import actor
@@ -65,8 +65,9 @@ from orbisctl.upgrade.journal import (
 from orbisctl.versions import database_version
 
 ROLLED = ("api", "gateway")
-# Recreated last: nginx holds the visitors' connections.
+# Recreated before the rolls: they reload it to route to new replicas.
 EDGE_SERVICE = "nginx"
+EDGE_STOP_SECONDS = 2
 MIGRATE_SERVICE = "migrate"
 MIGRATE_TIMEOUT_SECONDS = 1800.0
 # What a build of new images and a pre-upgrade backup need beside the running install.
@@ -77,17 +78,19 @@ FORWARD_STEPS: tuple[tuple[str, str], ...] = (
     ("images", "the {to} images built beside the {frm} ones (nothing stops)"),
     ("config", "orbis.yaml: images.tag {frm} → {to} (the old file kept), render"),
     ("migrate", "{to}'s migrations while {frm} serves"),
+    ("edge", "nginx recreated on {to}'s image and files (open connections restart)"),
     ("api", "api replaced one replica at a time"),
     ("gateway", "gateway replaced one replica at a time (calls handed over)"),
-    ("services", "the other services whose definition changed recreated one at a time"),
+    ("services", "postgres, redis and the others recreated one at a time where they changed"),
     ("gate", "health gate: every replica on {to}, the schema, api and gateway ready"),
 )
 ROLLBACK_STEPS: tuple[tuple[str, str], ...] = (
     ("config", "orbis.yaml back to images.tag {frm}, render"),
     ("database", "the pre-upgrade backup restored if {to}'s migrations stopped half-way"),
+    ("edge", "nginx back on {frm}'s image"),
     ("api", "api back on {frm}, one replica at a time"),
     ("gateway", "gateway back on {frm}, one replica at a time (calls handed over)"),
-    ("services", "the other services back on {frm}'s definitions"),
+    ("services", "postgres, redis and the others back on {frm}'s, if they had moved"),
     ("gate", "health gate: every replica on {frm}, api and gateway ready"),
 )
 
@@ -232,6 +235,10 @@ class Upgrader:
             )
         _write_config(install, target)
         render_install(install.root, check=False)
+        # A release from before continuous archiving gets its pgBackRest secrets, as `up`
+        # gives them.
+        for created in complete_archive_secrets(install.root):
+            self.progress.note(f"created {created} (continuous archiving)")
 
     def _check_images_kept(self, config: OrbisConfig) -> None:
         refs = image_refs(config)
@@ -292,15 +299,31 @@ class Upgrader:
     def step_gateway(self) -> None:
         self._roll("gateway")
 
+    def step_edge(self) -> None:
+        """nginx first, so the rolls reload an nginx that reads this release's files (an old
+        nginx container keeps the files it was started with: they are bind mounts)."""
+        # Compose stops the old nginx gracefully: it stops listening at once but waits for its
+        # open connections (the calls' WebSockets) to close; nothing answers meanwhile.
+        self.install.compose().run(
+            "up", "--detach", "--no-deps", "--wait", "--timeout", str(EDGE_STOP_SECONDS),
+            EDGE_SERVICE, timeout=300,
+        )  # fmt: skip
+        nginx.reload_nginx(self.install, self.client)
+
     def step_services(self) -> None:
+        if self.journal.mode == "rollback" and not self.journal.forward_begun("services"):
+            return  # the upgrade had not moved them
         install = self.install
         compose = install.compose()
         model = stack.compose_model(compose)
-        others = [name for name in model.long_running if name not in ROLLED]
-        ordered = [name for name in others if name != EDGE_SERVICE] + [
-            name for name in others if name == EDGE_SERVICE
-        ]
-        for service in ordered:
+        for service in model.long_running:
+            if service in ROLLED or service == EDGE_SERVICE:
+                continue
+            if service == stack.POSTGRES_SERVICE:
+                # Its login roles and, from a release before continuous archiving on, the
+                # pgBackRest stanza, as `up` has them.
+                stack.start_postgres(install, self.client, timeout=300, progress=self.progress)
+                continue
             # Compose recreates a container only when its definition (its image) changed.
             compose.run("up", "--detach", "--no-deps", "--wait", service, timeout=300)
         nginx.reload_nginx(install, self.client)
@@ -354,11 +377,17 @@ class Upgrader:
         if requested:
             self.journal.facts["requested"] = "yes"
         if self.journal.mode == "upgrade":
-            done = [record.name for record in self.journal.steps if record.status == "done"]
+            steps = self.journal.steps
+            done = [record.name for record in steps if record.status == "done"]
+            begun = [record.name for record in steps if record.status != "pending"]
             self.journal.facts["forward_done"] = ",".join(done)
+            self.journal.facts["forward_begun"] = ",".join(begun)
         self.journal.facts["failure"] = reason
         self.journal.mode = "rollback"
-        self.journal.steps = [StepRecord("rollback", name) for name, _ in ROLLBACK_STEPS]
+        # Before orbis.yaml moved, nothing serving has changed: there is nothing to undo (the
+        # backup and the new images are kept).
+        changed = "config" in self.journal.facts.get("forward_begun", "").split(",")
+        self.journal.steps = [StepRecord("rollback", name) for name, _ in ROLLBACK_STEPS if changed]
         self._save()
 
 
@@ -507,7 +536,12 @@ def roll_back_finished(
             from_version=last.from_version,
             to_version=last.to_version,
             steps=[],
-            facts={"forward_done": "backup,images,config,migrate,api,gateway,services,gate"},
+            # Every forward step ran: turn_back keeps these facts rather than reading steps.
+            mode="rollback",
+            facts={
+                "forward_done": ",".join(name for name, _ in FORWARD_STEPS),
+                "forward_begun": ",".join(name for name, _ in FORWARD_STEPS),
+            },
         )
         upgrader = Upgrader(install_dir, store, journal, backups, progress)
         upgrader.turn_back("rolled back by `orbisctl upgrade --rollback`", requested=True)
