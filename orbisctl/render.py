@@ -183,11 +183,12 @@ def image_refs(cfg: OrbisConfig) -> ImageRefs:
     # FROM the upstream images of image_digests.json). Built on this host, so they have no
     # registry digest to pin.
     nginx = f"orbisvoice/nginx:{tag}"
-    postgres = f"orbisvoice/postgres:15-{tag}"
+    data = cfg.images.data_tag or tag
+    postgres = f"orbisvoice/postgres:15-{data}"
     if cfg.images.source is ImageSource.LOCAL:
         return ImageRefs(
             postgres=postgres,
-            redis=f"orbisvoice/redis:7-{tag}",
+            redis=f"orbisvoice/redis:7-{data}",
             nginx=nginx,
             runtime=runtime,
             migrate=migrate,

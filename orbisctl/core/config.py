@@ -185,6 +185,10 @@ class ImagesConfig(_Model):
     # rolled back after its migrations ran. The schema stays that release's (expand only, so
     # `tag`'s services serve on it), and an older migrator refuses a schema newer than it knows.
     migrate_tag: str | None = Field(None, pattern=_TAG)
+    # The release whose postgres and redis images run when it is not `tag`'s: set by a rolled
+    # back upgrade. The files this orbisctl renders for them need what that release's images
+    # carry (pgBackRest); the PostgreSQL and Redis majors are the same.
+    data_tag: str | None = Field(None, pattern=_TAG)
 
 
 class RetentionConfig(_Model):

@@ -12,16 +12,13 @@ when, the outcome); `rotate-keys status` reads ages from it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from orbisctl.core.errors import InstallDirError
-from orbisctl.core.fsutil import append_json_line, atomic_write, exclusive_lock, read_json_lines
-from orbisctl.rotation.secretfiles import SECRET_MODE
+from orbisctl.core.journaldir import JournalDir
 
 ROTATION_DIRNAME = "rotation"
 JOURNAL_VERSION = 1
@@ -97,53 +94,15 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True)
-class JournalStore:
-    directory: Path
+class JournalStore(JournalDir[Journal, HistoryEntry]):
+    verb: ClassVar[str] = "rotate-keys"
 
     @classmethod
     def of_install(cls, install_dir: Path) -> JournalStore:
         return cls(install_dir / ROTATION_DIRNAME)
 
-    @property
-    def journal_path(self) -> Path:
-        return self.directory / "journal.json"
+    def parse_journal(self, text: str, source: Path) -> Journal:
+        return Journal.from_json(text, source=source)
 
-    @property
-    def history_path(self) -> Path:
-        return self.directory / "history.jsonl"
-
-    def load(self) -> Journal | None:
-        try:
-            text = self.journal_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        return Journal.from_json(text, source=self.journal_path)
-
-    def save(self, journal: Journal) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(self.journal_path, journal.to_json().encode(), mode=SECRET_MODE)
-
-    def remove(self) -> None:
-        self.journal_path.unlink(missing_ok=True)
-
-    def append_history(self, entry: HistoryEntry) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        append_json_line(self.history_path, asdict(entry))
-
-    def history(self) -> list[HistoryEntry]:
-        entries = []
-        for record in read_json_lines(self.history_path):
-            with suppress(TypeError):
-                entries.append(HistoryEntry.from_json(record))
-        return entries
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """One rotation at a time per install; the OS releases the lock if we are killed."""
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        busy = InstallDirError(
-            "another `orbisctl rotate-keys` is running on this install",
-            hint="wait for it to finish; if it was killed, the lock frees itself",
-        )
-        with exclusive_lock(self.directory / "lock", busy):
-            yield
+    def parse_record(self, data: dict[str, Any]) -> HistoryEntry:
+        return HistoryEntry.from_json(data)

@@ -10,14 +10,13 @@ is the audit trail `status` shows.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from orbisctl.core.errors import InstallDirError
-from orbisctl.core.fsutil import append_json_line, atomic_write, exclusive_lock, read_json_lines
+from orbisctl.core.fsutil import atomic_write
+from orbisctl.core.journaldir import JournalDir
 from orbisctl.rotation.journal import StepRecord
 
 UPGRADE_DIRNAME = "upgrade"
@@ -104,60 +103,23 @@ class UpgradeRecord:
 
 
 @dataclass(frozen=True)
-class UpgradeStore:
-    directory: Path
+class UpgradeStore(JournalDir[UpgradeJournal, UpgradeRecord]):
+    verb: ClassVar[str] = "upgrade"
 
     @classmethod
     def of_install(cls, install_dir: Path) -> UpgradeStore:
         return cls(install_dir / UPGRADE_DIRNAME)
 
-    @property
-    def journal_path(self) -> Path:
-        return self.directory / "journal.json"
+    def parse_journal(self, text: str, source: Path) -> UpgradeJournal:
+        return UpgradeJournal.from_json(text, source=source)
 
-    @property
-    def history_path(self) -> Path:
-        return self.directory / "history.jsonl"
+    def parse_record(self, data: dict[str, Any]) -> UpgradeRecord:
+        return UpgradeRecord.from_json(data)
 
     @property
     def previous_config(self) -> Path:
         return self.directory / "previous" / "orbis.yaml"
 
-    def load(self) -> UpgradeJournal | None:
-        try:
-            text = self.journal_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        return UpgradeJournal.from_json(text, source=self.journal_path)
-
-    def save(self, journal: UpgradeJournal) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(self.journal_path, journal.to_json().encode(), mode=0o600)
-
-    def remove(self) -> None:
-        self.journal_path.unlink(missing_ok=True)
-
     def keep_previous_config(self, data: bytes) -> None:
         self.previous_config.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(self.previous_config, data, mode=0o600)
-
-    def append_history(self, record: UpgradeRecord) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        append_json_line(self.history_path, asdict(record))
-
-    def history(self) -> list[UpgradeRecord]:
-        records = []
-        for data in read_json_lines(self.history_path):
-            with suppress(TypeError):
-                records.append(UpgradeRecord.from_json(data))
-        return records
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        busy = InstallDirError(
-            "another `orbisctl upgrade` is running on this install",
-            hint="wait for it to finish; if it was killed, the lock frees itself",
-        )
-        with exclusive_lock(self.directory / "lock", busy):
-            yield

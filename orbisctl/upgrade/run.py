@@ -15,8 +15,9 @@ checkout's. Forward, in order, each step journaled:
 
 Any failure rolls back by itself: orbis.yaml back, the database restored from the pre-upgrade
 backup only if the migrations stopped half-way (each runs in its own transaction, so the
-first one failing leaves nothing to undo), api, gateway and the other services rolled back,
-the gate again. Migrations that all ran stay: the old release serves on the expanded schema,
+first one failing leaves nothing to undo), nginx, api and gateway rolled back, the gate
+again. postgres and redis stay on the new release's images (`images.data_tag`): this
+orbisctl renders their files, which need what those images carry (pgBackRest). Migrations that all ran stay: the old release serves on the expanded schema,
 and the new release's image stays the one that runs the migrate job (`images.migrate_tag`),
 since an older migrator refuses a schema newer than it knows. A killed upgrade is continued
 by `upgrade --resume` in the direction it was going; `--rollback` turns it back.
@@ -90,7 +91,7 @@ ROLLBACK_STEPS: tuple[tuple[str, str], ...] = (
     ("edge", "nginx back on {frm}'s image"),
     ("api", "api back on {frm}, one replica at a time"),
     ("gateway", "gateway back on {frm}, one replica at a time (calls handed over)"),
-    ("services", "postgres, redis and the others back on {frm}'s, if they had moved"),
+    ("services", "postgres and redis kept on {to}'s images (images.data_tag), the others back"),
     ("gate", "health gate: every replica on {frm}, api and gateway ready"),
 )
 
@@ -226,13 +227,14 @@ class Upgrader:
             target = _with_tag(install.config, self.journal.to_version, migrate_tag=None)
         else:
             previous = _read_config(self.store.previous_config)
-            self._check_images_kept(previous)
             migrated = self.journal.forward_done("migrate")
             target = _with_tag(
                 previous,
                 self.journal.from_version,
                 migrate_tag=self.journal.to_version if migrated else None,
+                data_tag=self.journal.to_version,
             )
+            self._check_images_kept(target)
         _write_config(install, target)
         render_install(install.root, check=False)
         # A release from before continuous archiving gets its pgBackRest secrets, as `up`
@@ -311,8 +313,6 @@ class Upgrader:
         nginx.reload_nginx(self.install, self.client)
 
     def step_services(self) -> None:
-        if self.journal.mode == "rollback" and not self.journal.forward_begun("services"):
-            return  # the upgrade had not moved them
         install = self.install
         compose = install.compose()
         model = stack.compose_model(compose)
@@ -386,7 +386,7 @@ class Upgrader:
         self.journal.mode = "rollback"
         # Before orbis.yaml moved, nothing serving has changed: there is nothing to undo (the
         # backup and the new images are kept).
-        changed = "config" in self.journal.facts.get("forward_begun", "").split(",")
+        changed = self.journal.forward_begun("config")
         self.journal.steps = [StepRecord("rollback", name) for name, _ in ROLLBACK_STEPS if changed]
         self._save()
 
@@ -396,8 +396,11 @@ def _summary(journal: UpgradeJournal, name: str) -> str:
     return template.format(frm=journal.from_version, to=journal.to_version)
 
 
-def _with_tag(config: OrbisConfig, tag: str, *, migrate_tag: str | None) -> OrbisConfig:
-    images = config.images.model_copy(update={"tag": tag, "migrate_tag": migrate_tag})
+def _with_tag(
+    config: OrbisConfig, tag: str, *, migrate_tag: str | None, data_tag: str | None = None
+) -> OrbisConfig:
+    update = {"tag": tag, "migrate_tag": migrate_tag, "data_tag": data_tag}
+    images = config.images.model_copy(update=update)
     return config.model_copy(update={"images": images})
 
 
@@ -462,6 +465,12 @@ def _drive(upgrader: Upgrader) -> Finished:
     return _finish(upgrader.store, journal)
 
 
+def _new_journal(
+    frm: str, to: str, *, steps: list[StepRecord], mode: Mode = "upgrade", **facts: str
+) -> UpgradeJournal:
+    return UpgradeJournal(uuid.uuid4().hex[:12], actor(), _now(), frm, to, steps, mode, dict(facts))
+
+
 def start(install: Install, backups: BackupPort, *, progress: Progress = NO_PROGRESS) -> Finished:
     """Upgrade the install to this checkout's release; on failure, roll back by itself."""
     store = UpgradeStore.of_install(install.root)
@@ -480,12 +489,9 @@ def start(install: Install, backups: BackupPort, *, progress: Progress = NO_PROG
             )
         if not found.steps:
             raise UserError(found.notes[0], hint="`orbisctl version` shows what runs")
-        journal = UpgradeJournal(
-            id=uuid.uuid4().hex[:12],
-            actor=actor(),
-            started_at=_now(),
-            from_version=found.from_version,
-            to_version=found.to_version,
+        journal = _new_journal(
+            found.from_version,
+            found.to_version,
             steps=[StepRecord("upgrade", step.name) for step in found.steps],
         )
         store.save(journal)
@@ -529,19 +535,14 @@ def roll_back_finished(
             hint="set images.tag in orbis.yaml by hand, then `orbisctl up`",
         )
     with store.lock():
-        journal = UpgradeJournal(
-            id=uuid.uuid4().hex[:12],
-            actor=actor(),
-            started_at=_now(),
-            from_version=last.from_version,
-            to_version=last.to_version,
+        journal = _new_journal(
+            last.from_version,
+            last.to_version,
             steps=[],
             # Every forward step ran: turn_back keeps these facts rather than reading steps.
             mode="rollback",
-            facts={
-                "forward_done": ",".join(name for name, _ in FORWARD_STEPS),
-                "forward_begun": ",".join(name for name, _ in FORWARD_STEPS),
-            },
+            forward_done=",".join(name for name, _ in FORWARD_STEPS),
+            forward_begun=",".join(name for name, _ in FORWARD_STEPS),
         )
         upgrader = Upgrader(install_dir, store, journal, backups, progress)
         upgrader.turn_back("rolled back by `orbisctl upgrade --rollback`", requested=True)

@@ -144,15 +144,21 @@ def test_a_second_upgrade_waits_for_the_first(install: Path) -> None:
         pass
 
 
-def test_a_pinned_migrate_tag_runs_the_migrate_job_on_that_release_s_image(install: Path) -> None:
+def test_pinned_migrate_and_data_tags_keep_those_on_the_newer_release_s_images(
+    install: Path,
+) -> None:
     path = install / "orbis.yaml"
     data = yaml.safe_load(path.read_text())
     data["images"]["tag"] = "0.1.0"
     data["images"]["migrate_tag"] = __version__
+    data["images"]["data_tag"] = __version__
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     render_install(install, check=False)
     services = yaml.safe_load((install / "compose.yaml").read_text())["services"]
     assert services["migrate"]["image"] == f"orbisvoice/runtime:{__version__}"
+    assert services["postgres"]["image"] == f"orbisvoice/postgres:15-{__version__}"
+    assert services["redis"]["image"] == f"orbisvoice/redis:7-{__version__}"
+    assert services["nginx"]["image"] == "orbisvoice/nginx:0.1.0"
     assert services["api"]["image"] == services["gateway"]["image"] == "orbisvoice/runtime:0.1.0"
     bad = invoke("render", "--dir", str(install))
     assert bad.exit_code == 0
