@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -166,3 +167,34 @@ def test_pinned_migrate_and_data_tags_keep_those_on_the_newer_release_s_images(
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     refused = invoke("render", "--dir", str(install))
     assert refused.exit_code != 0 and "images.migrate_tag" in refused.stderr
+
+
+def _turned_back(install: Path, statuses: dict[str, str]) -> UpgradeJournal:
+    store = UpgradeStore.of_install(install)
+    steps = [StepRecord("upgrade", name, statuses.get(name, "pending")) for name, _ in FORWARD]
+    journal = UpgradeJournal("id", "op", "t0", "0.1.0", __version__, steps)
+    port = run.BackupPort(take=lambda label: "unused", restore_database=lambda backup: None)
+    # turn_back only rewrites the journal: no engine is reached.
+    upgrader = run.Upgrader(install, store, journal, port, client=cast(Any, None))
+    upgrader.turn_back("step api: it failed")
+    loaded = store.load()
+    assert loaded is not None
+    return loaded
+
+
+FORWARD = run.FORWARD_STEPS
+
+
+def test_a_failure_before_orbis_yaml_moved_has_nothing_to_roll_back(install: Path) -> None:
+    journal = _turned_back(install, {"backup": "done", "images": "started"})
+    assert journal.mode == "rollback" and journal.steps == []
+    assert journal.facts["failure"] == "step api: it failed"
+
+
+def test_a_failure_after_it_moved_rolls_back_every_part_and_knows_what_ran(install: Path) -> None:
+    done = dict.fromkeys(("backup", "images", "config", "migrate", "edge"), "done")
+    journal = _turned_back(install, {**done, "api": "started"})
+    assert [step.name for step in journal.steps] == [name for name, _ in run.ROLLBACK_STEPS]
+    assert {step.kind for step in journal.steps} == {"rollback"}
+    assert journal.forward_done("migrate") and not journal.forward_done("api")
+    assert journal.forward_begun("api") and not journal.forward_begun("gateway")
