@@ -8,6 +8,7 @@ stop expanded), so an install older than the stop must be upgraded to it first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
@@ -44,8 +45,11 @@ def release_of(version: str) -> Release | None:
     return next((r for r in RELEASES if Version(r.version) == Version(parsed.base_version)), None)
 
 
-def path_problems(current: str, target: str = __version__) -> list[str]:
-    """Why an upgrade from `current` to `target` is not allowed (empty when it is)."""
+def path_problems(
+    current: str, target: str = __version__, known: Sequence[Release] = RELEASES
+) -> list[str]:
+    """Why an upgrade from `current` to `target` is not allowed (empty when it is), given the
+    `known` releases."""
     old, new = parse(current), parse(target)
     if old is None:
         return [f"the running version {current!r} is not a release number this orbisctl reads"]
@@ -59,7 +63,7 @@ def path_problems(current: str, target: str = __version__) -> list[str]:
         return [going_back]
     skipped = [
         r.version
-        for r in RELEASES
+        for r in known
         if r.required_stop and old < Version(r.version) < Version(new.base_version)
     ]
     if skipped:

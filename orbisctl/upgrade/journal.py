@@ -98,8 +98,8 @@ class UpgradeRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UpgradeRecord:
-        timings = [StepTiming(**item) for item in data.pop("timings", [])]
-        return cls(**data, timings=timings)
+        fields = {key: value for key, value in data.items() if key != "timings"}
+        return cls(**fields, timings=[StepTiming(**item) for item in data.get("timings", [])])
 
 
 @dataclass(frozen=True)

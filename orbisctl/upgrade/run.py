@@ -36,7 +36,6 @@ from pathlib import Path
 import docker
 import docker.errors
 import requests.exceptions
-import yaml
 
 from backups.drill import run_probe
 from backups.executor import ComposeExecutor
@@ -44,7 +43,7 @@ from backups.restore import restore_journals
 from backups.schema import code_schema_version
 from orbisctl import __version__, nginx, releases, stack
 from orbisctl.core import engine
-from orbisctl.core.config import CONFIG_FILENAME, OrbisConfig, dump_config, parse_config
+from orbisctl.core.config import OrbisConfig, dump_config, load_config, parse_config
 from orbisctl.core.errors import InstallDirError, OrbisError, UserError
 from orbisctl.core.fsutil import atomic_write
 from orbisctl.core.install import Install, open_install
@@ -226,7 +225,7 @@ class Upgrader:
                 self.store.keep_previous_config(current)
             target = _with_tag(install.config, self.journal.to_version, migrate_tag=None)
         else:
-            previous = _read_config(self.store.previous_config)
+            previous = load_config(self.store.previous_config)
             migrated = self.journal.forward_done("migrate")
             target = _with_tag(
                 previous,
@@ -235,7 +234,7 @@ class Upgrader:
                 data_tag=self.journal.to_version,
             )
             self._check_images_kept(target)
-        _write_config(install, target)
+        atomic_write(install.config_file, dump_config(target).encode())
         render_install(install.root, check=False)
         # A release from before continuous archiving gets its pgBackRest secrets, as `up`
         # gives them.
@@ -261,9 +260,9 @@ class Upgrader:
                 "run", "--rm", "--no-deps", "-T", MIGRATE_SERVICE, timeout=MIGRATE_TIMEOUT_SECONDS
             )
         finally:
+            # Saved with the step's end, or with the rollback it turns into.
             schema = self._schema()
             self.journal.facts["schema_after"] = "" if schema is None else str(schema)
-            self._save()
 
     def step_database(self) -> None:
         """Rollback only: a migration run that stopped half-way leaves a schema neither release's
@@ -399,27 +398,10 @@ def _summary(journal: UpgradeJournal, name: str) -> str:
 def _with_tag(
     config: OrbisConfig, tag: str, *, migrate_tag: str | None, data_tag: str | None = None
 ) -> OrbisConfig:
-    update = {"tag": tag, "migrate_tag": migrate_tag, "data_tag": data_tag}
-    images = config.images.model_copy(update=update)
-    return config.model_copy(update={"images": images})
-
-
-def _read_config(path: Path) -> OrbisConfig:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise InstallDirError(
-            f"the orbis.yaml kept from before the upgrade ({path}) is unreadable: {exc}",
-            hint="restore it from the pre-upgrade backup (`orbisctl restore --secrets-only`)",
-        ) from None
-    return parse_config(data, source=str(path))
-
-
-def _write_config(install: Install, config: OrbisConfig) -> None:
-    # Validated again as written: what `load_config` will read back.
-    text = dump_config(config)
-    parse_config(yaml.safe_load(text))
-    atomic_write(install.root / CONFIG_FILENAME, text.encode(), mode=0o644)
+    """`config` with its images moved to `tag`, validated as `load_config` will read it back."""
+    data = config.model_dump(mode="json")
+    data["images"].update(tag=tag, migrate_tag=migrate_tag, data_tag=data_tag)
+    return parse_config(data)
 
 
 @dataclass(frozen=True)
