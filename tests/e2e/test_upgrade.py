@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import secrets
-import ssl
 import subprocess
 import sys
 import time
@@ -29,22 +28,15 @@ from orbisctl.core import engine
 from orbisctl.releases import RELEASES
 from tests.e2e.logs import ServiceLogs
 from tests.e2e.support import create_agent, signup
-from tests.e2e.traffic import Traffic
+from tests.e2e.traffic import ServedStack, Traffic, orbisctl
 from tests.releases import extract, in_git_checkout
 from tests.services import free_port
 
 pytestmark = pytest.mark.docker
 
 PREVIOUS = RELEASES[-2]
-ORBISCTL = [str(Path(sys.executable).parent / "orbisctl")]
 RUNTIME = f"orbisvoice/runtime:{__version__}"
 TIMINGS: dict[str, float] = {}
-
-
-def orbisctl(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ORBISCTL, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def previous_orbisctl(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,19 +54,7 @@ def previous_orbisctl(tree: Path, *args: str) -> subprocess.CompletedProcess[str
 
 
 @dataclass
-class Stack:
-    root: Path
-    https_port: int
-    project: str
-    logs: ServiceLogs
-
-    @property
-    def url(self) -> str:
-        return f"https://localhost:{self.https_port}"
-
-    def ssl_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.root / "tls" / "ca.crt"))
-
+class Stack(ServedStack):
     def config(self) -> dict[str, Any]:
         data: dict[str, Any] = yaml.safe_load((self.root / "orbis.yaml").read_text())
         return data

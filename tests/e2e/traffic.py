@@ -1,15 +1,19 @@
-"""A load generator for the e2e suites that change a running stack (rotations, upgrades): API
-requests and live widget calls through nginx, every failure and dropped call recorded."""
+"""What the e2e suites that change a running stack (rotations, upgrades) share: the stack they
+run `orbisctl` against as a process, and a load generator of API requests and live widget
+calls through nginx that records every failure and dropped call."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Self
+from pathlib import Path
+from typing import Any, Self
 
 import aiohttp
 
@@ -24,15 +28,31 @@ RESUME_WINDOW_SECONDS = 60
 LOAD_DEADLINE_SECONDS = 1500
 
 
-class Site(Protocol):
-    """The stack under load, as the generator sees it."""
+ORBISCTL = [str(Path(sys.executable).parent / "orbisctl")]
 
+
+def orbisctl(*args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
+    """This checkout's orbisctl as the operator runs it: a process of its own."""
+    return subprocess.run(
+        [*ORBISCTL, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@dataclass
+class ServedStack:
+    """A stack under change, its services' logs followed."""
+
+    root: Path
+    https_port: int
+    project: str
     logs: ServiceLogs
 
     @property
-    def url(self) -> str: ...
+    def url(self) -> str:
+        return f"https://localhost:{self.https_port}"
 
-    def ssl_context(self) -> ssl.SSLContext: ...
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.root / "tls" / "ca.crt"))
 
 
 @dataclass
@@ -43,7 +63,7 @@ class Traffic:
     Any request not answered by the API, and any call that ends other than by hang-up, is
     recorded."""
 
-    stack: Site
+    stack: ServedStack
     public_id: str
     calls: int = HELD_CALLS
     answered: Counter[str] = field(default_factory=Counter)

@@ -10,9 +10,7 @@ import json
 import os
 import secrets
 import signal
-import ssl
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,13 +29,12 @@ from orbisctl.core import engine
 from runtime.api.security import issue_access_token
 from runtime.common.keyring import KeyRing
 from tests.e2e.logs import ServiceLogs
-from tests.e2e.traffic import HELD_CALLS, Traffic
+from tests.e2e.traffic import HELD_CALLS, ORBISCTL, ServedStack, Traffic, orbisctl
 from tests.gateway.support import ORIGIN
 from tests.services import free_port
 
 pytestmark = pytest.mark.docker
 
-ORBISCTL = [str(Path(sys.executable).parent / "orbisctl")]
 IMAGES = {
     f"orbisvoice/runtime:{__version__}",
     f"orbisvoice/postgres:15-{__version__}",
@@ -45,28 +42,10 @@ IMAGES = {
 }
 
 
-def orbisctl(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ORBISCTL, *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
 @dataclass
-class Stack:
-    root: Path
-    https_port: int
-    project: str
-    logs: ServiceLogs
-
-    @property
-    def url(self) -> str:
-        return f"https://localhost:{self.https_port}"
-
+class Stack(ServedStack):
     def secret(self, name: str) -> str:
         return (self.root / "secrets" / name).read_text()
-
-    def ssl_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.root / "tls" / "ca.crt"))
 
     def container(self, service: str) -> Any:
         client = engine.connect()
