@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,22 +98,37 @@ class ComposeRoller:
         if service in ROUTED_SERVICES and self.running(nginx.NGINX_SERVICE):
             nginx.reload_nginx(self.install, self.client)
 
-    def roll(self, service: str) -> None:
-        old = self.running(service)
+    def roll(
+        self,
+        service: str,
+        *,
+        outdated: Callable[[Any], bool] | None = None,
+        replicas: int | None = None,
+    ) -> None:
+        """Replace the running replicas of `service` one at a time, or only those `outdated`
+        picks. With `replicas` (the count before the roll began), a roll cut short after a
+        surge, which left one replica more, retires an outdated one before surging again."""
+        running = self.running(service)
+        old = [item for item in running if outdated(item)] if outdated else running
+        old_ids = {item.id for item in old}
         compose = self.install.compose()
         for container in old:
-            known = {item.id for item in self.running(service)}
-            compose.run(
-                "up",
-                "--detach",
-                "--no-deps",
-                "--no-recreate",
-                "--scale",
-                f"{service}={len(known) + 1}",
-                service,
-                timeout=self.health_timeout,
-            )
-            fresh = [item for item in self.running(service) if item.id not in known]
+            current = self.running(service)
+            if replicas is not None and len(current) > replicas:
+                fresh = [item for item in current if item.id not in old_ids]
+            else:
+                known = {item.id for item in current}
+                compose.run(
+                    "up",
+                    "--detach",
+                    "--no-deps",
+                    "--no-recreate",
+                    "--scale",
+                    f"{service}={len(known) + 1}",
+                    service,
+                    timeout=self.health_timeout,
+                )
+                fresh = [item for item in self.running(service) if item.id not in known]
             for item in fresh:
                 self._wait_healthy(item, service)
             self._reload_routes(service)

@@ -285,14 +285,22 @@ class Upgrader:
             f"pre-upgrade backup {backup}"
         )
         self.backups.restore_database(backup)
+        self.journal.facts["database_restored"] = backup
 
     def _roll(self, service: str) -> None:
         roller = ComposeRoller(self.install, self.client)
         wanted = self._runtime_image_id()
-        running = roller.running(service)
-        if running and all(container.attrs.get("Image") == wanted for container in running):
-            return  # a resumed run: this service was rolled already
-        roller.roll(service)
+        # Counted before the first surge and kept: a run killed mid-roll leaves one replica
+        # more, which the resumed roll must not count as the service's size.
+        size = f"replicas_{service}"
+        if size not in self.journal.facts:
+            self.journal.facts[size] = str(len(roller.running(service)))
+            self._save()
+        roller.roll(
+            service,
+            outdated=lambda container: container.attrs.get("Image") != wanted,
+            replicas=int(self.journal.facts[size]),
+        )
 
     def step_api(self) -> None:
         self._roll("api")
@@ -509,7 +517,7 @@ def roll_back_finished(
     if last is None or last.outcome != "upgraded" or install.config.images.tag != last.to_version:
         raise UserError(
             "there is no finished upgrade to roll back on this install",
-            hint="`orbisctl upgrade --status` lists what happened",
+            hint="`orbisctl upgrade --history` lists what happened",
         )
     if not store.previous_config.is_file():
         raise InstallDirError(

@@ -1,5 +1,6 @@
 """The Compose roller on a real engine: a two-replica service picks up a replaced secret file
-with never fewer than two healthy replicas, and a failing replica stops the roll."""
+with never fewer than two healthy replicas, a failing replica stops the roll, and a roll cut
+short after its surge resumes to the size it had."""
 
 from __future__ import annotations
 
@@ -140,3 +141,20 @@ def test_an_unhealthy_new_replica_stops_the_roll_and_keeps_the_old_ones(project:
     with pytest.raises(UnhealthyError, match="unhealthy"):
         roller.roll("web")
     assert before <= {container.id for container in roller.running("web")}
+
+
+def test_a_roll_cut_short_after_its_surge_resumes_to_the_same_size(project: Path) -> None:
+    """A killed roll left one new replica beside the two old ones: the resumed roll retires an
+    old one without a second surge and ends with two replicas, both new."""
+    install = open_install(project)
+    roller = ComposeRoller(install, engine.connect(), health_timeout=60)
+    before = {container.id for container in roller.running("web")}
+    SecretStore.of_install(project).write_lines("token", "new-token")
+    install.compose().run(
+        "up", "--detach", "--wait", "--no-recreate", "--scale", "web=3", timeout=120
+    )  # fmt: skip
+    assert len(roller.running("web")) == 3
+    roller.roll("web", outdated=lambda container: container.id in before, replicas=2)
+    after = {container.id for container in roller.running("web")}
+    assert len(after) == 2 and not after & before
+    assert _tokens(roller) == ["new-token", "new-token"]
