@@ -113,9 +113,16 @@ def _print_finished(finished: Finished, as_json: bool) -> None:
     if finished.facts.get("requested"):
         output.info(f"[green]rolled back to {escape(record.from_version)}[/]")
         return
+    restored = finished.facts.get("database_restored")
+    database = (
+        f", its database restored from the pre-upgrade backup {restored} (what was written "
+        "during the upgrade is not in it)"
+        if restored
+        else ""
+    )
     output.warn(
         f"the upgrade to {record.to_version} did not complete ({record.detail}); the install "
-        f"was rolled back and runs {record.from_version} again"
+        f"was rolled back and runs {record.from_version} again{database}"
     )
 
 

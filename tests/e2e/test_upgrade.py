@@ -1,8 +1,9 @@
 """N-1 → N on a real Compose stack, as issue 17 checks it: the previous release (its own
 orbisctl and images, from the commit CHANGELOG.md records) installed and serving data, then
 this checkout's `orbisctl upgrade` under a bounded load of API requests and live calls; then
-`upgrade --rollback` keeping what was written since; then a broken release (an api that never
-gets healthy) rolled back by the upgrade itself. Each phase prints its duration."""
+`upgrade --rollback` keeping what was written since; then two broken releases rolled back by
+the upgrade itself: an api that never gets healthy, and migrations that stop half-way (the
+database restored from the pre-upgrade backup). Each phase prints its duration."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,10 @@ from backups.schema import code_schema_version
 from orbisctl import __version__
 from orbisctl.core import engine
 from orbisctl.releases import RELEASES
+from orbisctl.upgrade.journal import UpgradeStore
 from tests.e2e.logs import ServiceLogs
-from tests.e2e.support import create_agent, signup
-from tests.e2e.traffic import ServedStack, Traffic, orbisctl
+from tests.e2e.support import create_agent, psql, signup
+from tests.e2e.traffic import ORBISCTL, ServedStack, Traffic, orbisctl
 from tests.releases import extract, in_git_checkout
 from tests.services import free_port
 
@@ -152,15 +156,53 @@ def _placed(traffic: Traffic, windows: dict[str, tuple[float, float]]) -> dict[s
     return placed
 
 
+def _containers(stack: Stack, service: str) -> list[Any]:
+    return [
+        container
+        for container in engine.project_containers(engine.connect(), stack.project)
+        if container.labels.get(engine.SERVICE_LABEL) == service and container.status == "running"
+    ]
+
+
+def _killed_in_api_surge(stack: Stack) -> int:
+    """`orbisctl upgrade` SIGKILLed once its api roll has started a new replica beside the
+    old ones; its return code."""
+    before = len(_containers(stack, "api"))
+    store = UpgradeStore.of_install(stack.root)
+    process = subprocess.Popen(
+        [*ORBISCTL, "upgrade", "--dir", str(stack.root)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while process.poll() is None and time.monotonic() < deadline:
+            journal = store.load()
+            steps = journal.steps if journal else []
+            if any(step.name == "api" and step.status == "started" for step in steps) and (
+                len(_containers(stack, "api")) > before
+            ):
+                break
+            time.sleep(0.2)
+    finally:
+        process.send_signal(signal.SIGKILL)  # a no-op when it has ended by itself
+    return process.wait(timeout=60)
+
+
 def test_the_previous_release_upgrades_under_load_and_keeps_its_data(stack: Stack) -> None:
     auth, public_id = asyncio.run(_owner_and_agent(stack))
     planned = orbisctl("upgrade", "--dry-run", "--json", "--dir", str(stack.root))
     assert planned.returncode == 0, planned.stderr
     assert json.loads(planned.stdout)["problems"] == []
+    api_replicas = len(_containers(stack, "api"))
     started = time.monotonic()
     with Traffic(stack, public_id) as traffic:
-        upgraded = orbisctl("upgrade", "--json", "--dir", str(stack.root))
-    _timed(f"upgrade {PREVIOUS.version} → {__version__}", started)
+        killed = _killed_in_api_surge(stack)
+        again = orbisctl("upgrade", "--json", "--dir", str(stack.root))
+        upgraded = orbisctl("upgrade", "--resume", "--json", "--dir", str(stack.root))
+    _timed(f"upgrade {PREVIOUS.version} → {__version__} (killed once, resumed)", started)
+    assert killed == -signal.SIGKILL
+    assert again.returncode != 0 and "upgrade --resume" in again.stderr, again.stderr
     assert upgraded.returncode == 0, upgraded.stdout[-2000:] + upgraded.stderr[-3000:]
     record = json.loads(upgraded.stdout)
     assert record["outcome"] == "upgraded", record
@@ -177,6 +219,8 @@ def test_the_previous_release_upgrades_under_load_and_keeps_its_data(stack: Stac
     for service in ("api", "gateway"):
         rows = [row for row in versions["images"] if row["service"] == service]
         assert [row["version"] for row in rows] == [__version__], rows
+    # The resumed roll ended at the size the stack had, not one replica more.
+    assert len(_containers(stack, "api")) == api_replicas
     assert stack.config()["images"]["tag"] == __version__
     assert asyncio.run(_agent_names(stack, auth)) == [public_id]
     history = orbisctl("upgrade", "--history", "--json", "--dir", str(stack.root))
@@ -204,28 +248,38 @@ def test_rollback_returns_to_the_previous_release_and_keeps_what_was_written(
     assert up.returncode == 0, up.stderr[-2000:]
 
 
-def test_a_release_whose_api_never_gets_healthy_is_rolled_back_by_itself(
-    stack: Stack, tmp_path: Path
-) -> None:
+@contextmanager
+def _broken_release(build_dir: Path, change: str) -> Iterator[None]:
+    """This release's runtime image replaced, while the block runs, by one that runs the
+    Python `change` at build time (as root); the good image is tagged back after."""
     client = engine.connect()
     good = client.images.get(RUNTIME)
-    (tmp_path / "Dockerfile").write_text(
-        f"FROM {good.id}\nUSER root\n"
-        # Every readiness probe of this image fails: its api replicas never get healthy.
-        'RUN python -c "import healthchecks, pathlib; '
-        "(pathlib.Path(healthchecks.__file__).parent / '__main__.py')"
-        ".write_text('raise SystemExit(1)')\"\n"
+    (build_dir / "Dockerfile").write_text(
+        f"FROM {good.id}\nUSER root\nRUN python -c {json.dumps(change)}\n"
     )
-    broken, _ = client.images.build(path=str(tmp_path), tag=RUNTIME, rm=True)
-    auth, public_id = asyncio.run(_owner_and_agent(stack))
+    broken, _ = client.images.build(path=str(build_dir), tag=RUNTIME, rm=True)
     try:
-        started = time.monotonic()
-        with Traffic(stack, public_id) as traffic:
-            failed = orbisctl("upgrade", "--json", "--dir", str(stack.root))
-        _timed("broken upgrade rolled back", started)
+        yield
     finally:
         good.tag(RUNTIME)
         client.images.remove(broken.id, force=True)
+
+
+def test_a_release_whose_api_never_gets_healthy_is_rolled_back_by_itself(
+    stack: Stack, tmp_path: Path
+) -> None:
+    auth, public_id = asyncio.run(_owner_and_agent(stack))
+    # Every readiness probe of this image fails: its api replicas never get healthy.
+    never_healthy = (
+        "import healthchecks, pathlib; "
+        "(pathlib.Path(healthchecks.__file__).parent / '__main__.py')"
+        ".write_text('raise SystemExit(1)')"
+    )
+    with _broken_release(tmp_path, never_healthy):
+        started = time.monotonic()
+        with Traffic(stack, public_id) as traffic:
+            failed = orbisctl("upgrade", "--json", "--dir", str(stack.root))
+        _timed("broken api rolled back", started)
     assert failed.returncode != 0, failed.stdout[-2000:]
     record = json.loads(failed.stdout)
     assert record["outcome"] == "rolled back" and "step api" in record["detail"], record
@@ -234,6 +288,35 @@ def test_a_release_whose_api_never_gets_healthy_is_rolled_back_by_itself(
     assert stack.config()["images"]["tag"] == PREVIOUS.version
     assert "upgrade gateway" not in _placed(traffic, _step_windows(record))
     assert asyncio.run(_agent_names(stack, auth)) == [public_id]
+
+
+def test_a_release_whose_migrations_stop_half_way_is_rolled_back_to_the_backup(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """Two new migrations, the second failing: the first's table is in the database when the
+    migrate job stops, so the rollback restores the pre-upgrade backup."""
+    auth, public_id = asyncio.run(_owner_and_agent(stack))
+    schema = code_schema_version()
+    half_way = (
+        "import runtime.api, pathlib; "
+        "d = pathlib.Path(runtime.api.__file__).parent / 'migrations'; "
+        f"(d / '{schema + 1:04d}_upgrade_probe.sql').write_text('CREATE TABLE upgrade_probe (id int);'); "
+        f"(d / '{schema + 2:04d}_broken.sql').write_text('SELECT no_such_function();')"
+    )
+    with _broken_release(tmp_path, half_way):
+        started = time.monotonic()
+        failed = orbisctl("upgrade", "--json", "--dir", str(stack.root))
+        _timed("half-way migrations rolled back", started)
+    assert failed.returncode != 0, failed.stdout[-2000:]
+    record = json.loads(failed.stdout)
+    assert record["outcome"] == "rolled back" and "step migrate" in record["detail"], record
+    facts = record["facts"]
+    assert facts["database_restored"] == facts["backup"] and facts["schema_after"], facts
+    assert stack.versions()["database"]["schema"] == schema
+    assert psql(stack, "SELECT to_regclass('public.upgrade_probe') IS NULL") == "t"
+    previous = f"orbisvoice/runtime:{PREVIOUS.version}"
+    assert stack.running_refs("api") == stack.running_refs("gateway") == {previous}
+    assert asyncio.run(_agent_names(stack, auth)) == [public_id]
     history = orbisctl("upgrade", "--history", "--json", "--dir", str(stack.root))
     outcomes = [entry["outcome"] for entry in json.loads(history.stdout)]
-    assert outcomes == ["upgraded", "rolled back", "rolled back"]
+    assert outcomes == ["upgraded", "rolled back", "rolled back", "rolled back"]
