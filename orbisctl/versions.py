@@ -23,7 +23,7 @@ from orbisctl import __version__
 from orbisctl.core import engine
 from orbisctl.core.errors import EngineError
 from orbisctl.core.install import Install
-from orbisctl.images import VERSION_LABEL
+from orbisctl.images.steps import VERSION_LABEL
 from orbisctl.render import image_refs
 
 POSTGRES_SERVICE = "postgres"

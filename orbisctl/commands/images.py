@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from orbisctl import images as core
 from orbisctl import output
 from orbisctl.commands.options import InstallDirOption
 from orbisctl.core.config import (
@@ -19,6 +18,8 @@ from orbisctl.core.config import (
     load_config,
     parse_config,
 )
+from orbisctl.images import all_refs, build_all
+from orbisctl.images.bundle import load_bundle, save_bundle
 
 app = typer.Typer(help="Build the stack's images, or save/load them for air-gapped hosts.")
 
@@ -51,10 +52,10 @@ def build(
     config = _config(directory, source, tag)
     started = time.monotonic()
     with output.StepReporter() as progress:
-        refs = core.build_all(config, progress=progress)
+        refs = build_all(config, progress=progress)
     output.info(
         f"[green]images ready[/] ({config.images.source.value} source, "
-        f"{time.monotonic() - started:.0f} s): {escape(', '.join(core.all_refs(refs)))}"
+        f"{time.monotonic() - started:.0f} s): {escape(', '.join(all_refs(refs)))}"
     )
 
 
@@ -66,12 +67,12 @@ def save(
     tag: TagOption = None,
 ) -> None:
     """Write every image of the stack into one file, for `images load` on an offline host."""
-    refs = core.save_bundle(_config(directory, source, tag), bundle)
+    refs = save_bundle(_config(directory, source, tag), bundle)
     output.info(f"saved {len(refs)} images to {escape(str(bundle))}")
 
 
 @app.command()
 def load(bundle: Annotated[Path, typer.Argument(help="A file written by `images save`.")]) -> None:
     """Load the images of a bundle written by `orbisctl images save`."""
-    loaded = core.load_bundle(bundle)
+    loaded = load_bundle(bundle)
     output.info(f"loaded {len(loaded)} images: {escape(', '.join(loaded))}")

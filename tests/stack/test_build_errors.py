@@ -6,16 +6,16 @@ import io
 
 import pytest
 
-from orbisctl import images
 from orbisctl.core import engine
 from orbisctl.core.errors import EngineError
+from orbisctl.images.base import ensure_debian_base
 
 pytestmark = pytest.mark.docker
 
 
 def test_a_failing_build_names_apts_own_error() -> None:
     client = engine.connect()
-    base = images.ensure_debian_base(client)
+    base = ensure_debian_base(client)
     dockerfile = (
         f"FROM {base}\nRUN apt-get install -y --no-install-recommends no-such-package-xyz\n"
     )

@@ -20,11 +20,12 @@ import docker.errors
 import pytest
 from typer.testing import CliRunner, Result
 
-from orbisctl import images
 from orbisctl.cli import app
 from orbisctl.core import engine
 from orbisctl.core.config import ImageSource, OrbisConfig
 from orbisctl.core.errors import ExitCode
+from orbisctl.images.base import DEBIAN_MIRROR, DEBIAN_SUITE
+from orbisctl.images.build import REGISTRY_NGINX, REGISTRY_POSTGRES, REGISTRY_PYTHON
 from orbisctl.output import STEP_MARK
 from orbisctl.render import image_refs
 
@@ -109,9 +110,9 @@ def test_images_build_shows_debootstrap_as_it_runs_and_where_it_failed(
     monkeypatch.setattr(engine, "connect", lambda: FakeEngine(present=set()))
     result = _build("--source", "local")
     assert result.exit_code == ExitCode.ENGINE, result.output
-    debootstrap = f"{STEP_MARK} debootstrap {images.DEBIAN_SUITE} from {images.DEBIAN_MIRROR}…"
+    debootstrap = f"{STEP_MARK} debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR}…"
     failure = "E: Failed getting release file http://mirror.invalid/dists/bookworm/Release"
-    hint = f"check that {images.DEBIAN_MIRROR} is reachable (ORBIS_DEBIAN_MIRROR picks another)"
+    hint = f"check that {DEBIAN_MIRROR} is reachable (ORBIS_DEBIAN_MIRROR picks another)"
     lines = result.stderr.splitlines()
     assert re.fullmatch(re.escape(f"{debootstrap} failed after ") + DURATION, lines[5]), lines
     assert lines[:5] + lines[6:] == [
@@ -146,7 +147,7 @@ def test_images_build_shows_each_stage_in_order(
     )
     monkeypatch.setattr(sys, "executable", str(fake_python))
     refs = image_refs(OrbisConfig.model_validate({"images": {"source": "registry"}}))
-    pulled = [images.REGISTRY_POSTGRES, refs.redis, images.REGISTRY_PYTHON, images.REGISTRY_NGINX]
+    pulled = [REGISTRY_POSTGRES, refs.redis, REGISTRY_PYTHON, REGISTRY_NGINX]
     fake = FakeEngine(present=set(pulled))
     monkeypatch.setattr(engine, "connect", lambda: fake)
     result = _build("--source", ImageSource.REGISTRY.value)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from orbisctl import images
+from orbisctl.images import build, steps, wheelhouse
 
 
 def _wheel(directory: Path, name: str, version: str, requires: list[str]) -> None:
@@ -21,18 +21,18 @@ def test_conditional_requirements_follow_the_target_python(tmp_path: Path) -> No
     _wheel(tmp_path, "redis", "8.1.0", ['async-timeout>=4.0.3; python_full_version < "3.11.3"'])
     _wheel(tmp_path, "aiohttp", "3.14.0", ["multidict<7,>=4.5", 'uvloop; extra == "speedups"'])
     _wheel(tmp_path, "multidict", "6.0.5", [])
-    debian = images._target_environment("3.11.2")
-    slim = images._target_environment("3.11.14")
-    assert images._missing_requirements(tmp_path, debian) == ["async-timeout>=4.0.3"]
-    assert images._missing_requirements(tmp_path, slim) == []
+    debian = wheelhouse._target_environment("3.11.2")
+    slim = wheelhouse._target_environment("3.11.14")
+    assert wheelhouse._missing_requirements(tmp_path, debian) == ["async-timeout>=4.0.3"]
+    assert wheelhouse._missing_requirements(tmp_path, slim) == []
     _wheel(tmp_path, "async-timeout", "5.0.1", [])
-    assert images._missing_requirements(tmp_path, debian) == []
+    assert wheelhouse._missing_requirements(tmp_path, debian) == []
 
 
 def test_a_wrong_version_counts_as_missing(tmp_path: Path) -> None:
     _wheel(tmp_path, "aiohttp", "3.14.0", ["multidict<7,>=4.5"])
     _wheel(tmp_path, "multidict", "7.2.1", [])
-    assert images._missing_requirements(tmp_path, images._target_environment("3.11.2")) == [
+    assert wheelhouse._missing_requirements(tmp_path, wheelhouse._target_environment("3.11.2")) == [
         "multidict<7,>=4.5"
     ]
 
@@ -42,21 +42,21 @@ def test_cache_key_follows_content_and_mode_not_time(tmp_path: Path) -> None:
     tree.mkdir()
     script = tree / "entrypoint.sh"
     script.write_text('#!/bin/sh\nexec "$@"\n')
-    first = images.hash_inputs(["ref"], {"ctx": tree})
+    first = steps.hash_inputs(["ref"], {"ctx": tree})
     script.touch()
-    assert images.hash_inputs(["ref"], {"ctx": tree}) == first
+    assert steps.hash_inputs(["ref"], {"ctx": tree}) == first
     script.chmod(0o755)
-    executable = images.hash_inputs(["ref"], {"ctx": tree})
+    executable = steps.hash_inputs(["ref"], {"ctx": tree})
     assert executable != first
     script.write_text('#!/bin/sh\nexec env "$@"\n')
-    assert images.hash_inputs(["ref"], {"ctx": tree}) != executable
-    assert images.hash_inputs(["other ref"], {"ctx": tree}) != images.hash_inputs(
+    assert steps.hash_inputs(["ref"], {"ctx": tree}) != executable
+    assert steps.hash_inputs(["other ref"], {"ctx": tree}) != steps.hash_inputs(
         ["ref"], {"ctx": tree}
     )
 
 
 def test_every_service_image_runs_as_a_non_root_user() -> None:
-    root = images.templates_dir() / "images"
+    root = build.templates_dir() / "images"
     assert (root / "local" / "python.Dockerfile").is_file()  # a base, never run as a service
     for name in ("runtime", "nginx", "local/postgres", "local/redis", "local/nginx"):
         text = (root / f"{name}.Dockerfile").read_text()

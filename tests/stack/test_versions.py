@@ -9,7 +9,7 @@ from pathlib import Path
 
 from backups.schema import code_schema_version
 from orbisctl import __version__
-from orbisctl.images import VERSION_LABEL
+from orbisctl.images.steps import VERSION_LABEL
 from orbisctl.versions import (
     DatabaseVersion,
     ImageRecord,
