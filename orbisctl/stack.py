@@ -480,16 +480,7 @@ def scale(
     if service not in model.services:
         raise UserError(f"the stack has no {service!r} service", hint="run `orbisctl render`")
     progress.step(f"docker compose up --scale {service}={replicas}")
-    compose.run(
-        "up",
-        "--detach",
-        "--no-deps",
-        "--no-recreate",
-        "--scale",
-        f"{service}={replicas}",
-        service,
-        timeout=timeout,
-    )
+    compose.scale(service, replicas, timeout=timeout)
     progress.step("wait until every service is healthy")
     statuses = wait_healthy(install, model, timeout=timeout, client=client, on_status=on_status)
     progress.step("nginx: config test and reload")

@@ -201,6 +201,14 @@ class Compose:
             )
         return result.stdout
 
+    def scale(self, service: str, replicas: int, *, timeout: float | None = None) -> str:
+        """`replicas` containers of `service`: the running ones are not recreated, the
+        difference is started or removed, its dependencies are untouched."""
+        return self.run(
+            "up", "--detach", "--no-deps", "--no-recreate", "--scale", f"{service}={replicas}",
+            service, timeout=timeout,
+        )  # fmt: skip
+
     def config(self) -> dict[str, Any]:
         """The resolved compose model (`docker compose config --format json`)."""
         data: dict[str, Any] = json.loads(self.run("config", "--format", "json", timeout=60))

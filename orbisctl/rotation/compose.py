@@ -118,16 +118,7 @@ class ComposeRoller:
                 fresh = [item for item in current if item.id not in old_ids]
             else:
                 known = {item.id for item in current}
-                compose.run(
-                    "up",
-                    "--detach",
-                    "--no-deps",
-                    "--no-recreate",
-                    "--scale",
-                    f"{service}={len(known) + 1}",
-                    service,
-                    timeout=self.health_timeout,
-                )
+                compose.scale(service, len(known) + 1, timeout=self.health_timeout)
                 fresh = [item for item in self.running(service) if item.id not in known]
             for item in fresh:
                 self._wait_healthy(item, service)

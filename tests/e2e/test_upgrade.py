@@ -28,7 +28,9 @@ import yaml
 from backups.schema import code_schema_version
 from orbisctl import __version__
 from orbisctl.core import engine
+from orbisctl.core.install import open_install
 from orbisctl.releases import RELEASES
+from orbisctl.rotation.compose import ComposeRoller
 from orbisctl.upgrade.journal import UpgradeStore
 from tests.e2e.logs import ServiceLogs
 from tests.e2e.support import create_agent, psql, signup
@@ -157,11 +159,7 @@ def _placed(traffic: Traffic, windows: dict[str, tuple[float, float]]) -> dict[s
 
 
 def _containers(stack: Stack, service: str) -> list[Any]:
-    return [
-        container
-        for container in engine.project_containers(engine.connect(), stack.project)
-        if container.labels.get(engine.SERVICE_LABEL) == service and container.status == "running"
-    ]
+    return ComposeRoller(open_install(stack.root), engine.connect()).running(service)
 
 
 def _killed_in_api_surge(stack: Stack) -> int:
