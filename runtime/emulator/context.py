@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from runtime.emulator.apikeys import ApiKeyFile
 from runtime.emulator.scenario import Scenario
 from runtime.emulator.settings import EmulatorSettings
 from runtime.emulator.state import HandleStore, SessionLog, Stats
 
-if TYPE_CHECKING:  # the sessions hold the context: only the annotation names them
-    from runtime.emulator.session import LiveSession
+
+class Live(Protocol):
+    """What the context needs of a live session (`session.LiveSession`): counted for the
+    capacity, and ended when the emulator shuts down."""
+
+    async def shutdown(self) -> None: ...
 
 
 @dataclass
@@ -24,4 +28,4 @@ class EmulatorContext:
     handles: HandleStore
     stats: Stats
     session_log: SessionLog
-    sessions: set[LiveSession] = field(default_factory=set)
+    sessions: set[Live] = field(default_factory=set)

@@ -13,16 +13,14 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from runtime.emulator import wire
 from runtime.emulator.audio import OUTPUT_RATE, pcm_byte_count, synthetic_speech
 from runtime.emulator.closes import CLOSE_INTERNAL, REASON_EXHAUSTED, REASON_INTERNAL
-from runtime.emulator.scenario import Faults, Reply, Turn
-from runtime.emulator.state import append_bounded
-
-if TYPE_CHECKING:  # the session owns its turns: only the annotation names it
-    from runtime.emulator.session import LiveSession
+from runtime.emulator.context import EmulatorContext
+from runtime.emulator.scenario import Control, Faults, Reply, Scenario, Turn
+from runtime.emulator.state import Lineage, SessionRecord, append_bounded
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +53,36 @@ def audio_tokens(duration_ms: float) -> int:
     return math.ceil(duration_ms / 1000 * AUDIO_TOKENS_PER_SECOND)
 
 
+class SessionPort(Protocol):
+    """What the turns need of their session (`session.LiveSession`, which owns them): what it
+    was admitted with, its connection, and its resumption handle once a turn is complete."""
+
+    context: EmulatorContext
+    record: SessionRecord
+    setup: wire.SetupRequest | None
+    scenario: Scenario
+    control: Control
+    lineage: Lineage
+    next_turn: int
+
+    async def send(self, message: wire.JsonObject) -> bool: ...
+
+    async def send_encoded(self, data: bytes) -> bool: ...
+
+    async def send_resumption_update(self) -> None: ...
+
+    def request_close(self, code: int, reason: str) -> None: ...
+
+    def spawn(self, coro: Any) -> asyncio.Task[None]: ...
+
+    @property
+    def task_count(self) -> int: ...
+
+
 class ModelTurns:
     """The replies and the pending tool call of one session."""
 
-    def __init__(self, session: LiveSession) -> None:
+    def __init__(self, session: SessionPort) -> None:
         self._session = session
         self._reply_task: asyncio.Task[None] | None = None
         self._stop_reply = False  # set by barge-in: the reply in progress stops at its next chunk
