@@ -310,11 +310,11 @@ def run_probe(compose: engine.Compose, params: dict[str, Any]) -> dict[str, Any]
             env=compose.env(),
         )
     except subprocess.TimeoutExpired:
-        raise EngineError(f"the drill's checks hung for {PROBE_TIMEOUT_SECONDS:.0f} s") from None
+        raise EngineError(f"the smoke checks hung for {PROBE_TIMEOUT_SECONDS:.0f} s") from None
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         raise EngineError(
-            f"the drill's checks did not run in the scratch api: "
+            f"the smoke checks did not run in the api container: "
             f"{engine.last_error_line(result.stderr)}"
         )
     data: dict[str, Any] = json.loads(lines[-1])

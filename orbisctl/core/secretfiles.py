@@ -31,6 +31,10 @@ PGBACKREST_SECRET_CONFIG = "pgbackrest.conf"  # noqa: S105
 REMOTE_ACCESS_KEY = "remote_access_key"
 REMOTE_SECRET_KEY = "remote_secret_key"  # noqa: S105
 
+# The upgrade gate's probe tenant (its login and agent, JSON), made by the first gate that
+# needs it: host-only, never mounted.
+GATE_PROBE = "gate_probe.json"
+
 SECRET_NAMES = (
     POSTGRES_USER,
     POSTGRES_PASSWORD,

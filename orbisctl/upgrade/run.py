@@ -10,8 +10,9 @@ checkout's. Forward, in order, each step journaled:
     api       api replaced one replica at a time (a new one healthy before an old one goes)
     gateway   the same for the gateway; each old replica hands its calls over as it drains
     services  the other services whose definition changed recreated, one at a time
-    gate      every replica healthy on the new images, the schema the new one, api and
-              gateway ready from inside the stack
+    gate      every replica healthy on the new images, the schema the new one; then, from
+              inside the stack, api and gateway ready and a tenant's login, agent read and
+              call through the model (the gate's own probe tenant: upgrade/gate.py)
 
 Any failure rolls back by itself: orbis.yaml back, the database restored from the pre-upgrade
 backup only if the migrations stopped half-way (each runs in its own transaction, so the
@@ -37,7 +38,6 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from backups.drill import run_probe
 from backups.executor import ComposeExecutor
 from backups.restore import restore_journals
 from backups.schema import code_schema_version
@@ -54,6 +54,7 @@ from orbisctl.render import image_refs
 from orbisctl.rotation.compose import ComposeRoller
 from orbisctl.rotation.core import actor
 from orbisctl.rotation.journal import JournalStore, StepRecord, iso
+from orbisctl.upgrade import gate
 from orbisctl.upgrade.journal import (
     Mode,
     Outcome,
@@ -82,7 +83,7 @@ FORWARD_STEPS: tuple[tuple[str, str], ...] = (
     ("api", "api replaced one replica at a time"),
     ("gateway", "gateway replaced one replica at a time (calls handed over)"),
     ("services", "postgres, redis and the others recreated one at a time where they changed"),
-    ("gate", "health gate: every replica on {to}, the schema, api and gateway ready"),
+    ("gate", "health gate: every replica on {to}, the schema, a login, an agent read, a call"),
 )
 ROLLBACK_STEPS: tuple[tuple[str, str], ...] = (
     ("config", "orbis.yaml back to images.tag {frm}, render"),
@@ -91,7 +92,7 @@ ROLLBACK_STEPS: tuple[tuple[str, str], ...] = (
     ("api", "api back on {frm}, one replica at a time"),
     ("gateway", "gateway back on {frm}, one replica at a time (calls handed over)"),
     ("services", "postgres and redis kept on {to}'s images (images.data_tag), the others back"),
-    ("gate", "health gate: every replica on {frm}, api and gateway ready"),
+    ("gate", "health gate: every replica on {frm}, a login, an agent read, a call"),
 )
 
 
@@ -352,7 +353,8 @@ class Upgrader:
                 f"the database's schema is {schema}, {self.journal.to_version} needs "
                 f"{code_schema_version()}"
             )
-        checks = run_probe(install.compose(), {"mode": "check"}).get("checks", [])
+        checks = gate.tenant_checks(install)
+        self.journal.facts["gate"] = ", ".join(check["name"] for check in checks if check["ok"])
         failed = [f"{check['name']}: {check['detail']}" for check in checks if not check["ok"]]
         if failed or not checks:
             raise UpgradeFailed(f"the health gate failed: {'; '.join(failed) or 'no checks ran'}")

@@ -1,4 +1,4 @@
-"""The recovery drill's smoke checks, run inside the scratch stack's api container.
+"""The recovery drill's and the upgrade gate's smoke checks, run inside an api container.
 
 The drill's scratch stack publishes no port, so the checks run where its services are
 reachable: `docker compose exec -T api python -c <this file's source>`, parameters as one JSON
@@ -13,6 +13,10 @@ Modes:
   "call": bool}` → `{"checks": [{"name", "ok", "detail", "seconds"}]}`: readiness always;
   the login without an email, the agent read without an agent id, the call without `call`
   are left out (the drill reports them as skipped, saying why).
+- `{"mode": "enroll", "org_name", "email", "password", "agent_name", "origin"}` →
+  `{"agent_id", "public_id"}`: a tenant signed up through the API with one agent that allows
+  `origin`; the upgrade gate's own probe tenant on a live stack, so its checks log in, read an
+  agent and call without touching a customer's data.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ async def _json(response: aiohttp.ClientResponse, expected: int, what: str) -> d
 
 
 class _Session:
-    """The tenant session of the restored user, once logged in."""
+    """The tenant session of the probed user, once logged in."""
 
     def __init__(self) -> None:
         self.headers: dict[str, str] = {}
@@ -64,7 +68,7 @@ async def _login(http: aiohttp.ClientSession, params: dict[str, Any], session: _
         me = await _json(response, 200, "GET /api/v1/me")
     if json.dumps(me).lower().count(str(params["email"]).lower()) == 0:
         raise RuntimeError("GET /api/v1/me does not name the user who logged in")
-    return "restored user logged in; /api/v1/me answers with a token from the restored key ring"
+    return "logged in; /api/v1/me answers with a token from the stack's key ring"
 
 
 async def _agent(http: aiohttp.ClientSession, params: dict[str, Any], session: _Session) -> str:
@@ -75,8 +79,8 @@ async def _agent(http: aiohttp.ClientSession, params: dict[str, Any], session: _
     ) as response:
         agent = await _json(response, 200, "GET /api/v1/agents/{id}")
     if agent.get("name") != params["agent_name"]:
-        raise RuntimeError("the agent read through the API differs from the restored row")
-    return "a restored agent read through the tenant API matches its database row"
+        raise RuntimeError("the agent read through the API differs from its database row")
+    return "an agent read through the tenant API matches its database row"
 
 
 async def _call(http: aiohttp.ClientSession, params: dict[str, Any]) -> str:
@@ -105,6 +109,27 @@ async def _call(http: aiohttp.ClientSession, params: dict[str, Any]) -> str:
             elif event.get("type") == "session.ended":
                 return f"call {call_id}: session.started (model connected), hung up, ended"
     raise RuntimeError(f"the call closed without session.ended (saw {seen})")
+
+
+async def _enroll(params: dict[str, Any]) -> dict[str, str]:
+    timeout = aiohttp.ClientTimeout(total=STEP_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        async with http.post(
+            f"{API}/api/v1/auth/signup",
+            json={k: params[k] for k in ("org_name", "email", "password")},
+        ) as response:
+            owner = await _json(response, 201, "POST /api/v1/auth/signup")
+        async with http.post(
+            f"{API}/api/v1/agents",
+            json={
+                "name": params["agent_name"],
+                "instructions": "Answer the operator's health checks briefly.",
+                "allowed_origins": [params["origin"]],
+            },
+            headers={"Authorization": f"Bearer {owner['access_token']}"},
+        ) as response:
+            agent = await _json(response, 201, "POST /api/v1/agents")
+    return {"agent_id": str(agent["id"]), "public_id": str(agent["public_id"])}
 
 
 async def _checks(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,6 +167,9 @@ def main() -> None:
         from runtime.api.security import hash_password_sync
 
         print(json.dumps({"hash": hash_password_sync(params["password"])}))
+        return
+    if params["mode"] == "enroll":
+        print(json.dumps(asyncio.run(_enroll(params))))
         return
     print(json.dumps({"checks": asyncio.run(_checks(params))}))
 

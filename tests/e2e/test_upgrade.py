@@ -204,6 +204,10 @@ def test_the_previous_release_upgrades_under_load_and_keeps_its_data(stack: Stac
     assert upgraded.returncode == 0, upgraded.stdout[-2000:] + upgraded.stderr[-3000:]
     record = json.loads(upgraded.stdout)
     assert record["outcome"] == "upgraded", record
+    # The gate's probe tenant logged in, read its agent and held a call through the model.
+    assert {"api login", "agent read", "call through the gateway"} <= set(
+        record["facts"]["gate"].split(", ")
+    ), record["facts"]
     placed = _placed(traffic, _step_windows(record))
     print(f"upgrade e2e: steps {[(t['name'], t['seconds']) for t in record['timings']]}")
     print(f"upgrade e2e: failures by step { ({k: len(v) for k, v in placed.items()}) }")
