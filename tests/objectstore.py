@@ -215,8 +215,35 @@ class S3Server(S3Access):
 
         try:
             self.wait_answering(timeout, gone=gone)
+            self._wait_reading(timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; weed log tail:\n{self.log_tail()}") from None
+
+    def _wait_reading(self, timeout: float) -> None:
+        """Until an object it held reads back: on a restart ListBuckets answers before the
+        volume server has re-registered, and a GET meanwhile answers 500 InternalError."""
+        client = self.client()
+        sample = next(
+            (
+                (bucket["Name"], listed["Contents"][0]["Key"])
+                for bucket in client.list_buckets().get("Buckets", [])
+                if (listed := client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1)).get(
+                    "Contents"
+                )
+            ),
+            None,
+        )
+        if sample is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client.get_object(Bucket=sample[0], Key=sample[1])["Body"].read()
+                return
+            except ClientError as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"S3 on {self.url} does not read {sample}: {exc}") from None
+                time.sleep(0.1)
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM weed and wait; SIGKILL it if it has not exited after `timeout` seconds."""
