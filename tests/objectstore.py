@@ -136,8 +136,10 @@ class S3Access:
         return data
 
     def wait_answering(self, timeout: float, *, gone: Callable[[], str | None]) -> None:
-        """Until a signed ListBuckets succeeds; `gone` says why the server stopped (None
-        while it runs)."""
+        """Until a signed ListBuckets succeeds and an object it holds (if any) reads back: on a
+        restart ListBuckets answers before the volume server has re-registered, and a GET
+        meanwhile answers 500 InternalError. `gone` says why the server stopped (None while it
+        runs)."""
         deadline = time.monotonic() + timeout
         client = self.client()
         last: Exception | None = None
@@ -146,16 +148,25 @@ class S3Access:
             if why is not None:
                 raise RuntimeError(why)
             try:
-                client.list_buckets()
+                _read_one_object(client)
             except (BotoCoreError, ClientError) as exc:
                 last = exc
                 time.sleep(0.1)
             else:
                 return
         raise TimeoutError(
-            f"S3 on {self.url} did not answer a signed ListBuckets within {timeout}s"
+            f"S3 on {self.url} did not answer a signed ListBuckets and read within {timeout}s"
             f" (last error: {last!r})"
         )
+
+
+def _read_one_object(client: S3Client) -> None:
+    """A signed ListBuckets, then the first object found read back (a fresh store has none)."""
+    for bucket in client.list_buckets().get("Buckets", []):
+        listed = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1).get("Contents", [])
+        if listed:
+            client.get_object(Bucket=bucket["Name"], Key=listed[0]["Key"])["Body"].read()
+            return
 
 
 @dataclass(frozen=True)
@@ -215,35 +226,8 @@ class S3Server(S3Access):
 
         try:
             self.wait_answering(timeout, gone=gone)
-            self._wait_reading(timeout)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; weed log tail:\n{self.log_tail()}") from None
-
-    def _wait_reading(self, timeout: float) -> None:
-        """Until an object it held reads back: on a restart ListBuckets answers before the
-        volume server has re-registered, and a GET meanwhile answers 500 InternalError."""
-        client = self.client()
-        sample = next(
-            (
-                (bucket["Name"], listed["Contents"][0]["Key"])
-                for bucket in client.list_buckets().get("Buckets", [])
-                if (listed := client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1)).get(
-                    "Contents"
-                )
-            ),
-            None,
-        )
-        if sample is None:
-            return
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                client.get_object(Bucket=sample[0], Key=sample[1])["Body"].read()
-                return
-            except ClientError as exc:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"S3 on {self.url} does not read {sample}: {exc}") from None
-                time.sleep(0.1)
 
     def stop(self, *, timeout: float = STOP_TIMEOUT) -> None:
         """SIGTERM weed and wait; SIGKILL it if it has not exited after `timeout` seconds."""

@@ -14,6 +14,7 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -102,7 +103,7 @@ class LiveSession:
         self.record.close_code, self.record.close_reason = code, reason
         self._close_task = asyncio.create_task(self.ws.close(code=code, message=reason.encode()))
 
-    def spawn(self, coro: Any) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

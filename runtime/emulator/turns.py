@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,7 +74,7 @@ class SessionPort(Protocol):
 
     def request_close(self, code: int, reason: str) -> None: ...
 
-    def spawn(self, coro: Any) -> asyncio.Task[None]: ...
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
     @property
     def task_count(self) -> int: ...
